@@ -1,0 +1,164 @@
+//! Aggregates: state folded from events, deciding on commands.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::event::EventSet;
+
+/// An event-sourced aggregate: state that is the fold of its events, and that decides
+/// which events a command produces.
+///
+/// Usually derived (`#[derive(Aggregate)]`), which generates the event and command enums and
+/// dispatches to your [`Apply`] and [`Handle`] impls.
+///
+/// The state is serializable so that it can be snapshotted; `STATE_FINGERPRINT` identifies its
+/// serialized shape, and a snapshot written with another fingerprint is ignored and the stream
+/// refolded, never decoded into wrong state.
+pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
+    /// The aggregate's name, which is also its streams' category (`<name>-<id>`).
+    const NAME: &'static str;
+    /// How often the repository stores a snapshot.
+    const SNAPSHOT: SnapshotPolicy = SnapshotPolicy::Never;
+    /// An identifier of the state's schema: change it whenever the state's shape changes.
+    const STATE_FINGERPRINT: &'static str;
+
+    /// The events this aggregate owns (the generated `<Name>Event` enum).
+    type Event: EventSet;
+    /// The commands it handles (the generated `<Name>Command` enum).
+    type Command: Send + 'static;
+    /// Why a command is rejected.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Outside help the handlers receive (a price list, a uniqueness check); `()` for none.
+    type Services: Send + Sync + 'static;
+
+    /// Folds one event into the state. Must not fail: events are facts.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// Decides which events a command produces, or rejects it.
+    fn handle(
+        &self,
+        command: Self::Command,
+        services: &Self::Services,
+    ) -> Result<Events<Self>, Self::Error>;
+}
+
+/// Folds one event type into an aggregate's state.
+pub trait Apply<E> {
+    /// Updates the state with the fact `event`.
+    fn apply(&mut self, event: &E);
+}
+
+/// Decides on one command type.
+pub trait Handle<C>: Aggregate {
+    /// The events the command produces, or why it is rejected.
+    fn handle(&self, command: C) -> Result<Events<Self>, Self::Error>;
+}
+
+/// Decides on one command type with the aggregate's declared services.
+pub trait HandleWith<C>: Aggregate {
+    /// The events the command produces, or why it is rejected.
+    fn handle(&self, command: C, services: &Self::Services) -> Result<Events<Self>, Self::Error>;
+}
+
+/// When the repository snapshots an aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPolicy {
+    /// Never; every load folds the whole stream.
+    Never,
+    /// Whenever an append crosses a multiple of `n` events.
+    Every(u64),
+}
+
+impl SnapshotPolicy {
+    /// Whether moving a stream from `before` to `after` events should store a snapshot.
+    pub fn due(self, before: u64, after: u64) -> bool {
+        match self {
+            SnapshotPolicy::Never => false,
+            SnapshotPolicy::Every(0) => false,
+            SnapshotPolicy::Every(n) => before / n != after / n,
+        }
+    }
+}
+
+/// The events a command produced, in order.
+pub struct Events<A: Aggregate>(Vec<A::Event>);
+
+impl<A: Aggregate> Events<A> {
+    /// No events: the command changed nothing.
+    pub fn none() -> Self {
+        Events(Vec::new())
+    }
+
+    /// One event.
+    pub fn one(event: impl Into<A::Event>) -> Self {
+        Events(vec![event.into()])
+    }
+
+    /// Adds an event after the ones already here.
+    #[must_use]
+    pub fn and(mut self, event: impl Into<A::Event>) -> Self {
+        self.0.push(event.into());
+        self
+    }
+
+    /// The events, in order.
+    pub fn into_vec(self) -> Vec<A::Event> {
+        self.0
+    }
+
+    /// The events, in order.
+    pub fn as_slice(&self) -> &[A::Event] {
+        &self.0
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<A: Aggregate> Default for Events<A> {
+    fn default() -> Self {
+        Events::none()
+    }
+}
+
+impl<A: Aggregate> Clone for Events<A> {
+    fn clone(&self) -> Self {
+        Events(self.0.clone())
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for Events<A>
+where
+    A::Event: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+impl<A: Aggregate> FromIterator<A::Event> for Events<A> {
+    fn from_iter<I: IntoIterator<Item = A::Event>>(iter: I) -> Self {
+        Events(iter.into_iter().collect())
+    }
+}
+
+impl<A: Aggregate> From<Vec<A::Event>> for Events<A> {
+    fn from(events: Vec<A::Event>) -> Self {
+        Events(events)
+    }
+}
+
+impl<A: Aggregate> IntoIterator for Events<A> {
+    type Item = A::Event;
+    type IntoIter = std::vec::IntoIter<A::Event>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}

@@ -1,0 +1,98 @@
+//! What travels with a command: ids for tracing and an optional idempotency key.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::envelope::{Metadata, StreamId};
+
+/// Metadata of one command execution.
+///
+/// The events a command produces carry its correlation id (the command's own id when none is
+/// given, so a new conversation starts here), its causation id (the command's id when none is
+/// given) and its custom fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandMetadata {
+    /// This command's id (UUID v7 by default).
+    pub command_id: Uuid,
+    /// The id of the conversation the command belongs to.
+    pub correlation_id: Option<Uuid>,
+    /// The id of the message that caused the command.
+    pub causation_id: Option<Uuid>,
+    /// A key that makes execution idempotent: a second execution with the same key on the same
+    /// stream writes nothing and reports the first one.
+    pub idempotency_key: Option<String>,
+    /// Application-defined fields copied onto every event.
+    pub custom: Map<String, Value>,
+}
+
+impl Default for CommandMetadata {
+    fn default() -> Self {
+        CommandMetadata {
+            command_id: Uuid::now_v7(),
+            correlation_id: None,
+            causation_id: None,
+            idempotency_key: None,
+            custom: Map::new(),
+        }
+    }
+}
+
+impl CommandMetadata {
+    /// Fresh metadata with a new command id.
+    pub fn new() -> Self {
+        CommandMetadata::default()
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    #[must_use]
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the idempotency key.
+    #[must_use]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Adds an application field copied onto every event.
+    #[must_use]
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.custom.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata the command's events carry.
+    pub(crate) fn event_metadata(&self) -> Metadata {
+        Metadata {
+            correlation_id: Some(self.correlation_id.unwrap_or(self.command_id)),
+            causation_id: Some(self.causation_id.unwrap_or(self.command_id)),
+            custom: self.custom.clone(),
+        }
+    }
+
+    /// The id of the `index`-th event of an idempotent command: the same key on the same
+    /// stream always yields the same ids, so the store recognises a repeat.
+    pub(crate) fn event_id(&self, stream: &StreamId, index: usize) -> Uuid {
+        match &self.idempotency_key {
+            Some(key) => Uuid::new_v5(
+                &IDEMPOTENCY_NAMESPACE,
+                format!("{stream}\u{0}{key}\u{0}{index}").as_bytes(),
+            ),
+            None => Uuid::now_v7(),
+        }
+    }
+}
+
+/// Namespace of the UUID v5 event ids derived from idempotency keys.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6576_656e_7473_6f75_7263_652d_6964_656d);

@@ -1,0 +1,162 @@
+//! Errors of the store contract and the repository. Each names what a person needs to act.
+
+use crate::envelope::{ExpectedVersion, Position, StreamId, Version};
+use crate::event::DecodeFailure;
+
+/// A boxed error from a store's backend (a database driver, the network).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("concurrency conflict on stream `{stream}`: expected {expected}, but it is at version {actual}")]
+    Conflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked.
+        actual: Version,
+    },
+    /// An event id of the batch is already stored elsewhere, or the batch only partly repeats an
+    /// earlier append; nothing was written.
+    #[error(
+        "event id {event_id} in the batch for stream `{stream}` is already stored in stream `{existing_stream}` at version {existing_version}, and the batch is not an exact retry of that append"
+    )]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The repeated id.
+        event_id: uuid::Uuid,
+        /// Where the id is stored.
+        existing_stream: StreamId,
+        /// The version it is stored at.
+        existing_version: Version,
+    },
+    /// An append was asked with no events.
+    #[error("append to stream `{stream}` has no events")]
+    EmptyBatch {
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// A stored row could not be read back (not a payload decode error: the envelope itself).
+    #[error("corrupt row in stream `{stream}` at version {version}: {message}")]
+    CorruptRow {
+        /// The stream of the row.
+        stream: StreamId,
+        /// The row's version.
+        version: Version,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The backend (database, network) failed.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What the store was doing.
+        context: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A backend failure while doing `context`.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// A stored event that could not be decoded into the current event type.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot decode event `{name}` (schema version {schema_version}) in stream `{stream}` at version {version}, position {position}: {source}"
+)]
+pub struct DecodeError {
+    /// The stream of the event.
+    pub stream: StreamId,
+    /// Its stream version.
+    pub version: Version,
+    /// Its global position.
+    pub position: Position,
+    /// Its stored name.
+    pub name: String,
+    /// Its stored schema version.
+    pub schema_version: u32,
+    /// What went wrong.
+    #[source]
+    pub source: DecodeFailure,
+}
+
+/// Why an aggregate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event did not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Why a command was not executed. Nothing was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError<E: std::error::Error + 'static> {
+    /// The aggregate rejected the command.
+    #[error("command rejected by `{stream}` at version {version}: {source}")]
+    Rejected {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version the command was decided at.
+        version: Version,
+        /// The aggregate's error.
+        #[source]
+        source: E,
+    },
+    /// Other writers kept changing the stream; the retries allowed were used up.
+    #[error("stream `{stream}` changed concurrently {attempts} time(s) in a row; gave up (expected version {expected}, found {actual})")]
+    Conflict {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// How many times the command was decided.
+        attempts: u32,
+        /// The version the last attempt was decided at.
+        expected: Version,
+        /// The version the stream was at instead.
+        actual: Version,
+    },
+    /// An event could not be encoded.
+    #[error("cannot encode event `{name}` for stream `{stream}`: {source}")]
+    Encode {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The event's name.
+        name: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Loading the aggregate failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The store failed while appending.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl<E: std::error::Error + 'static> ExecuteError<E> {
+    /// The aggregate's own rejection, if that is why the command failed.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            ExecuteError::Rejected { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Events: facts with a stable name and a schema version, and how stored payloads decode.
+
+use serde_json::Value;
+
+/// A domain event: a fact with a stable name and a schema version.
+///
+/// Usually derived (`#[derive(Event)]`). A current event type decodes payloads written at any
+/// of its past versions by walking its upcaster chain (`previous` types converted with `From`
+/// or `TryFrom`); [`Event::decode_version`] is that walk.
+pub trait Event: Sized + Send + Sync + 'static {
+    /// The stable name stored with every event, e.g. `"cart.item_added"`.
+    const NAME: &'static str;
+    /// The schema version of this shape (1 for the first).
+    const VERSION: u32;
+
+    /// Decodes a payload stored at `version` (at most [`Event::VERSION`]) into this type,
+    /// upcasting through earlier versions as needed.
+    fn decode_version(version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+}
+
+/// The set of events one aggregate owns: usually the derived `<Aggregate>Event` enum.
+pub trait EventSet: Sized + Clone + Send + Sync + 'static {
+    /// The names of every event of the set.
+    const NAMES: &'static [&'static str];
+
+    /// The stable name of this event.
+    fn name(&self) -> &'static str;
+
+    /// The schema version this event is written with (its current version).
+    fn schema_version(&self) -> u32;
+
+    /// Encodes the payload for storage.
+    fn encode(&self) -> Result<Value, serde_json::Error>;
+
+    /// Decodes a stored (name, schema version, payload) into the current type.
+    fn decode(name: &str, version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+}
+
+/// Why a stored payload did not decode; the store context is added by [`crate::DecodeError`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeFailure {
+    /// No event of the set has this name.
+    #[error("unknown event name")]
+    UnknownEvent,
+    /// The payload was written by a newer version of the code.
+    #[error("schema version {found} is newer than the latest known version {latest}")]
+    VersionTooNew {
+        /// The stored schema version.
+        found: u32,
+        /// The newest version this code knows.
+        latest: u32,
+    },
+    /// The stored schema version is not part of the event's version chain.
+    #[error("schema version {found} is not in the version chain (latest is {latest})")]
+    UnknownVersion {
+        /// The stored schema version.
+        found: u32,
+        /// The newest version this code knows.
+        latest: u32,
+    },
+    /// The payload does not match the event's shape at that version.
+    #[error("payload does not match the shape of schema version {version}: {source}")]
+    Payload {
+        /// The schema version whose shape was expected.
+        version: u32,
+        /// The deserializer's message.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A `TryFrom` upcaster step rejected the payload.
+    #[error("upcast from schema version {from} to {to} failed: {message}")]
+    Upcast {
+        /// The version converted from.
+        from: u32,
+        /// The version converted to.
+        to: u32,
+        /// The upcaster's error message.
+        message: String,
+    },
+}
+
+impl DecodeFailure {
+    /// Decodes `payload` as the shape `T` of schema `version`.
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        version: u32,
+        payload: &Value,
+    ) -> Result<T, DecodeFailure> {
+        T::deserialize(payload).map_err(|source| DecodeFailure::Payload { version, source })
+    }
+}

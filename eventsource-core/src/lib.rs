@@ -1,0 +1,34 @@
+//! The runtime of [eventsource](https://docs.rs/eventsource): the store contract, the
+//! repository, snapshots and the in-memory store.
+//!
+//! Applications use it through the `eventsource` facade crate, which adds the derive macros and
+//! the store adapters. Store adapters implement [`EventStore`] and [`SnapshotStore`] and prove
+//! their semantics with the conformance suite in `testing` (feature `testing`).
+
+mod aggregate;
+mod command;
+mod envelope;
+mod error;
+mod event;
+mod repository;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+pub use command::CommandMetadata;
+pub use envelope::{
+    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
+};
+pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
+pub use event::{DecodeFailure, Event, EventSet};
+pub use repository::{Envelope, Executed, Loaded, Repository, decode_event};
+pub use store::memory::MemoryStore;
+pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
+
+/// Items the derive macros' generated code uses. Not a public API: may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}

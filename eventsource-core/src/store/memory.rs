@@ -1,0 +1,271 @@
+//! An in-memory store: the embedded default, and the reference for the store semantics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::envelope::{
+    Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
+};
+use crate::error::StoreError;
+use crate::store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
+
+/// An event and snapshot store held in memory, safe to share between tasks.
+///
+/// Cloning is cheap and shares the data. Each append is one "transaction": it is checked and
+/// written under one lock, so readers never see half a batch.
+///
+/// ```
+/// # use eventsource_core::{MemoryStore, EventStore, StreamId, ExpectedVersion, NewEvent, Version};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let stream = StreamId::new("account", 1);
+/// let event = NewEvent::new("account.opened", 1, serde_json::json!({ "owner": "ada" }));
+/// let written = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+/// assert_eq!(written.last_version, Version(1));
+/// # Ok::<_, eventsource_core::StoreError>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    head: Arc<watch::Sender<Position>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    log: Vec<RecordedEvent>,
+    /// Indexes into `log`, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    ids: HashMap<Uuid, usize>,
+    snapshots: HashMap<StreamId, Snapshot>,
+    transactions: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("events", &inner.log.len())
+            .field("streams", &inner.streams.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Arc::default(),
+            head: Arc::new(watch::Sender::new(Position(0))),
+        }
+    }
+
+    /// A receiver that changes whenever events are appended; its value is the head position.
+    /// Live readers wait on it instead of polling.
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.head.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written batch (appends validate
+        // before they mutate), so the data behind a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn version(&self, stream: &StreamId) -> Version {
+        Version(self.streams.get(stream).map_or(0, |events| events.len() as u64))
+    }
+
+    /// If the batch repeats an earlier append exactly, that append's result.
+    fn replay(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let mut stored = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(&index) = self.ids.get(&event.event_id) {
+                stored.push(&self.log[index]);
+            }
+        }
+        let Some(first) = stored.first() else {
+            return Ok(None);
+        };
+        let exact = stored.len() == events.len()
+            && stored.iter().enumerate().all(|(i, e)| {
+                e.stream_id == *stream && e.version.0 == first.version.0 + i as u64
+            });
+        if !exact {
+            let clash = stored
+                .iter()
+                .find(|e| e.stream_id != *stream)
+                .unwrap_or(first);
+            return Err(StoreError::DuplicateEventId {
+                stream: stream.clone(),
+                event_id: clash.event_id,
+                existing_stream: clash.stream_id.clone(),
+                existing_version: clash.version,
+            });
+        }
+        let last = stored[stored.len() - 1];
+        Ok(Some(AppendResult {
+            stream_id: stream.clone(),
+            first_version: first.version,
+            last_version: last.version,
+            first_position: first.position,
+            last_position: last.position,
+            replayed: true,
+        }))
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyBatch {
+                stream: stream.clone(),
+            });
+        }
+        let head = {
+            let mut inner = self.lock();
+            if let Some(original) = inner.replay(stream, &events)? {
+                return Ok(original);
+            }
+            let actual = inner.version(stream);
+            if !expected.matches(actual) {
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            // A batch may not repeat an id within itself either.
+            let mut seen = std::collections::HashSet::with_capacity(events.len());
+            if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
+                return Err(StoreError::DuplicateEventId {
+                    stream: stream.clone(),
+                    event_id: dup.event_id,
+                    existing_stream: stream.clone(),
+                    existing_version: actual,
+                });
+            }
+
+            inner.transactions += 1;
+            let transaction = inner.transactions;
+            let recorded_at = Utc::now();
+            let first_position = Position(inner.log.len() as u64 + 1);
+            let count = events.len() as u64;
+            for (i, event) in events.into_iter().enumerate() {
+                let index = inner.log.len();
+                let position = index as u64 + 1;
+                inner.ids.insert(event.event_id, index);
+                inner.streams.entry(stream.clone()).or_default().push(index);
+                inner.log.push(RecordedEvent {
+                    event_id: event.event_id,
+                    stream_id: stream.clone(),
+                    version: Version(actual.0 + 1 + i as u64),
+                    position: Position(position),
+                    checkpoint: Checkpoint::from_parts(transaction, position),
+                    name: event.name,
+                    schema_version: event.schema_version,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                    recorded_at,
+                });
+            }
+            AppendResult {
+                stream_id: stream.clone(),
+                first_version: actual.next(),
+                last_version: Version(actual.0 + count),
+                first_position,
+                last_position: Position(first_position.0 + count - 1),
+                replayed: false,
+            }
+        };
+        self.head.send_replace(head.last_position);
+        Ok(head)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let Some(indexes) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let skip = from.0.saturating_sub(1) as usize;
+        Ok(indexes
+            .iter()
+            .skip(skip)
+            .take(max_count)
+            .map(|&i| inner.log[i].clone())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        // Checkpoints increase with the log index, so binary search for the first one after.
+        let start = inner.log.partition_point(|e| e.checkpoint <= after);
+        Ok(inner.log[start..]
+            .iter()
+            .filter(|e| filter.matches(e))
+            .take(max_count)
+            .cloned()
+            .collect())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        Ok(self.lock().version(stream))
+    }
+
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        Ok(Position(self.lock().log.len() as u64))
+    }
+
+    async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.ids.get(&event_id).map(|&i| inner.log[i].clone()))
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let newer_stored = inner
+            .snapshots
+            .get(&snapshot.stream_id)
+            .is_some_and(|stored| stored.version > snapshot.version);
+        if !newer_stored {
+            inner.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}

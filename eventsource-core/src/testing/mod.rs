@@ -1,0 +1,79 @@
+//! Test support: the store conformance suite and the fixture aggregate it uses.
+//!
+//! Every store adapter runs the suite against itself:
+//!
+//! ```ignore
+//! async fn fresh_store() -> MyStore { /* a new, empty, isolated store */ }
+//! eventsource_core::conformance_tests!(fresh_store);
+//! ```
+//!
+//! The macro expands to one `#[test]` per case, each on its own store, so a failure names the
+//! broken guarantee.
+
+pub mod conformance;
+pub mod fixture;
+
+use std::future::Future;
+
+/// Runs `future` to completion on a fresh multi-threaded runtime, as each conformance test does.
+///
+/// # Panics
+/// If the runtime cannot be built (this is test support: panicking fails the test).
+#[allow(clippy::expect_used)]
+pub fn run<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("cannot build a tokio runtime for the test")
+        .block_on(future)
+}
+
+/// Expands to one `#[test]` per conformance case, each given a fresh store by `$factory`, an
+/// `async fn() -> S` (or a path to one) where `S: EventStore + SnapshotStore + Clone`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        $crate::conformance_tests!(@cases $factory;
+            expected_no_stream_on_new_stream_appends,
+            expected_no_stream_on_existing_stream_conflicts,
+            expected_exact_appends_at_that_version,
+            expected_exact_mismatch_conflicts_and_writes_nothing,
+            expected_stream_exists_on_missing_stream_conflicts,
+            expected_any_appends_anywhere,
+            batch_gets_consecutive_versions_and_positions,
+            failed_batch_writes_nothing,
+            empty_batch_is_rejected,
+            concurrent_writers_on_one_stream_lose_nothing,
+            reappending_a_batch_is_idempotent,
+            reusing_an_event_id_elsewhere_is_rejected,
+            read_stream_from_a_version,
+            global_read_is_in_append_order,
+            global_read_resumes_from_a_checkpoint,
+            global_read_filters_by_category_and_name,
+            head_position_and_stream_version,
+            metadata_round_trips,
+            find_event_by_id,
+            snapshot_round_trip_moves_only_forward,
+            repository_loads_snapshot_plus_tail,
+            stale_or_corrupt_snapshot_is_ignored,
+            corrupt_payload_is_a_typed_error,
+            unknown_event_name_is_a_typed_error,
+            time_travel_by_version_and_timestamp,
+            execute_carries_correlation_and_causation,
+            idempotency_key_executes_once,
+            conflict_retries_are_bounded,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::testing::run(async {
+                    let store = $factory().await;
+                    $crate::testing::conformance::$case(store).await;
+                });
+            }
+        )*
+    };
+}

@@ -1,0 +1,1 @@
+//! Derive macros of the eventsource framework; use them through the `eventsource` crate.

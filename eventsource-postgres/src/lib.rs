@@ -1,0 +1,1 @@
+//! PostgreSQL adapter of the eventsource framework (in progress).
