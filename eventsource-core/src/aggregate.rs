@@ -14,7 +14,9 @@ use crate::event::EventSet;
 /// The state is serializable so that it can be snapshotted; `STATE_FINGERPRINT` identifies its
 /// serialized shape, and a snapshot written with another fingerprint is ignored and the stream
 /// refolded, never decoded into wrong state.
-pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
+pub trait Aggregate:
+    Default + Serialize + DeserializeOwned + Send + Sync + Sized + 'static
+{
     /// The aggregate's name, which is also its streams' category (`<name>-<id>`).
     const NAME: &'static str;
     /// How often the repository stores a snapshot.

@@ -33,7 +33,9 @@ impl StreamId {
 
     /// The category: the part before the first `-` (the whole name if there is none).
     pub fn category(&self) -> &str {
-        self.0.split_once('-').map_or(&self.0, |(category, _)| category)
+        self.0
+            .split_once('-')
+            .map_or(&self.0, |(category, _)| category)
     }
 }
 

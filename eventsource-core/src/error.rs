@@ -11,7 +11,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum StoreError {
     /// The stream was not at the expected version; nothing was written.
-    #[error("concurrency conflict on stream `{stream}`: expected {expected}, but it is at version {actual}")]
+    #[error(
+        "concurrency conflict on stream `{stream}`: expected {expected}, but it is at version {actual}"
+    )]
     Conflict {
         /// The stream appended to.
         stream: StreamId,
@@ -121,7 +123,9 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
         source: E,
     },
     /// Other writers kept changing the stream; the retries allowed were used up.
-    #[error("stream `{stream}` changed concurrently {attempts} time(s) in a row; gave up (expected version {expected}, found {actual})")]
+    #[error(
+        "stream `{stream}` changed concurrently {attempts} time(s) in a row; gave up (expected version {expected}, found {actual})"
+    )]
     Conflict {
         /// The aggregate's stream.
         stream: StreamId,

@@ -266,8 +266,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     where
         A::Command: Clone,
     {
-        self.execute_with(id, command, CommandMetadata::new())
-            .await
+        self.execute_with(id, command, CommandMetadata::new()).await
     }
 
     /// Executes `command` with metadata: its correlation and causation ids go onto the events,
@@ -386,7 +385,13 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         }))
     }
 
-    async fn snapshot_if_due(&self, stream_id: &StreamId, before: Version, after: Version, state: &A) {
+    async fn snapshot_if_due(
+        &self,
+        stream_id: &StreamId,
+        before: Version,
+        after: Version,
+        state: &A,
+    ) {
         if !A::SNAPSHOT.due(before.0, after.0) {
             return;
         }

@@ -78,13 +78,19 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-written batch (appends validate
         // before they mutate), so the data behind a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Inner {
     fn version(&self, stream: &StreamId) -> Version {
-        Version(self.streams.get(stream).map_or(0, |events| events.len() as u64))
+        Version(
+            self.streams
+                .get(stream)
+                .map_or(0, |events| events.len() as u64),
+        )
     }
 
     /// If the batch repeats an earlier append exactly, that append's result.
@@ -103,9 +109,10 @@ impl Inner {
             return Ok(None);
         };
         let exact = stored.len() == events.len()
-            && stored.iter().enumerate().all(|(i, e)| {
-                e.stream_id == *stream && e.version.0 == first.version.0 + i as u64
-            });
+            && stored
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.stream_id == *stream && e.version.0 == first.version.0 + i as u64);
         if !exact {
             let clash = stored
                 .iter()

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::envelope::{Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version};
+use crate::envelope::{
+    Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
+};
 use crate::error::StoreError;
 
 pub(crate) mod memory;

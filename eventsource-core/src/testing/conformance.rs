@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
     Checkpoint, CommandMetadata, DecodeFailure, EventFilter, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Metadata, NewEvent, Position, Repository, Snapshot,
-    SnapshotStore, StoreError, StreamId, Version,
+    ExpectedVersion, LoadError, Metadata, NewEvent, Position, Repository, Snapshot, SnapshotStore,
+    StoreError, StreamId, Version,
 };
 
 /// The bound every store under test meets.
@@ -72,15 +72,23 @@ pub async fn expected_no_stream_on_new_stream_appends<S: TestStore>(store: S) {
 
 pub async fn expected_no_stream_on_existing_stream_conflicts<S: TestStore>(store: S) {
     let s = stream("a");
-    store.append(&s, ExpectedVersion::NoStream, batch(&[1])).await.unwrap();
-    let result = store.append(&s, ExpectedVersion::NoStream, batch(&[2])).await;
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(&[1]))
+        .await
+        .unwrap();
+    let result = store
+        .append(&s, ExpectedVersion::NoStream, batch(&[2]))
+        .await;
     assert_conflict(result, &s, ExpectedVersion::NoStream, Version(1));
     assert_eq!(versions(&store, &s).await, [1]);
 }
 
 pub async fn expected_exact_appends_at_that_version<S: TestStore>(store: S) {
     let s = stream("a");
-    store.append(&s, ExpectedVersion::Exact(Version(0)), batch(&[1, 2])).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Exact(Version(0)), batch(&[1, 2]))
+        .await
+        .unwrap();
     let written = store
         .append(&s, ExpectedVersion::Exact(Version(2)), batch(&[3]))
         .await
@@ -91,7 +99,10 @@ pub async fn expected_exact_appends_at_that_version<S: TestStore>(store: S) {
 
 pub async fn expected_exact_mismatch_conflicts_and_writes_nothing<S: TestStore>(store: S) {
     let s = stream("a");
-    store.append(&s, ExpectedVersion::NoStream, batch(&[1, 2])).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(&[1, 2]))
+        .await
+        .unwrap();
     for wrong in [0, 1, 3, 9] {
         let expected = ExpectedVersion::Exact(Version(wrong));
         let result = store.append(&s, expected, batch(&[5, 6])).await;
@@ -103,9 +114,14 @@ pub async fn expected_exact_mismatch_conflicts_and_writes_nothing<S: TestStore>(
 
 pub async fn expected_stream_exists_on_missing_stream_conflicts<S: TestStore>(store: S) {
     let s = stream("a");
-    let result = store.append(&s, ExpectedVersion::StreamExists, batch(&[1])).await;
+    let result = store
+        .append(&s, ExpectedVersion::StreamExists, batch(&[1]))
+        .await;
     assert_conflict(result, &s, ExpectedVersion::StreamExists, Version(0));
-    store.append(&s, ExpectedVersion::NoStream, batch(&[1])).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(&[1]))
+        .await
+        .unwrap();
     let written = store
         .append(&s, ExpectedVersion::StreamExists, batch(&[2]))
         .await
@@ -116,7 +132,10 @@ pub async fn expected_stream_exists_on_missing_stream_conflicts<S: TestStore>(st
 pub async fn expected_any_appends_anywhere<S: TestStore>(store: S) {
     let s = stream("a");
     for round in 1..=3u64 {
-        let written = store.append(&s, ExpectedVersion::Any, batch(&[round])).await.unwrap();
+        let written = store
+            .append(&s, ExpectedVersion::Any, batch(&[round]))
+            .await
+            .unwrap();
         assert_eq!(written.last_version, Version(round));
     }
     assert_eq!(versions(&store, &s).await, [1, 2, 3]);
@@ -124,24 +143,37 @@ pub async fn expected_any_appends_anywhere<S: TestStore>(store: S) {
 
 pub async fn batch_gets_consecutive_versions_and_positions<S: TestStore>(store: S) {
     let (a, b) = (stream("a"), stream("b"));
-    store.append(&a, ExpectedVersion::NoStream, batch(&[1])).await.unwrap();
+    store
+        .append(&a, ExpectedVersion::NoStream, batch(&[1]))
+        .await
+        .unwrap();
     let written = store
         .append(&b, ExpectedVersion::NoStream, batch(&[1, 2, 3, 4]))
         .await
         .unwrap();
-    assert_eq!((written.first_version, written.last_version), (Version(1), Version(4)));
+    assert_eq!(
+        (written.first_version, written.last_version),
+        (Version(1), Version(4))
+    );
     assert_eq!(written.last_position.0 - written.first_position.0, 3);
     let events = store.read_stream(&b, Version(1), 100).await.unwrap();
     let positions: Vec<u64> = events.iter().map(|e| e.position.0).collect();
     let first = written.first_position.0;
     assert_eq!(positions, [first, first + 1, first + 2, first + 3]);
-    assert!(events.iter().all(|e| e.recorded_at == events[0].recorded_at));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.recorded_at == events[0].recorded_at)
+    );
 }
 
 pub async fn failed_batch_writes_nothing<S: TestStore>(store: S) {
     let (a, b) = (stream("a"), stream("b"));
     let taken = added(1);
-    store.append(&a, ExpectedVersion::NoStream, vec![taken.clone()]).await.unwrap();
+    store
+        .append(&a, ExpectedVersion::NoStream, vec![taken.clone()])
+        .await
+        .unwrap();
     // The batch's third event reuses an id stored in another stream: the whole batch fails.
     let poisoned = vec![added(1), added(2), taken.clone(), added(4)];
     let result = store.append(&b, ExpectedVersion::NoStream, poisoned).await;
@@ -151,16 +183,25 @@ pub async fn failed_batch_writes_nothing<S: TestStore>(store: S) {
     );
     assert_eq!(versions(&store, &b).await, Vec::<u64>::new());
     assert_eq!(store.stream_version(&b).await.unwrap(), Version(0));
-    let all = store.read_all(Checkpoint::START, 100, &EventFilter::all()).await.unwrap();
+    let all = store
+        .read_all(Checkpoint::START, 100, &EventFilter::all())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 1, "only the first append is visible");
     // The stream is still writable from scratch.
-    store.append(&b, ExpectedVersion::NoStream, batch(&[7])).await.unwrap();
+    store
+        .append(&b, ExpectedVersion::NoStream, batch(&[7]))
+        .await
+        .unwrap();
 }
 
 pub async fn empty_batch_is_rejected<S: TestStore>(store: S) {
     let s = stream("a");
     let result = store.append(&s, ExpectedVersion::Any, Vec::new()).await;
-    assert!(matches!(result, Err(StoreError::EmptyBatch { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::EmptyBatch { .. })),
+        "{result:?}"
+    );
     assert_eq!(store.stream_version(&s).await.unwrap(), Version(0));
 }
 
@@ -178,7 +219,10 @@ pub async fn concurrent_writers_on_one_stream_lose_nothing<S: TestStore>(store: 
                 let version = store.stream_version(&s).await.unwrap();
                 let event = added(task * 1_000 + acknowledged.len() as u64);
                 let id = event.event_id;
-                match store.append(&s, ExpectedVersion::Exact(version), vec![event]).await {
+                match store
+                    .append(&s, ExpectedVersion::Exact(version), vec![event])
+                    .await
+                {
                     Ok(written) => {
                         assert_eq!(written.last_version, version.next());
                         acknowledged.push(id);
@@ -201,7 +245,11 @@ pub async fn concurrent_writers_on_one_stream_lose_nothing<S: TestStore>(store: 
     let events = store.read_stream(&s, Version(1), 10_000).await.unwrap();
     let total = TASKS * PER_TASK;
     let got: Vec<u64> = events.iter().map(|e| e.version.0).collect();
-    assert_eq!(got, (1..=total).collect::<Vec<_>>(), "versions 1..N, no gap");
+    assert_eq!(
+        got,
+        (1..=total).collect::<Vec<_>>(),
+        "versions 1..N, no gap"
+    );
     let stored: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
     assert_eq!(stored.len() as u64, total, "no duplicate");
     assert_eq!(stored, acknowledged, "every acknowledged event is stored");
@@ -210,14 +258,33 @@ pub async fn concurrent_writers_on_one_stream_lose_nothing<S: TestStore>(store: 
 pub async fn reappending_a_batch_is_idempotent<S: TestStore>(store: S) {
     let s = stream("a");
     let events = batch(&[1, 2, 3]);
-    let first = store.append(&s, ExpectedVersion::NoStream, events.clone()).await.unwrap();
-    store.append(&s, ExpectedVersion::Any, batch(&[4])).await.unwrap();
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events.clone())
+        .await
+        .unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, batch(&[4]))
+        .await
+        .unwrap();
     // A client retry with the original expectation, now stale: reported as the original.
-    let again = store.append(&s, ExpectedVersion::NoStream, events).await.unwrap();
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!(
-        (again.first_version, again.last_version, again.first_position, again.last_position),
-        (first.first_version, first.last_version, first.first_position, first.last_position)
+        (
+            again.first_version,
+            again.last_version,
+            again.first_position,
+            again.last_position
+        ),
+        (
+            first.first_version,
+            first.last_version,
+            first.first_position,
+            first.last_position
+        )
     );
     assert_eq!(versions(&store, &s).await, [1, 2, 3, 4]);
 }
@@ -225,8 +292,13 @@ pub async fn reappending_a_batch_is_idempotent<S: TestStore>(store: S) {
 pub async fn reusing_an_event_id_elsewhere_is_rejected<S: TestStore>(store: S) {
     let (a, b) = (stream("a"), stream("b"));
     let event = added(1);
-    store.append(&a, ExpectedVersion::NoStream, vec![event.clone()]).await.unwrap();
-    let result = store.append(&b, ExpectedVersion::Any, vec![event.clone()]).await;
+    store
+        .append(&a, ExpectedVersion::NoStream, vec![event.clone()])
+        .await
+        .unwrap();
+    let result = store
+        .append(&b, ExpectedVersion::Any, vec![event.clone()])
+        .await;
     match result {
         Err(StoreError::DuplicateEventId {
             event_id,
@@ -243,23 +315,44 @@ pub async fn reusing_an_event_id_elsewhere_is_rejected<S: TestStore>(store: S) {
     // A batch that repeats only part of an earlier append is not a retry either.
     let partial = vec![event, added(2)];
     let result = store.append(&a, ExpectedVersion::Any, partial).await;
-    assert!(matches!(result, Err(StoreError::DuplicateEventId { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::DuplicateEventId { .. })),
+        "{result:?}"
+    );
     assert_eq!(versions(&store, &a).await, [1]);
     assert_eq!(versions(&store, &b).await, Vec::<u64>::new());
 }
 
 pub async fn read_stream_from_a_version<S: TestStore>(store: S) {
     let (a, b) = (stream("a"), stream("b"));
-    store.append(&a, ExpectedVersion::NoStream, batch(&[1, 2, 3, 4, 5])).await.unwrap();
-    store.append(&b, ExpectedVersion::NoStream, batch(&[9])).await.unwrap();
+    store
+        .append(&a, ExpectedVersion::NoStream, batch(&[1, 2, 3, 4, 5]))
+        .await
+        .unwrap();
+    store
+        .append(&b, ExpectedVersion::NoStream, batch(&[9]))
+        .await
+        .unwrap();
     let tail = store.read_stream(&a, Version(3), 100).await.unwrap();
     let amounts: Vec<_> = tail.iter().map(|e| e.payload["amount"].clone()).collect();
     assert_eq!(amounts, [json!(3), json!(4), json!(5)]);
     assert!(tail.iter().all(|e| e.stream_id == a));
     let page = store.read_stream(&a, Version(2), 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.version.0).collect::<Vec<_>>(), [2, 3]);
-    assert!(store.read_stream(&a, Version(6), 100).await.unwrap().is_empty());
-    assert!(store.read_stream(&stream("none"), Version(1), 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .read_stream(&a, Version(6), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_stream(&stream("none"), Version(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn global_read_is_in_append_order<S: TestStore>(store: S) {
@@ -267,12 +360,24 @@ pub async fn global_read_is_in_append_order<S: TestStore>(store: S) {
     for (i, id) in ["a", "b", "a", "c", "b"].iter().enumerate() {
         let events = batch(&[i as u64 * 10, i as u64 * 10 + 1]);
         appended.extend(events.iter().map(|e| e.event_id));
-        store.append(&stream(id), ExpectedVersion::Any, events).await.unwrap();
+        store
+            .append(&stream(id), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
     }
-    let all = store.read_all(Checkpoint::START, 100, &EventFilter::all()).await.unwrap();
+    let all = store
+        .read_all(Checkpoint::START, 100, &EventFilter::all())
+        .await
+        .unwrap();
     assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), appended);
-    assert!(all.windows(2).all(|w| w[0].checkpoint < w[1].checkpoint), "checkpoints increase");
-    assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions increase");
+    assert!(
+        all.windows(2).all(|w| w[0].checkpoint < w[1].checkpoint),
+        "checkpoints increase"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].position < w[1].position),
+        "positions increase"
+    );
 }
 
 pub async fn global_read_resumes_from_a_checkpoint<S: TestStore>(store: S) {
@@ -280,12 +385,22 @@ pub async fn global_read_resumes_from_a_checkpoint<S: TestStore>(store: S) {
     for i in 0..7u64 {
         let events = batch(&[i, i + 100]);
         appended.extend(events.iter().map(|e| e.event_id));
-        store.append(&stream(&format!("s{}", i % 3)), ExpectedVersion::Any, events).await.unwrap();
+        store
+            .append(
+                &stream(&format!("s{}", i % 3)),
+                ExpectedVersion::Any,
+                events,
+            )
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut checkpoint = Checkpoint::START;
     loop {
-        let page = store.read_all(checkpoint, 3, &EventFilter::all()).await.unwrap();
+        let page = store
+            .read_all(checkpoint, 3, &EventFilter::all())
+            .await
+            .unwrap();
         assert!(page.len() <= 3);
         let Some(last) = page.last() else { break };
         checkpoint = last.checkpoint;
@@ -293,54 +408,105 @@ pub async fn global_read_resumes_from_a_checkpoint<S: TestStore>(store: S) {
     }
     assert_eq!(seen, appended, "every event exactly once, in order");
     // A checkpoint is a serializable token that resumes in the same place.
-    let third = store.read_all(Checkpoint::START, 3, &EventFilter::all()).await.unwrap()[2].checkpoint;
+    let third = store
+        .read_all(Checkpoint::START, 3, &EventFilter::all())
+        .await
+        .unwrap()[2]
+        .checkpoint;
     let token: Checkpoint = serde_json::from_str(&serde_json::to_string(&third).unwrap()).unwrap();
-    let rest = store.read_all(token, 100, &EventFilter::all()).await.unwrap();
-    assert_eq!(rest.iter().map(|e| e.event_id).collect::<Vec<_>>(), appended[3..]);
+    let rest = store
+        .read_all(token, 100, &EventFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        appended[3..]
+    );
 }
 
 pub async fn global_read_filters_by_category_and_name<S: TestStore>(store: S) {
     let other = StreamId::new("ledger", "x");
-    store.append(&stream("a"), ExpectedVersion::Any, batch(&[1])).await.unwrap();
     store
-        .append(&other, ExpectedVersion::Any, vec![NewEvent::new("ledger.posted", 1, json!({}))])
+        .append(&stream("a"), ExpectedVersion::Any, batch(&[1]))
         .await
         .unwrap();
     store
-        .append(&stream("b"), ExpectedVersion::Any, vec![NewEvent::new(CLEARED, 1, json!({}))])
+        .append(
+            &other,
+            ExpectedVersion::Any,
+            vec![NewEvent::new("ledger.posted", 1, json!({}))],
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            &stream("b"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new(CLEARED, 1, json!({}))],
+        )
         .await
         .unwrap();
     let read = |filter: EventFilter| {
         let store = store.clone();
         async move {
-            let events = store.read_all(Checkpoint::START, 100, &filter).await.unwrap();
+            let events = store
+                .read_all(Checkpoint::START, 100, &filter)
+                .await
+                .unwrap();
             events.into_iter().map(|e| e.name).collect::<Vec<_>>()
         }
     };
-    assert_eq!(read(EventFilter::all().category("counter")).await, [ADDED, CLEARED]);
-    assert_eq!(read(EventFilter::all().category("ledger")).await, ["ledger.posted"]);
+    assert_eq!(
+        read(EventFilter::all().category("counter")).await,
+        [ADDED, CLEARED]
+    );
+    assert_eq!(
+        read(EventFilter::all().category("ledger")).await,
+        ["ledger.posted"]
+    );
     assert_eq!(read(EventFilter::all().name(CLEARED)).await, [CLEARED]);
     assert_eq!(
         read(EventFilter::all().name(CLEARED).name("ledger.posted")).await,
         ["ledger.posted", CLEARED]
     );
-    assert_eq!(read(EventFilter::all().category("ledger").name(ADDED)).await, Vec::<String>::new());
+    assert_eq!(
+        read(EventFilter::all().category("ledger").name(ADDED)).await,
+        Vec::<String>::new()
+    );
     // Filtered reads page and resume like unfiltered ones.
     let filter = EventFilter::all().category("counter");
     let first = store.read_all(Checkpoint::START, 1, &filter).await.unwrap();
     assert_eq!(first.len(), 1);
-    let next = store.read_all(first[0].checkpoint, 1, &filter).await.unwrap();
+    let next = store
+        .read_all(first[0].checkpoint, 1, &filter)
+        .await
+        .unwrap();
     assert_eq!(next[0].name, CLEARED);
 }
 
 pub async fn head_position_and_stream_version<S: TestStore>(store: S) {
     assert_eq!(store.head_position().await.unwrap(), Position(0));
-    assert_eq!(store.stream_version(&stream("a")).await.unwrap(), Version(0));
-    store.append(&stream("a"), ExpectedVersion::Any, batch(&[1, 2])).await.unwrap();
-    let written = store.append(&stream("b"), ExpectedVersion::Any, batch(&[3])).await.unwrap();
+    assert_eq!(
+        store.stream_version(&stream("a")).await.unwrap(),
+        Version(0)
+    );
+    store
+        .append(&stream("a"), ExpectedVersion::Any, batch(&[1, 2]))
+        .await
+        .unwrap();
+    let written = store
+        .append(&stream("b"), ExpectedVersion::Any, batch(&[3]))
+        .await
+        .unwrap();
     assert_eq!(store.head_position().await.unwrap(), written.last_position);
-    assert_eq!(store.stream_version(&stream("a")).await.unwrap(), Version(2));
-    assert_eq!(store.stream_version(&stream("b")).await.unwrap(), Version(1));
+    assert_eq!(
+        store.stream_version(&stream("a")).await.unwrap(),
+        Version(2)
+    );
+    assert_eq!(
+        store.stream_version(&stream("b")).await.unwrap(),
+        Version(1)
+    );
 }
 
 pub async fn metadata_round_trips<S: TestStore>(store: S) {
@@ -352,8 +518,14 @@ pub async fn metadata_round_trips<S: TestStore>(store: S) {
     metadata.insert("user", &"ada").unwrap();
     metadata.insert("attempt", &3u32).unwrap();
     let event = added(5).with_metadata(metadata.clone());
-    store.append(&stream("a"), ExpectedVersion::NoStream, vec![event.clone()]).await.unwrap();
-    let stored = &store.read_stream(&stream("a"), Version(1), 1).await.unwrap()[0];
+    store
+        .append(&stream("a"), ExpectedVersion::NoStream, vec![event.clone()])
+        .await
+        .unwrap();
+    let stored = &store
+        .read_stream(&stream("a"), Version(1), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(stored.metadata, metadata);
     assert_eq!(stored.metadata.get::<u32>("attempt").unwrap(), Some(3));
     assert_eq!(stored.event_id, event.event_id);
@@ -365,7 +537,10 @@ pub async fn metadata_round_trips<S: TestStore>(store: S) {
 
 pub async fn find_event_by_id<S: TestStore>(store: S) {
     let events = batch(&[1, 2]);
-    store.append(&stream("a"), ExpectedVersion::NoStream, events.clone()).await.unwrap();
+    store
+        .append(&stream("a"), ExpectedVersion::NoStream, events.clone())
+        .await
+        .unwrap();
     let found = store.find_event(events[1].event_id).await.unwrap().unwrap();
     assert_eq!((found.stream_id, found.version), (stream("a"), Version(2)));
     assert!(store.find_event(Uuid::now_v7()).await.unwrap().is_none());
@@ -387,19 +562,37 @@ pub async fn snapshot_round_trip_moves_only_forward<S: TestStore>(store: S) {
     let five = snapshot(&s, 5, "fp", json!({ "value": 5, "clears": 0 }));
     store.save_snapshot(five.clone()).await.unwrap();
     let loaded = store.load_snapshot(&s).await.unwrap().unwrap();
-    assert_eq!((loaded.version, loaded.state_fingerprint.as_str()), (Version(5), "fp"));
+    assert_eq!(
+        (loaded.version, loaded.state_fingerprint.as_str()),
+        (Version(5), "fp")
+    );
     assert_eq!(loaded.state, five.state);
-    store.save_snapshot(snapshot(&s, 3, "fp", json!({ "value": 3 }))).await.unwrap();
-    assert_eq!(store.load_snapshot(&s).await.unwrap().unwrap().version, Version(5), "never backwards");
-    store.save_snapshot(snapshot(&s, 8, "fp", json!({ "value": 8 }))).await.unwrap();
-    assert_eq!(store.load_snapshot(&s).await.unwrap().unwrap().version, Version(8));
+    store
+        .save_snapshot(snapshot(&s, 3, "fp", json!({ "value": 3 })))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_snapshot(&s).await.unwrap().unwrap().version,
+        Version(5),
+        "never backwards"
+    );
+    store
+        .save_snapshot(snapshot(&s, 8, "fp", json!({ "value": 8 })))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_snapshot(&s).await.unwrap().unwrap().version,
+        Version(8)
+    );
     assert!(store.load_snapshot(&stream("b")).await.unwrap().is_none());
 }
 
 pub async fn repository_loads_snapshot_plus_tail<S: TestStore>(store: S) {
     let repo = Repository::<Counter, _>::new(store.clone());
     for amount in 1..=7 {
-        repo.execute("x", CounterCommand::Add(amount)).await.unwrap();
+        repo.execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
     }
     // Every 3 events: snapshots at 3 and 6; the load folds only event 7.
     let stored = store.load_snapshot(&stream("x")).await.unwrap().unwrap();
@@ -414,38 +607,70 @@ pub async fn repository_loads_snapshot_plus_tail<S: TestStore>(store: S) {
 pub async fn stale_or_corrupt_snapshot_is_ignored<S: TestStore>(store: S) {
     let repo = Repository::<Counter, _>::new(store.clone());
     for amount in [10, 20] {
-        repo.execute("x", CounterCommand::Add(amount)).await.unwrap();
+        repo.execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
     }
     let s = stream("x");
     // Another state shape (an old fingerprint) with a value that would be wrong.
-    store.save_snapshot(snapshot(&s, 2, "old-shape", json!({ "value": 999, "clears": 0 }))).await.unwrap();
+    store
+        .save_snapshot(snapshot(
+            &s,
+            2,
+            "old-shape",
+            json!({ "value": 999, "clears": 0 }),
+        ))
+        .await
+        .unwrap();
     let loaded = repo.load("x").await.unwrap();
     assert_eq!((loaded.state.value, loaded.snapshot_version), (30, None));
     // The right fingerprint but a state that does not decode.
-    store.save_snapshot(snapshot(&s, 2, <Counter as crate::Aggregate>::STATE_FINGERPRINT, json!({ "value": "x" }))).await.unwrap();
+    store
+        .save_snapshot(snapshot(
+            &s,
+            2,
+            <Counter as crate::Aggregate>::STATE_FINGERPRINT,
+            json!({ "value": "x" }),
+        ))
+        .await
+        .unwrap();
     let loaded = repo.load("x").await.unwrap();
     assert_eq!((loaded.state.value, loaded.snapshot_version), (30, None));
     // A usable one is used.
     store
-        .save_snapshot(snapshot(&s, 2, <Counter as crate::Aggregate>::STATE_FINGERPRINT, json!({ "value": 30, "clears": 0 })))
+        .save_snapshot(snapshot(
+            &s,
+            2,
+            <Counter as crate::Aggregate>::STATE_FINGERPRINT,
+            json!({ "value": 30, "clears": 0 }),
+        ))
         .await
         .unwrap();
     let loaded = repo.load("x").await.unwrap();
-    assert_eq!((loaded.state.value, loaded.snapshot_version), (30, Some(Version(2))));
+    assert_eq!(
+        (loaded.state.value, loaded.snapshot_version),
+        (30, Some(Version(2)))
+    );
 }
 
 pub async fn corrupt_payload_is_a_typed_error<S: TestStore>(store: S) {
     let s = stream("x");
     let good = added(1);
     let bad = NewEvent::new(ADDED, 1, json!({ "amount": "twelve" }));
-    store.append(&s, ExpectedVersion::NoStream, vec![good, bad]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![good, bad])
+        .await
+        .unwrap();
     let repo = Repository::<Counter, _>::new(store);
     match repo.load("x").await {
         Err(LoadError::Decode(error)) => {
             assert_eq!(error.stream, s);
             assert_eq!(error.version, Version(2));
             assert_eq!(error.name, ADDED);
-            assert!(matches!(error.source, DecodeFailure::Payload { version: 1, .. }));
+            assert!(matches!(
+                error.source,
+                DecodeFailure::Payload { version: 1, .. }
+            ));
             let message = error.to_string();
             for part in ["counter-x", "version 2", ADDED, "position"] {
                 assert!(message.contains(part), "`{message}` names {part}");
@@ -459,8 +684,14 @@ pub async fn unknown_event_name_is_a_typed_error<S: TestStore>(store: S) {
     let s = stream("x");
     let future = NewEvent::new("counter.multiplied", 1, json!({ "by": 2 }));
     let newer = NewEvent::new(ADDED, 7, json!({ "amount": 1 }));
-    store.append(&s, ExpectedVersion::NoStream, vec![future]).await.unwrap();
-    store.append(&stream("y"), ExpectedVersion::NoStream, vec![newer]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![future])
+        .await
+        .unwrap();
+    store
+        .append(&stream("y"), ExpectedVersion::NoStream, vec![newer])
+        .await
+        .unwrap();
     let repo = Repository::<Counter, _>::new(store);
     match repo.load("x").await {
         Err(LoadError::Decode(error)) => {
@@ -471,7 +702,13 @@ pub async fn unknown_event_name_is_a_typed_error<S: TestStore>(store: S) {
     }
     match repo.load("y").await {
         Err(LoadError::Decode(error)) => {
-            assert!(matches!(error.source, DecodeFailure::VersionTooNew { found: 7, latest: 1 }));
+            assert!(matches!(
+                error.source,
+                DecodeFailure::VersionTooNew {
+                    found: 7,
+                    latest: 1
+                }
+            ));
         }
         other => panic!("expected a decode error, got {other:?}"),
     }
@@ -481,7 +718,9 @@ pub async fn time_travel_by_version_and_timestamp<S: TestStore>(store: S) {
     let repo = Repository::<Counter, _>::new(store);
     let mut times = Vec::new();
     for amount in [1, 2, 4, 8, 16] {
-        repo.execute("x", CounterCommand::Add(amount)).await.unwrap();
+        repo.execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
         let history = repo.history("x").await.unwrap();
         times.push(history.last().unwrap().record.recorded_at);
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -494,7 +733,10 @@ pub async fn time_travel_by_version_and_timestamp<S: TestStore>(store: S) {
     assert_eq!(at(99).await.unwrap().state.value, 31);
     let as_of = repo.load_as_of("x", times[2]).await.unwrap();
     assert_eq!((as_of.state.value, as_of.version), (7, Version(3)));
-    let before = repo.load_as_of("x", times[0] - chrono::Duration::seconds(1)).await.unwrap();
+    let before = repo
+        .load_as_of("x", times[0] - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
     assert_eq!(before.version, Version(0));
 }
 
@@ -505,43 +747,69 @@ pub async fn execute_carries_correlation_and_causation<S: TestStore>(store: S) {
         .correlation_id(correlation)
         .causation_id(causation)
         .with("user", "ada");
-    let done = repo.execute_with("x", CounterCommand::Add(3), metadata).await.unwrap();
+    let done = repo
+        .execute_with("x", CounterCommand::Add(3), metadata)
+        .await
+        .unwrap();
     assert_eq!(done.events, [CounterEvent::Added { amount: 3 }]);
     let plain = CommandMetadata::new();
     let command_id = plain.command_id;
-    repo.execute_with("x", CounterCommand::Add(4), plain).await.unwrap();
+    repo.execute_with("x", CounterCommand::Add(4), plain)
+        .await
+        .unwrap();
     let history = repo.history("x").await.unwrap();
     let first = &history[0].record.metadata;
-    assert_eq!((first.correlation_id, first.causation_id), (Some(correlation), Some(causation)));
+    assert_eq!(
+        (first.correlation_id, first.causation_id),
+        (Some(correlation), Some(causation))
+    );
     assert_eq!(first.get::<String>("user").unwrap().as_deref(), Some("ada"));
     let second = &history[1].record.metadata;
-    assert_eq!((second.correlation_id, second.causation_id), (Some(command_id), Some(command_id)));
+    assert_eq!(
+        (second.correlation_id, second.causation_id),
+        (Some(command_id), Some(command_id))
+    );
 }
 
 pub async fn idempotency_key_executes_once<S: TestStore>(store: S) {
     let repo = Repository::<Counter, _>::new(store);
     let keyed = || CommandMetadata::new().idempotency_key("req-1");
-    let first = repo.execute_with("x", CounterCommand::Add(5), keyed()).await.unwrap();
+    let first = repo
+        .execute_with("x", CounterCommand::Add(5), keyed())
+        .await
+        .unwrap();
     assert!(!first.replayed);
     repo.execute("x", CounterCommand::Add(1)).await.unwrap();
-    let again = repo.execute_with("x", CounterCommand::Add(5), keyed()).await.unwrap();
+    let again = repo
+        .execute_with("x", CounterCommand::Add(5), keyed())
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!(again.events, [CounterEvent::Added { amount: 5 }]);
     let loaded = repo.load("x").await.unwrap();
     assert_eq!((loaded.state.value, loaded.version), (6, Version(2)));
     // The same key on another aggregate is a different command.
-    let other = repo.execute_with("y", CounterCommand::Add(5), keyed()).await.unwrap();
+    let other = repo
+        .execute_with("y", CounterCommand::Add(5), keyed())
+        .await
+        .unwrap();
     assert!(!other.replayed);
 }
 
 pub async fn conflict_retries_are_bounded<S: TestStore>(store: S) {
     // A rejected command writes nothing and says why.
     let repo = Repository::<Counter, _>::new(store.clone());
-    repo.execute("x", CounterCommand::Add(Counter::LIMIT)).await.unwrap();
+    repo.execute("x", CounterCommand::Add(Counter::LIMIT))
+        .await
+        .unwrap();
     let rejected = repo.execute("x", CounterCommand::Add(1)).await.unwrap_err();
     assert_eq!(
         rejected.rejection(),
-        Some(&CounterError::OverLimit { value: Counter::LIMIT, amount: 1, limit: Counter::LIMIT })
+        Some(&CounterError::OverLimit {
+            value: Counter::LIMIT,
+            amount: 1,
+            limit: Counter::LIMIT
+        })
     );
     assert_eq!(repo.load("x").await.unwrap().version, Version(1));
     // Racing writers: with retries every command lands; without, losers get a typed conflict.
@@ -581,5 +849,9 @@ pub async fn conflict_retries_are_bounded<S: TestStore>(store: S) {
         conflicts += handle.await.unwrap();
     }
     let landed = retrying.load("z").await.unwrap().state.value;
-    assert_eq!(landed + conflicts, 80, "each command either landed or reported a conflict");
+    assert_eq!(
+        landed + conflicts,
+        80,
+        "each command either landed or reported a conflict"
+    );
 }

@@ -100,10 +100,11 @@ impl EventSet for CounterEvent {
             });
         }
         match name {
-            ADDED => DecodeFailure::parse::<AddedV1>(version, payload)
-                .map(|added| CounterEvent::Added {
+            ADDED => {
+                DecodeFailure::parse::<AddedV1>(version, payload).map(|added| CounterEvent::Added {
                     amount: added.amount,
-                }),
+                })
+            }
             CLEARED => Ok(CounterEvent::Cleared),
             _ => Err(DecodeFailure::UnknownEvent),
         }
