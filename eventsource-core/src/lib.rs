@@ -10,6 +10,7 @@ mod command;
 mod envelope;
 mod error;
 mod event;
+pub mod observe;
 mod projection;
 mod repository;
 mod store;

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 use crate::envelope::{Checkpoint, Position, RecordedEvent, StreamId, Version};
 use crate::error::StoreError;
 use crate::event::DecodeFailure;
+use crate::observe::names;
 use crate::projection::{DispatchFailure, EventList, Projection, ProjectionStore, Rebuild};
 use crate::store::EventFilter;
+use tracing::Instrument;
 
 /// How a runner reads and retries.
 #[derive(Clone, Debug)]
@@ -298,6 +300,12 @@ where
             .map_err(Self::store_error)?;
         let start = checkpoint.map_or(0, |c| c.position().0);
         let total = head.0.saturating_sub(start);
+        let horizon = self.store.horizon_lag().await.map_err(Self::store_error)?;
+        metrics::gauge!(names::PROJECTION_HORIZON_LAG, "projection" => P::NAME)
+            .set(horizon.as_secs_f64());
+        if total == 0 {
+            metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
+        }
         let mut applied = 0u64;
         loop {
             let batch = self
@@ -311,9 +319,33 @@ where
                 .map_err(Self::store_error)?;
             let Some(last) = batch.last() else { break };
             let full = batch.len() == self.options.batch_size;
-            let last = last.checkpoint;
-            applied += self.apply_batch(&batch, &mut checkpoint).await?;
-            debug_assert_eq!(checkpoint, Some(last));
+            let from = checkpoint.unwrap_or(Checkpoint::START);
+            let to = last.checkpoint;
+            let span = tracing::debug_span!(
+                "eventsource.projection.batch",
+                projection = P::NAME,
+                from = %from,
+                to = %to,
+                count = batch.len(),
+            );
+            let outcome = self
+                .apply_batch(&batch, &mut checkpoint)
+                .instrument(span)
+                .await;
+            let count = match outcome {
+                Ok(count) => count,
+                Err(error) => {
+                    if matches!(error, ProjectionError::Failed { .. }) {
+                        metrics::counter!(names::PROJECTION_FAILURES, "projection" => P::NAME)
+                            .increment(1);
+                    }
+                    return Err(error);
+                }
+            };
+            applied += count;
+            metrics::counter!(names::PROJECTION_EVENTS, "projection" => P::NAME).increment(count);
+            metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME)
+                .set(head.0.saturating_sub(to.position().0) as f64);
             let elapsed = started.elapsed().as_secs_f64();
             progress(Progress {
                 done: applied,

@@ -141,8 +141,8 @@ impl Inner {
     }
 }
 
-impl EventStore for MemoryStore {
-    async fn append(
+impl MemoryStore {
+    fn append_locked(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -211,6 +211,19 @@ impl EventStore for MemoryStore {
         };
         self.head.send_replace(head.last_position);
         Ok(head)
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let batch_size = events.len();
+        let append = async { self.append_locked(stream, expected, events) };
+        crate::observe::observe_append("memory", stream, expected, batch_size, append).await
     }
 
     async fn read_stream(
