@@ -176,8 +176,8 @@ pub trait ProjectionStore: EventStore + Clone {
     fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
     /// Moves the checkpoint from `expected` to `to` (compare-and-set) and commits `tx` with
-    /// it. If the checkpoint is not at `expected`, nothing commits and the error is
-    /// [`StoreError::CheckpointMoved`].
+    /// it. Moving it to [`Checkpoint::START`] deletes it (a rebuild). If the checkpoint is not
+    /// at `expected`, nothing commits and the error is [`StoreError::CheckpointMoved`].
     fn commit(
         &self,
         tx: Self::Tx,
@@ -188,13 +188,6 @@ pub trait ProjectionStore: EventStore + Clone {
 
     /// Abandons `tx`.
     fn rollback(&self, tx: Self::Tx) -> impl Future<Output = ()> + Send;
-
-    /// Deletes the projection's checkpoint inside `tx` (committed by a later `commit`).
-    fn reset_checkpoint(
-        &self,
-        tx: &mut Self::Tx,
-        projection: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Returns when events may have been appended after `after`, or after `timeout`.
     fn wait_for_append(

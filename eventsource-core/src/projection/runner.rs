@@ -249,10 +249,6 @@ where
                 source: HandlerError::Handler(error),
             });
         }
-        if let Err(error) = self.store.reset_checkpoint(&mut tx, P::NAME).await {
-            self.store.rollback(tx).await;
-            return Err(Self::store_error(error));
-        }
         self.store
             .commit(tx, P::NAME, expected, Checkpoint::START)
             .await

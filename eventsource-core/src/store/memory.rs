@@ -338,11 +338,6 @@ impl ProjectionStore for MemoryStore {
 
     async fn rollback(&self, (): ()) {}
 
-    async fn reset_checkpoint(&self, (): &mut (), _projection: &str) -> Result<(), StoreError> {
-        // Applied by the following `commit` to `Checkpoint::START`.
-        Ok(())
-    }
-
     async fn wait_for_append(&self, after: Position, timeout: Duration) {
         let mut head = self.head.subscribe();
         let _ = tokio::time::timeout(timeout, head.wait_for(|&p| p > after)).await;
