@@ -10,10 +10,12 @@ mod command;
 mod envelope;
 mod error;
 mod event;
+pub mod harness;
 mod repository;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upcast;
 
 pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
@@ -22,6 +24,7 @@ pub use envelope::{
 };
 pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
 pub use event::{DecodeFailure, Event, EventSet};
+pub use harness::GivenWhenThen;
 pub use repository::{Envelope, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
 pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
@@ -31,4 +34,8 @@ pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
 pub mod __private {
     pub use serde;
     pub use serde_json;
+
+    pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+    pub use crate::event::{DecodeFailure, Event, EventSet};
+    pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
 }
