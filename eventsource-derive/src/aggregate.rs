@@ -291,6 +291,30 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
     let error = error_type(aggregate);
     let services = services_type(aggregate);
     let enums = enums(aggregate);
+    // Only a struct can meet `Aggregate`'s bounds (`Default` ...): for other shapes the impl
+    // would only add errors.
+    let aggregate_impl = matches!(aggregate.input.data, syn::Data::Struct(_)).then(|| {
+        quote! {
+            impl #private::Aggregate for #ident {
+                const NAME: &'static str = #name;
+                const STATE_FINGERPRINT: &'static str = "";
+                type Event = #event_enum;
+                type Command = #command_enum;
+                type Error = #error;
+                type Services = #services;
+                fn apply(&mut self, _: &#event_enum) {
+                    ::core::unimplemented!()
+                }
+                fn handle(
+                    &self,
+                    _: #command_enum,
+                    _: &#services,
+                ) -> ::core::result::Result<#private::Events<Self>, #error> {
+                    ::core::unimplemented!()
+                }
+            }
+        }
+    });
     quote! {
         #enums
         const _: () = {
@@ -316,24 +340,7 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
                     ::core::unimplemented!()
                 }
             }
-            impl #private::Aggregate for #ident {
-                const NAME: &'static str = #name;
-                const STATE_FINGERPRINT: &'static str = "";
-                type Event = #event_enum;
-                type Command = #command_enum;
-                type Error = #error;
-                type Services = #services;
-                fn apply(&mut self, _: &#event_enum) {
-                    ::core::unimplemented!()
-                }
-                fn handle(
-                    &self,
-                    _: #command_enum,
-                    _: &#services,
-                ) -> ::core::result::Result<#private::Events<Self>, #error> {
-                    ::core::unimplemented!()
-                }
-            }
+            #aggregate_impl
         };
     }
 }

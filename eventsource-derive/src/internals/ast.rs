@@ -19,6 +19,8 @@ pub(crate) struct Event<'a> {
     /// The `version = N` literal, if written.
     pub(crate) version_lit: Option<LitInt>,
     pub(crate) previous: Option<Type>,
+    /// Whether `previous` was written, even with an invalid value.
+    pub(crate) previous_written: bool,
     pub(crate) krate: Path,
 }
 
@@ -37,6 +39,7 @@ impl<'a> Event<'a> {
                 .unwrap_or_else(|| LitStr::new(&input.ident.to_string(), input.ident.span())),
             version,
             version_lit,
+            previous_written: attrs.written.contains(&"previous"),
             previous: attrs.previous,
             krate: attrs.krate.unwrap_or_else(default_crate),
         }
@@ -52,8 +55,10 @@ pub(crate) struct Aggregate<'a> {
     pub(crate) name: LitStr,
     /// `error = T`, or `Infallible` when the aggregate never rejects a command.
     pub(crate) error: Option<Type>,
-    /// `events(...)`; `None` when the key is missing.
+    /// `events(...)`; `None` when the key is missing or its value invalid.
     pub(crate) events: Option<Members>,
+    /// Whether `events` was written, even with an invalid value.
+    pub(crate) events_written: bool,
     pub(crate) commands: Members,
     /// `snapshot(every = N)`.
     pub(crate) snapshot: Option<Snapshot>,
@@ -92,6 +97,7 @@ impl<'a> Aggregate<'a> {
                 .name
                 .unwrap_or_else(|| LitStr::new(&snake_case(&ident.to_string()), ident.span())),
             error: attrs.error,
+            events_written: attrs.written.contains(&"events"),
             events: attrs.events.map(members),
             commands: attrs.commands.map_or_else(
                 || Members {

@@ -32,6 +32,9 @@ const SNAPSHOT_KEYS: &[&str] = &["every"];
 /// What `#[event(...)]` says.
 #[derive(Default)]
 pub(crate) struct EventAttrs {
+    /// The valid keys that were written, even if their value was invalid (so that a bad value
+    /// is not also reported as a missing key).
+    pub(crate) written: Vec<&'static str>,
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(LitInt, u32)>,
     pub(crate) previous: Option<Type>,
@@ -41,6 +44,8 @@ pub(crate) struct EventAttrs {
 /// What `#[aggregate(...)]` says.
 #[derive(Default)]
 pub(crate) struct AggregateAttrs {
+    /// As [`EventAttrs::written`].
+    pub(crate) written: Vec<&'static str>,
     pub(crate) name: Option<LitStr>,
     pub(crate) error: Option<Type>,
     pub(crate) events: Option<List>,
@@ -60,8 +65,8 @@ pub(crate) struct List {
 /// `snapshot(every = N)`.
 pub(crate) struct Snapshot {
     pub(crate) key: Path,
-    /// Whether `every` was written (its value may still have been invalid).
-    pub(crate) every_written: bool,
+    /// Whether nothing at all was written in the parentheses: `snapshot()`.
+    pub(crate) empty: bool,
     pub(crate) every: Option<(LitInt, u64)>,
 }
 
@@ -71,6 +76,8 @@ pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute]) -> EventAttrs {
     for attr in attrs.iter().filter(|attr| attr.path().is_ident(EVENT)) {
         let result = attr.parse_nested_meta(|meta| {
             let key = &meta.path;
+            out.written
+                .extend(EVENT_KEYS.iter().filter(|k| key.is_ident(*k)));
             if key.is_ident("name") {
                 if let Some(value) = key_value(cx, &meta, "name = \"cart.item_added\"")? {
                     set(
@@ -123,6 +130,8 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
     for attr in attrs.iter().filter(|attr| attr.path().is_ident(AGGREGATE)) {
         let result = attr.parse_nested_meta(|meta| {
             let key = &meta.path;
+            out.written
+                .extend(AGGREGATE_KEYS.iter().filter(|k| key.is_ident(*k)));
             if key.is_ident("name") {
                 if let Some(value) = key_value(cx, &meta, "name = \"cart\"")? {
                     set(
@@ -197,15 +206,17 @@ fn set<T>(cx: &Ctxt, slot: &mut Option<T>, key: &Path, within: &str, value: Opti
 }
 
 fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, within: &str, valid: &[&str]) -> syn::Result<()> {
-    let valid = valid
-        .iter()
-        .map(|key| format!("`{key}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let valid = match valid {
+        [only] => format!("the only valid key is `{only}`"),
+        _ => {
+            let keys = valid.iter().map(|key| format!("`{key}`"));
+            format!("valid keys are {}", keys.collect::<Vec<_>>().join(", "))
+        }
+    };
     cx.error_spanned_by(
         &meta.path,
         format!(
-            "unknown key `{}` in {within}; valid keys are {valid}",
+            "unknown key `{}` in {within}; {valid}",
             meta.path.to_token_stream().to_string().replace(' ', "")
         ),
     );
@@ -342,32 +353,32 @@ fn parse_snapshot(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Snaps
         skip_value(meta.input)?;
         return Ok(None);
     }
+    let content;
+    syn::parenthesized!(content in meta.input);
+    let tokens: TokenStream = content.parse()?;
+    let empty = tokens.is_empty();
     let mut every = None;
-    let mut every_written = false;
-    let result = meta.parse_nested_meta(|inner| {
-        let key = &inner.path;
-        if key.is_ident("every") {
-            every_written = true;
-            if let Some(value) = key_value(cx, &inner, "every = 100")? {
-                set(
-                    cx,
-                    &mut every,
-                    key,
-                    IN_SNAPSHOT,
-                    parse_int(cx, value, "every", "every = 100"),
-                );
+    // `syn::meta::parser` rejects empty input; `snapshot()` is reported by the checks instead.
+    if !empty {
+        let parser = syn::meta::parser(|inner| {
+            let key = &inner.path;
+            if key.is_ident("every") {
+                if let Some(value) = key_value(cx, &inner, "every = 100")? {
+                    let every_value = parse_int(cx, value, "every", "every = 100");
+                    set(cx, &mut every, key, IN_SNAPSHOT, every_value);
+                }
+            } else {
+                unknown_key(cx, &inner, IN_SNAPSHOT, SNAPSHOT_KEYS)?;
             }
-        } else {
-            unknown_key(cx, &inner, IN_SNAPSHOT, SNAPSHOT_KEYS)?;
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(tokens) {
+            cx.syn_error(error);
         }
-        Ok(())
-    });
-    if let Err(error) = result {
-        cx.syn_error(error);
     }
     Ok(Some(Snapshot {
         key: meta.path.clone(),
-        every_written,
+        empty,
         every,
     }))
 }

@@ -108,7 +108,7 @@ fn check_version_chain(cx: &Ctxt, event: &Event) {
             previous,
             "version 1 is the first shape of an event and has no `previous`: remove `previous`, or raise `version`",
         ),
-        (version, None) if version > 1 => cx.error_spanned_by(
+        (version, None) if version > 1 && !event.previous_written => cx.error_spanned_by(
             version_span(),
             format!(
                 "version {version} needs `previous = <the version {} type>` so that stored version {} payloads still decode",
@@ -143,6 +143,7 @@ fn check_aggregate_name(cx: &Ctxt, aggregate: &Aggregate) {
 // with `events()`, is rejected.
 fn check_events_listed(cx: &Ctxt, aggregate: &Aggregate) {
     match &aggregate.events {
+        None if aggregate.events_written => {}
         None => cx.error_spanned_by(
             aggregate.ident,
             "missing `events(...)` in `#[aggregate(...)]`: list the events the aggregate records, e.g. `events(CartOpened, ItemAdded)`",
@@ -194,7 +195,7 @@ fn check_snapshot(cx: &Ctxt, aggregate: &Aggregate) {
             "`snapshot(every = 0)` would never snapshot: use a positive number, or leave `snapshot` out",
         );
     }
-    if !snapshot.every_written {
+    if snapshot.empty {
         cx.error_spanned_by(
             &snapshot.key,
             "`snapshot(...)` needs `every`: `snapshot(every = 100)`",
