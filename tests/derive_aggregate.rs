@@ -1,5 +1,6 @@
 //! `#[derive(Aggregate)]`: the generated enums, the fold and command dispatch, and the stored
 //! form, through the repository.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use eventsource::ExecuteError;
 use eventsource::prelude::*;

@@ -1,4 +1,5 @@
 //! The given/when/then harness on a derived aggregate, including what its failures say.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::panic;
 

@@ -1,4 +1,5 @@
 //! `#[derive(Event)]`: stored payloads of every version of a chain decode as the newest one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use eventsource::prelude::*;
 use eventsource::{DecodeFailure, NewEvent};

@@ -119,8 +119,7 @@ mod tests {
 
     #[test]
     fn str_eq_compares_bytes() {
-        const SAME: bool = str_eq("cart.opened", "cart.opened");
-        assert!(SAME);
+        const { assert!(str_eq("cart.opened", "cart.opened")) };
         assert!(!str_eq("cart.opened", "cart.opene"));
         assert!(!str_eq("cart.opened", "cart.closed"));
         assert!(str_eq("", ""));
