@@ -1,235 +1,235 @@
-//! A bank account, event-sourced on the in-memory store.
+//! A bank account, declared with the derives: open, deposit, withdraw; a rejected withdrawal;
+//! the audit trail of a stream; time travel; and a read model built from the global log.
 //!
-//! Run with `cargo run --example bank`. It executes commands, shows a rejected command with its
-//! typed error, prints an account's audit trail, loads past state (time travel) and builds a
-//! read model from the global log.
+//! Run with `cargo run --example bank`.
 
 use std::collections::BTreeMap;
-use std::error::Error;
 
 use eventsource::prelude::*;
-use eventsource::{Checkpoint, DecodeFailure, EventFilter, Version};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use eventsource::{Checkpoint, EventFilter, decode_event};
 
-/// The account: state folded from its events.
-#[derive(Default, Serialize, Deserialize, Clone, Debug)]
-struct Account {
-    owner: Option<String>,
-    balance: i64,
+// Events: facts, with a stable name and a schema version.
+
+/// An account was opened.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "account.opened", version = 2, previous = OpenedV1)]
+struct Opened {
+    owner: String,
+    overdraft_limit: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum AccountEvent {
-    Opened { owner: String },
-    Deposited { amount: i64 },
-    Withdrawn { amount: i64 },
+/// The first shape of `account.opened`, before overdrafts existed. Kept so old rows still load.
+#[derive(Event, Deserialize)]
+#[event(name = "account.opened", version = 1)]
+struct OpenedV1 {
+    owner: String,
+}
+
+impl From<OpenedV1> for Opened {
+    fn from(old: OpenedV1) -> Self {
+        Opened {
+            owner: old.owner,
+            overdraft_limit: 0,
+        }
+    }
+}
+
+/// Money came in.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "account.deposited")]
+struct Deposited {
+    amount: u64,
+}
+
+/// Money went out.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "account.withdrawn")]
+struct Withdrawn {
+    amount: u64,
+}
+
+// Commands: requests, which the account accepts or rejects.
+
+#[derive(Clone, Debug)]
+struct Open {
+    owner: String,
 }
 
 #[derive(Clone, Debug)]
-enum AccountCommand {
-    Open { owner: String },
-    Deposit { amount: i64 },
-    Withdraw { amount: i64 },
+struct Deposit {
+    amount: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum BankError {
-    #[error("the account is already open")]
+#[derive(Clone, Debug)]
+struct Withdraw {
+    amount: u64,
+}
+
+/// Why the account rejects a command.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum AccountError {
+    #[error("account is already open")]
     AlreadyOpen,
-    #[error("the account is not open")]
+    #[error("account is not open")]
     NotOpen,
-    #[error("amounts must be positive, got {0}")]
-    NotPositive(i64),
-    #[error("insufficient funds: balance {balance}, asked {asked}")]
-    InsufficientFunds { balance: i64, asked: i64 },
+    #[error("insufficient funds: balance is {balance}, asked to withdraw {requested}")]
+    InsufficientFunds { balance: u64, requested: u64 },
 }
 
-impl EventSet for AccountEvent {
-    const NAMES: &'static [&'static str] =
-        &["account.opened", "account.deposited", "account.withdrawn"];
+/// The aggregate: state folded from its events, deciding on its commands.
+#[derive(Aggregate, Default, Serialize, Deserialize, Clone, Debug)]
+#[aggregate(
+    name = "account",
+    error = AccountError,
+    events(Opened, Deposited, Withdrawn),
+    commands(Open, Deposit, Withdraw),
+    snapshot(every = 100)
+)]
+struct Account {
+    owner: Option<String>,
+    balance: u64,
+}
 
-    fn name(&self) -> &'static str {
-        match self {
-            AccountEvent::Opened { .. } => "account.opened",
-            AccountEvent::Deposited { .. } => "account.deposited",
-            AccountEvent::Withdrawn { .. } => "account.withdrawn",
-        }
+impl Apply<Opened> for Account {
+    fn apply(&mut self, event: &Opened) {
+        self.owner = Some(event.owner.clone());
     }
+}
 
-    fn schema_version(&self) -> u32 {
-        1
+impl Apply<Deposited> for Account {
+    fn apply(&mut self, event: &Deposited) {
+        self.balance += event.amount;
     }
+}
 
-    fn encode(&self) -> Result<Value, serde_json::Error> {
-        Ok(match self {
-            AccountEvent::Opened { owner } => serde_json::json!({ "owner": owner }),
-            AccountEvent::Deposited { amount } | AccountEvent::Withdrawn { amount } => {
-                serde_json::json!({ "amount": amount })
-            }
-        })
+impl Apply<Withdrawn> for Account {
+    fn apply(&mut self, event: &Withdrawn) {
+        self.balance -= event.amount;
     }
+}
 
-    fn decode(name: &str, version: u32, payload: &Value) -> Result<Self, DecodeFailure> {
-        #[derive(Deserialize)]
-        struct Opened {
-            owner: String,
+impl Handle<Open> for Account {
+    fn handle(&self, command: Open) -> Result<Events<Self>, AccountError> {
+        if self.owner.is_some() {
+            return Err(AccountError::AlreadyOpen);
         }
-        #[derive(Deserialize)]
-        struct Amount {
-            amount: i64,
+        Ok(Events::one(Opened {
+            owner: command.owner,
+            overdraft_limit: 0,
+        }))
+    }
+}
+
+impl Handle<Deposit> for Account {
+    fn handle(&self, command: Deposit) -> Result<Events<Self>, AccountError> {
+        if self.owner.is_none() {
+            return Err(AccountError::NotOpen);
         }
-        if version != 1 {
-            return Err(DecodeFailure::VersionTooNew {
-                found: version,
-                latest: 1,
+        Ok(Events::one(Deposited {
+            amount: command.amount,
+        }))
+    }
+}
+
+impl Handle<Withdraw> for Account {
+    fn handle(&self, command: Withdraw) -> Result<Events<Self>, AccountError> {
+        if command.amount > self.balance {
+            return Err(AccountError::InsufficientFunds {
+                balance: self.balance,
+                requested: command.amount,
             });
         }
-        match name {
-            "account.opened" => DecodeFailure::parse::<Opened>(version, payload)
-                .map(|e| AccountEvent::Opened { owner: e.owner }),
-            "account.deposited" => DecodeFailure::parse::<Amount>(version, payload)
-                .map(|e| AccountEvent::Deposited { amount: e.amount }),
-            "account.withdrawn" => DecodeFailure::parse::<Amount>(version, payload)
-                .map(|e| AccountEvent::Withdrawn { amount: e.amount }),
-            _ => Err(DecodeFailure::UnknownEvent),
-        }
-    }
-}
-
-impl Aggregate for Account {
-    const NAME: &'static str = "account";
-    const SNAPSHOT: SnapshotPolicy = SnapshotPolicy::Every(100);
-    const STATE_FINGERPRINT: &'static str = "account{owner:Option<String>,balance:i64}";
-    type Event = AccountEvent;
-    type Command = AccountCommand;
-    type Error = BankError;
-    type Services = ();
-
-    fn apply(&mut self, event: &AccountEvent) {
-        match event {
-            AccountEvent::Opened { owner } => self.owner = Some(owner.clone()),
-            AccountEvent::Deposited { amount } => self.balance += amount,
-            AccountEvent::Withdrawn { amount } => self.balance -= amount,
-        }
-    }
-
-    fn handle(&self, command: AccountCommand, _: &()) -> Result<Events<Self>, BankError> {
-        let open = self.owner.is_some();
-        match command {
-            AccountCommand::Open { .. } if open => Err(BankError::AlreadyOpen),
-            AccountCommand::Open { owner } => Ok(Events::one(AccountEvent::Opened { owner })),
-            _ if !open => Err(BankError::NotOpen),
-            AccountCommand::Deposit { amount } | AccountCommand::Withdraw { amount }
-                if amount <= 0 =>
-            {
-                Err(BankError::NotPositive(amount))
-            }
-            AccountCommand::Deposit { amount } => {
-                Ok(Events::one(AccountEvent::Deposited { amount }))
-            }
-            AccountCommand::Withdraw { amount } if amount > self.balance => {
-                Err(BankError::InsufficientFunds {
-                    balance: self.balance,
-                    asked: amount,
-                })
-            }
-            AccountCommand::Withdraw { amount } => {
-                Ok(Events::one(AccountEvent::Withdrawn { amount }))
-            }
-        }
+        Ok(Events::one(Withdrawn {
+            amount: command.amount,
+        }))
     }
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = MemoryStore::new();
     let accounts = Repository::<Account, _>::new(store.clone());
 
-    println!("== commands");
     accounts
         .execute(
-            "alice",
-            AccountCommand::Open {
-                owner: "Alice".into(),
+            "ada",
+            Open {
+                owner: "Ada".into(),
             },
         )
         .await?;
-    accounts
-        .execute("alice", AccountCommand::Deposit { amount: 100 })
-        .await?;
-    accounts
-        .execute("alice", AccountCommand::Withdraw { amount: 30 })
-        .await?;
-    accounts
-        .execute("alice", AccountCommand::Deposit { amount: 45 })
-        .await?;
+    accounts.execute("ada", Deposit { amount: 100 }).await?;
+    accounts.execute("ada", Withdraw { amount: 30 }).await?;
     accounts
         .execute(
             "bob",
-            AccountCommand::Open {
+            Open {
                 owner: "Bob".into(),
             },
         )
         .await?;
-    accounts
-        .execute("bob", AccountCommand::Deposit { amount: 20 })
-        .await?;
-    let alice = accounts.load("alice").await?;
-    println!(
-        "alice: balance {} at version {}",
-        alice.state.balance, alice.version
-    );
+    accounts.execute("bob", Deposit { amount: 25 }).await?;
 
-    println!("\n== a rejected command");
-    match accounts
-        .execute("bob", AccountCommand::Withdraw { amount: 500 })
-        .await
-    {
-        Err(error) => println!("rejected: {error}"),
-        Ok(done) => return Err(format!("overdraft was accepted at {}", done.version).into()),
+    // A rejected command: nothing is written, and the error is the account's own type.
+    match accounts.execute("ada", Withdraw { amount: 500 }).await {
+        Err(error) => match error.rejection() {
+            Some(reason) => println!("rejected: {reason}"),
+            None => return Err(error.into()),
+        },
+        Ok(_) => return Err("an overdraft was accepted".into()),
     }
 
-    println!("\n== audit trail of account-alice");
-    for line in accounts.history("alice").await? {
-        let r = &line.record;
+    println!("\naudit trail of `{}`:", accounts.stream_id("ada"));
+    let history = accounts.history("ada").await?;
+    for line in &history {
         println!(
-            "v{} pos {} {} {:<18} {:?}",
-            r.version,
-            r.position,
-            r.recorded_at.format("%H:%M:%S%.3f"),
-            r.name,
+            "  v{} {} {:<18} {:?}",
+            line.record.version,
+            line.record.recorded_at.format("%H:%M:%S%.3f"),
+            line.record.name,
             line.event
         );
     }
 
-    println!("\n== time travel");
-    for version in 1..=alice.version.0 {
-        let past = accounts.load_at("alice", Version(version)).await?;
-        println!("alice at version {version}: balance {}", past.state.balance);
-    }
+    let now = accounts.load("ada").await?;
+    let at_v2 = accounts.load_at("ada", Version(2)).await?;
+    // As of the moment the deposit was recorded: the withdrawal after it is not folded.
+    let Some(deposit) = history.get(1) else {
+        return Err("the deposit is missing from the audit trail".into());
+    };
+    let deposited_at = deposit.record.recorded_at;
+    let as_of = accounts.load_as_of("ada", deposited_at).await?;
+    println!("\ntime travel for ada:");
+    println!(
+        "  now (v{}):              balance {}",
+        now.version, now.state.balance
+    );
+    println!("  at version 2:          balance {}", at_v2.state.balance);
+    println!(
+        "  as of the deposit:     balance {} (v{})",
+        as_of.state.balance, as_of.version
+    );
 
-    println!("\n== read model: balances from the global log");
+    // A read model: every account's balance, built from the global log.
     let mut balances: BTreeMap<String, i64> = BTreeMap::new();
+    let filter = EventFilter::all().category(Account::NAME);
     let mut checkpoint = Checkpoint::START;
-    let filter = EventFilter::all().category("account");
     loop {
-        let page = store.read_all(checkpoint, 2, &filter).await?;
+        let page = store.read_all(checkpoint, 100, &filter).await?;
         let Some(last) = page.last() else { break };
         checkpoint = last.checkpoint;
         for record in &page {
-            let event = eventsource::decode_event::<Account>(record)?;
             let balance = balances.entry(record.stream_id.to_string()).or_default();
-            match event {
-                AccountEvent::Opened { .. } => {}
-                AccountEvent::Deposited { amount } => *balance += amount,
-                AccountEvent::Withdrawn { amount } => *balance -= amount,
+            match decode_event::<Account>(record)? {
+                AccountEvent::Opened(_) => {}
+                AccountEvent::Deposited(e) => *balance += e.amount as i64,
+                AccountEvent::Withdrawn(e) => *balance -= e.amount as i64,
             }
         }
     }
+    println!("\nread model (balances from `read_all`):");
     for (stream, balance) in &balances {
-        println!("{stream:<14} {balance:>6}");
+        println!("  {stream:<12} {balance}");
     }
-    println!("(read up to checkpoint {checkpoint})");
     Ok(())
 }

@@ -8,6 +8,14 @@ pub use eventsource_core::*;
 #[cfg(feature = "postgres")]
 pub use eventsource_postgres as postgres;
 
+#[cfg(feature = "derive")]
+#[doc = include_str!("docs/derive_event.md")]
+pub use eventsource_derive::Event;
+
+#[cfg(feature = "derive")]
+#[doc = include_str!("docs/derive_aggregate.md")]
+pub use eventsource_derive::Aggregate;
+
 /// The items most applications need, for a glob import.
 pub mod prelude {
     pub use eventsource_core::{
@@ -15,4 +23,9 @@ pub mod prelude {
         ExpectedVersion, Handle, HandleWith, MemoryStore, Repository, SnapshotPolicy,
         SnapshotStore, StreamId, Version,
     };
+
+    pub use eventsource_core::__private::serde::{Deserialize, Serialize};
+    pub use eventsource_core::GivenWhenThen;
+    #[cfg(feature = "derive")]
+    pub use eventsource_derive::{Aggregate, Event};
 }

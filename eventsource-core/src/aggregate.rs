@@ -45,18 +45,42 @@ pub trait Aggregate:
 }
 
 /// Folds one event type into an aggregate's state.
+///
+/// `#[derive(Aggregate)]` dispatches each event listed in `events(...)` to its `Apply` impl, so
+/// a listed event without one is a compile error naming the event and the aggregate.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not apply the event `{E}`",
+    label = "`{E}` is listed in `events(...)` but `{Self}` has no `Apply<{E}>` impl",
+    note = "fold the event into the state: `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ ... }} }}`"
+)]
 pub trait Apply<E> {
     /// Updates the state with the fact `event`.
     fn apply(&mut self, event: &E);
 }
 
 /// Decides on one command type.
+///
+/// `#[derive(Aggregate)]` dispatches each command listed in `commands(...)` to its `Handle`
+/// impl (or [`HandleWith`] when the aggregate declares `services`), so a listed command without
+/// one is a compile error naming the command and the aggregate.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not handle the command `{C}`",
+    label = "`{C}` is listed in `commands(...)` but `{Self}` has no `Handle<{C}>` impl",
+    note = "decide on the command: `impl Handle<{C}> for {Self} {{ fn handle(&self, command: {C}) -> Result<Events<Self>, Self::Error> {{ ... }} }}`"
+)]
 pub trait Handle<C>: Aggregate {
     /// The events the command produces, or why it is rejected.
     fn handle(&self, command: C) -> Result<Events<Self>, Self::Error>;
 }
 
 /// Decides on one command type with the aggregate's declared services.
+///
+/// Used instead of [`Handle`] by aggregates that declare `#[aggregate(services = ...)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not handle the command `{C}`",
+    label = "`{C}` is listed in `commands(...)` but `{Self}` has no `HandleWith<{C}>` impl",
+    note = "`{Self}` declares `services`, so its handlers receive them: `impl HandleWith<{C}> for {Self} {{ fn handle(&self, command: {C}, services: &Self::Services) -> Result<Events<Self>, Self::Error> {{ ... }} }}`"
+)]
 pub trait HandleWith<C>: Aggregate {
     /// The events the command produces, or why it is rejected.
     fn handle(&self, command: C, services: &Self::Services) -> Result<Events<Self>, Self::Error>;

@@ -7,6 +7,11 @@ use serde_json::Value;
 /// Usually derived (`#[derive(Event)]`). A current event type decodes payloads written at any
 /// of its past versions by walking its upcaster chain (`previous` types converted with `From`
 /// or `TryFrom`); [`Event::decode_version`] is that walk.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "`{Self}` does not implement `Event`",
+    note = "derive it: `#[derive(Event, Serialize, Deserialize)]` with `#[event(name = \"...\", version = 1)]`"
+)]
 pub trait Event: Sized + Send + Sync + 'static {
     /// The stable name stored with every event, e.g. `"cart.item_added"`.
     const NAME: &'static str;
@@ -68,8 +73,10 @@ pub enum DecodeFailure {
         source: serde_json::Error,
     },
     /// A `TryFrom` upcaster step rejected the payload.
-    #[error("upcast from schema version {from} to {to} failed: {message}")]
+    #[error("upcast of `{event}` from schema version {from} to {to} failed: {message}")]
     Upcast {
+        /// The name of the event being upcast.
+        event: &'static str,
         /// The version converted from.
         from: u32,
         /// The version converted to.

@@ -12,10 +12,12 @@ mod error;
 mod event;
 pub mod observe;
 mod projection;
+pub mod harness;
 mod repository;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upcast;
 
 pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
@@ -28,6 +30,7 @@ pub use projection::{
     CatchUp, DispatchFailure, EventList, HandlerError, Progress, Project, Projection,
     ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Rebuild, RunnerOptions,
 };
+pub use harness::GivenWhenThen;
 pub use repository::{Envelope, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
 pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
@@ -37,4 +40,8 @@ pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
 pub mod __private {
     pub use serde;
     pub use serde_json;
+
+    pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+    pub use crate::event::{DecodeFailure, Event, EventSet};
+    pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
 }

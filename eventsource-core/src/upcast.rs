@@ -1,0 +1,127 @@
+//! The upcaster chain: how a payload stored at an old schema version becomes the current type.
+//!
+//! Each version of an event names its predecessor (`#[event(version = 3, previous = V2)]`) and
+//! converts from it with `From` (a step that cannot fail) or `TryFrom` (one that can). Decoding
+//! a payload stored at version 1 into version 3 deserializes the version-1 type, then converts
+//! 1 → 2 → 3. These are the functions the derived [`Event::decode_version`] calls; they are
+//! public so that a hand-written `Event` impl can use them too.
+
+use std::fmt::Display;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::event::{DecodeFailure, Event};
+
+/// One typed step of an upcaster chain: converting the previous version `P` of an event into
+/// this one.
+///
+/// Implemented for every `T: TryFrom<P>` whose error is `Display`, which includes every
+/// `T: From<P>` (its error is [`std::convert::Infallible`]). Write `From` or `TryFrom`; never
+/// implement this trait yourself.
+#[diagnostic::on_unimplemented(
+    message = "no upcaster step from `{P}` to `{Self}`",
+    label = "`{Self}` names `{P}` as `previous` but cannot be made from it",
+    note = "add `impl From<{P}> for {Self}`, or `impl TryFrom<{P}> for {Self}` (with an error that implements `Display`) when the step can fail"
+)]
+pub trait Upcast<P>: Sized {
+    /// Why the step failed (`Infallible` for a `From` step).
+    type Error: Display;
+
+    /// Converts the previous version into this one.
+    fn upcast(previous: P) -> Result<Self, Self::Error>;
+}
+
+impl<P, T> Upcast<P> for T
+where
+    T: TryFrom<P>,
+    T::Error: Display,
+{
+    type Error = T::Error;
+
+    fn upcast(previous: P) -> Result<Self, Self::Error> {
+        T::try_from(previous)
+    }
+}
+
+/// Decodes a payload of the first version of an event (one without a `previous`).
+pub fn decode_first<T: Event + DeserializeOwned>(
+    version: u32,
+    payload: &Value,
+) -> Result<T, DecodeFailure> {
+    if version == T::VERSION {
+        DecodeFailure::parse(version, payload)
+    } else if version > T::VERSION {
+        Err(DecodeFailure::VersionTooNew {
+            found: version,
+            latest: T::VERSION,
+        })
+    } else {
+        Err(DecodeFailure::UnknownVersion {
+            found: version,
+            latest: T::VERSION,
+        })
+    }
+}
+
+/// Decodes a payload stored at `version` into `T`, whose previous version is `P`: the current
+/// shape is deserialized directly, an older one through `P`'s chain and the step `P` → `T`.
+pub fn decode_upcast<P, T>(version: u32, payload: &Value) -> Result<T, DecodeFailure>
+where
+    P: Event,
+    T: Event + DeserializeOwned + Upcast<P>,
+{
+    if version == T::VERSION {
+        return DecodeFailure::parse(version, payload);
+    }
+    if version > T::VERSION {
+        return Err(DecodeFailure::VersionTooNew {
+            found: version,
+            latest: T::VERSION,
+        });
+    }
+    let previous = P::decode_version(version, payload).map_err(|failure| match failure {
+        // Report the newest version of the chain, not the oldest one that gave up.
+        DecodeFailure::UnknownVersion { found, .. } => DecodeFailure::UnknownVersion {
+            found,
+            latest: T::VERSION,
+        },
+        other => other,
+    })?;
+    T::upcast(previous).map_err(|error| DecodeFailure::Upcast {
+        event: T::NAME,
+        from: P::VERSION,
+        to: T::VERSION,
+        message: error.to_string(),
+    })
+}
+
+/// Whether two strings are equal, in a `const` context (the derive's compile-time checks
+/// compare event names with it).
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::str_eq;
+
+    #[test]
+    fn str_eq_compares_bytes() {
+        const { assert!(str_eq("cart.opened", "cart.opened")) };
+        assert!(!str_eq("cart.opened", "cart.opene"));
+        assert!(!str_eq("cart.opened", "cart.closed"));
+        assert!(str_eq("", ""));
+    }
+}

@@ -1,0 +1,384 @@
+//! Reads `#[event(...)]` and `#[aggregate(...)]` into typed values.
+//!
+//! Parsing recovers from a bad key or value: the error is recorded in the [`Ctxt`], the value is
+//! skipped up to the next `,`, and the other keys are still read, so that one mistake neither
+//! hides the next nor leaves the rest of the input unparsed.
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::meta::ParseNestedMeta;
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Attribute, LitInt, LitStr, Path, Token, Type};
+
+use crate::internals::ctxt::Ctxt;
+
+/// `#[event(...)]`.
+pub(crate) const EVENT: &str = "event";
+/// `#[aggregate(...)]`.
+pub(crate) const AGGREGATE: &str = "aggregate";
+
+/// Where a key is written, as error messages name it.
+const IN_EVENT: &str = "`#[event(...)]`";
+const IN_AGGREGATE: &str = "`#[aggregate(...)]`";
+const IN_SNAPSHOT: &str = "`snapshot(...)`";
+
+const EVENT_KEYS: &[&str] = &["name", "version", "previous", "crate"];
+const AGGREGATE_KEYS: &[&str] = &[
+    "name", "error", "events", "commands", "snapshot", "services", "crate",
+];
+const SNAPSHOT_KEYS: &[&str] = &["every"];
+
+/// What `#[event(...)]` says.
+#[derive(Default)]
+pub(crate) struct EventAttrs {
+    /// The valid keys that were written, even if their value was invalid (so that a bad value
+    /// is not also reported as a missing key).
+    pub(crate) written: Vec<&'static str>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) version: Option<(LitInt, u32)>,
+    pub(crate) previous: Option<Type>,
+    pub(crate) krate: Option<Path>,
+}
+
+/// What `#[aggregate(...)]` says.
+#[derive(Default)]
+pub(crate) struct AggregateAttrs {
+    /// As [`EventAttrs::written`].
+    pub(crate) written: Vec<&'static str>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) error: Option<Type>,
+    pub(crate) events: Option<List>,
+    pub(crate) commands: Option<List>,
+    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) services: Option<Type>,
+    pub(crate) krate: Option<Path>,
+}
+
+/// A parenthesized list of types: `events(Opened, Deposited)`.
+pub(crate) struct List {
+    /// The key, for errors about the list as a whole.
+    pub(crate) key: Path,
+    pub(crate) items: Vec<Path>,
+}
+
+/// `snapshot(every = N)`.
+pub(crate) struct Snapshot {
+    pub(crate) key: Path,
+    /// Whether nothing at all was written in the parentheses: `snapshot()`.
+    pub(crate) empty: bool,
+    pub(crate) every: Option<(LitInt, u64)>,
+}
+
+/// Reads every `#[event(...)]` attribute of the type.
+pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute]) -> EventAttrs {
+    let mut out = EventAttrs::default();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident(EVENT)) {
+        let result = attr.parse_nested_meta(|meta| {
+            let key = &meta.path;
+            out.written
+                .extend(EVENT_KEYS.iter().filter(|k| key.is_ident(*k)));
+            if key.is_ident("name") {
+                if let Some(value) = key_value(cx, &meta, "name = \"cart.item_added\"")? {
+                    set(
+                        cx,
+                        &mut out.name,
+                        key,
+                        IN_EVENT,
+                        parse_str(cx, value, "name", "name = \"cart.item_added\""),
+                    );
+                }
+            } else if key.is_ident("version") {
+                if let Some(value) = key_value(cx, &meta, "version = 2")? {
+                    set(
+                        cx,
+                        &mut out.version,
+                        key,
+                        IN_EVENT,
+                        parse_int(cx, value, "version", "version = 2"),
+                    );
+                }
+            } else if key.is_ident("previous") {
+                if let Some(value) = key_value(cx, &meta, "previous = ItemAddedV1")? {
+                    set(
+                        cx,
+                        &mut out.previous,
+                        key,
+                        IN_EVENT,
+                        parse_type(cx, value, "previous", "previous = ItemAddedV1"),
+                    );
+                }
+            } else if key.is_ident("crate") {
+                if let Some(value) = key_value(cx, &meta, "crate = \"eventsource\"")? {
+                    set(cx, &mut out.krate, key, IN_EVENT, parse_crate(cx, value));
+                }
+            } else {
+                unknown_key(cx, &meta, IN_EVENT, EVENT_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            cx.syn_error(error);
+        }
+    }
+    out
+}
+
+/// Reads every `#[aggregate(...)]` attribute of the type.
+pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs {
+    let mut out = AggregateAttrs::default();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident(AGGREGATE)) {
+        let result = attr.parse_nested_meta(|meta| {
+            let key = &meta.path;
+            out.written
+                .extend(AGGREGATE_KEYS.iter().filter(|k| key.is_ident(*k)));
+            if key.is_ident("name") {
+                if let Some(value) = key_value(cx, &meta, "name = \"cart\"")? {
+                    set(
+                        cx,
+                        &mut out.name,
+                        key,
+                        IN_AGGREGATE,
+                        parse_str(cx, value, "name", "name = \"cart\""),
+                    );
+                }
+            } else if key.is_ident("error") {
+                if let Some(value) = key_value(cx, &meta, "error = CartError")? {
+                    set(
+                        cx,
+                        &mut out.error,
+                        key,
+                        IN_AGGREGATE,
+                        parse_type(cx, value, "error", "error = CartError"),
+                    );
+                }
+            } else if key.is_ident("services") {
+                if let Some(value) = key_value(cx, &meta, "services = Pricing")? {
+                    set(
+                        cx,
+                        &mut out.services,
+                        key,
+                        IN_AGGREGATE,
+                        parse_type(cx, value, "services", "services = Pricing"),
+                    );
+                }
+            } else if key.is_ident("crate") {
+                if let Some(value) = key_value(cx, &meta, "crate = \"eventsource\"")? {
+                    set(
+                        cx,
+                        &mut out.krate,
+                        key,
+                        IN_AGGREGATE,
+                        parse_crate(cx, value),
+                    );
+                }
+            } else if key.is_ident("events") {
+                let list = parse_list(cx, &meta, "events(CartOpened, ItemAdded)")?;
+                set(cx, &mut out.events, key, IN_AGGREGATE, list);
+            } else if key.is_ident("commands") {
+                let list = parse_list(cx, &meta, "commands(OpenCart, AddItem)")?;
+                set(cx, &mut out.commands, key, IN_AGGREGATE, list);
+            } else if key.is_ident("snapshot") {
+                let snapshot = parse_snapshot(cx, &meta)?;
+                set(cx, &mut out.snapshot, key, IN_AGGREGATE, snapshot);
+            } else {
+                unknown_key(cx, &meta, IN_AGGREGATE, AGGREGATE_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            cx.syn_error(error);
+        }
+    }
+    out
+}
+
+/// Stores a key's value, or reports the key as a duplicate (at its second occurrence).
+fn set<T>(cx: &Ctxt, slot: &mut Option<T>, key: &Path, within: &str, value: Option<T>) {
+    if slot.is_some() {
+        cx.error_spanned_by(
+            key,
+            format!("duplicate key `{}` in {within}", key.to_token_stream()),
+        );
+    } else if value.is_some() {
+        *slot = value;
+    }
+}
+
+fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, within: &str, valid: &[&str]) -> syn::Result<()> {
+    let valid = match valid {
+        [only] => format!("the only valid key is `{only}`"),
+        _ => {
+            let keys = valid.iter().map(|key| format!("`{key}`"));
+            format!("valid keys are {}", keys.collect::<Vec<_>>().join(", "))
+        }
+    };
+    cx.error_spanned_by(
+        &meta.path,
+        format!(
+            "unknown key `{}` in {within}; {valid}",
+            meta.path.to_token_stream().to_string().replace(' ', "")
+        ),
+    );
+    skip_value(meta.input)
+}
+
+/// The tokens after `key =`, up to the next `,`. `None` (with the error recorded) if the key is
+/// not followed by `=` or by a value.
+fn key_value(cx: &Ctxt, meta: &ParseNestedMeta, example: &str) -> syn::Result<Option<TokenStream>> {
+    let key = meta.path.to_token_stream();
+    if !meta.input.peek(Token![=]) {
+        cx.error_spanned_by(&meta.path, format!("expected a value: `{example}`"));
+        skip_value(meta.input)?;
+        return Ok(None);
+    }
+    let eq: Token![=] = meta.input.parse()?;
+    let value = rest_of_value(meta.input)?;
+    if value.is_empty() {
+        cx.error_spanned_by(
+            quote::quote!(#key #eq),
+            format!("expected a value after `=`: `{example}`"),
+        );
+        return Ok(None);
+    }
+    Ok(Some(value))
+}
+
+/// Consumes whatever follows a key (`= value` or `(...)`) up to the next `,`.
+fn skip_value(input: ParseStream) -> syn::Result<()> {
+    rest_of_value(input).map(drop)
+}
+
+fn rest_of_value(input: ParseStream) -> syn::Result<TokenStream> {
+    let mut tokens = TokenStream::new();
+    while !input.is_empty() && !input.peek(Token![,]) {
+        tokens.extend([input.parse::<TokenTree>()?]);
+    }
+    Ok(tokens)
+}
+
+fn parse_str(cx: &Ctxt, value: TokenStream, key: &str, example: &str) -> Option<LitStr> {
+    match syn::parse2::<LitStr>(value.clone()) {
+        Ok(lit) => Some(lit),
+        Err(_) => {
+            cx.error_spanned_by(
+                value,
+                format!("`{key}` expects a string literal: `{example}`"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_int<N>(cx: &Ctxt, value: TokenStream, key: &str, example: &str) -> Option<(LitInt, N)>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    let parsed = syn::parse2::<LitInt>(value.clone())
+        .ok()
+        .and_then(|lit| lit.base10_parse::<N>().ok().map(|n| (lit, n)));
+    if parsed.is_none() {
+        cx.error_spanned_by(
+            value,
+            format!(
+                "`{key}` expects a non-negative integer of type `{}`: `{example}`",
+                std::any::type_name::<N>()
+            ),
+        );
+    }
+    parsed
+}
+
+fn parse_type(cx: &Ctxt, value: TokenStream, key: &str, example: &str) -> Option<Type> {
+    if let Ok(lit) = syn::parse2::<LitStr>(value.clone()) {
+        cx.error_spanned_by(
+            lit,
+            format!("`{key}` expects a type, not a string: `{example}`"),
+        );
+        return None;
+    }
+    match syn::parse2::<Type>(value.clone()) {
+        Ok(ty) => Some(ty),
+        Err(_) => {
+            cx.error_spanned_by(value, format!("`{key}` expects a type: `{example}`"));
+            None
+        }
+    }
+}
+
+fn parse_crate(cx: &Ctxt, value: TokenStream) -> Option<Path> {
+    let path = syn::parse2::<LitStr>(value.clone())
+        .ok()
+        .and_then(|lit| lit.parse_with(Path::parse_mod_style).ok());
+    if path.is_none() {
+        cx.error_spanned_by(
+            value,
+            "`crate` expects the path of the eventsource crate as a string: `crate = \"eventsource\"`",
+        );
+    }
+    path
+}
+
+/// `key(A, B, ...)`: a parenthesized list of type paths.
+fn parse_list(cx: &Ctxt, meta: &ParseNestedMeta, example: &str) -> syn::Result<Option<List>> {
+    if !meta.input.peek(syn::token::Paren) {
+        cx.error_spanned_by(&meta.path, format!("expected a list of types: `{example}`"));
+        skip_value(meta.input)?;
+        return Ok(None);
+    }
+    let content;
+    syn::parenthesized!(content in meta.input);
+    let tokens: TokenStream = content.parse()?;
+    let parser = Punctuated::<Path, Token![,]>::parse_terminated;
+    match parser.parse2(tokens.clone()) {
+        Ok(items) => Ok(Some(List {
+            key: meta.path.clone(),
+            items: items.into_iter().collect(),
+        })),
+        Err(error) => {
+            cx.syn_error(syn::Error::new(
+                error.span(),
+                format!("expected a comma-separated list of type names: `{example}`"),
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// `snapshot(every = N)`.
+fn parse_snapshot(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Snapshot>> {
+    if !meta.input.peek(syn::token::Paren) {
+        cx.error_spanned_by(&meta.path, "expected `snapshot(every = 100)`");
+        skip_value(meta.input)?;
+        return Ok(None);
+    }
+    let content;
+    syn::parenthesized!(content in meta.input);
+    let tokens: TokenStream = content.parse()?;
+    let empty = tokens.is_empty();
+    let mut every = None;
+    // `syn::meta::parser` rejects empty input; `snapshot()` is reported by the checks instead.
+    if !empty {
+        let parser = syn::meta::parser(|inner| {
+            let key = &inner.path;
+            if key.is_ident("every") {
+                if let Some(value) = key_value(cx, &inner, "every = 100")? {
+                    let every_value = parse_int(cx, value, "every", "every = 100");
+                    set(cx, &mut every, key, IN_SNAPSHOT, every_value);
+                }
+            } else {
+                unknown_key(cx, &inner, IN_SNAPSHOT, SNAPSHOT_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(tokens) {
+            cx.syn_error(error);
+        }
+    }
+    Ok(Some(Snapshot {
+        key: meta.path.clone(),
+        empty,
+        every,
+    }))
+}

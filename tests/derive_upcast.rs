@@ -1,0 +1,173 @@
+//! `#[derive(Event)]`: stored payloads of every version of a chain decode as the newest one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use eventsource::prelude::*;
+use eventsource::{DecodeFailure, NewEvent};
+use serde_json::json;
+
+/// Version 3, the current shape.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "account.opened", version = 3, previous = OpenedV2)]
+struct Opened {
+    owner: String,
+    currency: String,
+}
+
+/// Version 2: the currency was free text.
+#[derive(Event, Deserialize, Debug)]
+#[event(name = "account.opened", version = 2, previous = OpenedV1)]
+struct OpenedV2 {
+    owner: String,
+    currency_name: String,
+}
+
+/// Version 1: no currency at all.
+#[derive(Event, Deserialize, Debug)]
+#[event(name = "account.opened", version = 1)]
+struct OpenedV1 {
+    owner: String,
+}
+
+impl From<OpenedV1> for OpenedV2 {
+    fn from(v1: OpenedV1) -> Self {
+        OpenedV2 {
+            owner: v1.owner,
+            currency_name: "euro".into(),
+        }
+    }
+}
+
+impl TryFrom<OpenedV2> for Opened {
+    type Error = String;
+    fn try_from(v2: OpenedV2) -> Result<Self, String> {
+        let currency = match v2.currency_name.as_str() {
+            "euro" => "EUR",
+            "dollar" => "USD",
+            other => return Err(format!("unknown currency `{other}`")),
+        };
+        Ok(Opened {
+            owner: v2.owner,
+            currency: currency.into(),
+        })
+    }
+}
+
+#[test]
+fn constants_come_from_the_attribute() {
+    assert_eq!(<Opened as Event>::NAME, "account.opened");
+    assert_eq!(<Opened as Event>::VERSION, 3);
+    assert_eq!(<OpenedV1 as Event>::VERSION, 1);
+}
+
+#[test]
+fn name_and_version_default_to_the_type_name_and_1() {
+    #[derive(Event, Deserialize)]
+    struct Closed {}
+    assert_eq!(<Closed as Event>::NAME, "Closed");
+    assert_eq!(<Closed as Event>::VERSION, 1);
+}
+
+#[test]
+fn every_version_decodes_as_the_newest() {
+    let ada = |currency: &str| Opened {
+        owner: "ada".into(),
+        currency: currency.into(),
+    };
+    let v1 = Opened::decode_version(1, &json!({ "owner": "ada" })).unwrap();
+    assert_eq!(v1, ada("EUR"));
+    let v2 = Opened::decode_version(2, &json!({ "owner": "ada", "currency_name": "dollar" }));
+    assert_eq!(v2.unwrap(), ada("USD"));
+    let v3 = Opened::decode_version(3, &json!({ "owner": "ada", "currency": "CHF" }));
+    assert_eq!(v3.unwrap(), ada("CHF"));
+}
+
+#[test]
+fn a_failing_try_from_step_is_a_typed_upcast_error() {
+    let failure =
+        Opened::decode_version(2, &json!({ "owner": "ada", "currency_name": "doubloon" }))
+            .unwrap_err();
+    match &failure {
+        DecodeFailure::Upcast {
+            event,
+            from,
+            to,
+            message,
+        } => {
+            assert_eq!(*event, "account.opened");
+            assert_eq!((*from, *to), (2, 3));
+            assert_eq!(message, "unknown currency `doubloon`");
+        }
+        other => panic!("expected an upcast failure, got {other:?}"),
+    }
+    assert_eq!(
+        failure.to_string(),
+        "upcast of `account.opened` from schema version 2 to 3 failed: unknown currency `doubloon`"
+    );
+}
+
+#[test]
+fn versions_outside_the_chain_are_typed_errors() {
+    let payload = json!({ "owner": "ada" });
+    assert!(matches!(
+        Opened::decode_version(4, &payload),
+        Err(DecodeFailure::VersionTooNew {
+            found: 4,
+            latest: 3
+        })
+    ));
+    assert!(matches!(
+        Opened::decode_version(0, &payload),
+        Err(DecodeFailure::UnknownVersion {
+            found: 0,
+            latest: 3
+        })
+    ));
+}
+
+#[test]
+fn a_payload_of_the_wrong_shape_names_its_version() {
+    let failure = Opened::decode_version(1, &json!({ "name": "ada" })).unwrap_err();
+    assert!(
+        matches!(failure, DecodeFailure::Payload { version: 1, .. }),
+        "{failure:?}"
+    );
+}
+
+// The chain end to end: rows written by old code load through the repository.
+
+#[derive(Aggregate, Default, Serialize, Deserialize, Debug)]
+#[aggregate(name = "account", events(Opened))]
+struct Account {
+    owner: String,
+    currency: String,
+}
+
+impl Apply<Opened> for Account {
+    fn apply(&mut self, event: &Opened) {
+        self.owner = event.owner.clone();
+        self.currency = event.currency.clone();
+    }
+}
+
+#[tokio::test]
+async fn old_rows_load_through_the_repository() {
+    let store = MemoryStore::new();
+    let repo = Repository::<Account, _>::new(store.clone());
+    for (id, version, payload) in [
+        (1, 1, json!({ "owner": "ada" })),
+        (2, 2, json!({ "owner": "bob", "currency_name": "dollar" })),
+        (3, 3, json!({ "owner": "cy", "currency": "CHF" })),
+    ] {
+        let event = NewEvent::new("account.opened", version, payload);
+        store
+            .append(&repo.stream_id(id), ExpectedVersion::NoStream, vec![event])
+            .await
+            .unwrap();
+    }
+    let currencies = [
+        repo.load(1).await.unwrap().state.currency,
+        repo.load(2).await.unwrap().state.currency,
+        repo.load(3).await.unwrap().state.currency,
+    ];
+    assert_eq!(currencies, ["EUR", "USD", "CHF"]);
+}

@@ -1,0 +1,22 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "cart.opened")]
+struct Opened {}
+
+#[derive(Clone, Debug)]
+struct Open {}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cart error")]
+struct CartError;
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "cart", error = "CartError", events(Opened))]
+struct Cart {}
+
+impl Apply<Opened> for Cart {
+    fn apply(&mut self, _: &Opened) {}
+}
+
+fn main() {}

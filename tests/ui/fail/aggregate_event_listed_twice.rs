@@ -1,0 +1,24 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "cart.opened")]
+struct Opened {}
+
+#[derive(Clone, Debug)]
+struct Open {}
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "cart", events(Opened, Opened), commands(Open))]
+struct Cart {}
+
+impl Apply<Opened> for Cart {
+    fn apply(&mut self, _: &Opened) {}
+}
+
+impl Handle<Open> for Cart {
+    fn handle(&self, _: Open) -> Result<Events<Self>, Self::Error> {
+        Ok(Events::one(Opened {}))
+    }
+}
+
+fn main() {}

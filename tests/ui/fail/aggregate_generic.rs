@@ -1,0 +1,16 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "cart.opened")]
+struct Opened {}
+
+#[derive(Clone, Debug)]
+struct Open {}
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "cart", events(Opened))]
+struct Cart<T> {
+    items: Vec<T>,
+}
+
+fn main() {}

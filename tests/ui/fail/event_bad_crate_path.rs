@@ -1,0 +1,7 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Deserialize)]
+#[event(name = "cart.opened", crate = "not a path")]
+struct Opened {}
+
+fn main() {}

@@ -1,0 +1,7 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Deserialize)]
+#[event(name = "cart.opened", name = "cart.created")]
+struct Opened {}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Deserialize)]
+#[event(name = "cart.changed")]
+enum Changed {
+    Opened,
+    Closed,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Deserialize)]
+#[event(name = "cart.opened", version = 0)]
+struct Opened {}
+
+fn main() {}
