@@ -10,9 +10,9 @@ mod command;
 mod envelope;
 mod error;
 mod event;
+pub mod harness;
 pub mod observe;
 mod projection;
-pub mod harness;
 mod repository;
 mod store;
 #[cfg(feature = "testing")]
@@ -26,11 +26,11 @@ pub use envelope::{
 };
 pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
 pub use event::{DecodeFailure, Event, EventSet};
+pub use harness::GivenWhenThen;
 pub use projection::{
     CatchUp, DispatchFailure, EventList, HandlerError, Progress, Project, Projection,
     ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Rebuild, RunnerOptions,
 };
-pub use harness::GivenWhenThen;
 pub use repository::{Envelope, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
 pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
