@@ -164,3 +164,19 @@ impl<A: Aggregate> IntoIterator for Events<A> {
         self.0.into_iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotPolicy;
+
+    #[test]
+    fn snapshot_is_due_when_a_multiple_is_crossed() {
+        let every3 = SnapshotPolicy::Every(3);
+        assert!(!every3.due(0, 2));
+        assert!(every3.due(2, 3));
+        assert!(every3.due(2, 7), "a batch that crosses two multiples");
+        assert!(!every3.due(3, 5));
+        assert!(!SnapshotPolicy::Never.due(0, 1_000));
+        assert!(!SnapshotPolicy::Every(0).due(0, 1_000));
+    }
+}

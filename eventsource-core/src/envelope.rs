@@ -276,3 +276,46 @@ pub struct RecordedEvent {
     /// When the store recorded the event.
     pub recorded_at: DateTime<Utc>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_is_the_part_before_the_first_dash() {
+        assert_eq!(StreamId::new("cart", "1-2-3").category(), "cart");
+        assert_eq!(StreamId::new("cart", "1-2-3").as_str(), "cart-1-2-3");
+        assert_eq!(StreamId::from_raw("orphan").category(), "orphan");
+    }
+
+    #[test]
+    fn expected_version_matches() {
+        let cases = [
+            (ExpectedVersion::Any, 0, true),
+            (ExpectedVersion::Any, 7, true),
+            (ExpectedVersion::NoStream, 0, true),
+            (ExpectedVersion::NoStream, 1, false),
+            (ExpectedVersion::StreamExists, 0, false),
+            (ExpectedVersion::StreamExists, 1, true),
+            (ExpectedVersion::Exact(Version(3)), 3, true),
+            (ExpectedVersion::Exact(Version(3)), 4, false),
+            (ExpectedVersion::Exact(Version(0)), 0, true),
+        ];
+        for (expected, actual, ok) in cases {
+            assert_eq!(
+                expected.matches(Version(actual)),
+                ok,
+                "{expected:?} vs {actual}"
+            );
+        }
+    }
+
+    #[test]
+    fn checkpoints_order_by_transaction_then_position() {
+        let early_tx_late_pos = Checkpoint::from_parts(5, 100);
+        let late_tx_early_pos = Checkpoint::from_parts(6, 90);
+        assert!(early_tx_late_pos < late_tx_early_pos);
+        assert!(Checkpoint::START < Checkpoint::from_parts(0, 1));
+        assert_eq!(late_tx_early_pos.to_string(), "6:90");
+    }
+}

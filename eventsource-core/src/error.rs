@@ -53,6 +53,19 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// A projection's checkpoint was not where the committing runner expected: another
+    /// runner moved it. Nothing was committed.
+    #[error(
+        "checkpoint of projection `{projection}` moved: expected {expected:?}, found {actual:?}"
+    )]
+    CheckpointMoved {
+        /// The projection.
+        projection: String,
+        /// Where the runner expected it.
+        expected: Option<crate::Checkpoint>,
+        /// Where it was.
+        actual: Option<crate::Checkpoint>,
+    },
     /// The backend (database, network) failed.
     #[error("{context}: {source}")]
     Backend {

@@ -10,6 +10,8 @@ mod command;
 mod envelope;
 mod error;
 mod event;
+pub mod observe;
+mod projection;
 mod repository;
 mod store;
 #[cfg(feature = "testing")]
@@ -22,6 +24,10 @@ pub use envelope::{
 };
 pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
 pub use event::{DecodeFailure, Event, EventSet};
+pub use projection::{
+    CatchUp, DispatchFailure, EventList, HandlerError, Progress, Project, Projection,
+    ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Rebuild, RunnerOptions,
+};
 pub use repository::{Envelope, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
 pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};

@@ -4,12 +4,15 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::aggregate::Aggregate;
 use crate::command::CommandMetadata;
 use crate::envelope::{ExpectedVersion, NewEvent, RecordedEvent, StreamId, Version};
 use crate::error::{DecodeError, ExecuteError, LoadError, StoreError};
 use crate::event::EventSet;
+use crate::observe::names;
 use crate::store::{EventStore, Snapshot, SnapshotStore};
 
 /// How many events one read of a stream asks for.
@@ -201,6 +204,37 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         stream_id: StreamId,
         until: Option<Version>,
     ) -> Result<Loaded<A>, LoadError> {
+        let span = tracing::debug_span!(
+            "eventsource.load",
+            aggregate = A::NAME,
+            stream = %stream_id,
+            events_folded = Empty,
+            snapshot = Empty,
+            version = Empty,
+        );
+        let loaded = self
+            .load_stream_in_span(stream_id, until)
+            .instrument(span.clone())
+            .await?;
+        span.record("events_folded", loaded.events_folded);
+        span.record("snapshot", loaded.snapshot_version.is_some());
+        span.record("version", loaded.version.0);
+        if A::SNAPSHOT != crate::SnapshotPolicy::Never {
+            let name = if loaded.snapshot_version.is_some() {
+                names::SNAPSHOT_HITS
+            } else {
+                names::SNAPSHOT_MISSES
+            };
+            metrics::counter!(name, "aggregate" => A::NAME).increment(1);
+        }
+        Ok(loaded)
+    }
+
+    async fn load_stream_in_span(
+        &self,
+        stream_id: StreamId,
+        until: Option<Version>,
+    ) -> Result<Loaded<A>, LoadError> {
         let mut loaded = match self.usable_snapshot(&stream_id, until).await? {
             Some((state, version)) => Loaded {
                 stream_id,
@@ -271,17 +305,58 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 
     /// Executes `command` with metadata: its correlation and causation ids go onto the events,
     /// and an idempotency key makes a repeat a no-op that reports the first execution.
-    pub async fn execute_with(
+    pub async fn execute_with<C: Into<A::Command>>(
         &self,
         id: impl fmt::Display,
-        command: impl Into<A::Command>,
+        command: C,
         metadata: CommandMetadata,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A::Command: Clone,
     {
         let stream_id = self.stream_id(id);
-        let command = command.into();
+        let span = tracing::info_span!(
+            "eventsource.execute",
+            aggregate = A::NAME,
+            stream = %stream_id,
+            command = crate::observe::short_type_name::<C>(),
+            version = Empty,
+            retries = Empty,
+            outcome = Empty,
+        );
+        let result = self
+            .execute_in_span(stream_id, command.into(), metadata)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(done) => {
+                span.record("version", done.version.0);
+                span.record("retries", done.attempts.saturating_sub(1));
+                span.record("outcome", if done.replayed { "replayed" } else { "ok" });
+            }
+            Err(ExecuteError::Rejected { .. }) => {
+                span.record("outcome", "rejected");
+            }
+            Err(ExecuteError::Conflict { attempts, .. }) => {
+                span.record("retries", attempts.saturating_sub(1));
+                span.record("outcome", "conflict");
+            }
+            Err(_) => {
+                span.record("outcome", "error");
+            }
+        }
+        result
+    }
+
+    async fn execute_in_span(
+        &self,
+        stream_id: StreamId,
+        command: A::Command,
+        metadata: CommandMetadata,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         if let Some(done) = self.already_executed(&stream_id, &metadata).await? {
             return Ok(done);
         }
@@ -327,7 +402,10 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                         replayed: written.replayed,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if attempts <= self.conflict_retries => continue,
+                Err(StoreError::Conflict { .. }) if attempts <= self.conflict_retries => {
+                    metrics::counter!(names::COMMAND_RETRIES, "aggregate" => A::NAME).increment(1);
+                    continue;
+                }
                 Err(StoreError::Conflict { actual, .. }) => {
                     return Err(ExecuteError::Conflict {
                         stream: stream_id,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::watch;
@@ -11,6 +12,7 @@ use crate::envelope::{
     Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
 use crate::error::StoreError;
+use crate::projection::ProjectionStore;
 use crate::store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
 
 /// An event and snapshot store held in memory, safe to share between tasks.
@@ -41,6 +43,8 @@ struct Inner {
     streams: HashMap<StreamId, Vec<usize>>,
     ids: HashMap<Uuid, usize>,
     snapshots: HashMap<StreamId, Snapshot>,
+    checkpoints: HashMap<String, Checkpoint>,
+    leases: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
     transactions: u64,
 }
 
@@ -137,8 +141,8 @@ impl Inner {
     }
 }
 
-impl EventStore for MemoryStore {
-    async fn append(
+impl MemoryStore {
+    fn append_locked(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -208,6 +212,19 @@ impl EventStore for MemoryStore {
         self.head.send_replace(head.last_position);
         Ok(head)
     }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let batch_size = events.len();
+        let append = async { self.append_locked(stream, expected, events) };
+        crate::observe::observe_append("memory", stream, expected, batch_size, append).await
+    }
 
     async fn read_stream(
         &self,
@@ -274,5 +291,55 @@ impl SnapshotStore for MemoryStore {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}
+
+impl ProjectionStore for MemoryStore {
+    type Tx = ();
+    type Lease = tokio::sync::OwnedMutexGuard<()>;
+    const TRANSACTIONAL: bool = false;
+
+    async fn acquire_lease(&self, projection: &str) -> Result<Self::Lease, StoreError> {
+        let lease = Arc::clone(self.lock().leases.entry(projection.to_owned()).or_default());
+        Ok(lease.lock_owned().await)
+    }
+
+    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.lock().checkpoints.get(projection).copied())
+    }
+
+    async fn begin(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        (): (),
+        projection: &str,
+        expected: Option<Checkpoint>,
+        to: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let actual = inner.checkpoints.get(projection).copied();
+        if actual != expected {
+            return Err(StoreError::CheckpointMoved {
+                projection: projection.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        if to == Checkpoint::START {
+            inner.checkpoints.remove(projection);
+        } else {
+            inner.checkpoints.insert(projection.to_owned(), to);
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, (): ()) {}
+
+    async fn wait_for_append(&self, after: Position, timeout: Duration) {
+        let mut head = self.head.subscribe();
+        let _ = tokio::time::timeout(timeout, head.wait_for(|&p| p > after)).await;
     }
 }

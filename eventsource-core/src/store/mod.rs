@@ -68,7 +68,7 @@ impl EventFilter {
                 .categories
                 .iter()
                 .any(|c| c == event.stream_id.category()))
-            && (self.names.is_empty() || self.names.iter().any(|n| *n == event.name))
+            && (self.names.is_empty() || self.names.contains(&event.name))
     }
 }
 

@@ -1,0 +1,320 @@
+//! The projection runner on the in-memory store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventsource::{
+    DecodeFailure, Event, EventStore, ExpectedVersion, HandlerError, MemoryStore, NewEvent,
+    Project, Projection, ProjectionError, ProjectionRunner, ProjectionStore, Rebuild,
+    RecordedEvent, RunnerOptions, StreamId, Version,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+struct Deposited {
+    amount: i64,
+}
+impl Event for Deposited {
+    const NAME: &'static str = "account.deposited";
+    const VERSION: u32 = 1;
+    fn decode_version(version: u32, payload: &serde_json::Value) -> Result<Self, DecodeFailure> {
+        DecodeFailure::parse(version, payload)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Shipped {
+    cost: i64,
+}
+impl Event for Shipped {
+    const NAME: &'static str = "order.shipped";
+    const VERSION: u32 = 1;
+    fn decode_version(version: u32, payload: &serde_json::Value) -> Result<Self, DecodeFailure> {
+        DecodeFailure::parse(version, payload)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refusing amount {0}")]
+struct Refused(i64);
+
+/// Sums per stream across two aggregates; refuses the amount `poison` while it is set.
+#[derive(Default, Clone)]
+struct Totals {
+    sums: Arc<Mutex<BTreeMap<String, i64>>>,
+    applied: Arc<Mutex<Vec<u64>>>,
+    poison: Arc<Mutex<Option<i64>>>,
+}
+
+impl Totals {
+    fn add(&self, at: &RecordedEvent, amount: i64) -> Result<(), Refused> {
+        if *self.poison.lock().unwrap() == Some(amount) {
+            return Err(Refused(amount));
+        }
+        *self
+            .sums
+            .lock()
+            .unwrap()
+            .entry(at.stream_id.to_string())
+            .or_default() += amount;
+        self.applied.lock().unwrap().push(at.position.0);
+        Ok(())
+    }
+    fn sums(&self) -> BTreeMap<String, i64> {
+        self.sums.lock().unwrap().clone()
+    }
+}
+
+impl Projection for Totals {
+    const NAME: &'static str = "totals";
+    type Events = (Deposited, Shipped);
+    type Error = Refused;
+}
+impl Project<Deposited> for Totals {
+    async fn project(
+        &mut self,
+        e: Deposited,
+        at: &RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), Refused> {
+        self.add(at, e.amount)
+    }
+}
+impl Project<Shipped> for Totals {
+    async fn project(&mut self, e: Shipped, at: &RecordedEvent, _: &mut ()) -> Result<(), Refused> {
+        self.add(at, -e.cost)
+    }
+}
+impl Rebuild for Totals {
+    async fn reset(&mut self, _: &mut ()) -> Result<(), Refused> {
+        self.sums.lock().unwrap().clear();
+        self.applied.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+fn fast() -> RunnerOptions {
+    RunnerOptions {
+        batch_size: 4,
+        max_retries: 2,
+        backoff: Duration::from_millis(1),
+        poll_interval: Duration::from_millis(20),
+    }
+}
+
+async fn deposit(store: &MemoryStore, id: &str, amount: i64) {
+    let event = NewEvent::new("account.deposited", 1, json!({ "amount": amount }));
+    store
+        .append(
+            &StreamId::new("account", id),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .unwrap();
+}
+
+async fn ship(store: &MemoryStore, id: &str, cost: i64) {
+    let event = NewEvent::new("order.shipped", 1, json!({ "cost": cost }));
+    store
+        .append(
+            &StreamId::new("order", id),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .unwrap();
+}
+
+async fn noise(store: &MemoryStore) {
+    let event = NewEvent::new("account.renamed", 1, json!({ "name": "x" }));
+    store
+        .append(
+            &StreamId::new("account", "a"),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn catch_up_dispatches_events_of_two_aggregates_once() {
+    let store = MemoryStore::new();
+    for i in 1..=10 {
+        deposit(&store, "a", i).await;
+        noise(&store).await;
+        ship(&store, "o", 1).await;
+    }
+    let totals = Totals::default();
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    let mut reports = Vec::new();
+    let done = runner.catch_up_with(|p| reports.push(p)).await.unwrap();
+    assert_eq!(
+        done.applied, 20,
+        "the 10 renames are not the projection's events"
+    );
+    assert_eq!(totals.sums()["account-a"], 55);
+    assert_eq!(totals.sums()["order-o"], -10);
+    assert_eq!(reports.last().unwrap().done, 20);
+    assert!(reports.windows(2).all(|w| w[0].done < w[1].done));
+    // Nothing new: a second catch-up applies nothing.
+    assert_eq!(runner.catch_up().await.unwrap().applied, 0);
+    let status = runner.status().await.unwrap();
+    assert_eq!(status.checkpoint.unwrap().position().0, 30);
+    assert_eq!((status.head.0, status.lag), (30, 0));
+    deposit(&store, "b", 5).await;
+    assert_eq!(runner.status().await.unwrap().lag, 1);
+}
+
+#[tokio::test]
+async fn poison_event_stops_before_it_and_resumes_after_the_fix() {
+    let store = MemoryStore::new();
+    for amount in [1, 2, 3, 13, 4, 5] {
+        deposit(&store, "a", amount).await;
+    }
+    let totals = Totals::default();
+    *totals.poison.lock().unwrap() = Some(13);
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    let error = runner.catch_up().await.unwrap_err();
+    match &error {
+        ProjectionError::Failed {
+            projection,
+            name,
+            stream,
+            version,
+            position,
+            attempts,
+            source,
+        } => {
+            assert_eq!(*projection, "totals");
+            assert_eq!(name, "account.deposited");
+            assert_eq!(stream.as_str(), "account-a");
+            assert_eq!((*version, position.0, *attempts), (Version(4), 4, 3));
+            assert!(matches!(source, HandlerError::Handler(Refused(13))));
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("`totals`")
+            && message.contains("account-a")
+            && message.contains("position 4"),
+        "{message}"
+    );
+    let checkpoint = store.load_checkpoint("totals").await.unwrap().unwrap();
+    assert_eq!(
+        checkpoint.position().0,
+        3,
+        "checkpoint just before the poison event"
+    );
+    assert_eq!(totals.sums()["account-a"], 6);
+
+    *totals.poison.lock().unwrap() = None;
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(done.applied, 3);
+    assert_eq!(totals.sums()["account-a"], 28);
+    assert_eq!(
+        *totals.applied.lock().unwrap(),
+        [1, 2, 3, 4, 5, 6],
+        "each event once"
+    );
+}
+
+#[tokio::test]
+async fn undecodable_event_is_named() {
+    let store = MemoryStore::new();
+    deposit(&store, "a", 1).await;
+    let bad = NewEvent::new("account.deposited", 1, json!({ "amount": "lots" }));
+    store
+        .append(
+            &StreamId::new("account", "a"),
+            ExpectedVersion::Any,
+            vec![bad],
+        )
+        .await
+        .unwrap();
+    let mut runner = ProjectionRunner::new(Totals::default(), store.clone()).with_options(fast());
+    match runner.catch_up().await.unwrap_err() {
+        ProjectionError::Failed {
+            version,
+            source: HandlerError::Decode(_),
+            ..
+        } => assert_eq!(version, Version(2)),
+        other => panic!("expected a decode failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rebuild_matches_incremental_run() {
+    let store = MemoryStore::new();
+    let totals = Totals::default();
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    for round in 0..5 {
+        for i in 0..7 {
+            deposit(&store, &format!("s{}", i % 3), round * 10 + i).await;
+            ship(&store, "o", i).await;
+        }
+        runner.catch_up().await.unwrap();
+    }
+    let incremental = totals.sums();
+    let mut reports = Vec::new();
+    let rebuilt = runner.rebuild(|p| reports.push(p)).await.unwrap();
+    assert_eq!(rebuilt.applied, 70);
+    assert_eq!(totals.sums(), incremental);
+    let last = reports.last().unwrap();
+    assert_eq!((last.done, last.total), (70, 70));
+}
+
+#[tokio::test]
+async fn live_run_follows_new_events_and_shuts_down() {
+    let store = MemoryStore::new();
+    deposit(&store, "a", 1).await;
+    let totals = Totals::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut runner =
+        ProjectionRunner::new(totals.clone(), store.clone()).with_options(RunnerOptions {
+            poll_interval: Duration::from_secs(30),
+            ..fast()
+        });
+    let task = tokio::spawn(async move { runner.run(async { stopped.await.unwrap_or(()) }).await });
+    for amount in 2..=10 {
+        deposit(&store, "a", amount).await;
+    }
+    // The wake-up (not the 30 s poll) brings the runner to the head.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while totals.sums().get("account-a") != Some(&55) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the live runner did not catch up within 5 s");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn two_runners_of_one_projection_never_double_apply() {
+    let store = MemoryStore::new();
+    for i in 0..200 {
+        deposit(&store, &format!("s{}", i % 7), 1).await;
+    }
+    let totals = Totals::default();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+        tasks.push(tokio::spawn(async move {
+            runner.catch_up().await.unwrap().applied
+        }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        applied += task.await.unwrap();
+    }
+    assert_eq!(applied, 200);
+    let positions = totals.applied.lock().unwrap().clone();
+    assert_eq!(positions, (1..=200).collect::<Vec<_>>());
+}
