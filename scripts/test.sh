@@ -9,19 +9,23 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# A directory holding initdb, pg_ctl and createdb: the one pg_ctl on PATH really lives in (it is
+# often a symlink into the versioned directory), else the newest /usr/lib/postgresql/*/bin.
 find_pg_bin() {
-    if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
-        dirname "$(command -v pg_ctl)"
-        return
+    local dir candidates=()
+    if command -v pg_ctl >/dev/null 2>&1; then
+        candidates+=("$(dirname "$(readlink -f "$(command -v pg_ctl)")")")
     fi
-    local dir
     for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-        if [[ -x "$dir/pg_ctl" && -x "$dir/initdb" ]]; then
+        candidates+=("$dir")
+    done
+    for dir in "${candidates[@]}"; do
+        if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" && -x "$dir/createdb" ]]; then
             echo "$dir"
             return
         fi
     done
-    echo "scripts/test.sh: no PostgreSQL binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin" >&2
+    echo "scripts/test.sh: no PostgreSQL binaries (initdb, pg_ctl, createdb) on PATH or under /usr/lib/postgresql/*/bin" >&2
     exit 1
 }
 
@@ -61,6 +65,6 @@ trap stop_cluster EXIT INT TERM
 "${as_pg[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres eventsource_test
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/eventsource_test"
-echo "scripts/test.sh: PostgreSQL $("$PG_BIN/pg_ctl" --version | awk '{print $NF}') on $DATABASE_URL"
+echo "scripts/test.sh: PostgreSQL $("$PG_BIN/pg_ctl" --version | awk '{print $3}') on $DATABASE_URL"
 
 cargo test --workspace --all-features "$@"
