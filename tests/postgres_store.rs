@@ -140,10 +140,16 @@ async fn racing_retries_of_one_batch_store_it_once() {
     let s = stream("retried");
     let batch = vec![added(1), added(2), added(3)];
     let mut tasks = Vec::new();
-    for _ in 0..8 {
+    for task in 0..8 {
         let (store, s, batch) = (store.clone(), s.clone(), batch.clone());
+        // A retry may carry the original expectation, which the first attempt made stale.
+        let expected = if task % 2 == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Any
+        };
         tasks.push(tokio::spawn(async move {
-            store.append(&s, ExpectedVersion::Any, batch).await
+            store.append(&s, expected, batch).await
         }));
     }
     let mut fresh = 0;

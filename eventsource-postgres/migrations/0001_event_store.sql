@@ -67,6 +67,55 @@ CREATE TABLE __SCHEMA__.checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- What to answer for a batch some of whose ids are stored: 'replayed' with the original
+-- append's versions and positions if all of them are stored in this stream at consecutive
+-- versions in batch order (an exact retry), else 'duplicate' naming the first stored id of
+-- another stream, or else the first stored id (batch order). As MemoryStore decides.
+CREATE FUNCTION __SCHEMA__.stored_batch(
+    p_stream_id text,
+    p_event_ids uuid[],
+    OUT outcome text,
+    OUT first_version bigint,
+    OUT last_version bigint,
+    OUT first_position bigint,
+    OUT last_position bigint,
+    OUT event_id uuid,
+    OUT existing_stream text,
+    OUT existing_version bigint
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_found integer;
+    v_foreign integer;
+    v_offsets integer;
+BEGIN
+    SELECT count(*)::integer,
+           (count(*) FILTER (WHERE e.stream_id <> p_stream_id))::integer,
+           count(DISTINCT e.version - t.ord)::integer
+      INTO v_found, v_foreign, v_offsets
+      FROM unnest(p_event_ids) WITH ORDINALITY AS t(id, ord)
+      JOIN __SCHEMA__.events e ON e.event_id = t.id;
+    IF v_found = cardinality(p_event_ids) AND v_foreign = 0 AND v_offsets = 1 THEN
+        outcome := 'replayed';
+        SELECT min(e.version), max(e.version)
+          INTO first_version, last_version
+          FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
+        SELECT e.position INTO first_position
+          FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id AND e.version = first_version;
+        SELECT e.position INTO last_position
+          FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id AND e.version = last_version;
+    ELSE
+        outcome := 'duplicate';
+        SELECT e.event_id, e.stream_id, e.version
+          INTO event_id, existing_stream, existing_version
+          FROM unnest(p_event_ids) WITH ORDINALITY AS t(id, ord)
+          JOIN __SCHEMA__.events e ON e.event_id = t.id
+         ORDER BY (e.stream_id = p_stream_id), t.ord
+         LIMIT 1;
+    END IF;
+END;
+$$;
+
 -- Appends a batch to a stream in one statement: checks for a retry of stored ids, checks the
 -- expected version while moving the stream head (so a losing writer draws no positions),
 -- inserts the rows, and notifies listeners.
@@ -98,9 +147,6 @@ CREATE FUNCTION __SCHEMA__.append(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_count integer := cardinality(p_event_ids);
-    v_found integer;
-    v_foreign integer;
-    v_offsets integer;
 BEGIN
     IF v_count IS NULL OR v_count = 0 THEN
         RAISE EXCEPTION 'append to stream % has no events', p_stream_id USING ERRCODE = 'ES002';
@@ -113,31 +159,9 @@ BEGIN
 
     -- A retry of stored ids, checked first: a retry with a now stale expectation is still a retry.
     IF EXISTS (SELECT 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)) THEN
-        SELECT count(*)::integer,
-               (count(*) FILTER (WHERE e.stream_id <> p_stream_id))::integer,
-               count(DISTINCT e.version - t.ord)::integer
-          INTO v_found, v_foreign, v_offsets
-          FROM unnest(p_event_ids) WITH ORDINALITY AS t(id, ord)
-          JOIN __SCHEMA__.events e ON e.event_id = t.id;
-        IF v_found = v_count AND v_foreign = 0 AND v_offsets = 1 THEN
-            outcome := 'replayed';
-            SELECT min(e.version), max(e.version)
-              INTO first_version, last_version
-              FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids);
-            SELECT e.position INTO first_position
-              FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id AND e.version = first_version;
-            SELECT e.position INTO last_position
-              FROM __SCHEMA__.events e WHERE e.stream_id = p_stream_id AND e.version = last_version;
-        ELSE
-            -- Name the first stored id of another stream, else the first stored id (batch order).
-            outcome := 'duplicate';
-            SELECT e.event_id, e.stream_id, e.version
-              INTO event_id, existing_stream, existing_version
-              FROM unnest(p_event_ids) WITH ORDINALITY AS t(id, ord)
-              JOIN __SCHEMA__.events e ON e.event_id = t.id
-             ORDER BY (e.stream_id = p_stream_id), t.ord
-             LIMIT 1;
-        END IF;
+        SELECT * INTO outcome, first_version, last_version, first_position, last_position,
+                      event_id, existing_stream, existing_version
+          FROM __SCHEMA__.stored_batch(p_stream_id, p_event_ids);
         RETURN;
     END IF;
 
@@ -162,6 +186,14 @@ BEGIN
     END IF;
 
     IF last_version IS NULL THEN
+        -- The writer we lost to may have been this batch's own first attempt, committed while
+        -- we waited for its lock: this statement's snapshot sees it.
+        IF EXISTS (SELECT 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)) THEN
+            SELECT * INTO outcome, first_version, last_version, first_position, last_position,
+                          event_id, existing_stream, existing_version
+              FROM __SCHEMA__.stored_batch(p_stream_id, p_event_ids);
+            RETURN;
+        END IF;
         outcome := 'conflict';
         SELECT coalesce(max(s.version), 0) INTO actual_version
           FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;

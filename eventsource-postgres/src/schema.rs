@@ -99,6 +99,14 @@ mod tests {
     use super::SchemaName;
 
     #[test]
+    fn the_default_is_valid() {
+        assert_eq!(
+            SchemaName::new(SchemaName::DEFAULT).ok(),
+            Some(SchemaName::default_schema())
+        );
+    }
+
+    #[test]
     fn accepts_plain_identifiers() {
         for name in [
             "eventsource",
