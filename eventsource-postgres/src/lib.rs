@@ -1,1 +1,48 @@
-//! PostgreSQL adapter of the eventsource framework (in progress).
+//! The PostgreSQL adapter of [eventsource](https://docs.rs/eventsource): a durable
+//! [`EventStore`](eventsource_core::EventStore) and
+//! [`SnapshotStore`](eventsource_core::SnapshotStore) on [`sqlx`].
+//!
+//! ```no_run
+//! use eventsource_postgres::PostgresStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::connect(&std::env::var("DATABASE_URL")?).await?;
+//! store.migrate().await?; // creates the schema `eventsource` and its tables
+//! # Ok(()) }
+//! ```
+//!
+//! # Schema
+//!
+//! [`PostgresStore::migrate`] applies embedded migrations to the store's schema (default
+//! `eventsource`, see [`PostgresStoreBuilder::schema`]) and records them in its
+//! `schema_migrations` table; a database migrated by a newer release is refused with
+//! [`PostgresError::SchemaTooNew`]. Tables: `streams` (the head version of each stream),
+//! `events` (immutable: a trigger rejects `UPDATE`, `DELETE` and `TRUNCATE`), `snapshots`,
+//! `checkpoints` (for projections), and the function `append()`.
+//!
+//! # Guarantees
+//!
+//! - An append is one statement and one round trip for any batch size; it checks the expected
+//!   version before drawing positions, so a losing writer leaves no gap in the log.
+//! - Global reads are gap-safe: see [`PostgresStore`] and [`PostgresStore::horizon_lag`].
+//!   Positions increase in append order within a stream and a batch, and are consecutive
+//!   within a batch unless other streams are appended to at the same moment; a rolled-back
+//!   transaction leaves a gap in positions (never in stream versions). Resume from the
+//!   [`Checkpoint`](eventsource_core::Checkpoint), not from a position.
+//! - Every append NOTIFYs [`PostgresStore::notify_channel`] at commit.
+
+mod error;
+mod migrate;
+mod row;
+mod schema;
+mod sql;
+mod store;
+
+pub use error::PostgresError;
+pub use migrate::SCHEMA_VERSION;
+pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};
+pub use store::{PostgresStore, PostgresStoreBuilder};
+
+/// The driver, re-exported so that applications name the same version of its types
+/// (`sqlx::PgPool`, `sqlx::postgres::PgListener`).
+pub use sqlx;

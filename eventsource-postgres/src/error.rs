@@ -1,0 +1,97 @@
+//! Errors of the PostgreSQL adapter that are not store operations: configuration, connecting,
+//! migrating.
+
+use eventsource_core::StoreError;
+
+/// Why the PostgreSQL store could not be configured, connected or migrated.
+///
+/// Store operations (append, reads, snapshots) report [`StoreError`]; a `PostgresError` converts
+/// into [`StoreError::Backend`] where one code path needs both.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The schema name is not a plain lowercase identifier (see [`SchemaName`](crate::SchemaName)).
+    #[error("invalid schema name `{name}`: {reason}")]
+    InvalidSchemaName {
+        /// The rejected name.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// The connection URL does not parse.
+    #[error("invalid PostgreSQL connection URL: {source}")]
+    InvalidUrl {
+        /// The driver's parse error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// No connection could be opened (server down, wrong port, authentication refused...).
+    #[error("cannot connect to PostgreSQL at {host}:{port}: {source}")]
+    Connect {
+        /// The host (or Unix socket directory) tried.
+        host: String,
+        /// The port tried.
+        port: u16,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema was migrated by a newer version of this library than the running one.
+    #[error(
+        "schema `{schema}` is at schema version {found}, written by a newer eventsource-postgres; this version knows schema versions up to {supported}: upgrade eventsource-postgres (never run an older release against a newer schema)"
+    )]
+    SchemaTooNew {
+        /// The store's schema.
+        schema: String,
+        /// The newest migration recorded in the database.
+        found: i64,
+        /// The newest migration this library ships.
+        supported: i64,
+    },
+    /// Applying a migration failed; the schema is left at the version before it.
+    #[error("migrating schema `{schema}` to schema version {version} failed: {source}")]
+    Migration {
+        /// The store's schema.
+        schema: String,
+        /// The migration that failed.
+        version: i64,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A value does not fit the column it is stored in.
+    #[error("{what} {value} does not fit in a PostgreSQL bigint")]
+    OutOfRange {
+        /// What the value is.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// Any other database failure.
+    #[error("{context}: {source}")]
+    Database {
+        /// What the store was doing.
+        context: String,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl PostgresError {
+    pub(crate) fn database(context: impl Into<String>, source: sqlx::Error) -> Self {
+        PostgresError::Database {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<PostgresError> for StoreError {
+    fn from(error: PostgresError) -> Self {
+        match error {
+            PostgresError::Database { context, source } => StoreError::backend(context, source),
+            other => StoreError::backend("PostgreSQL store", other),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The embedded schema migrations and their runner.
+//!
+//! Why not `sqlx::migrate!`: its bookkeeping table `_sqlx_migrations` lives wherever the
+//! connection's `search_path` points, which for a store in a configurable schema means either
+//! one table shared by every schema of the database (so a second store would find "its"
+//! migrations already applied) or a `search_path` dance on every pooled connection. This runner
+//! is small: ordered SQL files embedded with `include_str!`, a `schema_migrations` table inside
+//! the store's own schema, one transaction (PostgreSQL DDL is transactional, so a failed
+//! migration leaves nothing behind), and an advisory lock so that processes starting together
+//! migrate one after the other.
+
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::error::PostgresError;
+use crate::schema::SchemaName;
+
+/// One embedded migration. `__SCHEMA__` in its SQL stands for the quoted schema name and
+/// `__CHANNEL__` for the NOTIFY channel.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// In version order; never edit a released migration, add one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "event store: streams, events, snapshots, checkpoints, append()",
+    sql: include_str!("../migrations/0001_event_store.sql"),
+}];
+
+/// The schema version this library creates and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Creates `schema` if needed and applies the migrations it lacks.
+pub(crate) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), PostgresError> {
+    let quoted = schema.quoted();
+    let failed = |what: &str| {
+        let context = format!("migrating schema `{schema}`: {what}");
+        move |source| PostgresError::database(context, source)
+    };
+
+    let mut tx = pool.begin().await.map_err(failed("begin"))?;
+    // Serialize migrations of this schema across processes; released at commit or rollback.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("eventsource-postgres migrate {schema}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("taking the migration lock"))?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted};
+         CREATE TABLE IF NOT EXISTS {quoted}.schema_migrations (
+             version bigint PRIMARY KEY,
+             description text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(failed("creating the schema"))?;
+
+    let applied: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT max(version) FROM {quoted}.schema_migrations"
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(failed("reading the schema version"))?;
+    let applied = applied.unwrap_or(0);
+    if applied > SCHEMA_VERSION {
+        return Err(PostgresError::SchemaTooNew {
+            schema: schema.to_string(),
+            found: applied,
+            supported: SCHEMA_VERSION,
+        });
+    }
+
+    let channel = schema.channel();
+    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        let sql = migration
+            .sql
+            .replace("__SCHEMA__", &quoted)
+            .replace("__CHANNEL__", &channel);
+        let failed = |source| PostgresError::Migration {
+            schema: schema.to_string(),
+            version: migration.version,
+            source,
+        };
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {quoted}.schema_migrations (version, description) VALUES ($1, $2)"
+        )))
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed("commit"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIGRATIONS, SCHEMA_VERSION};
+
+    #[test]
+    fn migrations_are_numbered_in_order_up_to_the_schema_version() {
+        for (i, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, i as i64 + 1);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+    }
+}

@@ -1,0 +1,610 @@
+//! Behaviour of the PostgreSQL store beyond the conformance suite: contention, gap-safe global
+//! reads around open transactions, bad rows, immutability, schema handling and failures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/postgres.rs"]
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use eventsource::postgres::sqlx::{self, AssertSqlSafe};
+use eventsource::postgres::{PostgresError, PostgresStore, SCHEMA_VERSION};
+use eventsource::testing::fixture::{ADDED, Counter};
+use eventsource::{
+    Checkpoint, DecodeFailure, EventFilter, EventStore, ExpectedVersion, LoadError, NewEvent,
+    RecordedEvent, Repository, StoreError, StreamId, Version,
+};
+use serde_json::json;
+use support::{database_url, fresh_pg_store, unique_schema};
+use uuid::Uuid;
+
+fn added(amount: u64) -> NewEvent {
+    NewEvent::new(ADDED, 1, json!({ "amount": amount }))
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new("counter", id)
+}
+
+/// Reads the global log after `after` until `count` events came back (other tests' open
+/// transactions may hold the horizon back for a moment), then once more to see nothing follows.
+async fn read_settled(
+    store: &PostgresStore,
+    after: Checkpoint,
+    count: usize,
+) -> Vec<RecordedEvent> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = store
+            .read_all(after, 1_000, &EventFilter::all())
+            .await
+            .unwrap();
+        if events.len() >= count || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn execute(store: &PostgresStore, sql: String) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(store.pool())
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_writers_for_two_seconds_lose_nothing() {
+    let store = fresh_pg_store().await;
+    let s = stream("contended");
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for task in 0..8u64 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut conflicts = 0u64;
+            while Instant::now() < until {
+                // Half the writers check their expectation, half append at any version.
+                let expected = if task % 2 == 0 {
+                    ExpectedVersion::Exact(store.stream_version(&s).await.unwrap())
+                } else {
+                    ExpectedVersion::Any
+                };
+                let event = added(task);
+                let id = event.event_id;
+                match store.append(&s, expected, vec![event]).await {
+                    Ok(written) => acknowledged.push((id, written.last_version)),
+                    Err(StoreError::Conflict { .. }) => conflicts += 1,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            (acknowledged, conflicts)
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap().0);
+    }
+    let events = store.read_stream(&s, Version(1), 1_000_000).await.unwrap();
+    let total = acknowledged.len() as u64;
+    assert!(total > 8, "the writers made progress ({total} appends)");
+    let versions: Vec<u64> = events.iter().map(|e| e.version.0).collect();
+    assert_eq!(versions, (1..=total).collect::<Vec<_>>(), "versions 1..N");
+    let stored: HashSet<(Uuid, Version)> = events.iter().map(|e| (e.event_id, e.version)).collect();
+    let acknowledged: HashSet<(Uuid, Version)> = acknowledged.into_iter().collect();
+    assert_eq!(
+        stored, acknowledged,
+        "each acknowledged event at its version"
+    );
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creators_of_one_stream_one_wins_the_rest_conflict() {
+    let store = fresh_pg_store().await;
+    let s = stream("new");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(&s, ExpectedVersion::NoStream, vec![added(1), added(2)])
+                .await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(written) => {
+                won += 1;
+                assert_eq!(written.last_version, Version(2));
+            }
+            Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, Version(2)),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Losers drew no positions: the next append follows on directly.
+    let next = store
+        .append(&stream("other"), ExpectedVersion::Any, vec![added(3)])
+        .await
+        .unwrap();
+    assert_eq!(next.first_position.0, 3, "no position burned by a loser");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_retries_of_one_batch_store_it_once() {
+    let store = fresh_pg_store().await;
+    let s = stream("retried");
+    let batch = vec![added(1), added(2), added(3)];
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (store, s, batch) = (store.clone(), s.clone(), batch.clone());
+        // A retry may carry the original expectation, which the first attempt made stale.
+        let expected = if task % 2 == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Any
+        };
+        tasks.push(tokio::spawn(async move {
+            store.append(&s, expected, batch).await
+        }));
+    }
+    let mut fresh = 0;
+    for task in tasks {
+        let written = task.await.unwrap().unwrap();
+        assert_eq!(
+            (written.first_version, written.last_version),
+            (Version(1), Version(3))
+        );
+        fresh += usize::from(!written.replayed);
+    }
+    assert_eq!(
+        fresh, 1,
+        "one append wrote, the others were reported as retries"
+    );
+    assert_eq!(store.stream_version(&s).await.unwrap(), Version(3));
+}
+
+/// Opens a transaction that appends one event and stays open; later appends commit; a global
+/// reader must not pass the open one. Returns the store, the reader's checkpoint, the open
+/// transaction, its event and the later events.
+async fn open_transaction_behind_later_commits() -> (
+    PostgresStore,
+    Checkpoint,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Uuid,
+    Vec<Uuid>,
+) {
+    let store = fresh_pg_store()
+        .await
+        .with_horizon_wait(Duration::from_millis(50));
+    store
+        .append(&stream("before"), ExpectedVersion::Any, vec![added(0)])
+        .await
+        .unwrap();
+    let seen = read_settled(&store, Checkpoint::START, 1).await;
+    assert_eq!(seen.len(), 1);
+    let checkpoint = seen[0].checkpoint;
+
+    let mut open = store.pool().begin().await.unwrap();
+    let early = added(1);
+    let early_id = early.event_id;
+    let drawn = store
+        .append_in(
+            &mut open,
+            &stream("slow"),
+            ExpectedVersion::NoStream,
+            vec![early],
+        )
+        .await
+        .unwrap();
+
+    let mut later = Vec::new();
+    for (i, id) in ["fast1", "fast2", "fast1"].into_iter().enumerate() {
+        let event = added(i as u64 + 2);
+        later.push(event.event_id);
+        let written = store
+            .append(&stream(id), ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+        assert!(written.first_position > drawn.last_position);
+    }
+    // The later events are committed, but the reader stops at the open transaction.
+    for filter in [EventFilter::all(), EventFilter::all().category("counter")] {
+        let events = store.read_all(checkpoint, 100, &filter).await.unwrap();
+        assert!(
+            events.is_empty(),
+            "read past an open transaction: {events:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .read_stream(&stream("fast1"), Version(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "the later events are committed"
+    );
+    (store, checkpoint, open, early_id, later)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_reader_waits_for_an_open_transaction_that_commits() {
+    let (store, checkpoint, open, early, later) = open_transaction_behind_later_commits().await;
+    open.commit().await.unwrap();
+    let events = read_settled(&store, checkpoint, 4).await;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let mut expected = vec![early];
+    expected.extend(later);
+    assert_eq!(
+        ids, expected,
+        "everything, in commit-safe order, nothing skipped"
+    );
+    let resumed = store
+        .read_all(events[1].checkpoint, 100, &EventFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(resumed.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_reader_skips_nothing_when_the_open_transaction_aborts() {
+    let (store, checkpoint, open, early, later) = open_transaction_behind_later_commits().await;
+    open.rollback().await.unwrap();
+    let events = read_settled(&store, checkpoint, 3).await;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, later);
+    assert!(store.find_event(early).await.unwrap().is_none());
+    assert_eq!(
+        store.stream_version(&stream("slow")).await.unwrap(),
+        Version(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn horizon_lag_reports_an_open_transaction() {
+    let store = fresh_pg_store().await;
+    let mut open = store.pool().begin().await.unwrap();
+    store
+        .append_in(
+            &mut open,
+            &stream("slow"),
+            ExpectedVersion::Any,
+            vec![added(1)],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lag = store.horizon_lag().await.unwrap();
+    assert!(lag >= Duration::from_millis(250), "lag {lag:?}");
+    open.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_notify_listeners_at_commit() {
+    let store = fresh_pg_store().await;
+    let mut listener = store.listen().await.unwrap();
+    let written = store
+        .append(&stream("a"), ExpectedVersion::Any, vec![added(1), added(2)])
+        .await
+        .unwrap();
+    let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap();
+    assert_eq!(note.channel(), store.notify_channel());
+    assert_eq!(note.payload(), written.last_position.to_string());
+}
+
+/// Inserts a row the way a buggy tool or a newer release might have written it.
+async fn insert_raw(
+    store: &PostgresStore,
+    stream: &StreamId,
+    version: u64,
+    name: &str,
+    schema_version: i64,
+    payload: &str,
+    metadata: &str,
+) {
+    let schema = store.schema();
+    execute(
+        store,
+        format!(
+            "INSERT INTO \"{schema}\".streams (stream_id, version) VALUES ('{stream}', {version}) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version; \
+             INSERT INTO \"{schema}\".events \
+                 (stream_id, version, event_id, name, schema_version, payload, metadata) \
+             VALUES ('{stream}', {version}, '{}', '{name}', {schema_version}, '{payload}', '{metadata}')",
+            Uuid::now_v7()
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_stored_events_are_typed_decode_errors() {
+    let store = fresh_pg_store().await;
+    let repo = Repository::<Counter, _>::new(store.clone());
+    insert_raw(
+        &store,
+        &stream("shape"),
+        1,
+        ADDED,
+        1,
+        r#"["not", "an", "object"]"#,
+        "{}",
+    )
+    .await;
+    insert_raw(
+        &store,
+        &stream("unknown"),
+        1,
+        "counter.squared",
+        1,
+        "{}",
+        "{}",
+    )
+    .await;
+    insert_raw(
+        &store,
+        &stream("newer"),
+        1,
+        ADDED,
+        9,
+        r#"{"amount": 1}"#,
+        "{}",
+    )
+    .await;
+
+    match repo.load("shape").await {
+        Err(LoadError::Decode(error)) => {
+            assert!(matches!(
+                error.source,
+                DecodeFailure::Payload { version: 1, .. }
+            ));
+            let message = error.to_string();
+            for part in ["counter-shape", "version 1", ADDED, "position"] {
+                assert!(message.contains(part), "`{message}` names {part}");
+            }
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    match repo.load("unknown").await {
+        Err(LoadError::Decode(error)) => {
+            assert!(matches!(error.source, DecodeFailure::UnknownEvent));
+            assert_eq!(error.name, "counter.squared");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    match repo.load("newer").await {
+        Err(LoadError::Decode(error)) => assert!(matches!(
+            error.source,
+            DecodeFailure::VersionTooNew {
+                found: 9,
+                latest: 1
+            }
+        )),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broken_envelopes_are_corrupt_rows() {
+    let store = fresh_pg_store().await;
+    let s = stream("broken");
+    insert_raw(
+        &store,
+        &s,
+        1,
+        ADDED,
+        1,
+        r#"{"amount": 1}"#,
+        r#""not metadata""#,
+    )
+    .await;
+    insert_raw(
+        &store,
+        &stream("huge"),
+        1,
+        ADDED,
+        1i64 << 40,
+        r#"{"amount": 1}"#,
+        "{}",
+    )
+    .await;
+    for result in [
+        store.read_stream(&s, Version(1), 10).await,
+        store.read_stream(&stream("huge"), Version(1), 10).await,
+    ] {
+        match result {
+            Err(error @ StoreError::CorruptRow { .. }) => {
+                let message = error.to_string();
+                for part in ["counter-", "version 1", ADDED, "position"] {
+                    assert!(message.contains(part), "`{message}` names {part}");
+                }
+            }
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
+    }
+    let repo = Repository::<Counter, _>::new(store.clone());
+    assert!(matches!(
+        repo.load("broken").await,
+        Err(LoadError::Store(StoreError::CorruptRow { .. }))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_events_are_immutable() {
+    let store = fresh_pg_store().await;
+    store
+        .append(&stream("a"), ExpectedVersion::Any, vec![added(1)])
+        .await
+        .unwrap();
+    let schema = store.schema().to_string();
+    for sql in [
+        format!("UPDATE \"{schema}\".events SET payload = '{{}}'"),
+        format!("DELETE FROM \"{schema}\".events"),
+        format!("TRUNCATE \"{schema}\".events"),
+    ] {
+        let error = execute(&store, sql.clone()).await.unwrap_err();
+        let db = error.as_database_error().expect("a database error");
+        assert_eq!(db.code().as_deref(), Some("ES001"), "{sql}: {db}");
+        assert!(db.message().contains("immutable"), "{}", db.message());
+    }
+    assert_eq!(
+        store
+            .read_stream(&stream("a"), Version(1), 10)
+            .await
+            .unwrap()[0]
+            .payload,
+        json!({ "amount": 1 })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_schema_names_are_rejected() {
+    for name in [
+        "",
+        "Events",
+        "1st",
+        "a-b",
+        "x\"; DROP SCHEMA public; --",
+        "pg_temp",
+    ] {
+        let error = PostgresStore::builder()
+            .schema(name)
+            .connect(&database_url())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, PostgresError::InvalidSchemaName { name: ref got, .. } if got == name),
+            "{name:?}: {error}"
+        );
+    }
+    let store = fresh_pg_store().await;
+    let error = store.with_schema("no spaces").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("invalid schema name `no spaces`"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_server_is_a_clear_error() {
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let error = PostgresStore::builder()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&format!("postgres://nobody@127.0.0.1:{port}/nothing"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(error, PostgresError::Connect { port: p, .. } if p == port),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}")),
+        "{message}"
+    );
+    let error = PostgresStore::connect("postgres://user@host:not-a-port/db")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PostgresError::InvalidUrl { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schema_migrated_by_a_newer_release_is_refused() {
+    let store = fresh_pg_store().await;
+    let future = SCHEMA_VERSION + 1;
+    execute(
+        &store,
+        format!(
+            "INSERT INTO \"{}\".schema_migrations (version, description) VALUES ({future}, 'from the future')",
+            store.schema()
+        ),
+    )
+    .await
+    .unwrap();
+    match store.migrate().await {
+        Err(error @ PostgresError::SchemaTooNew { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("schema version {future}")),
+                "{message}"
+            );
+            assert!(message.contains("newer"), "{message}");
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
+    let url = database_url();
+    let schema = unique_schema();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (url, schema) = (url.clone(), schema.clone());
+        tasks.push(tokio::spawn(async move {
+            let store = PostgresStore::builder()
+                .schema(schema)
+                .max_connections(2)
+                .connect(&url)
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            store.migrate().await.unwrap();
+            store
+        }));
+    }
+    let mut stores = Vec::new();
+    for task in tasks {
+        stores.push(task.await.unwrap());
+    }
+    let store = &stores[0];
+    let applied: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{schema}\".schema_migrations"
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(applied, SCHEMA_VERSION);
+    store
+        .append(&stream("a"), ExpectedVersion::NoStream, vec![added(1)])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schemas_are_isolated() {
+    let one = fresh_pg_store().await;
+    let two = fresh_pg_store().await;
+    one.append(&stream("a"), ExpectedVersion::NoStream, vec![added(1)])
+        .await
+        .unwrap();
+    two.append(&stream("a"), ExpectedVersion::NoStream, vec![added(2)])
+        .await
+        .unwrap();
+    assert_eq!(read_settled(&one, Checkpoint::START, 1).await.len(), 1);
+    assert_eq!(
+        two.read_stream(&stream("a"), Version(1), 10).await.unwrap()[0].payload,
+        json!({ "amount": 2 })
+    );
+}
