@@ -1,0 +1,83 @@
+//! Decode: a stored row (a `RecordedEvent`, whose JSON payload the driver has parsed) to the
+//! current event type through the framework's `decode_event`, with no upcast (the row is at the
+//! current version 3) and through the two-step chain v1 -> v2 -> v3; beside a hand-written
+//! `serde_json` decode of the same payloads.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput};
+use eventsource::{Checkpoint, Metadata, Position, RecordedEvent, StreamId, Version, decode_event};
+use eventsource_bench::fixture::{Account, Deposited, DepositedV1, DepositedV2};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const ROWS: u64 = 10_000;
+
+fn row(n: u64, schema_version: u32, payload: Value) -> RecordedEvent {
+    RecordedEvent {
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: StreamId::new("account", "ada"),
+        version: Version(n + 1),
+        position: Position(n + 1),
+        checkpoint: Checkpoint::from_parts(1, n + 1),
+        name: "account.deposited".to_owned(),
+        schema_version,
+        payload,
+        metadata: Metadata::default(),
+        recorded_at: chrono::Utc::now(),
+    }
+}
+
+fn main() {
+    let current: Vec<RecordedEvent> = (0..ROWS)
+        .map(|n| {
+            row(
+                n,
+                3,
+                json!({"amount": n, "currency": "EUR", "memo": "salary"}),
+            )
+        })
+        .collect();
+    let v1: Vec<RecordedEvent> = (0..ROWS).map(|n| row(n, 1, json!({"amount": n}))).collect();
+    let mut criterion = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(4))
+        .configure_from_args();
+    let mut group = criterion.benchmark_group("decode_10k_rows");
+    group.throughput(Throughput::Elements(ROWS));
+    group.bench_function("framework_no_upcast", |b| {
+        b.iter(|| {
+            for record in black_box(&current) {
+                black_box(decode_event::<Account>(record).ok());
+            }
+        })
+    });
+    group.bench_function("hand_written_serde", |b| {
+        b.iter(|| {
+            for record in black_box(&current) {
+                black_box(Deposited::deserialize(&record.payload).ok());
+            }
+        })
+    });
+    group.bench_function("framework_2_step_upcast", |b| {
+        b.iter(|| {
+            for record in black_box(&v1) {
+                black_box(decode_event::<Account>(record).ok());
+            }
+        })
+    });
+    group.bench_function("hand_written_serde_2_step", |b| {
+        b.iter(|| {
+            for record in black_box(&v1) {
+                let event = DepositedV1::deserialize(&record.payload)
+                    .ok()
+                    .map(|v1| Deposited::from(DepositedV2::from(v1)));
+                black_box(event);
+            }
+        })
+    });
+    group.finish();
+    criterion.final_summary();
+}
