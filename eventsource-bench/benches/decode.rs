@@ -9,10 +9,12 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput};
 use eventsource::{Checkpoint, Metadata, Position, RecordedEvent, StreamId, Version, decode_event};
 use eventsource_bench::fixture::{Account, Deposited, DepositedV1, DepositedV2};
+use eventsource_bench::measure::criterion_median_ns;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 const ROWS: u64 = 10_000;
+const GROUP: &str = "decode_10k_rows";
 
 fn row(n: u64, schema_version: u32, payload: Value) -> RecordedEvent {
     RecordedEvent {
@@ -45,7 +47,7 @@ fn main() {
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(4))
         .configure_from_args();
-    let mut group = criterion.benchmark_group("decode_10k_rows");
+    let mut group = criterion.benchmark_group(GROUP);
     group.throughput(Throughput::Elements(ROWS));
     group.bench_function("framework_no_upcast", |b| {
         b.iter(|| {
@@ -80,4 +82,31 @@ fn main() {
     });
     group.finish();
     criterion.final_summary();
+
+    println!();
+    for (framework, baseline, what) in [
+        (
+            "framework_no_upcast",
+            "hand_written_serde",
+            "no upcast (v3)",
+        ),
+        (
+            "framework_2_step_upcast",
+            "hand_written_serde_2_step",
+            "2-step upcast (v1 -> v3)",
+        ),
+    ] {
+        if let (Some(f), Some(b)) = (
+            criterion_median_ns(GROUP, framework),
+            criterion_median_ns(GROUP, baseline),
+        ) {
+            println!(
+                "DECODE {what}: framework {:.2} M events/s, hand-written serde {:.2} M events/s, \
+                 ratio {:.2}",
+                ROWS as f64 / f * 1e3,
+                ROWS as f64 / b * 1e3,
+                f / b
+            );
+        }
+    }
 }

@@ -3,11 +3,11 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput};
 use eventsource_bench::fixture::{AccountEvent, nth_event};
 use eventsource_bench::hand::{HandEvent, fold_generated, fold_hand_written};
+use eventsource_bench::measure::criterion_median_ns;
 
 const EVENTS: u64 = 1_000_000;
 const GROUP: &str = "fold_1m_events";
@@ -34,7 +34,10 @@ fn main() {
     }
     criterion.final_summary();
 
-    match (median_ns("generated"), median_ns("hand_written")) {
+    match (
+        criterion_median_ns(GROUP, "generated"),
+        criterion_median_ns(GROUP, "hand_written"),
+    ) {
         (Some(generated), Some(hand)) => println!(
             "\nFOLD 1M events: generated {:.2} ms ({:.0} M events/s), hand-written match {:.2} ms \
              ({:.0} M events/s), ratio {:.3} (target <= 1.05: {})",
@@ -53,20 +56,4 @@ fn main() {
             println!("\nFOLD: no criterion estimates found (run without a filter to get the ratio)")
         }
     }
-}
-
-/// Criterion's median estimate, in nanoseconds, of one benchmark of the group, read from where
-/// criterion stores it (`$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else the
-/// workspace's `target/criterion`).
-fn median_ns(id: &str) -> Option<f64> {
-    let home = std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("criterion"))
-        })
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/criterion"));
-    let text =
-        std::fs::read_to_string(home.join(GROUP).join(id).join("new/estimates.json")).ok()?;
-    let estimates: serde_json::Value = serde_json::from_str(&text).ok()?;
-    estimates["median"]["point_estimate"].as_f64()
 }

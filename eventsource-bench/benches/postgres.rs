@@ -1,1 +1,651 @@
-fn main() {}
+//! The PostgreSQL benchmarks: append (one event with a concurrency check, batches of 100), a
+//! command (load, decide, append), loading a 10,000-event aggregate with and without snapshots,
+//! each against raw sqlx doing the same work, measured interleaved in one run.
+//!
+//! Needs `DATABASE_URL` (`scripts/bench.sh` starts a throwaway durable cluster and sets it). It
+//! drops and recreates the schemas `bench_es`, `bench_raw_indexed` and `bench_raw_minimal`.
+//! `BENCH_ROUNDS` sets the measured rounds per scenario (default 9, after 2 warm-up rounds).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use eventsource::postgres::PostgresStore;
+use eventsource::prelude::*;
+use eventsource::{NewEvent, Snapshot};
+use eventsource_bench::fixture::{
+    Account, AccountEvent, Deposit, Opened, SnapshottedAccount, Withdrawn, deposited, nth_event,
+};
+use eventsource_bench::hand::{HandAccount, HandEvent};
+use eventsource_bench::measure::{Contest, Table, Unit};
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const WARM_UP: usize = 2;
+const STORE_SCHEMA: &str = "bench_es";
+
+/// The same events table as the store's (columns, defaults, constraints and indexes), without
+/// the stream heads, the append function or the trigger (it fires on UPDATE and DELETE only).
+const RAW_INDEXED: &str = "
+CREATE SCHEMA bench_raw_indexed;
+CREATE TABLE bench_raw_indexed.events (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id text NOT NULL,
+    category text NOT NULL GENERATED ALWAYS AS (split_part(stream_id, '-', 1)) STORED,
+    version bigint NOT NULL CHECK (version > 0),
+    event_id uuid NOT NULL,
+    name text NOT NULL,
+    schema_version bigint NOT NULL,
+    payload jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT events_event_id_unique UNIQUE (event_id),
+    CONSTRAINT events_stream_version_unique UNIQUE (stream_id, version)
+);
+CREATE INDEX events_checkpoint_idx ON bench_raw_indexed.events (transaction_id, position);
+CREATE INDEX events_category_checkpoint_idx ON bench_raw_indexed.events (category, transaction_id, position);
+CREATE INDEX events_name_checkpoint_idx ON bench_raw_indexed.events (name, transaction_id, position);
+CREATE TABLE bench_raw_indexed.snapshots (
+    stream_id text PRIMARY KEY,
+    version bigint NOT NULL,
+    state jsonb NOT NULL
+);
+";
+
+/// The least a stream table can be: the unique (stream, version) is the concurrency check.
+const RAW_MINIMAL: &str = "
+CREATE SCHEMA bench_raw_minimal;
+CREATE TABLE bench_raw_minimal.events (
+    stream_id text NOT NULL,
+    version bigint NOT NULL,
+    name text NOT NULL,
+    payload jsonb NOT NULL,
+    PRIMARY KEY (stream_id, version)
+);
+";
+
+const INSERT_INDEXED: &str = "INSERT INTO bench_raw_indexed.events \
+     (stream_id, version, event_id, name, schema_version, payload, metadata) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const INSERT_INDEXED_BATCH: &str = "INSERT INTO bench_raw_indexed.events \
+     (stream_id, version, event_id, name, schema_version, payload, metadata) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::bigint[], \
+                          $6::jsonb[], $7::jsonb[])";
+const INSERT_MINIMAL: &str = "INSERT INTO bench_raw_minimal.events (stream_id, version, name, payload) VALUES ($1, $2, $3, $4)";
+const INSERT_MINIMAL_BATCH: &str = "INSERT INTO bench_raw_minimal.events (stream_id, version, name, payload) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::jsonb[])";
+const SELECT_STREAM: &str = "SELECT name, payload FROM bench_raw_indexed.events \
+     WHERE stream_id = $1 AND version > $2 ORDER BY version";
+
+struct Bench {
+    store: PostgresStore,
+    raw: PgPool,
+    rounds: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let url = std::env::var("DATABASE_URL").map_err(
+        |_| "DATABASE_URL is not set: run scripts/bench.sh, which starts a throwaway PostgreSQL",
+    )?;
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(9);
+    // cargo passes `--bench`; any other argument selects scenarios by substring.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+
+    let raw = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await?;
+    for schema in [STORE_SCHEMA, "bench_raw_indexed", "bench_raw_minimal"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&raw)
+        .await?;
+    }
+    sqlx::raw_sql(RAW_INDEXED).execute(&raw).await?;
+    sqlx::raw_sql(RAW_MINIMAL).execute(&raw).await?;
+    let store = PostgresStore::builder()
+        .schema(STORE_SCHEMA)
+        .max_connections(8)
+        .connect(&url)
+        .await?;
+    store.migrate().await?;
+    print_server(&raw).await?;
+    let bench = Arc::new(Bench { store, raw, rounds });
+
+    let mut table = Table::default();
+    for (clients, ops) in [(1, 200), (8, 50)] {
+        let name = format!("append 1 event, {clients} client(s)");
+        if wanted(&name) {
+            append(&bench, &mut table, &name, clients, ops, 1, 1.2).await?;
+        }
+    }
+    for (clients, ops) in [(1, 40), (8, 8)] {
+        let name = format!("append batch of 100, {clients} client(s)");
+        if wanted(&name) {
+            append(&bench, &mut table, &name, clients, ops, 100, 1.25).await?;
+        }
+    }
+    for (clients, ops) in [(1, 150), (8, 40)] {
+        let name = format!("command (load, decide, append 1), {clients} client(s)");
+        if wanted(&name) {
+            command(&bench, &mut table, &name, clients, ops).await?;
+        }
+    }
+    if wanted("load") {
+        load(&bench, &mut table).await?;
+    }
+    println!(
+        "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"
+    );
+    println!("{}", table.render());
+    Ok(())
+}
+
+async fn print_server(pool: &PgPool) -> Result<(), BoxError> {
+    let mut settings = Vec::new();
+    for name in [
+        "server_version",
+        "fsync",
+        "synchronous_commit",
+        "wal_sync_method",
+        "full_page_writes",
+        "shared_buffers",
+        "max_wal_size",
+    ] {
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(pool)
+            .await?;
+        settings.push(format!("{name}={value}"));
+    }
+    println!("PostgreSQL: {}", settings.join(" "));
+    Ok(())
+}
+
+fn new_event(n: u64) -> NewEvent {
+    let event = deposited(n % 13 + 1);
+    let payload = serde_json::to_value(&event).expect("events encode");
+    NewEvent::new("account.deposited", 3, payload)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Writer {
+    Framework,
+    RawIndexed,
+    RawMinimal,
+}
+
+/// `clients` tasks, each appending `ops` batches of `batch` events to a stream of its own.
+async fn append(
+    bench: &Arc<Bench>,
+    table: &mut Table,
+    name: &str,
+    clients: usize,
+    ops: usize,
+    batch: usize,
+    target: f64,
+) -> Result<(), BoxError> {
+    let writers = [Writer::Framework, Writer::RawIndexed, Writer::RawMinimal];
+    let mut contest = Contest::new(
+        &[
+            "eventsource append(), ExpectedVersion::Exact",
+            "raw INSERT, same table and indexes",
+            "raw INSERT, minimal table",
+        ],
+        WARM_UP,
+    );
+    for round in 0..WARM_UP + bench.rounds {
+        for who in contest.order(round) {
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for client in 0..clients {
+                let bench = Arc::clone(bench);
+                let writer = writers[who];
+                let stream = format!("account-a{batch}x{clients}-{client}");
+                tasks.push(tokio::spawn(async move {
+                    append_client(&bench, writer, &stream, round, ops, batch).await
+                }));
+            }
+            for task in tasks {
+                task.await??;
+            }
+            contest.record(round, who, (clients * ops * batch) as u64, start.elapsed());
+        }
+    }
+    table.add(name, &contest, Unit::PerSecond("events"), Some((1, target)));
+    Ok(())
+}
+
+async fn append_client(
+    bench: &Bench,
+    writer: Writer,
+    stream: &str,
+    round: usize,
+    ops: usize,
+    batch: usize,
+) -> Result<(), BoxError> {
+    let stream_id = StreamId::from_raw(stream);
+    for op in 0..ops {
+        let version = ((round * ops + op) * batch) as u64;
+        let events: Vec<NewEvent> = (0..batch as u64).map(|i| new_event(version + i)).collect();
+        match (writer, batch) {
+            (Writer::Framework, _) => {
+                bench
+                    .store
+                    .append(&stream_id, ExpectedVersion::Exact(Version(version)), events)
+                    .await?;
+            }
+            (Writer::RawIndexed, 1) => {
+                let event = &events[0];
+                sqlx::query(INSERT_INDEXED)
+                    .bind(stream)
+                    .bind(version as i64 + 1)
+                    .bind(event.event_id)
+                    .bind(&event.name)
+                    .bind(i64::from(event.schema_version))
+                    .bind(&event.payload)
+                    .bind(serde_json::to_value(&event.metadata)?)
+                    .execute(&bench.raw)
+                    .await?;
+            }
+            (Writer::RawIndexed, _) => {
+                let mut columns = Columns::default();
+                for (i, event) in events.into_iter().enumerate() {
+                    columns.push(stream, version + i as u64 + 1, event)?;
+                }
+                sqlx::query(INSERT_INDEXED_BATCH)
+                    .bind(&columns.streams)
+                    .bind(&columns.versions)
+                    .bind(&columns.ids)
+                    .bind(&columns.names)
+                    .bind(&columns.schema_versions)
+                    .bind(&columns.payloads)
+                    .bind(&columns.metadata)
+                    .execute(&bench.raw)
+                    .await?;
+            }
+            (Writer::RawMinimal, 1) => {
+                let event = &events[0];
+                sqlx::query(INSERT_MINIMAL)
+                    .bind(stream)
+                    .bind(version as i64 + 1)
+                    .bind(&event.name)
+                    .bind(&event.payload)
+                    .execute(&bench.raw)
+                    .await?;
+            }
+            (Writer::RawMinimal, _) => {
+                let mut columns = Columns::default();
+                for (i, event) in events.into_iter().enumerate() {
+                    columns.push(stream, version + i as u64 + 1, event)?;
+                }
+                sqlx::query(INSERT_MINIMAL_BATCH)
+                    .bind(&columns.streams)
+                    .bind(&columns.versions)
+                    .bind(&columns.names)
+                    .bind(&columns.payloads)
+                    .execute(&bench.raw)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A batch as column arrays, for `INSERT ... SELECT * FROM UNNEST(...)`.
+#[derive(Default)]
+struct Columns {
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    ids: Vec<Uuid>,
+    names: Vec<String>,
+    schema_versions: Vec<i64>,
+    payloads: Vec<Value>,
+    metadata: Vec<Value>,
+}
+
+impl Columns {
+    fn push(&mut self, stream: &str, version: u64, event: NewEvent) -> Result<(), BoxError> {
+        self.streams.push(stream.to_owned());
+        self.versions.push(version as i64);
+        self.ids.push(event.event_id);
+        self.names.push(event.name);
+        self.schema_versions.push(i64::from(event.schema_version));
+        self.metadata.push(serde_json::to_value(&event.metadata)?);
+        self.payloads.push(event.payload);
+        Ok(())
+    }
+}
+
+const HISTORY: u64 = 10;
+const STREAMS_PER_CLIENT: usize = 25;
+
+/// Commands on streams with a short history (10 events to start with): the framework's
+/// `Repository::execute` against raw sqlx loading the rows, decoding and folding them by hand,
+/// deciding, and inserting one row whose (stream, version) uniqueness is the concurrency check.
+async fn command(
+    bench: &Arc<Bench>,
+    table: &mut Table,
+    name: &str,
+    clients: usize,
+    ops: usize,
+) -> Result<(), BoxError> {
+    // Seed the same histories on both sides.
+    for client in 0..clients {
+        for k in 0..STREAMS_PER_CLIENT {
+            let id = format!("c{clients}-{client}-{k}");
+            let stream = StreamId::new("account", &id);
+            let events = history_events(0, HISTORY)?;
+            bench
+                .store
+                .append(&stream, ExpectedVersion::NoStream, events.clone())
+                .await?;
+            insert_raw(&bench.raw, stream.as_str(), 0, events).await?;
+        }
+    }
+    let mut contest = Contest::new(
+        &[
+            "Repository::execute",
+            "raw SELECT + decode + fold + INSERT, same table and indexes",
+        ],
+        WARM_UP,
+    );
+    for round in 0..WARM_UP + bench.rounds {
+        for who in contest.order(round) {
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for client in 0..clients {
+                let bench = Arc::clone(bench);
+                tasks.push(tokio::spawn(async move {
+                    let repo = Repository::<Account, _>::new(bench.store.clone());
+                    for op in 0..ops {
+                        let id = format!("c{clients}-{client}-{}", op % STREAMS_PER_CLIENT);
+                        let amount = (op % 13 + 1) as u64;
+                        if who == 0 {
+                            repo.execute(&id, Deposit { amount }).await?;
+                        } else {
+                            raw_command(&bench.raw, &format!("account-{id}"), amount).await?;
+                        }
+                    }
+                    Ok::<_, BoxError>(())
+                }));
+            }
+            for task in tasks {
+                task.await??;
+            }
+            contest.record(round, who, (clients * ops) as u64, start.elapsed());
+        }
+    }
+    table.add(name, &contest, Unit::PerSecond("commands"), Some((1, 1.1)));
+    Ok(())
+}
+
+/// Events `from..to` of the synthetic history, encoded as the framework encodes them.
+fn history_events(from: u64, to: u64) -> Result<Vec<NewEvent>, BoxError> {
+    (from..to)
+        .map(|n| {
+            let event = nth_event(n);
+            Ok(NewEvent::new(
+                event.name(),
+                event.schema_version(),
+                event.encode()?,
+            ))
+        })
+        .collect()
+}
+
+async fn insert_raw(
+    pool: &PgPool,
+    stream: &str,
+    after: u64,
+    events: Vec<NewEvent>,
+) -> Result<(), BoxError> {
+    let mut columns = Columns::default();
+    for (i, event) in events.into_iter().enumerate() {
+        columns.push(stream, after + i as u64 + 1, event)?;
+    }
+    sqlx::query(INSERT_INDEXED_BATCH)
+        .bind(&columns.streams)
+        .bind(&columns.versions)
+        .bind(&columns.ids)
+        .bind(&columns.names)
+        .bind(&columns.schema_versions)
+        .bind(&columns.payloads)
+        .bind(&columns.metadata)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Loads the rows of `stream` after `after`, decodes them with serde and folds them with a
+/// hand-written `match`.
+async fn raw_fold(
+    pool: &PgPool,
+    stream: &str,
+    after: u64,
+    mut state: HandAccount,
+) -> Result<(HandAccount, u64), BoxError> {
+    let rows = sqlx::query(SELECT_STREAM)
+        .bind(stream)
+        .bind(after as i64)
+        .fetch_all(pool)
+        .await?;
+    let mut version = after;
+    for row in &rows {
+        let name: &str = row.try_get("name")?;
+        let payload: Value = row.try_get("payload")?;
+        let event = match name {
+            "account.opened" => HandEvent::Opened(serde_json::from_value::<Opened>(payload)?),
+            "account.deposited" => HandEvent::Deposited(serde_json::from_value::<
+                eventsource_bench::fixture::Deposited,
+            >(payload)?),
+            "account.withdrawn" => {
+                HandEvent::Withdrawn(serde_json::from_value::<Withdrawn>(payload)?)
+            }
+            other => return Err(format!("unknown event {other}").into()),
+        };
+        state.apply(&event);
+        version += 1;
+    }
+    Ok((state, version))
+}
+
+async fn raw_command(pool: &PgPool, stream: &str, amount: u64) -> Result<(), BoxError> {
+    let (state, version) = raw_fold(pool, stream, 0, HandAccount::default()).await?;
+    if amount == 0 || state.owner.is_none() {
+        return Err("rejected".into());
+    }
+    let event = deposited(amount);
+    let metadata = serde_json::to_value(eventsource::Metadata::default())?;
+    sqlx::query(INSERT_INDEXED)
+        .bind(stream)
+        .bind(version as i64 + 1)
+        .bind(Uuid::now_v7())
+        .bind("account.deposited")
+        .bind(3_i64)
+        .bind(serde_json::to_value(&event)?)
+        .bind(metadata)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+const BIG: u64 = 10_000;
+
+/// Loading a 10,000-event aggregate: without a snapshot (every event folded), and with the
+/// snapshots an every-100 policy leaves (at version 10,000: no tail; a stream of 10,099 events:
+/// a tail of 99), each against raw sqlx doing the same reads.
+async fn load(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
+    let store = &bench.store;
+    // account-big: 10,000 events, no snapshot policy. account-small: 100 events.
+    for (id, len) in [("big", BIG), ("small", 100)] {
+        let stream = StreamId::new("account", id);
+        for from in (0..len).step_by(1_000) {
+            let events = history_events(from, (from + 1_000).min(len))?;
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(Version(from)),
+                    events.clone(),
+                )
+                .await?;
+            insert_raw(&bench.raw, stream.as_str(), from, events).await?;
+        }
+    }
+    // snapshotted-big (10,000 events) and snapshotted-big99 (10,099), with a snapshot at 10,000.
+    for (id, len) in [("big", BIG), ("big99", BIG + 99)] {
+        let stream = StreamId::new("snapshotted", id);
+        for from in (0..len).step_by(1_000) {
+            let events = history_events(from, (from + 1_000).min(len))?;
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(Version(from)),
+                    events.clone(),
+                )
+                .await?;
+            insert_raw(&bench.raw, stream.as_str(), from, events).await?;
+        }
+        let mut state = SnapshottedAccount::default();
+        for n in 0..BIG {
+            eventsource::Aggregate::apply(&mut state, &snapshotted_event(n));
+        }
+        let state = serde_json::to_value(&state)?;
+        store
+            .save_snapshot(Snapshot {
+                stream_id: stream.clone(),
+                version: Version(BIG),
+                state_fingerprint: SnapshottedAccount::STATE_FINGERPRINT.to_owned(),
+                state: state.clone(),
+                taken_at: chrono::Utc::now(),
+            })
+            .await?;
+        sqlx::query("INSERT INTO bench_raw_indexed.snapshots VALUES ($1, $2, $3)")
+            .bind(stream.as_str())
+            .bind(BIG as i64)
+            .bind(state)
+            .execute(&bench.raw)
+            .await?;
+    }
+
+    let plain = Repository::<Account, _>::new(store.clone());
+    let snapshotted = Repository::<SnapshottedAccount, _>::new(store.clone());
+    let raw = &bench.raw;
+
+    let loads = 3;
+    let mut contest = Contest::new(&["Repository::load", "raw SELECT + decode + fold"], WARM_UP);
+    for round in 0..WARM_UP + bench.rounds {
+        for who in contest.order(round) {
+            let start = Instant::now();
+            for _ in 0..loads {
+                if who == 0 {
+                    let loaded = plain.load("big").await?;
+                    assert_eq!(loaded.version, Version(BIG));
+                } else {
+                    let (_, version) =
+                        raw_fold(raw, "account-big", 0, HandAccount::default()).await?;
+                    assert_eq!(version, BIG);
+                }
+            }
+            contest.record(round, who, loads, start.elapsed());
+        }
+    }
+    table.add(
+        "load 10,000 events, no snapshot",
+        &contest,
+        Unit::Millis,
+        None,
+    );
+
+    for (id, tail) in [("big", 0), ("big99", 99)] {
+        let loads = 20;
+        let mut contest = Contest::new(
+            &[
+                "Repository::load",
+                "raw SELECT snapshot + tail, decode + fold",
+            ],
+            WARM_UP,
+        );
+        for round in 0..WARM_UP + bench.rounds {
+            for who in contest.order(round) {
+                let start = Instant::now();
+                for _ in 0..loads {
+                    if who == 0 {
+                        let loaded = snapshotted.load(id).await?;
+                        assert_eq!(loaded.events_folded, tail);
+                    } else {
+                        raw_snapshot_load(raw, &format!("snapshotted-{id}")).await?;
+                    }
+                }
+                contest.record(round, who, loads, start.elapsed());
+            }
+        }
+        table.add(
+            &format!("load 10,000 + {tail} events, snapshot at 10,000 (every 100), tail {tail}"),
+            &contest,
+            Unit::Millis,
+            None,
+        );
+    }
+
+    let loads = 20;
+    let mut contest = Contest::new(&["Repository::load", "raw SELECT + decode + fold"], WARM_UP);
+    for round in 0..WARM_UP + bench.rounds {
+        for who in contest.order(round) {
+            let start = Instant::now();
+            for _ in 0..loads {
+                if who == 0 {
+                    plain.load("small").await?;
+                } else {
+                    raw_fold(raw, "account-small", 0, HandAccount::default()).await?;
+                }
+            }
+            contest.record(round, who, loads, start.elapsed());
+        }
+    }
+    table.add(
+        "load 100 events, no snapshot (scale)",
+        &contest,
+        Unit::Millis,
+        None,
+    );
+    Ok(())
+}
+
+fn snapshotted_event(n: u64) -> eventsource_bench::fixture::SnapshottedAccountEvent {
+    match nth_event(n) {
+        AccountEvent::Opened(e) => e.into(),
+        AccountEvent::Deposited(e) => e.into(),
+        AccountEvent::Withdrawn(e) => e.into(),
+    }
+}
+
+async fn raw_snapshot_load(pool: &PgPool, stream: &str) -> Result<HandAccount, BoxError> {
+    let row =
+        sqlx::query("SELECT version, state FROM bench_raw_indexed.snapshots WHERE stream_id = $1")
+            .bind(stream)
+            .fetch_one(pool)
+            .await?;
+    let version: i64 = row.try_get("version")?;
+    let state: SnapshottedAccount = serde_json::from_value(row.try_get("state")?)?;
+    let state = HandAccount {
+        owner: state.owner,
+        balance: state.balance,
+        movements: state.movements,
+    };
+    let (state, _) = raw_fold(pool, stream, version as u64, state).await?;
+    Ok(state)
+}

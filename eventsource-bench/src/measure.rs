@@ -3,6 +3,7 @@
 //! last would be favoured), warm-up rounds are dropped, and each figure is the median round.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The per-round timings of a few contestants measured side by side.
@@ -183,4 +184,20 @@ fn thousands(value: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Criterion's median estimate, in nanoseconds, of benchmark `id` of `group`, read from where
+/// criterion stores it: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else the
+/// workspace's `target/criterion`. `None` if that benchmark did not run.
+pub fn criterion_median_ns(group: &str, id: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("criterion"))
+        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/criterion"));
+    let path = home.join(group).join(id).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let estimates: serde_json::Value = serde_json::from_str(&text).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
 }
