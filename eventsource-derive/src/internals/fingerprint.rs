@@ -27,7 +27,8 @@ pub(crate) fn hash(shape: &str) -> String {
 
 /// A struct's serialized shape: its `serde` attributes and its fields, as canonical text.
 ///
-/// Displays as e.g. `#[serde(rename_all="camelCase")]{owner:String;#[serde(default)]limit:u64}`.
+/// Displays as e.g. `#[serde(rename_all="camelCase")]{owner:String;#[serde(default)]limit:u64}`,
+/// `(u64;String)` for a tuple struct and `unit` for a unit struct.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Shape {
     /// The type's `serde` attributes, concatenated.
@@ -35,6 +36,9 @@ pub(crate) struct Shape {
     pub(crate) kind: Kind,
     pub(crate) fields: Vec<FieldShape>,
 }
+
+/// How a unit struct is written (it serializes as `null`, unlike `struct A();` as `[]`).
+const UNIT: &str = "unit";
 
 /// Named (`{..}`), tuple (`(..)`) or unit struct.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,10 +89,10 @@ impl Shape {
     pub(crate) fn parse(text: &str) -> Option<Shape> {
         let (attrs, rest) = split_attrs(text)?;
         let (kind, body) = match rest.chars().next() {
-            None => (Kind::Unit, ""),
+            Some('u') if rest == UNIT => (Kind::Unit, ""),
             Some('{') => (Kind::Named, rest.strip_prefix('{')?.strip_suffix('}')?),
             Some('(') => (Kind::Tuple, rest.strip_prefix('(')?.strip_suffix(')')?),
-            Some(_) => return None,
+            Some(_) | None => return None,
         };
         let mut fields = Vec::new();
         if kind != Kind::Unit && !body.is_empty() {
@@ -125,7 +129,7 @@ impl fmt::Display for Shape {
         let (open, close) = match self.kind {
             Kind::Named => ("{", "}"),
             Kind::Tuple => ("(", ")"),
-            Kind::Unit => return Ok(()),
+            Kind::Unit => return f.write_str(UNIT),
         };
         f.write_str(open)?;
         for (index, field) in self.fields.iter().enumerate() {
@@ -254,7 +258,7 @@ mod tests {
 
     #[test]
     fn garbage_does_not_parse() {
-        for text in ["{a:u8", "x", "#[serde(", "{a}", "(;)"] {
+        for text in ["{a:u8", "x", "#[serde(", "{a}", "(;)", ""] {
             assert_eq!(Shape::parse(text), None, "{text}");
         }
     }
