@@ -526,8 +526,42 @@ fn kind_text(kind: Kind) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{Entry, Lock};
+    use super::{Entry, Lock, record};
     use crate::internals::fingerprint::hash;
+
+    #[test]
+    fn recording_merges_into_the_file_and_leaves_it_alone_when_nothing_is_new() {
+        let path =
+            std::env::temp_dir().join(format!("eventsource-lock-{}.lock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let key = |name: &str, version| (name.to_owned(), version);
+        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
+        record(&path, "a", key("x.one", 1), entry("unit")).unwrap();
+        record(&path, "b", key("x.one", 1), entry("(u8)")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let body: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(
+            body,
+            [
+                "[a]".to_owned(),
+                format!("x.one v1 {} unit", hash("unit")),
+                "[b]".to_owned(),
+                format!("x.one v1 {} (u8)", hash("(u8)")),
+                format!("x.one v2 {} {{a:u8}}", hash("{a:u8}")),
+            ]
+        );
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            modified
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
 
     fn entry(shape: &str) -> Entry {
         Entry {
