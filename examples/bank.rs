@@ -2,6 +2,10 @@
 //! the audit trail of a stream; time travel; and a read model built from the global log.
 //!
 //! Run with `cargo run --example bank`.
+//!
+//! The events' shapes are locked in `events.lock` (section `[bank]`) and their stored payloads
+//! are kept in `tests/golden/bank`; `cargo test` checks both (see the guide
+//! `eventsource::guide::evolving_events`).
 
 use std::collections::BTreeMap;
 
@@ -232,4 +236,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {stream:<12} {balance}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One example of each current event: the golden check needs a sample of each version, and
+    /// `EVENTSOURCE_GOLDEN=record cargo test --example bank` writes the missing ones from these.
+    fn examples() -> Vec<AccountEvent> {
+        vec![
+            Opened {
+                owner: "Ada".into(),
+                overdraft_limit: 50,
+            }
+            .into(),
+            Deposited { amount: 100 }.into(),
+            Withdrawn { amount: 30 }.into(),
+        ]
+    }
+
+    /// Every stored sample, old versions included, still decodes into today's events.
+    #[test]
+    fn golden_payloads() {
+        eventsource::testing::check_golden(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/bank"),
+            examples(),
+        );
+    }
 }
