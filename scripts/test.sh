@@ -68,3 +68,7 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/eventsource_test"
 echo "scripts/test.sh: PostgreSQL $("$PG_BIN/pg_ctl" --version | awk '{print $3}') on $DATABASE_URL"
 
 cargo test --workspace --all-features "$@"
+
+# The example, on PostgreSQL this time (the README's first command runs it in memory).
+RUST_LOG=warn cargo run --quiet --features postgres --example bank >/dev/null
+echo "scripts/test.sh: examples/bank ran on PostgreSQL"
