@@ -2,11 +2,15 @@
 //! the audit trail of a stream; time travel; and a read model built from the global log.
 //!
 //! Run with `cargo run --example bank`.
+//!
+//! The events' shapes are locked in `events.lock` (section `[bank]`) and their stored payloads
+//! are kept in `tests/golden/bank`; `cargo test` checks both (see the guide
+//! `eventsource::guide::evolving_events`).
 
 use std::collections::BTreeMap;
 
 use eventsource::prelude::*;
-use eventsource::{Checkpoint, EventFilter, decode_event};
+use eventsource::{Project, Projection, ProjectionRunner, RecordedEvent};
 
 // Events: facts, with a stable name and a schema version.
 
@@ -145,10 +149,188 @@ impl Handle<Withdraw> for Account {
     }
 }
 
+// Read models: projections name their events once and receive the full envelope.
+
+/// Every account's balance, held in memory (for the in-memory store).
+#[derive(Default)]
+struct Balances(BTreeMap<String, i64>);
+
+impl Projection for Balances {
+    const NAME: &'static str = "balances";
+    type Events = (Deposited, Withdrawn);
+    type Error = std::convert::Infallible;
+}
+
+impl Project<Deposited> for Balances {
+    async fn project(
+        &mut self,
+        e: Deposited,
+        at: &RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), Self::Error> {
+        *self.0.entry(at.stream_id.to_string()).or_default() += e.amount as i64;
+        Ok(())
+    }
+}
+
+impl Project<Withdrawn> for Balances {
+    async fn project(
+        &mut self,
+        e: Withdrawn,
+        at: &RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), Self::Error> {
+        *self.0.entry(at.stream_id.to_string()).or_default() -= e.amount as i64;
+        Ok(())
+    }
+}
+
+/// The same read model as a PostgreSQL table, written in the transaction that moves the
+/// projection's checkpoint: each event is applied exactly once, even across crashes.
+#[cfg(feature = "postgres")]
+mod sql_read_model {
+    use super::{Deposited, Withdrawn};
+    use eventsource::postgres::sqlx::{self, AssertSqlSafe};
+    use eventsource::postgres::{PgTransaction, PostgresStore};
+    use eventsource::{Project, Projection, RecordedEvent};
+
+    pub(super) struct BalanceTable {
+        pub(super) table: String,
+    }
+
+    impl BalanceTable {
+        pub(super) async fn create(store: &PostgresStore) -> Result<Self, sqlx::Error> {
+            let table = format!("\"{}\".balances", store.schema().as_str());
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {table} (account text PRIMARY KEY, balance bigint NOT NULL)"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(store.pool())
+                .await?;
+            Ok(BalanceTable { table })
+        }
+
+        async fn add(
+            &self,
+            account: &str,
+            amount: i64,
+            tx: &mut PgTransaction,
+        ) -> Result<(), sqlx::Error> {
+            let sql = format!(
+                "INSERT INTO {} (account, balance) VALUES ($1, $2) \
+                 ON CONFLICT (account) DO UPDATE SET balance = balances.balance + EXCLUDED.balance",
+                self.table
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(account)
+                .bind(amount)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+
+    impl Projection for BalanceTable {
+        const NAME: &'static str = "balance_table";
+        type Events = (Deposited, Withdrawn);
+        type Error = sqlx::Error;
+    }
+
+    impl Project<Deposited, PgTransaction> for BalanceTable {
+        async fn project(
+            &mut self,
+            e: Deposited,
+            at: &RecordedEvent,
+            tx: &mut PgTransaction,
+        ) -> Result<(), sqlx::Error> {
+            self.add(at.stream_id.as_str(), e.amount as i64, tx).await
+        }
+    }
+
+    impl Project<Withdrawn, PgTransaction> for BalanceTable {
+        async fn project(
+            &mut self,
+            e: Withdrawn,
+            at: &RecordedEvent,
+            tx: &mut PgTransaction,
+        ) -> Result<(), sqlx::Error> {
+            self.add(at.stream_id.as_str(), -(e.amount as i64), tx)
+                .await
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
+    // Readable logs: spans are printed when they close, with their fields and timing.
+    // `RUST_LOG=debug` adds appends and loads; `RUST_LOG=off` silences them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .init();
+    // Metrics go to whatever recorder the application installs; here one that we can print.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install()?;
+
+    #[cfg(feature = "postgres")]
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        // A fresh schema per run, so that reruns start from empty accounts.
+        let schema = format!("bank_{}", uuid::Uuid::now_v7().simple());
+        let store = eventsource::postgres::PostgresStore::builder()
+            .schema(schema.as_str())
+            .connect(&url)
+            .await?;
+        store.migrate().await?;
+        println!("store: PostgreSQL, schema `{schema}`\n");
+        run(store.clone()).await?;
+        let table = sql_read_model::BalanceTable::create(&store).await?;
+        let mut runner = ProjectionRunner::new(table, store.clone());
+        let caught_up = runner.catch_up().await?;
+        println!(
+            "\nread model in PostgreSQL ({} events applied):",
+            caught_up.applied
+        );
+        let sql = format!(
+            "SELECT account, balance FROM {} ORDER BY account",
+            runner.projection().table
+        );
+        let rows: Vec<(String, i64)> =
+            eventsource::postgres::sqlx::query_as(eventsource::postgres::sqlx::AssertSqlSafe(sql))
+                .fetch_all(store.pool())
+                .await?;
+        for (account, balance) in rows {
+            println!("  {account:<12} {balance}");
+        }
+        print_metrics(&snapshotter);
+        return Ok(());
+    }
+
+    println!("store: in memory\n");
     let store = MemoryStore::new();
-    let accounts = Repository::<Account, _>::new(store.clone());
+    run(store.clone()).await?;
+    let mut runner = ProjectionRunner::new(Balances::default(), store);
+    let caught_up = runner.catch_up().await?;
+    println!(
+        "\nread model ({} events applied by the `balances` projection):",
+        caught_up.applied
+    );
+    for (stream, balance) in &runner.projection().0 {
+        println!("  {stream:<12} {balance}");
+    }
+    print_metrics(&snapshotter);
+    Ok(())
+}
+
+/// The commands, a rejection, the audit trail and time travel: the same code on any store.
+async fn run<S: EventStore + SnapshotStore>(store: S) -> Result<(), BoxError> {
+    let accounts = Repository::<Account, _>::new(store).retry_on_conflict(3);
 
     accounts
         .execute(
@@ -183,8 +365,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let history = accounts.history("ada").await?;
     for line in &history {
         println!(
-            "  v{} {} {:<18} {:?}",
+            "  v{} pos {} {} {:<18} {:?}",
             line.record.version,
+            line.record.position,
             line.record.recorded_at.format("%H:%M:%S%.3f"),
             line.record.name,
             line.event
@@ -197,8 +380,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(deposit) = history.get(1) else {
         return Err("the deposit is missing from the audit trail".into());
     };
-    let deposited_at = deposit.record.recorded_at;
-    let as_of = accounts.load_as_of("ada", deposited_at).await?;
+    let as_of = accounts
+        .load_as_of("ada", deposit.record.recorded_at)
+        .await?;
     println!("\ntime travel for ada:");
     println!(
         "  now (v{}):              balance {}",
@@ -209,27 +393,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  as of the deposit:     balance {} (v{})",
         as_of.state.balance, as_of.version
     );
-
-    // A read model: every account's balance, built from the global log.
-    let mut balances: BTreeMap<String, i64> = BTreeMap::new();
-    let filter = EventFilter::all().category(Account::NAME);
-    let mut checkpoint = Checkpoint::START;
-    loop {
-        let page = store.read_all(checkpoint, 100, &filter).await?;
-        let Some(last) = page.last() else { break };
-        checkpoint = last.checkpoint;
-        for record in &page {
-            let balance = balances.entry(record.stream_id.to_string()).or_default();
-            match decode_event::<Account>(record)? {
-                AccountEvent::Opened(_) => {}
-                AccountEvent::Deposited(e) => *balance += e.amount as i64,
-                AccountEvent::Withdrawn(e) => *balance -= e.amount as i64,
-            }
-        }
-    }
-    println!("\nread model (balances from `read_all`):");
-    for (stream, balance) in &balances {
-        println!("  {stream:<12} {balance}");
-    }
     Ok(())
+}
+
+/// Prints what the metrics recorder saw: counters, gauges, and histogram counts and maxima.
+fn print_metrics(snapshotter: &metrics_util::debugging::Snapshotter) {
+    use metrics_util::debugging::DebugValue;
+    println!("\nmetrics:");
+    let mut lines: Vec<String> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let value = match value {
+                DebugValue::Counter(n) => n.to_string(),
+                DebugValue::Gauge(g) => g.to_string(),
+                DebugValue::Histogram(samples) => {
+                    let max = samples.iter().map(|s| s.0).fold(0.0, f64::max);
+                    format!("{} samples, max {:.3} ms", samples.len(), max * 1e3)
+                }
+            };
+            format!("  {:<44} {:<32} {value}", key.name(), labels.join(","))
+        })
+        .collect();
+    lines.sort();
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One example of each current event: the golden check needs a sample of each version, and
+    /// `EVENTSOURCE_GOLDEN=record cargo test --example bank` writes the missing ones from these.
+    fn examples() -> Vec<AccountEvent> {
+        vec![
+            Opened {
+                owner: "Ada".into(),
+                overdraft_limit: 50,
+            }
+            .into(),
+            Deposited { amount: 100 }.into(),
+            Withdrawn { amount: 30 }.into(),
+        ]
+    }
+
+    /// Every stored sample, old versions included, still decodes into today's events.
+    #[test]
+    fn golden_payloads() {
+        eventsource::testing::check_golden(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/bank"),
+            examples(),
+        );
+    }
 }

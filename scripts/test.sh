@@ -15,3 +15,7 @@ pg_start eventsource_test max_connections=200 fsync=off
 echo "scripts/test.sh: PostgreSQL $(pg_version) on $DATABASE_URL"
 
 cargo test --workspace --all-features "$@"
+
+# The example, on PostgreSQL this time (the README's first command runs it in memory).
+RUST_LOG=warn cargo run --quiet --features postgres --example bank >/dev/null
+echo "scripts/test.sh: examples/bank ran on PostgreSQL"

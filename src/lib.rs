@@ -16,6 +16,12 @@ pub use eventsource_derive::Event;
 #[doc = include_str!("docs/derive_aggregate.md")]
 pub use eventsource_derive::Aggregate;
 
+/// Guides: walkthroughs of one topic each, with compiled examples.
+pub mod guide {
+    #[doc = include_str!("docs/evolving_events.md")]
+    pub mod evolving_events {}
+}
+
 /// The items most applications need, for a glob import.
 pub mod prelude {
     pub use eventsource_core::{

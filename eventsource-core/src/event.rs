@@ -17,6 +17,14 @@ pub trait Event: Sized + Send + Sync + 'static {
     const NAME: &'static str;
     /// The schema version of this shape (1 for the first).
     const VERSION: u32;
+    /// The wire shape of this version as canonical text: the type's `serde` attributes, then
+    /// each field's `serde` attributes, name and type, e.g. `{sku:String;qty:u32}`. The derive
+    /// writes it to the schema lock and uses it to explain a change. Empty for a hand-written
+    /// impl that does not describe its shape.
+    const SHAPE: &'static str = "";
+    /// A 64-bit FNV-1a hash of [`Event::SHAPE`] as 16 hex digits: equal fingerprints, same
+    /// wire shape. Empty when `SHAPE` is.
+    const FINGERPRINT: &'static str = "";
 
     /// Decodes a payload stored at `version` (at most [`Event::VERSION`]) into this type,
     /// upcasting through earlier versions as needed.

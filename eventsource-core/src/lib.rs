@@ -6,6 +6,7 @@
 //! their semantics with the conformance suite in `testing` (feature `testing`).
 
 mod aggregate;
+mod cache;
 mod command;
 mod envelope;
 mod error;

@@ -9,6 +9,7 @@
 //! | `eventsource_events_appended_total` | counter | events | `store` | events written (replays not counted) |
 //! | `eventsource_append_conflicts_total` | counter | appends | `store` | appends refused by the expected-version check |
 //! | `eventsource_command_retries_total` | counter | retries | `aggregate` | commands decided again after a conflict |
+//! | `eventsource_cache_stale_total` | counter | commands | `aggregate` | cached aggregates found stale by a conflicting append, then reloaded |
 //! | `eventsource_snapshot_hits_total` | counter | loads | `aggregate` | loads that started from a snapshot |
 //! | `eventsource_snapshot_misses_total` | counter | loads | `aggregate` | loads of snapshotting aggregates that found no usable snapshot |
 //! | `eventsource_projection_events_total` | counter | events | `projection` | events applied by a projection |
@@ -43,6 +44,8 @@ pub mod names {
     pub const APPEND_CONFLICTS: &str = "eventsource_append_conflicts_total";
     /// Counter of command retries after conflicts.
     pub const COMMAND_RETRIES: &str = "eventsource_command_retries_total";
+    /// Counter of cached aggregates found stale by a conflicting append (then reloaded).
+    pub const CACHE_STALE: &str = "eventsource_cache_stale_total";
     /// Counter of loads that used a snapshot.
     pub const SNAPSHOT_HITS: &str = "eventsource_snapshot_hits_total";
     /// Counter of loads that found no usable snapshot.

@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::num::NonZeroUsize;
 
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::aggregate::Aggregate;
+use crate::cache::AggregateCache;
 use crate::command::CommandMetadata;
 use crate::envelope::{ExpectedVersion, NewEvent, RecordedEvent, StreamId, Version};
 use crate::error::{DecodeError, ExecuteError, LoadError, StoreError};
@@ -30,6 +32,7 @@ pub struct Repository<A: Aggregate, S> {
     store: S,
     services: A::Services,
     conflict_retries: u32,
+    cache: Option<AggregateCache<A>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -39,6 +42,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
             .field("aggregate", &A::NAME)
             .field("store", &self.store)
             .field("conflict_retries", &self.conflict_retries)
+            .field("cached", &self.cached())
             .finish()
     }
 }
@@ -98,6 +102,7 @@ impl<A: Aggregate, S> Repository<A, S> {
             store,
             services,
             conflict_retries: 0,
+            cache: None,
             _aggregate: PhantomData,
         }
     }
@@ -108,6 +113,25 @@ impl<A: Aggregate, S> Repository<A, S> {
     pub fn retry_on_conflict(mut self, retries: u32) -> Self {
         self.conflict_retries = retries;
         self
+    }
+
+    /// Keeps up to `capacity` recently used aggregates in memory (least recently used out
+    /// first). A command on a cached aggregate skips the load and appends at the cached
+    /// version; if another writer moved the stream meanwhile, the append conflicts, the entry
+    /// is dropped and the command runs again on a fresh load (not counted as a conflict
+    /// retry). Off by default. `load`, `load_at` and `load_as_of` always read the store.
+    #[must_use]
+    pub fn with_cache(mut self, capacity: NonZeroUsize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = Some(AggregateCache::new(capacity, A::clone));
+        self
+    }
+
+    /// How many aggregates the cache holds (0 without a cache).
+    pub fn cached(&self) -> usize {
+        self.cache.as_ref().map_or(0, AggregateCache::len)
     }
 
     /// The underlying store.
@@ -361,61 +385,92 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             return Ok(done);
         }
         let mut attempts = 0;
+        let mut stale_cache_hits = 0;
         loop {
             attempts += 1;
-            let loaded = self.load_stream(stream_id.clone(), None).await?;
-            let events = loaded
-                .state
-                .handle(command.clone(), &self.services)
-                .map_err(|source| ExecuteError::Rejected {
-                    stream: stream_id.clone(),
-                    version: loaded.version,
-                    source,
-                })?
-                .into_vec();
+            // A warm aggregate skips the load; a stale one fails the append below and is
+            // reloaded, which does not count against the conflict retries.
+            let cached = self.cache.as_ref().and_then(|cache| cache.take(&stream_id));
+            let from_cache = cached.is_some();
+            let (state, version) = match cached {
+                Some(entry) => entry,
+                None => {
+                    let loaded = self.load_stream(stream_id.clone(), None).await?;
+                    (loaded.state, loaded.version)
+                }
+            };
+            let decided = state.handle(command.clone(), &self.services);
+            let events = match decided {
+                Ok(events) => events.into_vec(),
+                Err(source) => {
+                    self.cache_put(&stream_id, &state, version);
+                    return Err(ExecuteError::Rejected {
+                        stream: stream_id.clone(),
+                        version,
+                        source,
+                    });
+                }
+            };
             if events.is_empty() {
+                self.cache_put(&stream_id, &state, version);
                 return Ok(Executed {
                     stream_id,
                     events,
-                    version: loaded.version,
-                    state: loaded.state,
-                    attempts,
+                    version,
+                    state,
+                    attempts: attempts - stale_cache_hits,
                     replayed: false,
                 });
             }
             let batch = encode_batch::<A>(&stream_id, &events, &metadata)?;
-            let expected = ExpectedVersion::Exact(loaded.version);
+            let expected = ExpectedVersion::Exact(version);
             match self.store.append(&stream_id, expected, batch).await {
                 Ok(written) => {
-                    let mut state = loaded.state;
+                    let mut state = state;
                     for event in &events {
                         state.apply(event);
                     }
-                    self.snapshot_if_due(&stream_id, loaded.version, written.last_version, &state)
+                    if !written.replayed {
+                        self.cache_put(&stream_id, &state, written.last_version);
+                    }
+                    self.snapshot_if_due(&stream_id, version, written.last_version, &state)
                         .await;
                     return Ok(Executed {
                         stream_id,
                         events,
                         version: written.last_version,
                         state,
-                        attempts,
+                        attempts: attempts - stale_cache_hits,
                         replayed: written.replayed,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if attempts <= self.conflict_retries => {
+                Err(StoreError::Conflict { .. }) if from_cache => {
+                    metrics::counter!(names::CACHE_STALE, "aggregate" => A::NAME).increment(1);
+                    stale_cache_hits += 1;
+                    continue;
+                }
+                Err(StoreError::Conflict { .. })
+                    if attempts - stale_cache_hits <= self.conflict_retries =>
+                {
                     metrics::counter!(names::COMMAND_RETRIES, "aggregate" => A::NAME).increment(1);
                     continue;
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
                     return Err(ExecuteError::Conflict {
                         stream: stream_id,
-                        attempts,
-                        expected: loaded.version,
+                        attempts: attempts - stale_cache_hits,
+                        expected: version,
                         actual,
                     });
                 }
                 Err(other) => return Err(ExecuteError::Store(other)),
             }
+        }
+    }
+
+    fn cache_put(&self, stream_id: &StreamId, state: &A, version: Version) {
+        if let Some(cache) = &self.cache {
+            cache.put(stream_id, state, version);
         }
     }
 

@@ -1,19 +1,33 @@
-//! `#[derive(Event)]`: the name and version constants and the decoding through the upcaster
-//! chain.
+//! `#[derive(Event)]`: the name, version and shape constants, the decoding through the upcaster
+//! chain, and the schema lock check.
+
+use std::path::Path;
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::DeriveInput;
 use syn::spanned::Spanned;
 
-use crate::internals::{ast, check, ctxt::Ctxt};
+use crate::internals::fingerprint::{Shape, hash};
+use crate::internals::{ast, check, ctxt::Ctxt, lock};
 
-pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
+/// `source_file` is the file the type is defined in, which `lock = "..."` is relative to.
+pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenStream {
     let cx = Ctxt::new();
     let event = ast::Event::from_syn(&cx, input);
     check::event(&cx, &event);
+    // The lock is consulted only for a well-formed event: a name or version with a mistake
+    // would be checked (or recorded) under the wrong key.
+    let track_lock = if cx.has_errors() {
+        TokenStream::new()
+    } else {
+        lock::check(&cx, &event, source_file)
+    };
     match cx.check() {
-        Ok(()) => generate(&event),
+        Ok(()) => {
+            let generated = generate(&event);
+            quote!(#generated const _: () = { #track_lock };)
+        }
         Err(error) => {
             let error = error.into_compile_error();
             let stub = stub(&event);
@@ -27,6 +41,8 @@ fn generate(event: &ast::Event) -> TokenStream {
     let private = private(event);
     let name = &event.name;
     let version = event.version;
+    let shape = Shape::of(event.input).to_string();
+    let fingerprint = hash(&shape);
     let (decode, chain_checks) = match &event.previous {
         None => (
             quote!(#private::decode_first::<Self>(version, payload)),
@@ -64,6 +80,8 @@ fn generate(event: &ast::Event) -> TokenStream {
             impl #private::Event for #ident {
                 const NAME: &'static str = #name;
                 const VERSION: u32 = #version;
+                const SHAPE: &'static str = #shape;
+                const FINGERPRINT: &'static str = #fingerprint;
 
                 fn decode_version(
                     version: u32,

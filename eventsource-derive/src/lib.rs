@@ -17,7 +17,9 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    let output = event::expand(&input);
+    // `lock = "..."` is relative to the file the event is defined in, as `include_str!` is.
+    let source_file = proc_macro::Span::call_site().local_file();
+    let output = event::expand(&input, source_file.as_deref());
     debug::print("Event", &input.ident, &output);
     output.into()
 }

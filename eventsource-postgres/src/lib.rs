@@ -33,6 +33,7 @@
 
 mod error;
 mod migrate;
+mod projection;
 mod row;
 mod schema;
 mod sql;
@@ -40,6 +41,7 @@ mod store;
 
 pub use error::PostgresError;
 pub use migrate::SCHEMA_VERSION;
+pub use projection::{PgTransaction, PostgresLease};
 pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};
 pub use store::{PostgresStore, PostgresStoreBuilder};
 

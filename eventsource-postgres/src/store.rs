@@ -515,14 +515,19 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        let batch = Batch::encode(stream, events)?;
-        match self.call_append(&self.pool, stream, expected, &batch).await {
-            Err(AppendFailure::IdRace(_)) => self
-                .call_append(&self.pool, stream, expected, &batch)
-                .await
-                .map_err(AppendFailure::into_store_error),
-            other => other.map_err(AppendFailure::into_store_error),
-        }
+        let batch_size = events.len();
+        let append = async {
+            let batch = Batch::encode(stream, events)?;
+            match self.call_append(&self.pool, stream, expected, &batch).await {
+                Err(AppendFailure::IdRace(_)) => self
+                    .call_append(&self.pool, stream, expected, &batch)
+                    .await
+                    .map_err(AppendFailure::into_store_error),
+                other => other.map_err(AppendFailure::into_store_error),
+            }
+        };
+        eventsource_core::observe::observe_append("postgres", stream, expected, batch_size, append)
+            .await
     }
 
     async fn read_stream(

@@ -1,4 +1,5 @@
-//! Test support: the store conformance suite and the fixture aggregate it uses.
+//! Test support: the store conformance suite and the fixture aggregate it uses, and the golden
+//! payload check ([`check_golden`]).
 //!
 //! Every store adapter runs the suite against itself:
 //!
@@ -12,6 +13,9 @@
 
 pub mod conformance;
 pub mod fixture;
+pub mod golden;
+
+pub use golden::{check_golden, verify_golden};
 
 use std::future::Future;
 

@@ -21,6 +21,9 @@ pub(crate) struct Event<'a> {
     pub(crate) previous: Option<Type>,
     /// Whether `previous` was written, even with an invalid value.
     pub(crate) previous_written: bool,
+    /// `lock = "..."`: the schema lock, relative to the source file (default: `events.lock` in
+    /// the crate root).
+    pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Path,
 }
 
@@ -41,6 +44,7 @@ impl<'a> Event<'a> {
             version_lit,
             previous_written: attrs.written.contains(&"previous"),
             previous: attrs.previous,
+            lock: attrs.lock,
             krate: attrs.krate.unwrap_or_else(default_crate),
         }
     }

@@ -23,7 +23,7 @@ const IN_EVENT: &str = "`#[event(...)]`";
 const IN_AGGREGATE: &str = "`#[aggregate(...)]`";
 const IN_SNAPSHOT: &str = "`snapshot(...)`";
 
-const EVENT_KEYS: &[&str] = &["name", "version", "previous", "crate"];
+const EVENT_KEYS: &[&str] = &["name", "version", "previous", "lock", "crate"];
 const AGGREGATE_KEYS: &[&str] = &[
     "name", "error", "events", "commands", "snapshot", "services", "crate",
 ];
@@ -38,6 +38,7 @@ pub(crate) struct EventAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(LitInt, u32)>,
     pub(crate) previous: Option<Type>,
+    pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -106,6 +107,16 @@ pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute]) -> EventAttrs {
                         key,
                         IN_EVENT,
                         parse_type(cx, value, "previous", "previous = ItemAddedV1"),
+                    );
+                }
+            } else if key.is_ident("lock") {
+                if let Some(value) = key_value(cx, &meta, "lock = \"events.lock\"")? {
+                    set(
+                        cx,
+                        &mut out.lock,
+                        key,
+                        IN_EVENT,
+                        parse_str(cx, value, "lock", "lock = \"events.lock\""),
                     );
                 }
             } else if key.is_ident("crate") {

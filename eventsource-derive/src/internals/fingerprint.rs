@@ -4,43 +4,192 @@
 //! `serde` attributes, name and type, as tokens: formatting and comments do not count) and
 //! hashed with 64-bit FNV-1a. Any change that could change the serialized form changes the
 //! fingerprint; a few that could not (renaming a type alias) change it too, which only costs a
-//! refold. The function takes any struct, so that events can be fingerprinted the same way.
+//! refold. Events and aggregate states are fingerprinted the same way.
+//!
+//! The canonical text is also what the schema lock stores, and [`Shape::parse`] reads it back,
+//! so that a mismatch can be explained field by field.
 
+use std::fmt;
+
+use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::{Attribute, Data, DeriveInput, Fields};
 
 /// The fingerprint of `input`'s shape: 16 lowercase hex digits.
 pub(crate) fn fingerprint(input: &DeriveInput) -> String {
-    format!("{:016x}", fnv1a64(shape(input).as_bytes()))
+    hash(&Shape::of(input).to_string())
 }
 
-/// The canonical text the fingerprint hashes, e.g. `{balance:u64;owner:String}`.
-pub(crate) fn shape(input: &DeriveInput) -> String {
-    let mut out = serde_attrs(&input.attrs);
-    let fields = match &input.data {
-        Data::Struct(data) => &data.fields,
-        // Only structs are fingerprinted; other shapes are rejected before this is asked.
-        Data::Enum(_) | Data::Union(_) => return out,
-    };
-    let (open, close) = match fields {
-        Fields::Named(_) => ('{', '}'),
-        Fields::Unnamed(_) => ('(', ')'),
-        Fields::Unit => return out,
-    };
-    out.push(open);
-    for (index, field) in fields.iter().enumerate() {
-        if index > 0 {
-            out.push(';');
+/// The fingerprint of a canonical shape text.
+pub(crate) fn hash(shape: &str) -> String {
+    format!("{:016x}", fnv1a64(shape.as_bytes()))
+}
+
+/// A struct's serialized shape: its `serde` attributes and its fields, as canonical text.
+///
+/// Displays as e.g. `#[serde(rename_all="camelCase")]{owner:String;#[serde(default)]limit:u64}`,
+/// `(u64;String)` for a tuple struct and `unit` for a unit struct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// The type's `serde` attributes, concatenated.
+    pub(crate) attrs: String,
+    pub(crate) kind: Kind,
+    pub(crate) fields: Vec<FieldShape>,
+}
+
+/// How a unit struct is written (it serializes as `null`, unlike `struct A();` as `[]`).
+const UNIT: &str = "unit";
+
+/// Named (`{..}`), tuple (`(..)`) or unit struct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Named,
+    Tuple,
+    Unit,
+}
+
+/// One field: its `serde` attributes, its name (none in a tuple struct) and its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FieldShape {
+    pub(crate) attrs: String,
+    pub(crate) name: Option<String>,
+    pub(crate) ty: String,
+}
+
+impl Shape {
+    /// The shape of a derive input (a non-struct has only its attributes: it is rejected before
+    /// its shape matters).
+    pub(crate) fn of(input: &DeriveInput) -> Shape {
+        let attrs = serde_attrs(&input.attrs);
+        let fields = match &input.data {
+            Data::Struct(data) => &data.fields,
+            Data::Enum(_) | Data::Union(_) => &Fields::Unit,
+        };
+        let kind = match fields {
+            Fields::Named(_) => Kind::Named,
+            Fields::Unnamed(_) => Kind::Tuple,
+            Fields::Unit => Kind::Unit,
+        };
+        let fields = fields
+            .iter()
+            .map(|field| FieldShape {
+                attrs: serde_attrs(&field.attrs),
+                name: field.ident.as_ref().map(ToString::to_string),
+                ty: canonical(field.ty.to_token_stream()),
+            })
+            .collect();
+        Shape {
+            attrs,
+            kind,
+            fields,
         }
-        out.push_str(&serde_attrs(&field.attrs));
-        if let Some(ident) = &field.ident {
-            out.push_str(&ident.to_string());
-            out.push(':');
-        }
-        out.push_str(&canonical(field.ty.to_token_stream()));
     }
-    out.push(close);
-    out
+
+    /// Reads back the text written by `Display`; `None` if it is not such a text.
+    pub(crate) fn parse(text: &str) -> Option<Shape> {
+        let (attrs, rest) = split_attrs(text)?;
+        let (kind, body) = match rest.chars().next() {
+            Some('u') if rest == UNIT => (Kind::Unit, ""),
+            Some('{') => (Kind::Named, rest.strip_prefix('{')?.strip_suffix('}')?),
+            Some('(') => (Kind::Tuple, rest.strip_prefix('(')?.strip_suffix(')')?),
+            Some(_) | None => return None,
+        };
+        let mut fields = Vec::new();
+        if kind != Kind::Unit && !body.is_empty() {
+            for field in split_top_level(body, ';') {
+                let (attrs, rest) = split_attrs(field)?;
+                let (name, ty) = match kind {
+                    Kind::Named => {
+                        let (name, ty) = rest.split_once(':')?;
+                        (Some(name.to_owned()), ty)
+                    }
+                    _ => (None, rest),
+                };
+                if ty.is_empty() {
+                    return None;
+                }
+                fields.push(FieldShape {
+                    attrs: attrs.to_owned(),
+                    name,
+                    ty: ty.to_owned(),
+                });
+            }
+        }
+        Some(Shape {
+            attrs: attrs.to_owned(),
+            kind,
+            fields,
+        })
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.attrs)?;
+        let (open, close) = match self.kind {
+            Kind::Named => ("{", "}"),
+            Kind::Tuple => ("(", ")"),
+            Kind::Unit => return f.write_str(UNIT),
+        };
+        f.write_str(open)?;
+        for (index, field) in self.fields.iter().enumerate() {
+            if index > 0 {
+                f.write_str(";")?;
+            }
+            f.write_str(&field.attrs)?;
+            if let Some(name) = &field.name {
+                write!(f, "{name}:")?;
+            }
+            f.write_str(&field.ty)?;
+        }
+        f.write_str(close)
+    }
+}
+
+/// Splits leading `#[...]` attributes off `text`.
+fn split_attrs(text: &str) -> Option<(&str, &str)> {
+    let mut end = 0;
+    while text[end..].starts_with("#[") {
+        end += closing(&text[end + 1..])? + 2;
+    }
+    Some(text.split_at(end))
+}
+
+/// The byte index of the bracket closing the one `text` starts with.
+fn closing(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (index, c) in text.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(index);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits at `separator` outside brackets (`[u8;4]` holds a `;`).
+fn split_top_level(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (index, c) in text.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => {
+                parts.push(&text[start..index]);
+                start = index + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 fn serde_attrs(attrs: &[Attribute]) -> String {
@@ -52,7 +201,7 @@ fn serde_attrs(attrs: &[Attribute]) -> String {
 }
 
 /// Tokens without whitespace, so that only the tokens themselves count.
-fn canonical(tokens: proc_macro2::TokenStream) -> String {
+fn canonical(tokens: TokenStream) -> String {
     tokens
         .to_string()
         .chars()
@@ -66,4 +215,51 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(OFFSET, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kind, Shape};
+
+    fn shape(source: &str) -> Shape {
+        match syn::parse_str(source) {
+            Ok(input) => Shape::of(&input),
+            Err(error) => panic!("bad test input: {error}"),
+        }
+    }
+
+    #[test]
+    fn shapes_read_back_what_they_write() {
+        for source in [
+            "struct A { sku: String, qty: u32 }",
+            "#[serde(rename_all = \"camelCase\")] struct A { #[serde(default)] #[serde(rename = \"q\")] qty: Option<u32>, map: HashMap<String, [u8; 4]> }",
+            "struct T(u8, Vec<(u8, u16)>);",
+            "struct U;",
+            "struct E {}",
+            "#[serde(tag = \"t\")] struct U;",
+        ] {
+            let shape = shape(source);
+            let text = shape.to_string();
+            assert_eq!(Shape::parse(&text), Some(shape), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_text_is_compact() {
+        let shape = shape(
+            "#[serde(deny_unknown_fields)] struct A { sku: String, #[serde(default)] qty: u32 }",
+        );
+        assert_eq!(
+            shape.to_string(),
+            "#[serde(deny_unknown_fields)]{sku:String;#[serde(default)]qty:u32}"
+        );
+        assert_eq!(shape.kind, Kind::Named);
+    }
+
+    #[test]
+    fn garbage_does_not_parse() {
+        for text in ["{a:u8", "x", "#[serde(", "{a}", "(;)", ""] {
+            assert_eq!(Shape::parse(text), None, "{text}");
+        }
+    }
 }

@@ -5,3 +5,4 @@ pub(crate) mod attr;
 pub(crate) mod check;
 pub(crate) mod ctxt;
 pub(crate) mod fingerprint;
+pub(crate) mod lock;

@@ -1,0 +1,621 @@
+//! The schema lock: a committed file recording the wire shape of every published event version.
+//!
+//! ```text
+//! # comments and blank lines are ignored
+//! [bank]
+//! account.opened v1 5d0e1a9c3b7f2e41 {owner:String}
+//! account.opened v2 9c41f0d2aa13b7e5 {owner:String;overdraft_limit:u64}
+//! ```
+//!
+//! A section is the crate (cargo target) whose events it holds, as `CARGO_CRATE_NAME` names it;
+//! `[*]` holds entries for every crate. Each line is `<name> v<version> <fingerprint> <shape>`.
+//! The derive checks its (name, version) against the entry, and in `EVENTSOURCE_LOCK=update`
+//! mode writes the entries that are missing. The file is rewritten sorted, so diffs are stable.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote};
+use syn::{Fields, LitStr};
+
+use crate::internals::ast::Event;
+use crate::internals::ctxt::Ctxt;
+use crate::internals::fingerprint::{Kind, Shape, hash};
+
+/// The environment variable that selects the [`Mode`].
+pub(crate) const MODE_VARIABLE: &str = "EVENTSOURCE_LOCK";
+/// The lock's name at the crate root.
+const DEFAULT_FILE: &str = "events.lock";
+/// The section whose entries apply to every crate.
+const ANY_CRATE: &str = "*";
+
+const HEADER: &str = "\
+# eventsource schema lock: the wire shape of every published event version.
+# A locked version's shape never changes; evolve an event by adding a version with `previous`.
+# Add new versions with `EVENTSOURCE_LOCK=update cargo build`; review this file like code.
+";
+
+/// What the derive does with the lock, from `EVENTSOURCE_LOCK`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Unset: locked versions are checked, unlocked ones pass.
+    Check,
+    /// `update`: also write the entries of unlocked versions.
+    Update,
+    /// `overwrite`: also rewrite the entries of changed versions (a deliberate reset).
+    Overwrite,
+    /// `strict`: an unlocked version is an error (for CI).
+    Strict,
+}
+
+impl Mode {
+    fn from_env() -> Result<Mode, String> {
+        let value = std::env::var(MODE_VARIABLE).unwrap_or_default();
+        match value.trim() {
+            "" | "check" => Ok(Mode::Check),
+            "update" => Ok(Mode::Update),
+            "overwrite" => Ok(Mode::Overwrite),
+            "strict" => Ok(Mode::Strict),
+            other => Err(format!(
+                "unknown `{MODE_VARIABLE}` value `{other}`: use `update`, `overwrite` or `strict`, or leave it unset"
+            )),
+        }
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Mode::Update | Mode::Overwrite)
+    }
+}
+
+/// One locked event version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) fingerprint: String,
+    pub(crate) shape: String,
+}
+
+/// The parsed file: sections by crate, entries by (name, version).
+#[derive(Default, Debug, PartialEq, Eq)]
+pub(crate) struct Lock {
+    pub(crate) sections: BTreeMap<String, BTreeMap<(String, u32), Entry>>,
+}
+
+impl Lock {
+    /// Parses the file's text; the error names the line.
+    pub(crate) fn parse(text: &str) -> Result<Lock, String> {
+        let mut lock = Lock::default();
+        let mut section: Option<String> = None;
+        for (index, line) in text.lines().enumerate() {
+            let number = index + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(format!("line {number}: empty section name `[]`"));
+                }
+                lock.sections.entry(name.to_owned()).or_default();
+                section = Some(name.to_owned());
+                continue;
+            }
+            let Some(section) = &section else {
+                return Err(format!(
+                    "line {number}: an entry before any `[crate]` section header"
+                ));
+            };
+            let (key, entry) = parse_entry(line).ok_or_else(|| {
+                format!("line {number}: expected `<name> v<version> <fingerprint> <shape>`")
+            })?;
+            if hash(&entry.shape) != entry.fingerprint {
+                return Err(format!(
+                    "line {number}: the fingerprint of `{} v{}` does not match its shape",
+                    key.0, key.1
+                ));
+            }
+            let entries = lock.sections.entry(section.clone()).or_default();
+            if entries.insert(key.clone(), entry).is_some() {
+                return Err(format!(
+                    "line {number}: `{} v{}` is listed twice in `[{section}]`",
+                    key.0, key.1
+                ));
+            }
+        }
+        Ok(lock)
+    }
+
+    /// The entry for (name, version) in `krate`'s section, or else in `[*]`.
+    fn get(&self, krate: &str, name: &str, version: u32) -> Option<&Entry> {
+        let key = (name.to_owned(), version);
+        [krate, ANY_CRATE]
+            .iter()
+            .find_map(|section| self.sections.get(*section)?.get(&key))
+    }
+
+    /// The file's text: sections and entries sorted.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::from(HEADER);
+        for (section, entries) in &self.sections {
+            let _ = write!(out, "\n[{section}]\n");
+            for ((name, version), entry) in entries {
+                let _ = writeln!(
+                    out,
+                    "{name} v{version} {} {}",
+                    entry.fingerprint, entry.shape
+                );
+            }
+        }
+        out
+    }
+}
+
+fn parse_entry(line: &str) -> Option<((String, u32), Entry)> {
+    let mut words = line.splitn(4, ' ');
+    let name = words.next()?;
+    let version = words.next()?.strip_prefix('v')?.parse().ok()?;
+    let fingerprint = words.next()?;
+    let shape = words.next()?.trim();
+    if name.is_empty() || fingerprint.len() != 16 || Shape::parse(shape).is_none() {
+        return None;
+    }
+    Some((
+        (name.to_owned(), version),
+        Entry {
+            fingerprint: fingerprint.to_owned(),
+            shape: shape.to_owned(),
+        },
+    ))
+}
+
+/// Where the lock of one event is.
+struct Location {
+    path: PathBuf,
+    /// As the user knows it, for messages: `events.lock` or the `lock = "..."` value.
+    display: String,
+    /// Whether `lock = "..."` named it (then it must exist, outside update mode).
+    explicit: bool,
+}
+
+/// Checks `event` against its lock (and in update mode, records it). Returns the tokens that
+/// make cargo rebuild when the lock or the mode changes.
+pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> TokenStream {
+    let ident = event.ident;
+    let track_mode = quote! {
+        const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
+    };
+    let mode = match Mode::from_env() {
+        Ok(mode) => mode,
+        Err(message) => {
+            cx.error_spanned_by(ident, message);
+            return track_mode;
+        }
+    };
+    let Some(location) = locate(cx, event, source_file) else {
+        return track_mode;
+    };
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
+    let shape = Shape::of(event.input);
+    let current = Entry {
+        fingerprint: hash(&shape.to_string()),
+        shape: shape.to_string(),
+    };
+    let name = event.name.value();
+
+    let lock = match read(&location.path) {
+        Ok(Some(text)) => match Lock::parse(&text) {
+            Ok(lock) => Some(lock),
+            Err(message) => {
+                cx.error_spanned_by(
+                    ident,
+                    format!("malformed schema lock `{}`: {message}", location.display),
+                );
+                return track_mode;
+            }
+        },
+        Ok(None) => None,
+        Err(error) => {
+            cx.error_spanned_by(
+                ident,
+                format!(
+                    "cannot read the schema lock `{}`: {error}",
+                    location.display
+                ),
+            );
+            return track_mode;
+        }
+    };
+
+    let locked = lock
+        .as_ref()
+        .and_then(|lock| lock.get(&krate, &name, event.version));
+    match locked {
+        Some(locked) if locked.fingerprint == current.fingerprint => {}
+        Some(_) if mode == Mode::Overwrite => {}
+        Some(locked) => explain(cx, event, &location.display, &locked.shape, &shape),
+        None if mode == Mode::Strict => cx.error_spanned_by(
+            ident,
+            format!(
+                "`{name}` v{} is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
+                event.version, location.display
+            ),
+        ),
+        None if lock.is_none() && location.explicit && !mode.writes() => cx.error_spanned_by(
+            ident,
+            format!(
+                "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
+                location.display
+            ),
+        ),
+        None => {}
+    }
+
+    let needs_write = mode.writes()
+        && !cx.has_errors()
+        && locked.is_none_or(|locked| locked.fingerprint != current.fingerprint);
+    if needs_write {
+        let key = (name, event.version);
+        if let Err(error) = record(&location.path, &krate, key, current) {
+            cx.error_spanned_by(
+                ident,
+                format!(
+                    "cannot write the schema lock `{}`: {error}",
+                    location.display
+                ),
+            );
+        }
+    }
+    if !location.path.is_file() {
+        return track_mode;
+    }
+    // `include_bytes!` makes cargo track the file: editing the lock rebuilds the crate.
+    let path = std::fs::canonicalize(&location.path).unwrap_or(location.path);
+    let path = LitStr::new(&path.to_string_lossy(), ident.span());
+    quote! {
+        #track_mode
+        const _: &[u8] = ::core::include_bytes!(#path);
+    }
+}
+
+/// The lock file: `lock = "..."` relative to the source file, or `events.lock` in the crate root
+/// (none outside cargo).
+fn locate(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Option<Location> {
+    let Some(lit) = &event.lock else {
+        let root = std::env::var_os("CARGO_MANIFEST_DIR")?;
+        return Some(Location {
+            path: Path::new(&root).join(DEFAULT_FILE),
+            display: DEFAULT_FILE.to_owned(),
+            explicit: false,
+        });
+    };
+    let Some(dir) = source_file.and_then(Path::parent) else {
+        cx.error_spanned_by(
+            lit,
+            "cannot resolve `lock = \"...\"`: the path is relative to the source file, which the compiler does not name here",
+        );
+        return None;
+    };
+    Some(Location {
+        path: dir.join(lit.value()),
+        display: lit.value(),
+        explicit: true,
+    })
+}
+
+/// The file's text, or `None` if it does not exist. Read under a shared file lock, so that a
+/// concurrent update is seen whole.
+fn read(path: &Path) -> std::io::Result<Option<String>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    file.lock_shared()?;
+    let mut text = String::new();
+    let read = file.read_to_string(&mut text);
+    file.unlock()?;
+    read?;
+    Ok(Some(text))
+}
+
+/// Adds (or replaces) one entry: read, merge and write back under an exclusive file lock, so
+/// that derives compiling in parallel (several crates of a package) do not lose each other's
+/// entries. The file is not touched if the entry is already there.
+fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.lock()?;
+    let result = (|| {
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let mut lock = Lock::parse(&text).map_err(std::io::Error::other)?;
+        let entries = lock.sections.entry(krate.to_owned()).or_default();
+        if entries.get(&key) == Some(&entry) {
+            return Ok(());
+        }
+        entries.insert(key, entry);
+        let rendered = lock.render();
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(rendered.as_bytes())?;
+        file.sync_all()
+    })();
+    file.unlock()?;
+    result
+}
+
+/// Reports how `current` differs from the `locked` shape, one error per change at the token
+/// that changed; the first also shows both shapes and what to do.
+fn explain(cx: &Ctxt, event: &Event, file: &str, locked: &str, current: &Shape) {
+    let name = event.name.value();
+    let version = event.version;
+    let ident = event.ident;
+    let changes = match Shape::parse(locked) {
+        Some(locked_shape) => changes(event, &locked_shape, current),
+        None => Vec::new(),
+    };
+    let changes = if changes.is_empty() {
+        vec![(ident.to_token_stream(), "its shape changed".to_owned())]
+    } else {
+        changes
+    };
+    for (index, (tokens, change)) in changes.into_iter().enumerate() {
+        let mut message = format!("`{name}` v{version} differs from its locked shape: {change}");
+        if index == 0 {
+            let _ = write!(
+                message,
+                "\n  locked in `{file}`: {locked}\n  now: {current}\n  a stored event keeps its shape forever: restore the locked shape, and make the new one version {} with `previous = <the version {version} type>`",
+                version + 1
+            );
+        }
+        cx.error_spanned_by(tokens, message);
+    }
+}
+
+/// Each difference, with the tokens to point at.
+fn changes(event: &Event, locked: &Shape, current: &Shape) -> Vec<(TokenStream, String)> {
+    let input = event.input;
+    let ident = input.ident.to_token_stream();
+    let mut out = Vec::new();
+    if locked.attrs != current.attrs {
+        let at = input
+            .attrs
+            .iter()
+            .find(|attr| attr.path().is_ident("serde"))
+            .map_or_else(|| ident.clone(), ToTokens::to_token_stream);
+        out.push((
+            at,
+            format!(
+                "the `serde` attributes of `{}` changed from {} to {}",
+                input.ident,
+                attrs_text(&locked.attrs),
+                attrs_text(&current.attrs)
+            ),
+        ));
+    }
+    if locked.kind != current.kind {
+        out.push((
+            ident,
+            format!(
+                "it changed from {} to {}",
+                kind_text(locked.kind),
+                kind_text(current.kind)
+            ),
+        ));
+        return out;
+    }
+    let syn::Data::Struct(data) = &input.data else {
+        return out;
+    };
+    let fields: Vec<&syn::Field> = match &data.fields {
+        Fields::Named(named) => named.named.iter().collect(),
+        Fields::Unnamed(unnamed) => unnamed.unnamed.iter().collect(),
+        Fields::Unit => Vec::new(),
+    };
+    // Fields are matched by name (by position in a tuple struct).
+    let label = |index: usize, field: &crate::internals::fingerprint::FieldShape| {
+        field.name.clone().unwrap_or_else(|| index.to_string())
+    };
+    let locked_fields: Vec<(String, _)> = locked
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (label(i, f), f))
+        .collect();
+    let current_fields: Vec<(String, _, _)> = current
+        .fields
+        .iter()
+        .zip(&fields)
+        .enumerate()
+        .map(|(i, (f, syn_field))| (label(i, f), f, *syn_field))
+        .collect();
+    let removed: Vec<_> = locked_fields
+        .iter()
+        .filter(|(name, _)| current_fields.iter().all(|(n, ..)| n != name))
+        .collect();
+    let added: Vec<_> = current_fields
+        .iter()
+        .filter(|(name, ..)| locked_fields.iter().all(|(n, _)| n != name))
+        .collect();
+    let field_at = |field: &syn::Field| {
+        field
+            .ident
+            .as_ref()
+            .map_or_else(|| field.ty.to_token_stream(), ToTokens::to_token_stream)
+    };
+    if let ([(old, old_field)], [(new, new_field, syn_field)]) = (&removed[..], &added[..])
+        && old_field.ty == new_field.ty
+        && old_field.attrs == new_field.attrs
+    {
+        out.push((
+            field_at(syn_field),
+            format!("field `{old}` was renamed to `{new}`"),
+        ));
+    } else {
+        for (old, old_field) in &removed {
+            out.push((
+                ident.clone(),
+                format!("field `{old}: {}` was removed", old_field.ty),
+            ));
+        }
+        for (new, new_field, syn_field) in &added {
+            out.push((
+                field_at(syn_field),
+                format!("field `{new}: {}` was added", new_field.ty),
+            ));
+        }
+    }
+    for (name, field, syn_field) in &current_fields {
+        let Some((_, old)) = locked_fields.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        if old.ty != field.ty {
+            out.push((
+                syn_field.ty.to_token_stream(),
+                format!(
+                    "field `{name}` changed type from `{}` to `{}`",
+                    old.ty, field.ty
+                ),
+            ));
+        }
+        if old.attrs != field.attrs {
+            let at = syn_field
+                .attrs
+                .iter()
+                .find(|attr| attr.path().is_ident("serde"))
+                .map_or_else(|| field_at(syn_field), ToTokens::to_token_stream);
+            out.push((
+                at,
+                format!(
+                    "the `serde` attributes of field `{name}` changed from {} to {}",
+                    attrs_text(&old.attrs),
+                    attrs_text(&field.attrs)
+                ),
+            ));
+        }
+    }
+    if out.is_empty() && locked != current {
+        out.push((ident, "its fields were reordered".to_owned()));
+    }
+    out
+}
+
+fn attrs_text(attrs: &str) -> String {
+    if attrs.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("`{attrs}`")
+    }
+}
+
+fn kind_text(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Named => "a struct with named fields",
+        Kind::Tuple => "a tuple struct",
+        Kind::Unit => "a unit struct",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Entry, Lock, record};
+    use crate::internals::fingerprint::hash;
+
+    #[test]
+    fn recording_merges_into_the_file_and_leaves_it_alone_when_nothing_is_new() {
+        let path =
+            std::env::temp_dir().join(format!("eventsource-lock-{}.lock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let key = |name: &str, version| (name.to_owned(), version);
+        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
+        record(&path, "a", key("x.one", 1), entry("unit")).unwrap();
+        record(&path, "b", key("x.one", 1), entry("(u8)")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let body: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(
+            body,
+            [
+                "[a]".to_owned(),
+                format!("x.one v1 {} unit", hash("unit")),
+                "[b]".to_owned(),
+                format!("x.one v1 {} (u8)", hash("(u8)")),
+                format!("x.one v2 {} {{a:u8}}", hash("{a:u8}")),
+            ]
+        );
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            modified
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn entry(shape: &str) -> Entry {
+        Entry {
+            fingerprint: hash(shape),
+            shape: shape.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_rendered_lock_parses_back() {
+        let mut lock = Lock::default();
+        let bank = lock.sections.entry("bank".to_owned()).or_default();
+        bank.insert(("b.two".to_owned(), 1), entry("{a:u8}"));
+        bank.insert(("a.one".to_owned(), 2), entry("{a:u8;b:Vec<u8>}"));
+        bank.insert(("a.one".to_owned(), 1), entry("(u8,u16)"));
+        let text = lock.render();
+        assert_eq!(Lock::parse(&text), Ok(lock));
+        // Sorted by (name, version) for stable diffs.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("a.") || l.starts_with("b."))
+            .collect();
+        assert!(lines[0].starts_with("a.one v1 "));
+        assert!(lines[1].starts_with("a.one v2 "));
+        assert!(lines[2].starts_with("b.two v1 "));
+    }
+
+    #[test]
+    fn malformed_lines_are_reported_with_their_number() {
+        let bad = [
+            (
+                "a.one v1 0000000000000000 {a:u8}",
+                "line 1: an entry before any",
+            ),
+            ("[x]\na.one 1 0000000000000000 {a:u8}", "line 2: expected"),
+            (
+                "[x]\n\na.one v1 0000000000000000 {a:u8}",
+                "line 3: the fingerprint",
+            ),
+        ];
+        for (text, expected) in bad {
+            match Lock::parse(text) {
+                Err(message) => assert!(message.starts_with(expected), "{message}"),
+                Ok(_) => panic!("`{text}` parsed"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_is_listed_once_per_section() {
+        let line = format!("a.one v1 {} {{a:u8}}", hash("{a:u8}"));
+        let text = format!("[x]\n{line}\n{line}\n[y]\n{line}\n");
+        assert!(Lock::parse(&text).is_err_and(|m| m.contains("listed twice")));
+        let text = format!("[x]\n{line}\n[y]\n{line}\n");
+        assert!(Lock::parse(&text).is_ok());
+    }
+}

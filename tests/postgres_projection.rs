@@ -1,0 +1,406 @@
+//! The projection runner on PostgreSQL: exactly-once read models under concurrent writers and
+//! open transactions, crash and restart, poison events, competing runners, rebuilds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/postgres.rs"]
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventsource::postgres::sqlx::{self, AssertSqlSafe, Row};
+use eventsource::postgres::{PgTransaction, PostgresStore};
+use eventsource::prelude::*;
+use eventsource::{
+    Checkpoint, EventFilter, HandlerError, NewEvent, Project, Projection, ProjectionError,
+    ProjectionRunner, ProjectionStore, Rebuild, RecordedEvent, RunnerOptions,
+};
+use serde_json::json;
+use support::fresh_pg_store;
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "ledger.posted")]
+struct Posted {
+    amount: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LedgerError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("refusing amount {0}")]
+    Refused(i64),
+}
+
+/// A read model in `<schema>.ledger`: one row per applied event (a second apply of the same
+/// event violates the primary key), so count and sum prove exactly-once.
+#[derive(Clone)]
+struct Ledger {
+    table: String,
+    poison: Arc<Mutex<Option<i64>>>,
+    delay: Duration,
+}
+
+impl Ledger {
+    async fn new(store: &PostgresStore) -> Ledger {
+        let table = format!("\"{}\".ledger", store.schema().as_str());
+        let sql = format!(
+            "CREATE TABLE {table} (event_id uuid PRIMARY KEY, position bigint NOT NULL, amount bigint NOT NULL)"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        Ledger {
+            table,
+            poison: Arc::default(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// (count, sum of amounts, sum of positions) of the read model.
+    async fn totals(&self, store: &PostgresStore) -> (i64, i64, i64) {
+        let sql = format!(
+            "SELECT count(*), coalesce(sum(amount), 0)::bigint, coalesce(sum(position), 0)::bigint FROM {}",
+            self.table
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+
+    async fn rows(&self, store: &PostgresStore) -> Vec<(uuid::Uuid, i64, i64)> {
+        let sql = format!(
+            "SELECT event_id, position, amount FROM {} ORDER BY position",
+            self.table
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+}
+
+impl Projection for Ledger {
+    const NAME: &'static str = "ledger";
+    type Events = (Posted,);
+    type Error = LedgerError;
+}
+
+impl Project<Posted, PgTransaction> for Ledger {
+    async fn project(
+        &mut self,
+        event: Posted,
+        at: &RecordedEvent,
+        tx: &mut PgTransaction,
+    ) -> Result<(), LedgerError> {
+        if *self.poison.lock().unwrap() == Some(event.amount) {
+            return Err(LedgerError::Refused(event.amount));
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let sql = format!(
+            "INSERT INTO {} (event_id, position, amount) VALUES ($1, $2, $3)",
+            self.table
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(at.event_id)
+            .bind(at.position.0 as i64)
+            .bind(event.amount)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Rebuild<PgTransaction> for Ledger {
+    async fn reset(&mut self, tx: &mut PgTransaction) -> Result<(), LedgerError> {
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {}", self.table)))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn posted(amount: i64) -> NewEvent {
+    NewEvent::new("ledger.posted", 1, json!({ "amount": amount }))
+}
+
+fn options() -> RunnerOptions {
+    RunnerOptions {
+        batch_size: 200,
+        max_retries: 2,
+        backoff: Duration::from_millis(5),
+        poll_interval: Duration::from_millis(200),
+    }
+}
+
+/// (count, sum of amounts, sum of positions) of the `ledger.posted` events in the store.
+async fn store_totals(store: &PostgresStore) -> (i64, i64, i64) {
+    let sql = format!(
+        "SELECT count(*), coalesce(sum((payload->>'amount')::bigint), 0)::bigint, coalesce(sum(position), 0)::bigint \
+         FROM \"{}\".events WHERE name = 'ledger.posted'",
+        store.schema().as_str()
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// A tiny deterministic generator, so that delays vary without a dependency.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+async fn wait_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_with_open_transactions_are_applied_exactly_once() {
+    const WRITERS: u64 = 4;
+    const PER_WRITER: i64 = 2_500;
+    let store = fresh_pg_store().await;
+    let ledger = Ledger::new(&store).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut runner = ProjectionRunner::new(ledger.clone(), store.clone()).with_options(options());
+    let live = tokio::spawn(async move { runner.run(async { stopped.await.unwrap_or(()) }).await });
+
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut seed = writer + 1;
+            let mut written = 0i64;
+            let stream = StreamId::new("ledger", writer);
+            while written < PER_WRITER {
+                let size = (next(&mut seed) % 25 + 1).min((PER_WRITER - written) as u64) as i64;
+                let batch: Vec<_> = (0..size)
+                    .map(|i| posted(writer as i64 * 1_000_000 + written + i))
+                    .collect();
+                if next(&mut seed).is_multiple_of(4) {
+                    // Hold the transaction open after drawing positions, while others commit.
+                    let mut tx = store.pool().begin().await.unwrap();
+                    store
+                        .append_in(&mut tx, &stream, ExpectedVersion::Any, batch)
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(next(&mut seed) % 40)).await;
+                    tx.commit().await.unwrap();
+                } else {
+                    store
+                        .append(&stream, ExpectedVersion::Any, batch)
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(next(&mut seed) % 3)).await;
+                }
+                written += size;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let expected = store_totals(&store).await;
+    assert_eq!(expected.0, (WRITERS as i64) * PER_WRITER);
+    wait_until("the live projection to apply every event", || async {
+        ledger.totals(&store).await.0 >= expected.0
+    })
+    .await;
+    stop.send(()).unwrap();
+    live.await.unwrap().unwrap();
+    assert_eq!(
+        ledger.totals(&store).await,
+        expected,
+        "count, amount sum and position sum"
+    );
+    let checkpoint = store.load_checkpoint(Ledger::NAME).await.unwrap().unwrap();
+    let last = store
+        .read_all(Checkpoint::START, 100_000, &EventFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(Some(checkpoint), last.last().map(|e| e.checkpoint));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_batch_resumes_to_the_same_read_model_as_a_rebuild() {
+    let store = fresh_pg_store().await;
+    let mut ledger = Ledger::new(&store).await;
+    for chunk in 0..6 {
+        let batch: Vec<_> = (0..50).map(|i| posted(chunk * 50 + i)).collect();
+        store
+            .append(
+                &StreamId::new("ledger", chunk % 2),
+                ExpectedVersion::Any,
+                batch,
+            )
+            .await
+            .unwrap();
+    }
+    // A slow handler, aborted while a batch is in flight (its transaction is dropped).
+    ledger.delay = Duration::from_millis(2);
+    let mut slow =
+        ProjectionRunner::new(ledger.clone(), store.clone()).with_options(RunnerOptions {
+            batch_size: 40,
+            ..options()
+        });
+    let task = tokio::spawn(async move { slow.catch_up().await });
+    wait_until("the first batches to commit", || async {
+        ledger.totals(&store).await.0 >= 80
+    })
+    .await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let partial = ledger.totals(&store).await.0;
+    assert!(partial < 300, "aborted before the end ({partial} applied)");
+    assert_eq!(partial % 40, 0, "only whole batches are visible");
+
+    ledger.delay = Duration::ZERO;
+    let mut runner = ProjectionRunner::new(ledger.clone(), store.clone()).with_options(options());
+    let resumed = runner.catch_up().await.unwrap();
+    assert_eq!(resumed.applied as i64, 300 - partial);
+    let incremental = ledger.rows(&store).await;
+    assert_eq!(incremental.len(), 300);
+    let mut progress = Vec::new();
+    let rebuilt = runner.rebuild(|p| progress.push(p)).await.unwrap();
+    assert_eq!(rebuilt.applied, 300);
+    assert_eq!(
+        ledger.rows(&store).await,
+        incremental,
+        "rebuild equals the incremental run"
+    );
+    let last = progress.last().unwrap();
+    assert_eq!((last.done, last.total), (300, 300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_stops_the_runner_just_before_it() {
+    let store = fresh_pg_store().await;
+    let ledger = Ledger::new(&store).await;
+    let amounts: Vec<i64> = (1..=30).collect();
+    store
+        .append(
+            &StreamId::new("ledger", "p"),
+            ExpectedVersion::NoStream,
+            amounts.iter().map(|&a| posted(a)).collect(),
+        )
+        .await
+        .unwrap();
+    *ledger.poison.lock().unwrap() = Some(17);
+    let mut runner =
+        ProjectionRunner::new(ledger.clone(), store.clone()).with_options(RunnerOptions {
+            batch_size: 10,
+            ..options()
+        });
+    let error = runner.catch_up().await.unwrap_err();
+    match &error {
+        ProjectionError::Failed {
+            projection,
+            name,
+            stream,
+            version,
+            attempts,
+            source,
+            ..
+        } => {
+            assert_eq!(
+                (*projection, name.as_str(), stream.as_str()),
+                ("ledger", "ledger.posted", "ledger-p")
+            );
+            assert_eq!((*version, *attempts), (Version(17), 3));
+            assert!(
+                matches!(source, HandlerError::Handler(LedgerError::Refused(17))),
+                "{source:?}"
+            );
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(error.to_string().contains("version 17"), "{error}");
+    let events = store
+        .read_stream(&StreamId::new("ledger", "p"), Version(16), 1)
+        .await
+        .unwrap();
+    let checkpoint = store.load_checkpoint(Ledger::NAME).await.unwrap();
+    assert_eq!(
+        checkpoint,
+        Some(events[0].checkpoint),
+        "checkpoint at the event before the poison"
+    );
+    assert_eq!(ledger.totals(&store).await.0, 16);
+
+    *ledger.poison.lock().unwrap() = None;
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(done.applied, 14);
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_of_one_projection_never_apply_an_event_twice() {
+    let store = fresh_pg_store().await;
+    let ledger = Ledger::new(&store).await;
+    for chunk in 0..10 {
+        let batch: Vec<_> = (0..100).map(|i| posted(chunk * 100 + i)).collect();
+        store
+            .append(&StreamId::new("ledger", chunk), ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let mut runner =
+            ProjectionRunner::new(ledger.clone(), store.clone()).with_options(RunnerOptions {
+                batch_size: 50,
+                ..options()
+            });
+        tasks.push(tokio::spawn(async move { runner.catch_up().await }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        applied += task.await.unwrap().unwrap().applied;
+    }
+    assert_eq!(
+        applied, 1_000,
+        "the second runner waited and found nothing left"
+    );
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_lag() {
+    let store = fresh_pg_store().await;
+    let ledger = Ledger::new(&store).await;
+    store
+        .append(
+            &StreamId::new("ledger", "s"),
+            ExpectedVersion::Any,
+            (0..5).map(posted).collect(),
+        )
+        .await
+        .unwrap();
+    let mut runner = ProjectionRunner::new(ledger, store.clone()).with_options(options());
+    let before = runner.status().await.unwrap();
+    assert_eq!((before.checkpoint, before.lag), (None, 5));
+    runner.catch_up().await.unwrap();
+    let after = runner.status().await.unwrap();
+    assert_eq!(after.lag, 0);
+    assert_eq!(after.head, store.head_position().await.unwrap());
+}

@@ -1,0 +1,11 @@
+use eventsource::prelude::*;
+
+// Locked as `{sku:String;qty:u32}`.
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "cart.item_added", lock = "field_renamed.lock")]
+struct ItemAdded {
+    sku: String,
+    quantity: u32,
+}
+
+fn main() {}

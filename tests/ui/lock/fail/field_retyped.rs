@@ -1,0 +1,11 @@
+use eventsource::prelude::*;
+
+// Locked as `{sku:String;qty:u32}`.
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "cart.item_added", lock = "field_retyped.lock")]
+struct ItemAdded {
+    sku: String,
+    qty: u64,
+}
+
+fn main() {}
