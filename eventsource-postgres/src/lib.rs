@@ -22,14 +22,16 @@
 //!
 //! # Guarantees
 //!
-//! - An append is one statement and one round trip for any batch size; it checks the expected
-//!   version before drawing positions, so a losing writer leaves no gap in the log.
+//! - An append is one statement for any batch size (plus a notification once committed); it
+//!   checks the expected version before drawing positions, so a losing writer leaves no gap in
+//!   the log.
 //! - Global reads are gap-safe: see [`PostgresStore`] and [`PostgresStore::horizon_lag`].
 //!   Positions increase in append order within a stream and a batch, and are consecutive
 //!   within a batch unless other streams are appended to at the same moment; a rolled-back
 //!   transaction leaves a gap in positions (never in stream versions). Resume from the
 //!   [`Checkpoint`](eventsource_core::Checkpoint), not from a position.
-//! - Every append NOTIFYs [`PostgresStore::notify_channel`] at commit.
+//! - Every append NOTIFYs [`PostgresStore::notify_channel`] once committed
+//!   ([`PostgresStore::append_in`]: at the commit of the caller's transaction).
 
 mod error;
 mod migrate;

@@ -48,10 +48,58 @@ fn read_all(schema: &str, filter: &str, limit: usize) -> Arc<str> {
     .into()
 }
 
+/// The common case of an append as one data-modifying statement: `head` moves the stream head
+/// (and yields the new version) only if the expectation holds; the rows are inserted only if it
+/// did, from the column arrays `$3`..`$7`. No row comes back when the head did not move, and a
+/// batch with an id that is already stored fails on the unique index (rolling the head back):
+/// the caller then asks the `append()` function, which tells a conflict from a retry or a
+/// duplicate. `$1` is the stream, `$2` the expected version (NULL unless `head` needs it).
+///
+/// One statement rather than the plpgsql function: no interpreter, no up-front id lookup (the
+/// unique index checks the ids anyway) and no NOTIFY inside the transaction (see
+/// `PostgresStore::append`); measured in BENCHMARKS.md.
+fn append_fast(schema: &str, head: &str) -> Arc<str> {
+    format!(
+        "WITH head AS ({head} RETURNING s.version), \
+         inserted AS ( \
+             INSERT INTO {schema}.events \
+                 (stream_id, version, event_id, name, schema_version, payload, metadata) \
+             SELECT $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
+                    t.schema_version, t.payload, t.metadata \
+               FROM head h, \
+                    unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
+                        WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord) \
+              ORDER BY t.ord \
+             RETURNING position \
+         ) \
+         SELECT h.version - cardinality($3::uuid[]) + 1 AS first_version, \
+                h.version AS last_version, \
+                (SELECT min(i.position) FROM inserted i) AS first_position, \
+                (SELECT max(i.position) FROM inserted i) AS last_position \
+           FROM head h"
+    )
+    .into()
+}
+
+/// The fast append statements, one per kind of expectation.
+#[derive(Debug)]
+pub(crate) struct FastAppend {
+    /// `ExpectedVersion::Any`: create or move the head.
+    pub(crate) any: Arc<str>,
+    /// `ExpectedVersion::NoStream`: create the head.
+    pub(crate) no_stream: Arc<str>,
+    /// `ExpectedVersion::StreamExists`: move an existing head.
+    pub(crate) stream_exists: Arc<str>,
+    /// `ExpectedVersion::Exact(n)`, n >= 1: move the head from `$2`.
+    pub(crate) exact: Arc<str>,
+}
+
 /// The SQL texts of a store.
 #[derive(Debug)]
 pub(crate) struct Statements {
+    /// The `append()` function: every outcome (conflict, retry, duplicate), and `append_in`.
     pub(crate) append: Arc<str>,
+    pub(crate) append_fast: FastAppend,
     pub(crate) read_stream: Arc<str>,
     /// Unfiltered: `$1` transaction, `$2` position, `$3` limit.
     pub(crate) read_all: Arc<str>,
@@ -73,6 +121,39 @@ impl Statements {
         let s = schema.quoted();
         Statements {
             append: format!("SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, $7)").into(),
+            append_fast: FastAppend {
+                any: append_fast(
+                    &s,
+                    &format!(
+                        "INSERT INTO {s}.streams AS s (stream_id, version) \
+                         SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint IS NULL \
+                         ON CONFLICT (stream_id) DO UPDATE \
+                         SET version = s.version + cardinality($3::uuid[])"
+                    ),
+                ),
+                no_stream: append_fast(
+                    &s,
+                    &format!(
+                        "INSERT INTO {s}.streams AS s (stream_id, version) \
+                         SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint = 0 \
+                         ON CONFLICT (stream_id) DO NOTHING"
+                    ),
+                ),
+                stream_exists: append_fast(
+                    &s,
+                    &format!(
+                        "UPDATE {s}.streams AS s SET version = s.version + cardinality($3::uuid[]) \
+                         WHERE s.stream_id = $1 AND $2::bigint = -1"
+                    ),
+                ),
+                exact: append_fast(
+                    &s,
+                    &format!(
+                        "UPDATE {s}.streams AS s SET version = s.version + cardinality($3::uuid[]) \
+                         WHERE s.stream_id = $1 AND s.version = $2"
+                    ),
+                ),
+            },
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
@@ -122,3 +203,6 @@ pub(crate) const HORIZON_LAG: &str = "SELECT coalesce(extract(epoch FROM max(age
          UNION ALL \
          SELECT clock_timestamp() - prepared FROM pg_prepared_xacts \
      ) AS open_transactions";
+
+/// Wakes the listeners of channel `$1` with payload `$2` (an append's last position).
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";

@@ -19,16 +19,17 @@ use crate::error::PostgresError;
 use crate::migrate;
 use crate::row::{decode_event, decode_snapshot};
 use crate::schema::SchemaName;
-use crate::sql::{HORIZON_LAG, Statements};
+use crate::sql::{HORIZON_LAG, NOTIFY, Statements};
 
 /// The default of [`PostgresStore::with_horizon_wait`].
 const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 
 /// An [`EventStore`] and [`SnapshotStore`] in a PostgreSQL schema.
 ///
-/// Cloning is cheap and shares the connection pool. An append is one round trip: one call of
-/// the schema's `append()` function checks the expected version, inserts the batch and moves
-/// the stream head atomically. Global reads are gap-safe: they return only events of
+/// Cloning is cheap and shares the connection pool. An append is one statement: it checks the
+/// expected version, moves the stream head and inserts the batch atomically, and listeners are
+/// notified once it has committed; conflicts, retries of stored ids and duplicates are then
+/// told apart by the schema's `append()` function. Global reads are gap-safe: they return only events of
 /// transactions older than the oldest one still running, in (transaction, position) order, so
 /// a reader resuming from a [`Checkpoint`] never skips an event that committed late.
 ///
@@ -226,7 +227,7 @@ impl PostgresStore {
         &self.schema.name
     }
 
-    /// The channel every append NOTIFYs (at commit) with the batch's last position as payload:
+    /// The channel every append NOTIFYs (once committed) with the batch's last position as payload:
     /// `<schema>_events`. A wake-up hint for live readers; poll as well, notifications are not
     /// delivered to a listener that was disconnected.
     pub fn notify_channel(&self) -> &str {
@@ -277,6 +278,78 @@ impl PostgresStore {
         self.call_append(conn, stream, expected, &batch)
             .await
             .map_err(AppendFailure::into_store_error)
+    }
+
+    /// The common case of [`EventStore::append`], as one statement (see `sql::append_fast`):
+    /// `None` when the expectation does not hold or an id of the batch is already stored, which
+    /// the `append()` function then sorts out.
+    async fn append_fast(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let fast = &self.schema.sql.append_fast;
+        let (statement, expected_param) = match expected {
+            ExpectedVersion::Any => (&fast.any, None),
+            ExpectedVersion::StreamExists => (&fast.stream_exists, Some(-1)),
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(Version(0)) => {
+                (&fast.no_stream, Some(0))
+            }
+            // No stream reaches a version beyond i64::MAX: such an expectation just conflicts.
+            ExpectedVersion::Exact(Version(v)) => {
+                (&fast.exact, Some(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        };
+        let result = sqlx::query(AssertSqlSafe(statement.clone()))
+            .bind(stream.as_str())
+            .bind(expected_param)
+            .bind(batch.ids.as_slice())
+            .bind(batch.names.as_slice())
+            .bind(batch.schema_versions.as_slice())
+            .bind(batch.payloads.as_slice())
+            .bind(batch.metadata.as_slice())
+            .fetch_optional(&self.pool)
+            .await;
+        let row = match result {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(None),
+            Err(error) if is_stored_id(&error) => return Ok(None),
+            Err(error) => {
+                return Err(StoreError::backend(
+                    format!("appending to stream `{stream}`"),
+                    error,
+                ));
+            }
+        };
+        let get = |column: &str| -> Result<u64, StoreError> {
+            let value: Option<i64> = row.try_get(column).map_err(|e| {
+                StoreError::backend(format!("reading the append result of stream `{stream}`"), e)
+            })?;
+            non_negative(value, column, stream)
+        };
+        Ok(Some(AppendResult {
+            stream_id: stream.clone(),
+            first_version: Version(get("first_version")?),
+            last_version: Version(get("last_version")?),
+            first_position: Position(get("first_position")?),
+            last_position: Position(get("last_position")?),
+            replayed: false,
+        }))
+    }
+
+    /// Wakes listeners after a committed append. Outside the append's transaction on purpose:
+    /// a transaction that NOTIFYs holds a database-wide lock from before its commit record is
+    /// flushed until it ends, which serializes the commits of concurrent appends (no group
+    /// commit); a transaction that only notifies writes no WAL and holds it for microseconds.
+    /// A notification is a wake-up hint (listeners poll too), so failing to send one does not
+    /// fail the append, whose events are committed.
+    async fn notify(&self, last_position: Position) {
+        let _ = sqlx::query(NOTIFY)
+            .bind(&self.schema.channel)
+            .bind(last_position.0.to_string())
+            .execute(&self.pool)
+            .await;
     }
 
     async fn call_append<'c>(
@@ -417,6 +490,14 @@ impl AppendFailure {
     }
 }
 
+/// Whether `error` is the unique index on event ids refusing a row: an id of the batch is stored.
+fn is_stored_id(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|db| db.code() == "23505" && db.constraint() == Some("events_event_id_unique"))
+}
+
 fn non_negative(value: Option<i64>, what: &str, stream: &StreamId) -> Result<u64, StoreError> {
     value.and_then(|v| u64::try_from(v).ok()).ok_or_else(|| {
         StoreError::backend(
@@ -518,6 +599,14 @@ impl EventStore for PostgresStore {
         let batch_size = events.len();
         let append = async {
             let batch = Batch::encode(stream, events)?;
+            // The common case in one statement; every other outcome (a conflict, a retry of
+            // stored ids, a duplicate, a batch repeating an id) from the `append()` function.
+            if batch.repeated_id().is_none() {
+                if let Some(written) = self.append_fast(stream, expected, &batch).await? {
+                    self.notify(written.last_position).await;
+                    return Ok(written);
+                }
+            }
             match self.call_append(&self.pool, stream, expected, &batch).await {
                 Err(AppendFailure::IdRace(_)) => self
                     .call_append(&self.pool, stream, expected, &batch)
