@@ -133,6 +133,9 @@ async fn main() -> Result<(), BoxError> {
             append(&bench, &mut table, &name, clients, ops, 1, 1.2).await?;
         }
     }
+    if wanted("append anatomy") {
+        anatomy(&bench, &mut table).await?;
+    }
     for (clients, ops) in [(1, 40), (8, 8)] {
         let name = format!("append batch of 100, {clients} client(s)");
         if wanted(&name) {
@@ -648,4 +651,121 @@ async fn raw_snapshot_load(pool: &PgPool, stream: &str) -> Result<HandAccount, B
     };
     let (state, _) = raw_fold(pool, stream, version as u64, state).await?;
     Ok(state)
+}
+
+/// The framework's append statement for `ExpectedVersion::Exact` (as `sql::append_fast` writes
+/// it for the schema `bench_es`), to time it without the framework around it.
+const FAST_APPEND_EXACT: &str = "WITH head AS ( \
+        UPDATE bench_es.streams AS s SET version = s.version + cardinality($3::uuid[]) \
+         WHERE s.stream_id = $1 AND s.version = $2 RETURNING s.version), \
+     inserted AS ( \
+        INSERT INTO bench_es.events \
+            (stream_id, version, event_id, name, schema_version, payload, metadata) \
+        SELECT $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
+               t.schema_version, t.payload, t.metadata \
+          FROM head h, \
+               unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
+                   WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord) \
+         ORDER BY t.ord \
+        RETURNING position) \
+     SELECT h.version - cardinality($3::uuid[]) + 1 AS first_version, h.version AS last_version, \
+            (SELECT min(i.position) FROM inserted i) AS first_position, \
+            (SELECT max(i.position) FROM inserted i) AS last_position \
+       FROM head h";
+
+/// Where the time of a one-event append goes, one client: the framework beside its own
+/// statement sent by bare sqlx (the difference is the framework's Rust side and the
+/// notification), the plpgsql `append()` function, a bare INSERT, and round trips that write
+/// nothing (`SELECT 1`, `pg_notify`): the rest of a bare INSERT is the durable commit.
+async fn anatomy(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
+    let mut contest = Contest::new(
+        &[
+            "eventsource append(), ExpectedVersion::Exact",
+            "its statement alone, bare sqlx (no notification)",
+            "the plpgsql append() function, bare sqlx",
+            "raw INSERT, same table and indexes",
+            "SELECT pg_notify (a round trip, no WAL)",
+            "SELECT 1 (a round trip)",
+        ],
+        WARM_UP,
+    );
+    let ops = 200;
+    let version = |round: usize, op: usize| (round * ops + op) as u64;
+    for who in [0, 1, 2] {
+        // Each writer of the store's table appends to a stream of its own.
+        let stream = StreamId::from_raw(format!("account-anatomy-{who}"));
+        bench
+            .store
+            .append(&stream, ExpectedVersion::NoStream, vec![new_event(0)])
+            .await?;
+    }
+    for round in 0..WARM_UP + bench.rounds {
+        for who in contest.order(round) {
+            let stream = format!("account-anatomy-{who}");
+            let stream_id = StreamId::from_raw(&stream);
+            let start = Instant::now();
+            for op in 0..ops {
+                let v = version(round, op) + 1;
+                let event = new_event(v);
+                let raw = &bench.raw;
+                match who {
+                    0 => {
+                        bench
+                            .store
+                            .append(&stream_id, ExpectedVersion::Exact(Version(v)), vec![event])
+                            .await?;
+                    }
+                    1 | 2 => {
+                        let sql = if who == 1 {
+                            FAST_APPEND_EXACT
+                        } else {
+                            "SELECT * FROM bench_es.append($1, $2, $3, $4, $5, $6, $7)"
+                        };
+                        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .bind(&stream)
+                            .bind(v as i64)
+                            .bind(vec![event.event_id])
+                            .bind(vec![event.name.clone()])
+                            .bind(vec![i64::from(event.schema_version)])
+                            .bind(vec![event.payload.clone()])
+                            .bind(vec![serde_json::to_value(&event.metadata)?])
+                            .fetch_one(raw)
+                            .await?;
+                        let last: Option<i64> = row.try_get("last_version")?;
+                        assert_eq!(last, Some(v as i64 + 1));
+                    }
+                    3 => {
+                        sqlx::query(INSERT_INDEXED)
+                            .bind(&stream)
+                            .bind(v as i64)
+                            .bind(event.event_id)
+                            .bind(&event.name)
+                            .bind(i64::from(event.schema_version))
+                            .bind(&event.payload)
+                            .bind(serde_json::to_value(&event.metadata)?)
+                            .execute(raw)
+                            .await?;
+                    }
+                    4 => {
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind("bench_anatomy")
+                            .bind(v.to_string())
+                            .execute(raw)
+                            .await?;
+                    }
+                    _ => {
+                        sqlx::query("SELECT 1").execute(raw).await?;
+                    }
+                }
+            }
+            contest.record(round, who, ops as u64, start.elapsed());
+        }
+    }
+    table.add(
+        "append anatomy, 1 client (time per operation)",
+        &contest,
+        Unit::Micros,
+        None,
+    );
+    Ok(())
 }

@@ -78,6 +78,8 @@ pub enum Unit {
     PerSecond(&'static str),
     /// Latency: milliseconds per unit.
     Millis,
+    /// Latency: microseconds per unit.
+    Micros,
 }
 
 /// A results table: "scenario | framework | baseline | ratio", printed as Markdown.
@@ -171,6 +173,7 @@ fn show(seconds_per_unit: f64, unit: Unit) -> String {
     match unit {
         Unit::PerSecond(what) => format!("{} {what}/s", thousands(1.0 / seconds_per_unit)),
         Unit::Millis => format!("{:.2} ms", seconds_per_unit * 1e3),
+        Unit::Micros => format!("{:.0} µs", seconds_per_unit * 1e6),
     }
 }
 

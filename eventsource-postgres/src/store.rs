@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
@@ -51,6 +52,7 @@ struct StoreSchema {
     name: SchemaName,
     channel: String,
     sql: Statements,
+    notifier: Notifier,
 }
 
 impl StoreSchema {
@@ -58,9 +60,22 @@ impl StoreSchema {
         Arc::new(StoreSchema {
             channel: name.channel(),
             sql: Statements::new(&name),
+            notifier: Notifier::default(),
             name,
         })
     }
+}
+
+/// Sends the NOTIFY of committed appends from a task of its own, so that an append waits for
+/// neither a second round trip nor the database-wide lock a notifying transaction holds through
+/// its commit; appends that commit while a notification is in flight are covered by one more
+/// notification carrying the newest position.
+#[derive(Default)]
+struct Notifier {
+    /// The newest committed position this store has appended.
+    newest: AtomicU64,
+    /// Whether a task is sending (and will look at `newest` again before it stops).
+    sending: AtomicBool,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -338,18 +353,38 @@ impl PostgresStore {
         }))
     }
 
-    /// Wakes listeners after a committed append. Outside the append's transaction on purpose:
-    /// a transaction that NOTIFYs holds a database-wide lock from before its commit record is
-    /// flushed until it ends, which serializes the commits of concurrent appends (no group
-    /// commit); a transaction that only notifies writes no WAL and holds it for microseconds.
-    /// A notification is a wake-up hint (listeners poll too), so failing to send one does not
-    /// fail the append, whose events are committed.
-    async fn notify(&self, last_position: Position) {
-        let _ = sqlx::query(NOTIFY)
-            .bind(&self.schema.channel)
-            .bind(last_position.0.to_string())
-            .execute(&self.pool)
-            .await;
+    /// Wakes listeners after a committed append, without waiting (see [`Notifier`]). Outside
+    /// the append's transaction on purpose: a transaction that NOTIFYs holds a database-wide
+    /// lock from before its commit record is flushed until it ends, which serializes the
+    /// commits of concurrent appends (no group commit); a transaction that only notifies writes
+    /// no WAL and holds it for microseconds. A notification is a wake-up hint (listeners poll
+    /// too), so failing to send one does not fail the append, whose events are committed.
+    fn notify(&self, last_position: Position) {
+        let notifier = &self.schema.notifier;
+        notifier.newest.fetch_max(last_position.0, Ordering::SeqCst);
+        if notifier.sending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let notifier = &store.schema.notifier;
+            loop {
+                let newest = notifier.newest.load(Ordering::SeqCst);
+                let _ = sqlx::query(NOTIFY)
+                    .bind(&store.schema.channel)
+                    .bind(newest.to_string())
+                    .execute(&store.pool)
+                    .await;
+                notifier.sending.store(false, Ordering::SeqCst);
+                // An append that committed meanwhile saw `sending` and left its position to us,
+                // unless it started a task of its own after the line above.
+                if notifier.newest.load(Ordering::SeqCst) == newest
+                    || notifier.sending.swap(true, Ordering::SeqCst)
+                {
+                    break;
+                }
+            }
+        });
     }
 
     async fn call_append<'c>(
@@ -603,7 +638,7 @@ impl EventStore for PostgresStore {
             // stored ids, a duplicate, a batch repeating an id) from the `append()` function.
             if batch.repeated_id().is_none() {
                 if let Some(written) = self.append_fast(stream, expected, &batch).await? {
-                    self.notify(written.last_position).await;
+                    self.notify(written.last_position);
                     return Ok(written);
                 }
             }
