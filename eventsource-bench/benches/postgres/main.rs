@@ -21,6 +21,8 @@ use eventsource_bench::measure::{Contest, Table, Unit};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
+
+mod projection;
 use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -145,11 +147,18 @@ async fn main() -> Result<(), BoxError> {
     for (clients, ops) in [(1, 150), (8, 40)] {
         let name = format!("command (load, decide, append 1), {clients} client(s)");
         if wanted(&name) {
-            command(&bench, &mut table, &name, clients, ops).await?;
+            command(&bench, &mut table, &name, clients, ops, false).await?;
+        }
+        let name = format!("command, aggregate cache warm, {clients} client(s)");
+        if wanted(&name) {
+            command(&bench, &mut table, &name, clients, ops, true).await?;
         }
     }
     if wanted("load") {
         load(&bench, &mut table).await?;
+    }
+    if wanted("projection") {
+        projection::catch_up(&url, &mut table, rounds).await?;
     }
     println!(
         "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"
@@ -339,17 +348,23 @@ const STREAMS_PER_CLIENT: usize = 25;
 /// Commands on streams with a short history (10 events to start with): the framework's
 /// `Repository::execute` against raw sqlx loading the rows, decoding and folding them by hand,
 /// deciding, and inserting one row whose (stream, version) uniqueness is the concurrency check.
+///
+/// With `cached`, the repository keeps its aggregates in memory (warmed up before the first
+/// round), so a command skips the load; the baseline is then a bare INSERT at a version the
+/// application keeps in memory.
 async fn command(
     bench: &Arc<Bench>,
     table: &mut Table,
     name: &str,
     clients: usize,
     ops: usize,
+    cached: bool,
 ) -> Result<(), BoxError> {
+    let tag = if cached { "w" } else { "c" };
     // Seed the same histories on both sides.
     for client in 0..clients {
         for k in 0..STREAMS_PER_CLIENT {
-            let id = format!("c{clients}-{client}-{k}");
+            let id = format!("{tag}{clients}-{client}-{k}");
             let stream = StreamId::new("account", &id);
             let events = history_events(0, HISTORY)?;
             bench
@@ -359,40 +374,81 @@ async fn command(
             insert_raw(&bench.raw, stream.as_str(), 0, events).await?;
         }
     }
-    let mut contest = Contest::new(
-        &[
-            "Repository::execute",
-            "raw SELECT + decode + fold + INSERT, same table and indexes",
-        ],
-        WARM_UP,
-    );
+    let mut contest = if cached {
+        Contest::new(
+            &[
+                "Repository::execute, aggregate cache warm",
+                "raw INSERT at a version kept in memory, same table and indexes",
+            ],
+            WARM_UP,
+        )
+    } else {
+        Contest::new(
+            &[
+                "Repository::execute",
+                "raw SELECT + decode + fold + INSERT, same table and indexes",
+            ],
+            WARM_UP,
+        )
+    };
+    // One repository (and cache) per client, kept across rounds; the raw side's versions.
+    let mut clients_state = Vec::new();
+    for _ in 0..clients {
+        let mut repo = Repository::<Account, _>::new(bench.store.clone());
+        if cached {
+            repo =
+                repo.with_cache(std::num::NonZeroUsize::new(STREAMS_PER_CLIENT).expect("positive"));
+        }
+        let versions = vec![HISTORY; STREAMS_PER_CLIENT];
+        clients_state.push(Some((repo, versions)));
+    }
     for round in 0..WARM_UP + bench.rounds {
         for who in contest.order(round) {
             let start = Instant::now();
             let mut tasks = Vec::new();
-            for client in 0..clients {
+            for (client, state) in clients_state.iter_mut().enumerate() {
                 let bench = Arc::clone(bench);
+                let (repo, mut versions) = state.take().expect("returned by the last round");
                 tasks.push(tokio::spawn(async move {
-                    let repo = Repository::<Account, _>::new(bench.store.clone());
                     for op in 0..ops {
-                        let id = format!("c{clients}-{client}-{}", op % STREAMS_PER_CLIENT);
+                        let k = op % STREAMS_PER_CLIENT;
+                        let id = format!("{tag}{clients}-{client}-{k}");
                         let amount = (op % 13 + 1) as u64;
-                        if who == 0 {
-                            repo.execute(&id, Deposit { amount }).await?;
-                        } else {
-                            raw_command(&bench.raw, &format!("account-{id}"), amount).await?;
+                        match (who, cached) {
+                            (0, _) => {
+                                repo.execute(&id, Deposit { amount }).await?;
+                            }
+                            (_, false) => {
+                                raw_command(&bench.raw, &format!("account-{id}"), amount).await?;
+                            }
+                            (_, true) => {
+                                versions[k] += 1;
+                                raw_insert_one(
+                                    &bench.raw,
+                                    &format!("account-{id}"),
+                                    versions[k],
+                                    amount,
+                                )
+                                .await?;
+                            }
                         }
                     }
-                    Ok::<_, BoxError>(())
+                    Ok::<_, BoxError>((repo, versions))
                 }));
             }
-            for task in tasks {
-                task.await??;
+            for (task, state) in tasks.into_iter().zip(clients_state.iter_mut()) {
+                *state = Some(task.await??);
             }
             contest.record(round, who, (clients * ops) as u64, start.elapsed());
         }
     }
-    table.add(name, &contest, Unit::PerSecond("commands"), Some((1, 1.1)));
+    let target = if cached { 1.2 } else { 1.1 };
+    table.add(
+        name,
+        &contest,
+        Unit::PerSecond("commands"),
+        Some((1, target)),
+    );
     Ok(())
 }
 
@@ -471,11 +527,21 @@ async fn raw_command(pool: &PgPool, stream: &str, amount: u64) -> Result<(), Box
     if amount == 0 || state.owner.is_none() {
         return Err("rejected".into());
     }
+    raw_insert_one(pool, stream, version + 1, amount).await
+}
+
+/// Inserts one deposit at `version`, encoded and with metadata as the framework writes them.
+async fn raw_insert_one(
+    pool: &PgPool,
+    stream: &str,
+    version: u64,
+    amount: u64,
+) -> Result<(), BoxError> {
     let event = deposited(amount);
     let metadata = serde_json::to_value(eventsource::Metadata::default())?;
     sqlx::query(INSERT_INDEXED)
         .bind(stream)
-        .bind(version as i64 + 1)
+        .bind(version as i64)
         .bind(Uuid::now_v7())
         .bind("account.deposited")
         .bind(3_i64)

@@ -1,0 +1,280 @@
+//! Projection catch-up: 100,000 events of 1,000 accounts folded into a PostgreSQL read model
+//! (a balance per account) by the `ProjectionRunner`, against raw sqlx doing the same work, and
+//! against the bare speed of reading and decoding the log.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use eventsource::postgres::{PgTransaction, PostgresStore};
+use eventsource::prelude::*;
+use eventsource::{NewEvent, Project, Projection, ProjectionRunner, RecordedEvent, RunnerOptions};
+use eventsource_bench::fixture::{Deposited, Opened, Withdrawn, nth_event};
+use eventsource_bench::measure::{Contest, Table, Unit};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use crate::{BoxError, WARM_UP};
+
+const SCHEMA: &str = "bench_proj";
+const ACCOUNTS: u64 = 1_000;
+const EVENTS_PER_ACCOUNT: u64 = 100;
+const EVENTS: u64 = ACCOUNTS * EVENTS_PER_ACCOUNT;
+/// The runner's batch: one transaction (read-model writes and checkpoint) per batch.
+const BATCH: usize = 500;
+
+const UPSERT: &str = "INSERT INTO bench_proj.balances AS b (stream_id, balance, movements) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) \
+     ON CONFLICT (stream_id) DO UPDATE \
+     SET balance = b.balance + EXCLUDED.balance, movements = b.movements + EXCLUDED.movements";
+
+/// Balances per account, written to `bench_proj.balances` with one multi-row UPSERT per batch
+/// of the runner, in the batch's transaction (with the checkpoint): the changes of a batch are
+/// folded in memory and written when its last event is projected. (`Project` has no
+/// end-of-batch hook; the runner's batches are full `BATCH`es here, as `EVENTS` is a multiple.)
+#[derive(Default)]
+struct Balances {
+    pending: HashMap<String, (i64, i64)>,
+    seen: usize,
+}
+
+impl Balances {
+    fn fold(&mut self, stream: &str, delta: i64) {
+        let entry = self.pending.entry(stream.to_owned()).or_default();
+        entry.0 += delta;
+        entry.1 += 1;
+        self.seen += 1;
+    }
+
+    async fn flush_if_batch_done(&mut self, tx: &mut PgTransaction) -> Result<(), sqlx::Error> {
+        if self.seen % BATCH == 0 {
+            flush(&mut self.pending, &mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn flush(
+    pending: &mut HashMap<String, (i64, i64)>,
+    executor: impl sqlx::PgExecutor<'_>,
+) -> Result<(), sqlx::Error> {
+    let (mut streams, mut balances, mut movements) = (Vec::new(), Vec::new(), Vec::new());
+    for (stream, (balance, moves)) in pending.drain() {
+        streams.push(stream);
+        balances.push(balance);
+        movements.push(moves);
+    }
+    sqlx::query(UPSERT)
+        .bind(streams)
+        .bind(balances)
+        .bind(movements)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+impl Projection for Balances {
+    const NAME: &'static str = "bench_balances";
+    type Events = (Opened, Deposited, Withdrawn);
+    type Error = sqlx::Error;
+}
+
+impl Project<Opened, PgTransaction> for Balances {
+    async fn project(
+        &mut self,
+        _: Opened,
+        envelope: &RecordedEvent,
+        tx: &mut PgTransaction,
+    ) -> Result<(), sqlx::Error> {
+        self.fold(envelope.stream_id.as_str(), 0);
+        self.flush_if_batch_done(tx).await
+    }
+}
+
+impl Project<Deposited, PgTransaction> for Balances {
+    async fn project(
+        &mut self,
+        event: Deposited,
+        envelope: &RecordedEvent,
+        tx: &mut PgTransaction,
+    ) -> Result<(), sqlx::Error> {
+        self.fold(envelope.stream_id.as_str(), event.amount as i64);
+        self.flush_if_batch_done(tx).await
+    }
+}
+
+impl Project<Withdrawn, PgTransaction> for Balances {
+    async fn project(
+        &mut self,
+        event: Withdrawn,
+        envelope: &RecordedEvent,
+        tx: &mut PgTransaction,
+    ) -> Result<(), sqlx::Error> {
+        self.fold(envelope.stream_id.as_str(), -(event.amount as i64));
+        self.flush_if_batch_done(tx).await
+    }
+}
+
+/// Decodes a row's payload by hand into the balance change it makes.
+fn raw_delta(name: &str, payload: Value) -> Result<i64, BoxError> {
+    Ok(match name {
+        "account.opened" => {
+            serde_json::from_value::<Opened>(payload)?;
+            0
+        }
+        "account.deposited" => serde_json::from_value::<Deposited>(payload)?.amount as i64,
+        "account.withdrawn" => -(serde_json::from_value::<Withdrawn>(payload)?.amount as i64),
+        other => return Err(format!("unknown event {other}").into()),
+    })
+}
+
+/// The raw equivalent of the runner: pages of `BATCH` rows by position, decoded and folded by
+/// hand, each page's balances and checkpoint written in one transaction.
+async fn raw_catch_up(pool: &PgPool) -> Result<u64, BoxError> {
+    let mut after = 0_i64;
+    let mut applied = 0;
+    loop {
+        let rows = sqlx::query(
+            "SELECT position, stream_id, name, payload FROM bench_proj.events \
+             WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(after)
+        .bind(BATCH as i64)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(applied);
+        };
+        after = last.try_get("position")?;
+        let mut pending: HashMap<String, (i64, i64)> = HashMap::new();
+        for row in &rows {
+            let delta = raw_delta(row.try_get("name")?, row.try_get("payload")?)?;
+            let entry = pending.entry(row.try_get("stream_id")?).or_default();
+            entry.0 += delta;
+            entry.1 += 1;
+        }
+        let mut tx = pool.begin().await?;
+        flush(&mut pending, &mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO bench_proj.raw_checkpoint (id, position) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET position = EXCLUDED.position",
+        )
+        .bind(after)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        applied += rows.len() as u64;
+    }
+}
+
+/// Reading and decoding the log, nothing else: one SELECT of every row, decoded by hand.
+async fn raw_read_decode(pool: &PgPool) -> Result<u64, BoxError> {
+    let rows = sqlx::query("SELECT name, payload FROM bench_proj.events ORDER BY position")
+        .fetch_all(pool)
+        .await?;
+    let mut total = 0_i64;
+    for row in &rows {
+        total += raw_delta(row.try_get("name")?, row.try_get("payload")?)?;
+    }
+    std::hint::black_box(total);
+    Ok(rows.len() as u64)
+}
+
+async fn reset(pool: &PgPool) -> Result<(), BoxError> {
+    sqlx::raw_sql(
+        "DELETE FROM bench_proj.checkpoints; TRUNCATE bench_proj.balances, bench_proj.raw_checkpoint",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Seeds 100,000 events in a schema of their own, then measures catch-ups from zero.
+pub(crate) async fn catch_up(url: &str, table: &mut Table, rounds: usize) -> Result<(), BoxError> {
+    let store = PostgresStore::builder()
+        .schema(SCHEMA)
+        .max_connections(4)
+        .connect(url)
+        .await?;
+    let pool = store.pool().clone();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"
+    )))
+    .execute(&pool)
+    .await?;
+    store.migrate().await?;
+    sqlx::raw_sql(
+        "CREATE TABLE bench_proj.balances (stream_id text PRIMARY KEY, balance bigint NOT NULL, \
+                                           movements bigint NOT NULL); \
+         CREATE TABLE bench_proj.raw_checkpoint (id int PRIMARY KEY, position bigint NOT NULL);",
+    )
+    .execute(&pool)
+    .await?;
+    for account in 0..ACCOUNTS {
+        let stream = StreamId::new("account", format!("p{account}"));
+        let events = (0..EVENTS_PER_ACCOUNT)
+            .map(|n| {
+                let event = nth_event(n);
+                Ok(NewEvent::new(
+                    event.name(),
+                    event.schema_version(),
+                    event.encode()?,
+                ))
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        store
+            .append(&stream, ExpectedVersion::NoStream, events)
+            .await?;
+    }
+    sqlx::raw_sql("VACUUM ANALYZE bench_proj.events")
+        .execute(&pool)
+        .await?;
+
+    let mut contest = Contest::new(
+        &[
+            "ProjectionRunner::catch_up into a PostgreSQL table",
+            "raw paged SELECT + decode + same writes, by hand",
+            "raw SELECT + decode of the log, no writes",
+        ],
+        WARM_UP,
+    );
+    for round in 0..WARM_UP + rounds {
+        for who in contest.order(round) {
+            reset(&pool).await?;
+            let start = Instant::now();
+            let applied = match who {
+                0 => {
+                    let mut runner = ProjectionRunner::new(Balances::default(), store.clone())
+                        .with_options(RunnerOptions {
+                            batch_size: BATCH,
+                            ..RunnerOptions::default()
+                        });
+                    runner.catch_up().await?.applied
+                }
+                1 => raw_catch_up(&pool).await?,
+                _ => raw_read_decode(&pool).await?,
+            };
+            let elapsed = start.elapsed();
+            if applied != EVENTS {
+                return Err(format!("contestant {who} applied {applied} events").into());
+            }
+            if who < 2 {
+                let movements: i64 = sqlx::query_scalar(
+                    "SELECT coalesce(sum(movements), 0)::bigint FROM bench_proj.balances",
+                )
+                .fetch_one(&pool)
+                .await?;
+                if movements != EVENTS as i64 {
+                    return Err(format!("contestant {who} wrote {movements} movements").into());
+                }
+            }
+            contest.record(round, who, EVENTS, elapsed);
+        }
+    }
+    table.add(
+        "projection catch-up, 100,000 events",
+        &contest,
+        Unit::PerSecond("events"),
+        None,
+    );
+    Ok(())
+}
