@@ -636,11 +636,11 @@ impl EventStore for PostgresStore {
             let batch = Batch::encode(stream, events)?;
             // The common case in one statement; every other outcome (a conflict, a retry of
             // stored ids, a duplicate, a batch repeating an id) from the `append()` function.
-            if batch.repeated_id().is_none() {
-                if let Some(written) = self.append_fast(stream, expected, &batch).await? {
-                    self.notify(written.last_position);
-                    return Ok(written);
-                }
+            if batch.repeated_id().is_none()
+                && let Some(written) = self.append_fast(stream, expected, &batch).await?
+            {
+                self.notify(written.last_position);
+                return Ok(written);
             }
             match self.call_append(&self.pool, stream, expected, &batch).await {
                 Err(AppendFailure::IdRace(_)) => self

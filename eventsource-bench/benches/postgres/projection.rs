@@ -46,7 +46,7 @@ impl Balances {
     }
 
     async fn flush_if_batch_done(&mut self, tx: &mut PgTransaction) -> Result<(), sqlx::Error> {
-        if self.seen % BATCH == 0 {
+        if self.seen.is_multiple_of(BATCH) {
             flush(&mut self.pending, &mut **tx).await?;
         }
         Ok(())
