@@ -44,6 +44,16 @@ impl Contest {
         median(&self.rounds[who])
     }
 
+    /// The ratios of contestant `who`'s time to contestant `other`'s, round by round (the two
+    /// ran side by side in each round, so a slow moment of the machine weighs on both).
+    pub fn paired_ratios(&self, who: usize, other: usize) -> Vec<f64> {
+        self.rounds[who]
+            .iter()
+            .zip(&self.rounds[other])
+            .map(|(a, b)| a / b)
+            .collect()
+    }
+
     /// The name of contestant `who`.
     pub fn name(&self, who: usize) -> &'static str {
         self.names[who]
@@ -62,13 +72,19 @@ impl Contest {
 
 /// The median of `values` (0 for none).
 pub fn median(values: &[f64]) -> f64 {
+    quantile(values, 0.5)
+}
+
+/// The `q` quantile of `values` (0 for none), interpolating between neighbours.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    if sorted.is_empty() {
+        return 0.0;
     }
+    let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64)
 }
 
 /// How a row shows its figures.
@@ -89,9 +105,10 @@ pub struct Table {
 }
 
 impl Table {
-    /// Adds the rows of a contest: the framework (contestant 0) against each baseline; the ratio
-    /// is framework time over baseline time (1.10 = the framework takes 10% longer). `target`
-    /// (a ratio) is printed beside the baseline it applies to.
+    /// Adds the rows of a contest: the framework (contestant 0) against each baseline. The ratio
+    /// is framework time over baseline time (1.10 = the framework takes 10% longer): the median
+    /// of the round-by-round ratios, with their interquartile range in brackets. `target` (a
+    /// ratio) is judged on the median, beside the baseline it applies to.
     pub fn add(
         &mut self,
         scenario: &str,
@@ -102,16 +119,22 @@ impl Table {
         let framework = contest.median(0);
         for who in 1..contest.len() {
             let baseline = contest.median(who);
-            let ratio = framework / baseline;
+            let ratios = contest.paired_ratios(0, who);
+            let ratio = median(&ratios);
+            let spread = format!(
+                "[{:.2}–{:.2}]",
+                quantile(&ratios, 0.25),
+                quantile(&ratios, 0.75)
+            );
             let verdict = match target {
                 Some((applies_to, limit)) if applies_to == who => {
                     if ratio <= limit {
-                        format!("{ratio:.2} (target ≤ {limit:.2}: met)")
+                        format!("{ratio:.2} {spread} (target ≤ {limit:.2}: met)")
                     } else {
-                        format!("{ratio:.2} (target ≤ {limit:.2}: NOT met)")
+                        format!("{ratio:.2} {spread} (target ≤ {limit:.2}: NOT met)")
                     }
                 }
-                _ => format!("{ratio:.2}"),
+                _ => format!("{ratio:.2} {spread}"),
             };
             self.rows.push([
                 if who == 1 {
@@ -144,7 +167,13 @@ impl Table {
 
     /// The table as Markdown.
     pub fn render(&self) -> String {
-        let header = ["scenario", "framework", "raw baseline", "baseline", "ratio"];
+        let header = [
+            "scenario",
+            "framework",
+            "raw baseline",
+            "baseline",
+            "ratio [interquartile]",
+        ];
         let mut widths = header.map(|h| h.chars().count());
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {
