@@ -22,6 +22,11 @@ use crate::row::{decode_event, decode_snapshot};
 use crate::schema::SchemaName;
 use crate::sql::{HORIZON_LAG, NOTIFY, Statements};
 
+/// How long a notification waits for more appends to cover: sending one per append cost a
+/// single writer about a sixth of its throughput (BENCHMARKS.md); a listener is woken this much
+/// later at most.
+const NOTIFY_COALESCE: Duration = Duration::from_millis(2);
+
 /// The default of [`PostgresStore::with_horizon_wait`].
 const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 
@@ -68,8 +73,9 @@ impl StoreSchema {
 
 /// Sends the NOTIFY of committed appends from a task of its own, so that an append waits for
 /// neither a second round trip nor the database-wide lock a notifying transaction holds through
-/// its commit; appends that commit while a notification is in flight are covered by one more
-/// notification carrying the newest position.
+/// its commit. The task waits [`NOTIFY_COALESCE`] first, and appends that commit meanwhile (or
+/// while a notification is in flight) are covered by one notification carrying the newest
+/// position: under load, a few hundred notifications a second instead of one per append.
 #[derive(Default)]
 struct Notifier {
     /// The newest committed position this store has appended.
@@ -369,6 +375,7 @@ impl PostgresStore {
         tokio::spawn(async move {
             let notifier = &store.schema.notifier;
             loop {
+                tokio::time::sleep(NOTIFY_COALESCE).await;
                 let newest = notifier.newest.load(Ordering::SeqCst);
                 let _ = sqlx::query(NOTIFY)
                     .bind(&store.schema.channel)
