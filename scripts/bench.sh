@@ -6,7 +6,7 @@
 # Takes about 5 minutes after the build; see BENCHMARKS.md. The whole output is kept in
 # target/bench.log. Extra arguments select PostgreSQL scenarios by substring, e.g.
 #   scripts/bench.sh "append 1 event"
-# and BENCH_ROUNDS sets their measured rounds (default 9).
+# and BENCH_ROUNDS sets their measured rounds (default 15).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -56,27 +56,35 @@ impl HandAccount {
     }
 }
 
-/// Folds `events` with the derive's generated dispatch (`Aggregate::apply`).
+/// Folds `events` `passes` times over with the derive's generated dispatch
+/// (`Aggregate::apply`).
 ///
 /// The fold loops live here, in the crate of the `Apply` impls, as in an application (the
 /// repository's generic fold is instantiated in the crate that declares the aggregate): a loop
 /// in another crate could not inline the impls, and would measure that instead of the dispatch.
 #[inline(never)]
-pub fn fold_generated(events: &[crate::fixture::AccountEvent]) -> crate::fixture::Account {
+pub fn fold_generated(
+    events: &[crate::fixture::AccountEvent],
+    passes: usize,
+) -> crate::fixture::Account {
     use eventsource::Aggregate as _;
     let mut state = crate::fixture::Account::default();
-    for event in events {
-        state.apply(event);
+    for _ in 0..passes {
+        for event in events {
+            state.apply(event);
+        }
     }
     state
 }
 
-/// Folds `events` with the hand-written `match`.
+/// Folds `events` `passes` times over with the hand-written `match`.
 #[inline(never)]
-pub fn fold_hand_written(events: &[HandEvent]) -> HandAccount {
+pub fn fold_hand_written(events: &[HandEvent], passes: usize) -> HandAccount {
     let mut state = HandAccount::default();
-    for event in events {
-        state.apply(event);
+    for _ in 0..passes {
+        for event in events {
+            state.apply(event);
+        }
     }
     state
 }

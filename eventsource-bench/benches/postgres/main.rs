@@ -4,7 +4,7 @@
 //!
 //! Needs `DATABASE_URL` (`scripts/bench.sh` starts a throwaway durable cluster and sets it). It
 //! drops and recreates the schemas `bench_es`, `bench_raw_indexed` and `bench_raw_minimal`.
-//! `BENCH_ROUNDS` sets the measured rounds per scenario (default 11, after 2 warm-up rounds).
+//! `BENCH_ROUNDS` sets the measured rounds per scenario (default 15, after 2 warm-up rounds).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -98,7 +98,7 @@ async fn main() -> Result<(), BoxError> {
     let rounds = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(11);
+        .unwrap_or(15);
     // cargo passes `--bench`; any other argument selects scenarios by substring.
     let only: Vec<String> = std::env::args()
         .skip(1)
