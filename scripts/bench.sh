@@ -3,7 +3,7 @@
 #   fold (criterion), decode (criterion), then the PostgreSQL benches (append, command, load)
 #   against a throwaway cluster with PostgreSQL's durable defaults (fsync on,
 #   synchronous_commit on), stopped and deleted on exit.
-# Takes about 5 minutes after the build; see BENCHMARKS.md. The whole output is kept in
+# Takes 2-4 minutes after the build (more on a slow disk); see BENCHMARKS.md. The whole output is kept in
 # target/bench.log. Extra arguments select PostgreSQL scenarios by substring, e.g.
 #   scripts/bench.sh "append 1 event"
 # and BENCH_ROUNDS sets their measured rounds (default 15).
