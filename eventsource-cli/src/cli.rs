@@ -8,7 +8,7 @@ use eventsource_postgres::SchemaName;
 #[derive(Debug, Parser)]
 #[command(name = "eventsource", version, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    /// The database, as postgres://USER:PASSWORD@HOST:PORT/DATABASE.
     #[arg(
         long,
         env = "DATABASE_URL",

@@ -1,8 +1,10 @@
 //! Connecting to the store and checking that its schema is one this CLI can read.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use eventsource_postgres::sqlx::{self, AssertSqlSafe};
+use eventsource_postgres::sqlx::postgres::{PgConnectOptions, PgConnection};
+use eventsource_postgres::sqlx::{self, AssertSqlSafe, Connection};
 use eventsource_postgres::{PostgresStore, SCHEMA_VERSION, SchemaName};
 
 use crate::cli::Cli;
@@ -24,10 +26,30 @@ pub(crate) async fn connect(cli: &Cli) -> Result<PostgresStore, CliError> {
         .as_deref()
         .filter(|url| !url.trim().is_empty())
         .ok_or(CliError::NoDatabaseUrl)?;
+    let options =
+        PgConnectOptions::from_str(url).map_err(|source| CliError::InvalidUrl { source })?;
+    let (host, port) = (options.get_host().to_owned(), options.get_port());
+    let timeout = Duration::from_secs(cli.connect_timeout.max(1));
+    // One plain connection first: a pool reports an unreachable server only as a timeout,
+    // this says why (connection refused, unknown database, authentication failed...).
+    match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
+        Ok(Ok(connection)) => {
+            // Closing politely is a courtesy; the server copes with a dropped socket.
+            let _ = connection.close().await;
+        }
+        Ok(Err(source)) => return Err(CliError::Connect { host, port, source }),
+        Err(_) => {
+            return Err(CliError::ConnectTimeout {
+                host,
+                port,
+                seconds: timeout.as_secs(),
+            });
+        }
+    }
     let store = PostgresStore::builder()
         .schema(cli.schema.as_str())
         .max_connections(3)
-        .acquire_timeout(Duration::from_secs(cli.connect_timeout.max(1)))
+        .acquire_timeout(timeout)
         .connect(url)
         .await?;
     Ok(store)
@@ -36,15 +58,45 @@ pub(crate) async fn connect(cli: &Cli) -> Result<PostgresStore, CliError> {
 /// What the schema holds.
 #[derive(Debug)]
 pub(crate) struct SchemaState {
+    /// Whether the schema exists at all.
+    pub(crate) exists: bool,
     /// The first expected table that is missing.
     pub(crate) missing_table: Option<&'static str>,
     /// The newest migration recorded, if the bookkeeping table exists (0 if it is empty).
     pub(crate) version: Option<i64>,
 }
 
+impl SchemaState {
+    /// Fails unless the schema and every table exist.
+    pub(crate) fn require_tables(&self, schema: &str) -> Result<(), CliError> {
+        let schema = schema.to_owned();
+        if !self.exists {
+            return Err(CliError::NoSchema { schema });
+        }
+        match self.missing_table {
+            Some(missing) => Err(CliError::NotMigrated { schema, missing }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Looks at the schema without assuming anything about it.
 pub(crate) async fn probe(store: &PostgresStore) -> Result<SchemaState, CliError> {
     let schema = store.schema();
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    )
+    .bind(schema.as_str())
+    .fetch_one(store.pool())
+    .await
+    .map_err(CliError::database(format!("looking for schema `{schema}`")))?;
+    if !exists {
+        return Ok(SchemaState {
+            exists,
+            missing_table: Some(TABLES[0]),
+            version: None,
+        });
+    }
     let present: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = $1",
     )
@@ -72,6 +124,7 @@ pub(crate) async fn probe(store: &PostgresStore) -> Result<SchemaState, CliError
         None
     };
     Ok(SchemaState {
+        exists,
         missing_table,
         version,
     })
@@ -81,9 +134,7 @@ pub(crate) async fn probe(store: &PostgresStore) -> Result<SchemaState, CliError
 pub(crate) async fn require_current(store: &PostgresStore) -> Result<i64, CliError> {
     let state = probe(store).await?;
     let schema = store.schema().to_string();
-    if let Some(missing) = state.missing_table {
-        return Err(CliError::NotMigrated { schema, missing });
-    }
+    state.require_tables(&schema)?;
     match state.version {
         Some(found) if found > SCHEMA_VERSION => Err(CliError::SchemaTooNew {
             schema,

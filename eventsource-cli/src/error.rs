@@ -13,9 +13,49 @@ pub(crate) enum CliError {
         "no database given: pass --database-url postgres://USER@HOST:PORT/DATABASE or set DATABASE_URL"
     )]
     NoDatabaseUrl,
+    /// The connection URL does not parse.
+    #[error(
+        "invalid PostgreSQL connection URL (expected postgres://USER@HOST:PORT/DATABASE): {source}"
+    )]
+    InvalidUrl {
+        /// The driver's parse error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The server refused or could not be reached.
+    #[error("cannot connect to PostgreSQL at {host}:{port}: {source}")]
+    Connect {
+        /// The host (or socket directory) tried.
+        host: String,
+        /// The port tried.
+        port: u16,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The server did not answer in time.
+    #[error(
+        "cannot connect to PostgreSQL at {host}:{port}: no answer within {seconds} s (see --connect-timeout)"
+    )]
+    ConnectTimeout {
+        /// The host (or socket directory) tried.
+        host: String,
+        /// The port tried.
+        port: u16,
+        /// How long the CLI waited.
+        seconds: u64,
+    },
     /// Connecting, migrating or a bad URL, as the store reports it.
     #[error(transparent)]
     Postgres(#[from] PostgresError),
+    /// The schema does not exist.
+    #[error(
+        "schema `{schema}` does not exist: run `eventsource migrate --schema {schema}` to create the event store, or pass the --schema the application uses"
+    )]
+    NoSchema {
+        /// The schema looked for.
+        schema: String,
+    },
     /// The schema has no event store tables.
     #[error(
         "schema `{schema}` holds no event store (no `{missing}` table): run `eventsource migrate --schema {schema}` first, or pass the --schema the application uses"

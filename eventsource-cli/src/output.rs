@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use crate::error::CliError;
 
-/// An instant as people and scripts read it: RFC 3339, UTC, milliseconds.
+/// An instant as people and scripts read it: RFC 3339, UTC, microseconds (as PostgreSQL stores them, so a time shown can be passed back exactly).
 pub(crate) fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// A left-aligned table with a header row, columns two spaces apart.

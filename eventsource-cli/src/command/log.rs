@@ -20,6 +20,8 @@ use crate::progress::Progress;
 
 /// Events read per query.
 const PAGE: usize = 1_000;
+/// How soon `--follow` looks again while events are held back behind an open transaction.
+const HELD_BACK_POLL: Duration = Duration::from_millis(250);
 
 /// Prints the log.
 pub(crate) async fn run(
@@ -36,6 +38,12 @@ pub(crate) async fn run(
     for name in &args.name {
         filter = filter.name(name.clone());
     }
+    // Listen before catching up, so that nothing appended in between waits for a poll.
+    let mut listener = if args.follow {
+        store.listen().await.ok()
+    } else {
+        None
+    };
     let mut checkpoint = start(store, args.from_position).await?;
     let mut printer = Printer::new(json && !args.follow, json, out)?;
     let mut remaining = args.limit.unwrap_or(u64::MAX);
@@ -66,22 +74,36 @@ pub(crate) async fn run(
     progress.finish();
     if !args.follow {
         printer.end()?;
+        let waiting = held_back(store, checkpoint, &filter).await?;
+        if waiting > 0 {
+            let lag = store.horizon_lag().await?;
+            let _ = writeln!(
+                std::io::stderr(),
+                "eventsource: note: {waiting} more committed events are not shown yet: a transaction open for {:.1} s holds the log's horizon back; they appear when it ends (run again, or use --follow)",
+                lag.as_secs_f64()
+            );
+        }
         return Ok(Outcome::Success);
     }
 
     // Live: wake on NOTIFY, poll as a fallback (a listener that drops loses notifications).
     let poll = Duration::from_millis(args.poll_interval);
-    let mut listener = store.listen().await.ok();
     loop {
         printer.flush()?;
+        // Events held back behind an open transaction were notified already: look again soon.
+        let pause = if held_back(store, checkpoint, &filter).await? > 0 {
+            poll.min(HELD_BACK_POLL)
+        } else {
+            poll
+        };
         match listener.as_mut() {
             Some(l) => {
                 tokio::select! {
                     received = l.recv() => if received.is_err() { listener = None },
-                    () = tokio::time::sleep(poll) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
-            None => tokio::time::sleep(poll).await,
+            None => tokio::time::sleep(pause).await,
         }
         loop {
             let page = store.read_all(checkpoint, PAGE, &filter).await?;
@@ -137,6 +159,31 @@ async fn start(store: &PostgresStore, from_position: Option<u64>) -> Result<Chec
     }
     // Positions start at 1: (transaction, 0) is before every event of that transaction.
     Ok(Checkpoint::from_parts(transaction, 0))
+}
+
+/// How many committed events matching `filter` lie after `checkpoint` but were not returned
+/// by `read_all`: held back behind an older transaction that is still open.
+async fn held_back(
+    store: &PostgresStore,
+    checkpoint: Checkpoint,
+    filter: &EventFilter,
+) -> Result<i64, CliError> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}.events \
+          WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+            AND (cardinality($3::text[]) = 0 OR category = ANY($3)) \
+            AND (cardinality($4::text[]) = 0 OR name = ANY($4))",
+        quoted(store.schema())
+    )))
+    .bind(checkpoint.transaction().to_string())
+    .bind(i64::try_from(checkpoint.position().0).unwrap_or(i64::MAX))
+    .bind(filter.categories.as_slice())
+    .bind(filter.names.as_slice())
+    .fetch_one(store.pool())
+    .await
+    .map_err(CliError::database(
+        "counting the events after the last one shown",
+    ))
 }
 
 /// The filters `read_all` does not apply itself.

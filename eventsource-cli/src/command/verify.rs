@@ -123,9 +123,7 @@ pub(crate) async fn run(
 ) -> Result<Outcome, CliError> {
     let schema = store.schema().to_string();
     let state = database::probe(store).await?;
-    if let Some(missing) = state.missing_table {
-        return Err(CliError::NotMigrated { schema, missing });
-    }
+    state.require_tables(&schema)?;
     let mut report = Report {
         strict: args.strict,
         ..Report::default()
@@ -177,7 +175,8 @@ pub(crate) async fn run(
     }
     writeln!(
         out,
-        "verified schema `{schema}` (schema version {schema_version}): {events} events in {streams} streams, {checkpoints} projection checkpoints"
+        "verified schema `{schema}` (schema version {schema_version}): {events} events in {streams} streams, {checkpoints} projection {}",
+        plural(checkpoints.unsigned_abs(), "checkpoint")
     )?;
     if report.problems == 0 && report.warnings == 0 {
         writeln!(out, "no problems found")?;
