@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use eventsource_postgres::SchemaName;
 
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// Look into a live PostgreSQL event store: audit trails, the global log, projections, integrity.
 #[derive(Debug, Parser)]
 #[command(name = "eventsource", version, propagate_version = true)]
@@ -14,20 +17,21 @@ pub(crate) struct Cli {
         env = "DATABASE_URL",
         hide_env_values = true,
         global = true,
-        value_name = "URL"
+        value_name = "URL",
+        help_heading = GLOBAL
     )]
     pub(crate) database_url: Option<String>,
 
     /// The schema the store lives in.
-    #[arg(long, global = true, value_name = "NAME", default_value = SchemaName::DEFAULT, value_parser = parse_schema)]
+    #[arg(long, global = true, value_name = "NAME", default_value = SchemaName::DEFAULT, value_parser = parse_schema, help_heading = GLOBAL)]
     pub(crate) schema: SchemaName,
 
     /// Print JSON for scripts: one document, or one line per event for `log --follow`.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) json: bool,
 
     /// Seconds to wait for the server when connecting.
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5)]
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5, help_heading = GLOBAL)]
     pub(crate) connect_timeout: u64,
 
     /// What to do.
