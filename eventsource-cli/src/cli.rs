@@ -23,7 +23,7 @@ pub(crate) struct Cli {
     pub(crate) database_url: Option<String>,
 
     /// The schema the store lives in.
-    #[arg(long, global = true, value_name = "NAME", default_value = SchemaName::DEFAULT, value_parser = parse_schema, help_heading = GLOBAL)]
+    #[arg(long, env = "EVENTSOURCE_SCHEMA", global = true, value_name = "NAME", default_value = SchemaName::DEFAULT, value_parser = parse_schema, help_heading = GLOBAL)]
     pub(crate) schema: SchemaName,
 
     /// Print JSON for scripts: one document, or one line per event for `log --follow`.
