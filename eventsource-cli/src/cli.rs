@@ -1,0 +1,159 @@
+//! The command line: global options, commands and their arguments.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use eventsource_postgres::SchemaName;
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// Look into a live PostgreSQL event store: audit trails, the global log, projections, integrity.
+#[derive(Debug, Parser)]
+#[command(name = "eventsource", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The database, as postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL",
+        help_heading = GLOBAL
+    )]
+    pub(crate) database_url: Option<String>,
+
+    /// The schema the store lives in.
+    #[arg(long, env = "EVENTSOURCE_SCHEMA", global = true, value_name = "NAME", default_value = SchemaName::DEFAULT, value_parser = parse_schema, help_heading = GLOBAL)]
+    pub(crate) schema: SchemaName,
+
+    /// Print JSON for scripts: one document, or one line per event for `log --follow`.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub(crate) json: bool,
+
+    /// Seconds to wait for the server when connecting.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5, help_heading = GLOBAL)]
+    pub(crate) connect_timeout: u64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create the store's schema and tables, or apply the migrations it lacks.
+    Migrate,
+    /// Event and stream counts, head position, horizon lag, each projection's checkpoint and lag.
+    Status,
+    /// The audit trail of one stream, optionally up to a version or an instant (time travel).
+    Stream(StreamArgs),
+    /// The global log in commit order, filtered; `--follow` keeps tailing it.
+    Log(LogArgs),
+    /// Projection checkpoints.
+    #[command(subcommand)]
+    Projection(ProjectionCommand),
+    /// Check the store's integrity; exits with status 1 when a problem is found.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `stream`.
+#[derive(Debug, Args)]
+pub(crate) struct StreamArgs {
+    /// The stream id, e.g. `account-ada`.
+    pub(crate) id: String,
+
+    /// Show the trail up to this version (inclusive).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) to_version: Option<u64>,
+
+    /// Show the trail as it was at this instant (RFC 3339, e.g. 2024-05-01T12:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) as_of: Option<DateTime<Utc>>,
+}
+
+/// Arguments of `log`.
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// Only streams of this category (the stream id's part before the first `-`); repeatable.
+    #[arg(long, value_name = "CATEGORY")]
+    pub(crate) category: Vec<String>,
+
+    /// Only events with this name; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Vec<String>,
+
+    /// Only events recorded at or after this instant (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) since: Option<DateTime<Utc>>,
+
+    /// Only events recorded at or before this instant (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "follow")]
+    pub(crate) until: Option<DateTime<Utc>>,
+
+    /// Only events at this global position or later.
+    #[arg(long, value_name = "POSITION")]
+    pub(crate) from_position: Option<u64>,
+
+    /// Stop after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+
+    /// Keep waiting for new events (LISTEN/NOTIFY, with polling as a fallback); stop with Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+
+    /// With `--follow`: milliseconds between polls when no notification arrives.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub(crate) poll_interval: u64,
+}
+
+/// `projection` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectionCommand {
+    /// Every projection's checkpoint and how many events it has still to apply.
+    List,
+    /// Delete a projection's checkpoint, so that the application rebuilds it from the start of
+    /// the log. Stop the application's runner for it first; its read-model tables are not touched.
+    Reset(ResetArgs),
+}
+
+/// Arguments of `projection reset`.
+#[derive(Debug, Args)]
+pub(crate) struct ResetArgs {
+    /// The projection's name.
+    pub(crate) name: String,
+
+    /// Do not ask for confirmation (needed when not run from a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+/// Arguments of `verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Treat warnings (e.g. payloads that are not JSON objects) as problems.
+    #[arg(long)]
+    pub(crate) strict: bool,
+}
+
+fn parse_schema(name: &str) -> Result<SchemaName, String> {
+    SchemaName::new(name).map_err(|e| e.to_string())
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2024-05-01T12:00:00Z ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,45 @@
+//! `migrate`: create the schema or apply the migrations it lacks.
+
+use std::io::Write;
+
+use eventsource_postgres::PostgresStore;
+use serde_json::json;
+
+use crate::Outcome;
+use crate::database;
+use crate::error::CliError;
+use crate::output;
+
+/// Migrates and says from which schema version to which.
+pub(crate) async fn run(
+    store: &PostgresStore,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let before = database::probe(store).await?.version.unwrap_or(0);
+    store.migrate().await?;
+    let after = database::probe(store).await?.version.unwrap_or(0);
+    let schema = store.schema().as_str();
+    if json {
+        output::json(
+            out,
+            &json!({
+                "schema": schema,
+                "from_version": before,
+                "schema_version": after,
+                "applied": after - before,
+            }),
+        )?;
+    } else if before == after {
+        writeln!(
+            out,
+            "schema `{schema}` is up to date (schema version {after})"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "migrated schema `{schema}` from schema version {before} to {after}"
+        )?;
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,8 @@
+//! One module per command.
+
+pub(crate) mod log;
+pub(crate) mod migrate;
+pub(crate) mod projection;
+pub(crate) mod status;
+pub(crate) mod stream;
+pub(crate) mod verify;

@@ -1,0 +1,123 @@
+//! `stream ID`: the audit trail of one stream, optionally up to a version or an instant.
+
+use std::io::Write;
+
+use eventsource_core::{EventStore, RecordedEvent, StreamId, Version};
+use eventsource_postgres::PostgresStore;
+use serde_json::json;
+
+use crate::Outcome;
+use crate::cli::StreamArgs;
+use crate::database;
+use crate::error::CliError;
+use crate::output::{self, EventView};
+
+/// Events read per query.
+const PAGE: usize = 500;
+
+/// Prints the trail.
+pub(crate) async fn run(
+    store: &PostgresStore,
+    args: &StreamArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    database::require_current(store).await?;
+    let stream = StreamId::from_raw(args.id.clone());
+    let head = store.stream_version(&stream).await?;
+    let last_wanted = args.to_version.unwrap_or(u64::MAX);
+
+    // Time travel: the trail up to the first event past the version or the instant, as
+    // `Repository::load_at` and `load_as_of` fold it.
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    let mut stored = 0u64;
+    'pages: loop {
+        let from = Version(stored + 1);
+        let remaining = usize::try_from(last_wanted - stored).unwrap_or(usize::MAX);
+        let page = store
+            .read_stream(&stream, from, PAGE.min(remaining))
+            .await?;
+        let full = page.len() == PAGE;
+        for event in page {
+            stored = event.version.0;
+            if args.as_of.is_some_and(|at| event.recorded_at > at) {
+                break 'pages;
+            }
+            events.push(event);
+            if stored >= last_wanted {
+                break 'pages;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    if head == Version::NONE && events.is_empty() && stored == 0 {
+        return Err(CliError::UnknownStream {
+            stream: args.id.clone(),
+            schema: store.schema().to_string(),
+        });
+    }
+    let version = events.last().map_or(0, |e| e.version.0);
+    let travelling = args.to_version.is_some() || args.as_of.is_some();
+
+    if json {
+        let views: Vec<EventView<'_>> = events.iter().map(EventView::new).collect();
+        output::json(
+            out,
+            &json!({
+                "stream": stream.as_str(),
+                "category": stream.category(),
+                "head_version": head.0,
+                "version": version,
+                "to_version": args.to_version,
+                "as_of": args.as_of.map(output::time),
+                "events": views,
+            }),
+        )?;
+        return Ok(Outcome::Success);
+    }
+
+    writeln!(
+        out,
+        "stream {} (category {}), version {}",
+        stream,
+        stream.category(),
+        head
+    )?;
+    if travelling {
+        let mut point = Vec::new();
+        if let Some(v) = args.to_version {
+            point.push(format!("up to version {v}"));
+        }
+        if let Some(at) = args.as_of {
+            point.push(format!("as of {}", output::time(at)));
+        }
+        writeln!(
+            out,
+            "{}: version {version} of {head} ({} events shown)",
+            point.join(", "),
+            events.len()
+        )?;
+    }
+    for event in &events {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "v{}  position {}  {}  {}  (schema v{})",
+            event.version,
+            event.position.0,
+            output::time(event.recorded_at),
+            event.name,
+            event.schema_version
+        )?;
+        writeln!(out, "    event id  {}", event.event_id)?;
+        writeln!(
+            out,
+            "    metadata  {}",
+            output::compact(&output::metadata(event))
+        )?;
+        writeln!(out, "{}", output::pretty(&event.payload, 4))?;
+    }
+    Ok(Outcome::Success)
+}
