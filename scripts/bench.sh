@@ -25,10 +25,11 @@ pg_start eventsource_bench
     if [[ $# -eq 0 ]]; then
         cargo bench -q -p eventsource-bench --bench fold
         cargo bench -q -p eventsource-bench --bench decode
+        cargo bench -q -p eventsource-bench --bench instrument
     fi
     cargo bench -q -p eventsource-bench --bench postgres -- "$@"
 } 2>&1 | tee "$LOG"
 
 echo
 echo "=== summary (full output in $LOG) ==="
-grep -E '^(scripts/bench.sh:|FOLD|DECODE|PostgreSQL:|\|)' "$LOG"
+grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|PostgreSQL:|\|)' "$LOG"
