@@ -404,3 +404,40 @@ async fn status_reports_lag() {
     assert_eq!(after.lag, 0);
     assert_eq!(after.head, store.head_position().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_runner_is_woken_by_notifications_not_by_polling() {
+    let store = fresh_pg_store().await.with_horizon_wait(Duration::ZERO);
+    let ledger = Ledger::new(&store).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Polling every 10 minutes: only a notification can bring the runner up in time.
+    let mut runner =
+        ProjectionRunner::new(ledger.clone(), store.clone()).with_options(RunnerOptions {
+            poll_interval: Duration::from_secs(600),
+            ..options()
+        });
+    let live = tokio::spawn(async move { runner.run(async { stopped.await.unwrap_or(()) }).await });
+    for round in 1..=3i64 {
+        // Let the runner reach its wait, then append and expect it to apply within seconds.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store
+            .append(
+                &StreamId::new("ledger", "live"),
+                ExpectedVersion::Any,
+                vec![posted(round)],
+            )
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while ledger.totals(&store).await.0 < round {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no wake-up within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop.send(()).unwrap();
+    live.await.unwrap().unwrap();
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}

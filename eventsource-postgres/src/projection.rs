@@ -1,9 +1,14 @@
 //! Projections on PostgreSQL: checkpoints committed in the read model's transaction, an
 //! advisory-lock lease per projection, and LISTEN/NOTIFY wake-ups.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eventsource_core::{Checkpoint, EventStore, Position, ProjectionStore, StoreError};
+use tokio::sync::watch;
+
+use eventsource_core::{
+    Checkpoint, EventFilter, EventStore, Position, ProjectionStore, StoreError,
+};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
 use crate::store::PostgresStore;
@@ -159,6 +164,48 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Whether committed events passing `filter` exist after `checkpoint`, readable or still
+    /// behind the read horizon. Served by the checkpoint-order indexes (all, by category, by
+    /// name); stops at the first row.
+    async fn unread(
+        &self,
+        checkpoint: Checkpoint,
+        filter: &EventFilter,
+    ) -> Result<bool, StoreError> {
+        let mut sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {}.events e \
+              WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)",
+            self.schema().quoted()
+        );
+        if !filter.categories.is_empty() {
+            sql.push_str(" AND e.category = ANY($3)");
+        }
+        if !filter.names.is_empty() {
+            sql.push_str(if filter.categories.is_empty() {
+                " AND e.name = ANY($3)"
+            } else {
+                " AND e.name = ANY($4)"
+            });
+        }
+        sql.push(')');
+        let (_, position) = parts(checkpoint);
+        let mut query = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(checkpoint.transaction().to_string())
+            .bind(position);
+        if !filter.categories.is_empty() {
+            query = query.bind(filter.categories.as_slice());
+        }
+        if !filter.names.is_empty() {
+            query = query.bind(filter.names.as_slice());
+        }
+        query
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| StoreError::backend("looking for unread events", e))
+    }
+}
+
 impl ProjectionStore for PostgresStore {
     type Tx = PgTransaction;
     type Lease = PostgresLease;
@@ -225,39 +272,102 @@ impl ProjectionStore for PostgresStore {
         let _ = tx.rollback().await;
     }
 
-    async fn wait_for_append(&self, after: Position, timeout: Duration) {
-        let wait = async {
-            let Ok(mut listener) = self.listen().await else {
-                // No listener: fall back to polling.
-                tokio::time::sleep(timeout).await;
-                return;
-            };
-            // Appends that committed before LISTEN took effect sent no notice we can see.
-            if self.head_position().await.is_ok_and(|head| head > after) {
-                return;
-            }
-            loop {
-                match listener.recv().await {
-                    Ok(notice) => {
-                        let newer = notice
-                            .payload()
-                            .parse::<u64>()
-                            .map_or(true, |position| position > after.0);
-                        if newer {
-                            return;
-                        }
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(timeout).await;
-                        return;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(timeout, wait).await;
+    async fn wait_for_append(
+        &self,
+        checkpoint: Checkpoint,
+        head: Position,
+        filter: &EventFilter,
+        timeout: Duration,
+    ) {
+        let mut newest = self.wakeups().subscribe(self);
+        // Matching events after the checkpoint that the reader has not seen: held behind an
+        // older open transaction (whose end announces nothing) or committed since it read.
+        // Look again soon rather than wait for a notice.
+        if self.unread(checkpoint, filter).await.unwrap_or(false) {
+            tokio::time::sleep(UNREAD_RETRY.min(timeout)).await;
+            return;
+        }
+        // Appends that committed before the listener heard of them sent no notice we can see.
+        if self.head_position().await.is_ok_and(|now| now > head) {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head.0)).await;
     }
 
     async fn horizon_lag(&self) -> Result<Duration, StoreError> {
         PostgresStore::horizon_lag(self).await
     }
+}
+
+/// How soon a live reader looks again while events it has not read exist (e.g. behind an
+/// open transaction).
+const UNREAD_RETRY: Duration = Duration::from_millis(50);
+
+/// How long the shared listener stays connected with nobody waiting before it closes.
+const IDLE_LISTENER: Duration = Duration::from_secs(30);
+
+/// The newest position announced on the store's NOTIFY channel, fed by one LISTEN connection
+/// per store that live readers share: started by the first waiter, closed when nobody has
+/// waited for a while. A wake-up is a hint; readers also poll.
+#[derive(Debug)]
+pub(crate) struct Wakeups {
+    newest: watch::Sender<u64>,
+    listening: AtomicBool,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            newest: watch::Sender::new(0),
+            listening: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Wakeups {
+    /// A receiver of announced positions, starting the shared listener if it is not running.
+    pub(crate) fn subscribe(&self, store: &PostgresStore) -> watch::Receiver<u64> {
+        let receiver = self.newest.subscribe();
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            tokio::spawn(listen(store.clone()));
+        }
+        receiver
+    }
+}
+
+/// Feeds the store's [`Wakeups`] until nobody has waited for [`IDLE_LISTENER`].
+async fn listen(store: PostgresStore) {
+    let wakeups = store.wakeups();
+    loop {
+        let Ok(mut listener) = store.listen().await else {
+            // The server is unreachable: readers poll meanwhile; try again later.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if wakeups.newest.receiver_count() == 0 {
+                break;
+            }
+            continue;
+        };
+        loop {
+            match tokio::time::timeout(IDLE_LISTENER, listener.recv()).await {
+                Ok(Ok(notice)) => {
+                    // The payload is the newest committed position; a notice without one is
+                    // left to the readers' polling.
+                    if let Ok(position) = notice.payload().parse::<u64>() {
+                        wakeups.newest.send_if_modified(|newest| {
+                            let newer = position > *newest;
+                            *newest = (*newest).max(position);
+                            newer
+                        });
+                    }
+                }
+                Ok(Err(_)) => break, // connection lost: reconnect
+                Err(_) if wakeups.newest.receiver_count() == 0 => {
+                    wakeups.listening.store(false, Ordering::SeqCst);
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    wakeups.listening.store(false, Ordering::SeqCst);
 }

@@ -58,6 +58,7 @@ struct StoreSchema {
     channel: String,
     sql: Statements,
     notifier: Notifier,
+    wakeups: crate::projection::Wakeups,
 }
 
 impl StoreSchema {
@@ -66,6 +67,7 @@ impl StoreSchema {
             channel: name.channel(),
             sql: Statements::new(&name),
             notifier: Notifier::default(),
+            wakeups: crate::projection::Wakeups::default(),
             name,
         })
     }
@@ -246,6 +248,11 @@ impl PostgresStore {
     /// The schema the store lives in.
     pub fn schema(&self) -> &SchemaName {
         &self.schema.name
+    }
+
+    /// The wake-ups of live readers of this store (one shared LISTEN connection).
+    pub(crate) fn wakeups(&self) -> &crate::projection::Wakeups {
+        &self.schema.wakeups
     }
 
     /// The channel every append NOTIFYs (once committed) with the batch's last position as payload:

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::envelope::{Checkpoint, Position, RecordedEvent};
 use crate::error::StoreError;
 use crate::event::{DecodeFailure, Event};
-use crate::store::EventStore;
+use crate::store::{EventFilter, EventStore};
 
 mod runner;
 
@@ -189,10 +189,16 @@ pub trait ProjectionStore: EventStore + Clone {
     /// Abandons `tx`.
     fn rollback(&self, tx: Self::Tx) -> impl Future<Output = ()> + Send;
 
-    /// Returns when events may have been appended after `after`, or after `timeout`.
+    /// Returns when there may be events passing `filter` to read after `checkpoint`, at the
+    /// latest after `timeout`. `head` is the log's head position read *before* the reader
+    /// caught up to `checkpoint`: anything appended after it may be unread. Stores with a read
+    /// horizon also return soon while events after `checkpoint` wait behind an older open
+    /// transaction, since its end announces nothing.
     fn wait_for_append(
         &self,
-        after: Position,
+        checkpoint: Checkpoint,
+        head: Position,
+        filter: &EventFilter,
         timeout: Duration,
     ) -> impl Future<Output = ()> + Send;
 

@@ -266,15 +266,23 @@ where
             .map_err(Self::store_error)?;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            self.catch_up_leased(&mut |_| {}).await?;
+            // The head before catching up: whatever is appended after it may be unread.
             let head = self
                 .store
                 .head_position()
                 .await
                 .map_err(Self::store_error)?;
+            let caught_up = self.catch_up_leased(&mut |_| {}).await?;
+            let checkpoint = caught_up.checkpoint.unwrap_or(Checkpoint::START);
+            let wait = self.store.wait_for_append(
+                checkpoint,
+                head,
+                &self.filter,
+                self.options.poll_interval,
+            );
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                () = self.store.wait_for_append(head, self.options.poll_interval) => {}
+                () = wait => {}
             }
         }
     }

@@ -338,8 +338,15 @@ impl ProjectionStore for MemoryStore {
 
     async fn rollback(&self, (): ()) {}
 
-    async fn wait_for_append(&self, after: Position, timeout: Duration) {
-        let mut head = self.head.subscribe();
-        let _ = tokio::time::timeout(timeout, head.wait_for(|&p| p > after)).await;
+    async fn wait_for_append(
+        &self,
+        _: Checkpoint,
+        head: Position,
+        _: &EventFilter,
+        timeout: Duration,
+    ) {
+        // No read horizon here: every appended event is readable at once.
+        let mut newest = self.head.subscribe();
+        let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head)).await;
     }
 }
