@@ -149,7 +149,7 @@ impl Handle<Withdraw> for Account {
     }
 }
 
-// Read models: projections name their events once and receive the full envelope.
+// Read models: projections name their events once and receive each stored record.
 
 /// Every account's balance, held in memory (for the in-memory store).
 #[derive(Default)]
@@ -157,7 +157,7 @@ struct Balances(BTreeMap<String, i64>);
 
 impl Projection for Balances {
     const NAME: &'static str = "balances";
-    type Events = (Deposited, Withdrawn);
+    type Handles = (Deposited, Withdrawn);
     type Error = std::convert::Infallible;
 }
 
@@ -191,7 +191,7 @@ impl Project<Withdrawn> for Balances {
 mod sql_read_model {
     use super::{Deposited, Withdrawn};
     use eventsource::postgres::sqlx::{self, AssertSqlSafe};
-    use eventsource::postgres::{PgTransaction, PostgresStore};
+    use eventsource::postgres::{PostgresStore, PostgresTx};
     use eventsource::{Project, Projection, RecordedEvent};
 
     pub(super) struct BalanceTable {
@@ -214,7 +214,7 @@ mod sql_read_model {
             &self,
             account: &str,
             amount: i64,
-            tx: &mut PgTransaction,
+            tx: &mut PostgresTx,
         ) -> Result<(), sqlx::Error> {
             let sql = format!(
                 "INSERT INTO {} (account, balance) VALUES ($1, $2) \
@@ -232,27 +232,27 @@ mod sql_read_model {
 
     impl Projection for BalanceTable {
         const NAME: &'static str = "balance_table";
-        type Events = (Deposited, Withdrawn);
+        type Handles = (Deposited, Withdrawn);
         type Error = sqlx::Error;
     }
 
-    impl Project<Deposited, PgTransaction> for BalanceTable {
+    impl Project<Deposited, PostgresTx> for BalanceTable {
         async fn project(
             &mut self,
             e: Deposited,
             at: &RecordedEvent,
-            tx: &mut PgTransaction,
+            tx: &mut PostgresTx,
         ) -> Result<(), sqlx::Error> {
             self.add(at.stream_id.as_str(), e.amount as i64, tx).await
         }
     }
 
-    impl Project<Withdrawn, PgTransaction> for BalanceTable {
+    impl Project<Withdrawn, PostgresTx> for BalanceTable {
         async fn project(
             &mut self,
             e: Withdrawn,
             at: &RecordedEvent,
-            tx: &mut PgTransaction,
+            tx: &mut PostgresTx,
         ) -> Result<(), sqlx::Error> {
             self.add(at.stream_id.as_str(), -(e.amount as i64), tx)
                 .await

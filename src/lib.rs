@@ -25,7 +25,7 @@ pub mod guide {
 /// The items most applications need, for a glob import.
 pub mod prelude {
     pub use eventsource_core::{
-        Aggregate, Apply, CommandMetadata, Event, EventSet, EventStore, Events, ExecuteError,
+        Aggregate, Apply, CommandMetadata, Event, EventEnum, EventStore, Events, ExecuteError,
         ExpectedVersion, Handle, HandleWith, MemoryStore, Repository, SnapshotPolicy,
         SnapshotStore, StreamId, Version,
     };

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use eventsource::testing::fixture::{Counter, CounterCommand};
 use eventsource::{
-    AppendResult, Checkpoint, EventFilter, EventStore, ExpectedVersion, MemoryStore, NewEvent,
-    Position, RecordedEvent, Repository, Snapshot, SnapshotStore, StoreError, StreamId, Version,
+    Appended, Checkpoint, EventStore, ExpectedVersion, LogFilter, MemoryStore, NewEvent, Position,
+    RecordedEvent, Repository, Snapshot, SnapshotStore, StoreError, StreamId, Version,
 };
 use uuid::Uuid;
 
@@ -32,7 +32,7 @@ impl EventStore for Counting {
         s: &StreamId,
         e: ExpectedVersion,
         ev: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    ) -> Result<Appended, StoreError> {
         self.inner.append(s, e, ev).await
     }
     async fn read_stream(
@@ -48,7 +48,7 @@ impl EventStore for Counting {
         &self,
         after: Checkpoint,
         n: usize,
-        f: &EventFilter,
+        f: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_all(after, n, f).await
     }

@@ -154,7 +154,7 @@ fn apply_dispatches_to_each_events_impl() {
         Deposited { amount: 10 }.into(),
         Withdrawn { amount: 4 }.into(),
     ] {
-        Aggregate::apply(&mut account, &event);
+        account.evolve(&event);
     }
     assert_eq!(account.owner.as_deref(), Some("ada"));
     assert_eq!(account.balance, 6);

@@ -257,7 +257,7 @@ impl Event for Added {
 struct Sum(u64);
 impl Projection for Sum {
     const NAME: &'static str = "sum";
-    type Events = (Added,);
+    type Handles = (Added,);
     type Error = Infallible;
 }
 impl Project<Added> for Sum {

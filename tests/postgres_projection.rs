@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventsource::postgres::sqlx::{self, AssertSqlSafe, Row};
-use eventsource::postgres::{PgTransaction, PostgresStore};
+use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{
-    Checkpoint, EventFilter, HandlerError, NewEvent, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStore, Rebuild, RecordedEvent, RunnerOptions,
+    Checkpoint, HandlerError, LogFilter, NewEvent, Project, Projection, ProjectionError,
+    ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions,
 };
 use serde_json::json;
 use support::fresh_pg_store;
@@ -88,16 +88,16 @@ impl Ledger {
 
 impl Projection for Ledger {
     const NAME: &'static str = "ledger";
-    type Events = (Posted,);
+    type Handles = (Posted,);
     type Error = LedgerError;
 }
 
-impl Project<Posted, PgTransaction> for Ledger {
+impl Project<Posted, PostgresTx> for Ledger {
     async fn project(
         &mut self,
         event: Posted,
         at: &RecordedEvent,
-        tx: &mut PgTransaction,
+        tx: &mut PostgresTx,
     ) -> Result<(), LedgerError> {
         if *self.poison.lock().unwrap() == Some(event.amount) {
             return Err(LedgerError::Refused(event.amount));
@@ -119,8 +119,8 @@ impl Project<Posted, PgTransaction> for Ledger {
     }
 }
 
-impl Rebuild<PgTransaction> for Ledger {
-    async fn reset(&mut self, tx: &mut PgTransaction) -> Result<(), LedgerError> {
+impl Reset<PostgresTx> for Ledger {
+    async fn reset(&mut self, tx: &mut PostgresTx) -> Result<(), LedgerError> {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {}", self.table)))
             .execute(&mut **tx)
             .await?;
@@ -235,7 +235,7 @@ async fn concurrent_writers_with_open_transactions_are_applied_exactly_once() {
     );
     let checkpoint = store.load_checkpoint(Ledger::NAME).await.unwrap().unwrap();
     let last = store
-        .read_all(Checkpoint::START, 100_000, &EventFilter::all())
+        .read_all(Checkpoint::START, 100_000, &LogFilter::all())
         .await
         .unwrap();
     assert_eq!(Some(checkpoint), last.last().map(|e| e.checkpoint));

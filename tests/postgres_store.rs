@@ -12,7 +12,7 @@ use eventsource::postgres::sqlx::{self, AssertSqlSafe};
 use eventsource::postgres::{PostgresError, PostgresStore, SCHEMA_VERSION};
 use eventsource::testing::fixture::{ADDED, Counter};
 use eventsource::{
-    Checkpoint, DecodeFailure, EventFilter, EventStore, ExpectedVersion, LoadError, NewEvent,
+    Checkpoint, DecodeFailure, EventStore, ExpectedVersion, LoadError, LogFilter, NewEvent,
     RecordedEvent, Repository, StoreError, StreamId, Version,
 };
 use serde_json::json;
@@ -37,7 +37,7 @@ async fn read_settled(
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let events = store
-            .read_all(after, 1_000, &EventFilter::all())
+            .read_all(after, 1_000, &LogFilter::all())
             .await
             .unwrap();
         if events.len() >= count || Instant::now() > deadline {
@@ -213,7 +213,7 @@ async fn open_transaction_behind_later_commits() -> (
         assert!(written.first_position > drawn.last_position);
     }
     // The later events are committed, but the reader stops at the open transaction.
-    for filter in [EventFilter::all(), EventFilter::all().category("counter")] {
+    for filter in [LogFilter::all(), LogFilter::all().category("counter")] {
         let events = store.read_all(checkpoint, 100, &filter).await.unwrap();
         assert!(
             events.is_empty(),
@@ -245,7 +245,7 @@ async fn global_reader_waits_for_an_open_transaction_that_commits() {
         "everything, in commit-safe order, nothing skipped"
     );
     let resumed = store
-        .read_all(events[1].checkpoint, 100, &EventFilter::all())
+        .read_all(events[1].checkpoint, 100, &LogFilter::all())
         .await
         .unwrap();
     assert_eq!(resumed.len(), 2);

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use eventsource::{
     DecodeFailure, Event, EventStore, ExpectedVersion, HandlerError, MemoryStore, NewEvent,
-    Project, Projection, ProjectionError, ProjectionRunner, ProjectionStore, Rebuild,
-    RecordedEvent, RunnerOptions, StreamId, Version,
+    Project, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RecordedEvent, Reset,
+    RunnerOptions, StreamId, Version,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -70,7 +70,7 @@ impl Totals {
 
 impl Projection for Totals {
     const NAME: &'static str = "totals";
-    type Events = (Deposited, Shipped);
+    type Handles = (Deposited, Shipped);
     type Error = Refused;
 }
 impl Project<Deposited> for Totals {
@@ -88,7 +88,7 @@ impl Project<Shipped> for Totals {
         self.add(at, -e.cost)
     }
 }
-impl Rebuild for Totals {
+impl Reset for Totals {
     async fn reset(&mut self, _: &mut ()) -> Result<(), Refused> {
         self.sums.lock().unwrap().clear();
         self.applied.lock().unwrap().clear();

@@ -57,7 +57,7 @@ impl HandAccount {
 }
 
 /// Folds `events` `passes` times over with the derive's generated dispatch
-/// (`Aggregate::apply`).
+/// (`Aggregate::evolve`).
 ///
 /// The fold loops live here, in the crate of the `Apply` impls, as in an application (the
 /// repository's generic fold is instantiated in the crate that declares the aggregate): a loop
@@ -71,7 +71,7 @@ pub fn fold_generated(
     let mut state = crate::fixture::Account::default();
     for _ in 0..passes {
         for event in events {
-            state.apply(event);
+            state.evolve(event);
         }
     }
     state

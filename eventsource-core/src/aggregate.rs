@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::event::EventSet;
+use crate::event::EventEnum;
 
 /// An event-sourced aggregate: state that is the fold of its events, and that decides
 /// which events a command produces.
@@ -25,7 +25,7 @@ pub trait Aggregate:
     const STATE_FINGERPRINT: &'static str;
 
     /// The events this aggregate owns (the generated `<Name>Event` enum).
-    type Event: EventSet;
+    type Event: EventEnum;
     /// The commands it handles (the generated `<Name>Command` enum).
     type Command: Send + 'static;
     /// Why a command is rejected.
@@ -34,10 +34,10 @@ pub trait Aggregate:
     type Services: Send + Sync + 'static;
 
     /// Folds one event into the state. Must not fail: events are facts.
-    fn apply(&mut self, event: &Self::Event);
+    fn evolve(&mut self, event: &Self::Event);
 
     /// Decides which events a command produces, or rejects it.
-    fn handle(
+    fn decide(
         &self,
         command: Self::Command,
         services: &Self::Services,

@@ -32,7 +32,7 @@ pub trait Event: Sized + Send + Sync + 'static {
 }
 
 /// The set of events one aggregate owns: usually the derived `<Aggregate>Event` enum.
-pub trait EventSet: Sized + Clone + Send + Sync + 'static {
+pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
     /// The names of every event of the set.
     const NAMES: &'static [&'static str];
 

@@ -77,7 +77,7 @@ impl<A: Aggregate> Given<A> {
     {
         let mut state = A::default();
         for event in &self.events {
-            state.apply(event);
+            state.evolve(event);
         }
         let command = command.into();
         let command_text = format!("{command:?}");
@@ -93,7 +93,7 @@ impl<A: Aggregate> Given<A> {
             },
         };
         let outcome = state
-            .handle(command, services)
+            .decide(command, services)
             .map(|events| events.into_vec());
         When {
             given: self.events,
@@ -233,7 +233,7 @@ where
             Ok(events) => {
                 let mut state = A::default();
                 for event in self.given.iter().chain(events) {
-                    state.apply(event);
+                    state.evolve(event);
                 }
                 inspect(&state);
                 self

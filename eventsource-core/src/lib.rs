@@ -26,15 +26,15 @@ pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
 pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
-pub use event::{DecodeFailure, Event, EventSet};
+pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;
 pub use projection::{
-    CatchUp, DispatchFailure, EventList, HandlerError, Progress, Project, Projection,
-    ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Rebuild, RunnerOptions,
+    CaughtUp, DispatchFailure, HandledEvents, HandlerError, Progress, Project, Projection,
+    ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
-pub use repository::{Envelope, Executed, Loaded, Repository, decode_event};
+pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
-pub use store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
+pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
 #[doc(hidden)]
@@ -43,6 +43,6 @@ pub mod __private {
     pub use serde_json;
 
     pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
-    pub use crate::event::{DecodeFailure, Event, EventSet};
+    pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
 }

@@ -32,7 +32,7 @@ use tracing::field::Empty;
 
 use crate::envelope::{ExpectedVersion, StreamId};
 use crate::error::StoreError;
-use crate::store::AppendResult;
+use crate::store::Appended;
 
 /// Metric names, as documented in the table above.
 pub mod names {
@@ -68,9 +68,9 @@ pub async fn observe_append<F>(
     expected: ExpectedVersion,
     batch_size: usize,
     append: F,
-) -> Result<AppendResult, StoreError>
+) -> Result<Appended, StoreError>
 where
-    F: Future<Output = Result<AppendResult, StoreError>>,
+    F: Future<Output = Result<Appended, StoreError>>,
 {
     let span = tracing::debug_span!(
         "eventsource.append",

@@ -13,7 +13,7 @@ use crate::cache::AggregateCache;
 use crate::command::CommandMetadata;
 use crate::envelope::{ExpectedVersion, NewEvent, RecordedEvent, StreamId, Version};
 use crate::error::{DecodeError, ExecuteError, LoadError, StoreError};
-use crate::event::EventSet;
+use crate::event::EventEnum;
 use crate::observe::names;
 use crate::store::{EventStore, Snapshot, SnapshotStore};
 
@@ -81,7 +81,7 @@ pub struct Executed<A: Aggregate> {
 
 /// A stored event together with its decoded form: one line of an audit trail.
 #[derive(Clone, Debug)]
-pub struct Envelope<E> {
+pub struct DecodedEvent<E> {
     /// The stored envelope (ids, version, position, metadata, time, raw payload).
     pub record: RecordedEvent,
     /// The decoded event.
@@ -206,7 +206,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     pub async fn history(
         &self,
         id: impl fmt::Display,
-    ) -> Result<Vec<Envelope<A::Event>>, LoadError> {
+    ) -> Result<Vec<DecodedEvent<A::Event>>, LoadError> {
         let stream_id = self.stream_id(id);
         let mut history = Vec::new();
         loop {
@@ -215,7 +215,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             let full = page.len() == PAGE;
             for record in page {
                 let event = decode_event::<A>(&record)?;
-                history.push(Envelope { record, event });
+                history.push(DecodedEvent { record, event });
             }
             if !full {
                 return Ok(history);
@@ -399,7 +399,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                     (loaded.state, loaded.version)
                 }
             };
-            let decided = state.handle(command.clone(), &self.services);
+            let decided = state.decide(command.clone(), &self.services);
             let events = match decided {
                 Ok(events) => events.into_vec(),
                 Err(source) => {
@@ -428,7 +428,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                 Ok(written) => {
                     let mut state = state;
                     for event in &events {
-                        state.apply(event);
+                        state.evolve(event);
                     }
                     if !written.replayed {
                         self.cache_put(&stream_id, &state, written.last_version);
@@ -558,7 +558,7 @@ impl<A: Aggregate> Loaded<A> {
 
     fn fold(&mut self, record: &RecordedEvent) -> Result<(), DecodeError> {
         let event = decode_event::<A>(record)?;
-        self.state.apply(&event);
+        self.state.evolve(&event);
         self.version = record.version;
         self.events_folded += 1;
         Ok(())

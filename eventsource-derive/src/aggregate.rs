@@ -83,13 +83,13 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
                 type Services = #services;
 
                 #[inline]
-                fn apply(&mut self, event: &#event_enum) {
+                fn evolve(&mut self, event: &#event_enum) {
                     match *event {
                         #(#apply_arms)*
                     }
                 }
 
-                fn handle(
+                fn decide(
                     &self,
                     command: #command_enum,
                     #services_param: &#services,
@@ -181,7 +181,7 @@ fn member_enum(
     }
 }
 
-/// `EventSet` for `<Name>Event`: names, versions and the stored form, dispatched per variant.
+/// `EventEnum` for `<Name>Event`: names, versions and the stored form, dispatched per variant.
 fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let event_enum = &aggregate.event_enum;
@@ -212,7 +212,7 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     });
     quote! {
         #[automatically_derived]
-        impl #private::EventSet for #event_enum {
+        impl #private::EventEnum for #event_enum {
             const NAMES: &'static [&'static str] = &[#(#names),*];
 
             fn name(&self) -> &'static str {
@@ -302,10 +302,10 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
                 type Command = #command_enum;
                 type Error = #error;
                 type Services = #services;
-                fn apply(&mut self, _: &#event_enum) {
+                fn evolve(&mut self, _: &#event_enum) {
                     ::core::unimplemented!()
                 }
-                fn handle(
+                fn decide(
                     &self,
                     _: #command_enum,
                     _: &#services,
@@ -318,7 +318,7 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
     quote! {
         #enums
         const _: () = {
-            impl #private::EventSet for #event_enum {
+            impl #private::EventEnum for #event_enum {
                 const NAMES: &'static [&'static str] = &[];
                 fn name(&self) -> &'static str {
                     ::core::unimplemented!()

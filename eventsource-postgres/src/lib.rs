@@ -43,7 +43,7 @@ mod store;
 
 pub use error::PostgresError;
 pub use migrate::SCHEMA_VERSION;
-pub use projection::{PgTransaction, PostgresLease};
+pub use projection::{PostgresLease, PostgresTx};
 pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};
 pub use store::{PostgresStore, PostgresStoreBuilder};
 

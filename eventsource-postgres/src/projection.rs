@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use eventsource_core::{Checkpoint, EventFilter, Position, ProjectionStore, StoreError};
+use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
 use crate::store::PostgresStore;
@@ -15,8 +15,8 @@ use crate::store::PostgresStore;
 /// commits together with the projection's checkpoint, so each event is applied exactly once.
 ///
 /// ```ignore
-/// impl Project<Deposited, PgTransaction> for Balances {
-///     async fn project(&mut self, e: Deposited, at: &RecordedEvent, tx: &mut PgTransaction)
+/// impl Project<Deposited, PostgresTx> for Balances {
+///     async fn project(&mut self, e: Deposited, at: &RecordedEvent, tx: &mut PostgresTx)
 ///         -> Result<(), sqlx::Error>
 ///     {
 ///         sqlx::query("UPDATE balances SET amount = amount + $2 WHERE account = $1")
@@ -26,7 +26,7 @@ use crate::store::PostgresStore;
 ///     }
 /// }
 /// ```
-pub type PgTransaction = sqlx::Transaction<'static, Postgres>;
+pub type PostgresTx = sqlx::Transaction<'static, Postgres>;
 
 /// Ownership of one projection: a session-level advisory lock on a connection of its own.
 /// Dropping the lease closes that connection, which releases the lock.
@@ -166,11 +166,7 @@ impl PostgresStore {
     /// Whether committed events passing `filter` exist after `checkpoint`, readable or still
     /// behind the read horizon. Served by the checkpoint-order indexes (all, by category, by
     /// name); stops at the first row.
-    async fn unread(
-        &self,
-        checkpoint: Checkpoint,
-        filter: &EventFilter,
-    ) -> Result<bool, StoreError> {
+    async fn unread(&self, checkpoint: Checkpoint, filter: &LogFilter) -> Result<bool, StoreError> {
         let mut sql = format!(
             "SELECT EXISTS (SELECT 1 FROM {}.events e \
               WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)",
@@ -205,7 +201,7 @@ impl PostgresStore {
 }
 
 impl ProjectionStore for PostgresStore {
-    type Tx = PgTransaction;
+    type Tx = PostgresTx;
     type Lease = PostgresLease;
     const TRANSACTIONAL: bool = true;
 
@@ -235,7 +231,7 @@ impl ProjectionStore for PostgresStore {
         self.read_checkpoint(self.pool(), projection).await
     }
 
-    async fn begin(&self) -> Result<PgTransaction, StoreError> {
+    async fn begin(&self) -> Result<PostgresTx, StoreError> {
         self.pool()
             .begin()
             .await
@@ -244,7 +240,7 @@ impl ProjectionStore for PostgresStore {
 
     async fn commit(
         &self,
-        mut tx: PgTransaction,
+        mut tx: PostgresTx,
         projection: &str,
         expected: Option<Checkpoint>,
         to: Checkpoint,
@@ -264,7 +260,7 @@ impl ProjectionStore for PostgresStore {
             .map_err(|e| StoreError::backend(context(), e))
     }
 
-    async fn rollback(&self, tx: PgTransaction) {
+    async fn rollback(&self, tx: PostgresTx) {
         // A failed rollback leaves nothing behind either: the server aborts the transaction
         // when the connection goes.
         let _ = tx.rollback().await;
@@ -274,7 +270,7 @@ impl ProjectionStore for PostgresStore {
         &self,
         checkpoint: Checkpoint,
         head: Position,
-        filter: &EventFilter,
+        filter: &LogFilter,
         timeout: Duration,
     ) {
         let mut newest = self.wakeups().subscribe(self);

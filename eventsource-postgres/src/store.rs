@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
-    AppendResult, Checkpoint, EventFilter, EventStore, ExpectedVersion, NewEvent, Position,
+    Appended, Checkpoint, EventStore, ExpectedVersion, LogFilter, NewEvent, Position,
     RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, Version,
 };
 use serde_json::Value;
@@ -301,7 +301,7 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let batch = Batch::encode(stream, events)?;
         self.call_append(conn, stream, expected, &batch)
             .await
@@ -316,7 +316,7 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
-    ) -> Result<Option<AppendResult>, StoreError> {
+    ) -> Result<Option<Appended>, StoreError> {
         let fast = &self.schema.sql.append_fast;
         let (statement, expected_param) = match expected {
             ExpectedVersion::Any => (&fast.any, None),
@@ -356,7 +356,7 @@ impl PostgresStore {
             })?;
             non_negative(value, column, stream)
         };
-        Ok(Some(AppendResult {
+        Ok(Some(Appended {
             stream_id: stream.clone(),
             first_version: Version(get("first_version")?),
             last_version: Version(get("last_version")?),
@@ -407,7 +407,7 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
-    ) -> Result<AppendResult, AppendFailure> {
+    ) -> Result<Appended, AppendFailure> {
         let expected_param: Option<i64> = match expected {
             ExpectedVersion::Any => None,
             ExpectedVersion::StreamExists => Some(-1),
@@ -560,7 +560,7 @@ fn decode_append(
     row: &PgRow,
     stream: &StreamId,
     expected: ExpectedVersion,
-) -> Result<AppendResult, StoreError> {
+) -> Result<Appended, StoreError> {
     let get = |column: &str| -> Result<Option<i64>, StoreError> {
         row.try_get(column).map_err(|e| {
             StoreError::backend(format!("reading the append result of stream `{stream}`"), e)
@@ -570,7 +570,7 @@ fn decode_append(
         StoreError::backend(format!("reading the append result of stream `{stream}`"), e)
     })?;
     match outcome.as_str() {
-        "appended" | "replayed" => Ok(AppendResult {
+        "appended" | "replayed" => Ok(Appended {
             stream_id: stream.clone(),
             first_version: Version(non_negative(
                 get("first_version")?,
@@ -644,7 +644,7 @@ impl EventStore for PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let batch_size = events.len();
         let append = async {
             let batch = Batch::encode(stream, events)?;
@@ -691,7 +691,7 @@ impl EventStore for PostgresStore {
         &self,
         after: Checkpoint,
         max_count: usize,
-        filter: &EventFilter,
+        filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         if max_count == 0 {
             return Ok(Vec::new());

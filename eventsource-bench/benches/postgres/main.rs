@@ -590,7 +590,7 @@ async fn load(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
         }
         let mut state = SnapshottedAccount::default();
         for n in 0..BIG {
-            eventsource::Aggregate::apply(&mut state, &snapshotted_event(n));
+            eventsource::Aggregate::evolve(&mut state, &snapshotted_event(n));
         }
         let state = serde_json::to_value(&state)?;
         store

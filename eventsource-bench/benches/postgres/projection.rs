@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use eventsource::postgres::{PgTransaction, PostgresStore};
+use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{NewEvent, Project, Projection, ProjectionRunner, RecordedEvent, RunnerOptions};
 use eventsource_bench::fixture::{Deposited, Opened, Withdrawn, nth_event};
@@ -45,7 +45,7 @@ impl Balances {
         self.seen += 1;
     }
 
-    async fn flush_if_batch_done(&mut self, tx: &mut PgTransaction) -> Result<(), sqlx::Error> {
+    async fn flush_if_batch_done(&mut self, tx: &mut PostgresTx) -> Result<(), sqlx::Error> {
         if self.seen.is_multiple_of(BATCH) {
             flush(&mut self.pending, &mut **tx).await?;
         }
@@ -74,42 +74,42 @@ async fn flush(
 
 impl Projection for Balances {
     const NAME: &'static str = "bench_balances";
-    type Events = (Opened, Deposited, Withdrawn);
+    type Handles = (Opened, Deposited, Withdrawn);
     type Error = sqlx::Error;
 }
 
-impl Project<Opened, PgTransaction> for Balances {
+impl Project<Opened, PostgresTx> for Balances {
     async fn project(
         &mut self,
         _: Opened,
-        envelope: &RecordedEvent,
-        tx: &mut PgTransaction,
+        record: &RecordedEvent,
+        tx: &mut PostgresTx,
     ) -> Result<(), sqlx::Error> {
-        self.fold(envelope.stream_id.as_str(), 0);
+        self.fold(record.stream_id.as_str(), 0);
         self.flush_if_batch_done(tx).await
     }
 }
 
-impl Project<Deposited, PgTransaction> for Balances {
+impl Project<Deposited, PostgresTx> for Balances {
     async fn project(
         &mut self,
         event: Deposited,
-        envelope: &RecordedEvent,
-        tx: &mut PgTransaction,
+        record: &RecordedEvent,
+        tx: &mut PostgresTx,
     ) -> Result<(), sqlx::Error> {
-        self.fold(envelope.stream_id.as_str(), event.amount as i64);
+        self.fold(record.stream_id.as_str(), event.amount as i64);
         self.flush_if_batch_done(tx).await
     }
 }
 
-impl Project<Withdrawn, PgTransaction> for Balances {
+impl Project<Withdrawn, PostgresTx> for Balances {
     async fn project(
         &mut self,
         event: Withdrawn,
-        envelope: &RecordedEvent,
-        tx: &mut PgTransaction,
+        record: &RecordedEvent,
+        tx: &mut PostgresTx,
     ) -> Result<(), sqlx::Error> {
-        self.fold(envelope.stream_id.as_str(), -(event.amount as i64));
+        self.fold(record.stream_id.as_str(), -(event.amount as i64));
         self.flush_if_batch_done(tx).await
     }
 }

@@ -7,7 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use eventsource_core::{Checkpoint, EventFilter, EventStore, RecordedEvent};
+use eventsource_core::{Checkpoint, EventStore, LogFilter, RecordedEvent};
 use eventsource_postgres::PostgresStore;
 use eventsource_postgres::sqlx::{self, AssertSqlSafe};
 
@@ -31,7 +31,7 @@ pub(crate) async fn run(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     database::require_current(store).await?;
-    let mut filter = EventFilter::all();
+    let mut filter = LogFilter::all();
     for category in &args.category {
         filter = filter.category(category.clone());
     }
@@ -166,7 +166,7 @@ async fn start(store: &PostgresStore, from_position: Option<u64>) -> Result<Chec
 async fn held_back(
     store: &PostgresStore,
     checkpoint: Checkpoint,
-    filter: &EventFilter,
+    filter: &LogFilter,
 ) -> Result<i64, CliError> {
     sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT count(*) FROM {}.events \

@@ -1,6 +1,6 @@
 //! Projections: read models fed from the global log, with durable checkpoints.
 //!
-//! A projection names the events it handles once, as a tuple (`type Events = (Opened,
+//! A projection names the events it handles once, as a tuple (`type Handles = (Opened,
 //! Deposited)`), and implements [`Project<E>`] for each; the [`ProjectionRunner`] reads the
 //! global log from the projection's checkpoint, decodes each event to its current type and
 //! dispatches it. Where the store is transactional (PostgreSQL) the handler's writes and the
@@ -12,12 +12,12 @@ use std::time::Duration;
 use crate::envelope::{Checkpoint, Position, RecordedEvent};
 use crate::error::StoreError;
 use crate::event::{DecodeFailure, Event};
-use crate::store::{EventFilter, EventStore};
+use crate::store::{EventStore, LogFilter};
 
 mod runner;
 
 pub use runner::{
-    CatchUp, HandlerError, Progress, ProjectionError, ProjectionRunner, ProjectionStatus,
+    CaughtUp, HandlerError, Progress, ProjectionError, ProjectionRunner, ProjectionStatus,
     RunnerOptions,
 };
 
@@ -38,7 +38,7 @@ pub use runner::{
 ///
 /// impl Projection for Balances {
 ///     const NAME: &'static str = "balances";
-///     type Events = (Deposited,);
+///     type Handles = (Deposited,);
 ///     type Error = Infallible;
 /// }
 ///
@@ -53,7 +53,7 @@ pub trait Projection: Send + 'static {
     /// The projection's name, which keys its checkpoint. Changing it starts from scratch.
     const NAME: &'static str;
     /// The events it handles, as a tuple of [`Event`] types, each with a [`Project`] impl.
-    type Events;
+    type Handles;
     /// Why a handler fails.
     type Error: std::error::Error + Send + Sync + 'static;
 }
@@ -62,18 +62,18 @@ pub trait Projection: Send + 'static {
 /// in-memory store, a database transaction for PostgreSQL (write the read model through it
 /// and the write commits together with the checkpoint).
 pub trait Project<E, Tx = ()>: Projection {
-    /// Applies `event`, whose full envelope (stream, version, position, metadata, time) is
-    /// `envelope`. Returning an error makes the runner roll back and retry, then stop.
+    /// Applies `event`, whose stored record (stream, version, position, metadata, time) is
+    /// `record`. Returning an error makes the runner roll back and retry, then stop.
     fn project(
         &mut self,
         event: E,
-        envelope: &RecordedEvent,
+        record: &RecordedEvent,
         tx: &mut Tx,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// A projection whose read model can be cleared, so that it can be rebuilt from zero.
-pub trait Rebuild<Tx = ()>: Projection {
+pub trait Reset<Tx = ()>: Projection {
     /// Deletes the read model (in `tx`, which commits with the checkpoint reset).
     fn reset(&mut self, tx: &mut Tx) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
@@ -89,7 +89,7 @@ pub enum DispatchFailure<E> {
 
 /// A tuple of event types and the dispatch of a stored event to the matching handler.
 /// Implemented for tuples of up to 12 [`Event`] types.
-pub trait EventList<P: Projection, Tx> {
+pub trait HandledEvents<P: Projection, Tx> {
     /// The names of the events, used to filter the global log at the store.
     fn names() -> Vec<&'static str>;
 
@@ -104,7 +104,7 @@ pub trait EventList<P: Projection, Tx> {
 
 macro_rules! event_list_for_tuple {
     ($($E:ident),+) => {
-        impl<P, Tx, $($E),+> EventList<P, Tx> for ($($E,)+)
+        impl<P, Tx, $($E),+> HandledEvents<P, Tx> for ($($E,)+)
         where
             P: Projection $(+ Project<$E, Tx>)+,
             Tx: Send,
@@ -198,7 +198,7 @@ pub trait ProjectionStore: EventStore + Clone {
         &self,
         checkpoint: Checkpoint,
         head: Position,
-        filter: &EventFilter,
+        filter: &LogFilter,
         timeout: Duration,
     ) -> impl Future<Output = ()> + Send;
 

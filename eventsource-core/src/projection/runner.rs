@@ -7,8 +7,8 @@ use crate::envelope::{Checkpoint, Position, RecordedEvent, StreamId, Version};
 use crate::error::StoreError;
 use crate::event::DecodeFailure;
 use crate::observe::names;
-use crate::projection::{DispatchFailure, EventList, Projection, ProjectionStore, Rebuild};
-use crate::store::EventFilter;
+use crate::projection::{DispatchFailure, HandledEvents, Projection, ProjectionStore, Reset};
+use crate::store::LogFilter;
 use tracing::Instrument;
 
 /// How a runner reads and retries.
@@ -84,7 +84,7 @@ pub enum HandlerError<E: std::error::Error + 'static> {
 
 /// The result of catching up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CatchUp {
+pub struct CaughtUp {
     /// Events applied.
     pub applied: u64,
     /// The checkpoint reached (`None` if the projection has never seen an event).
@@ -126,7 +126,7 @@ pub struct ProjectionRunner<P, S> {
     projection: P,
     store: S,
     options: RunnerOptions,
-    filter: EventFilter,
+    filter: LogFilter,
 }
 
 impl<P, S> std::fmt::Debug for ProjectionRunner<P, S>
@@ -147,12 +147,12 @@ impl<P, S> ProjectionRunner<P, S>
 where
     P: Projection,
     S: ProjectionStore,
-    P::Events: EventList<P, S::Tx>,
+    P::Handles: HandledEvents<P, S::Tx>,
 {
     /// A runner with default options.
     pub fn new(projection: P, store: S) -> Self {
-        let mut filter = EventFilter::all();
-        for name in <P::Events as EventList<P, S::Tx>>::names() {
+        let mut filter = LogFilter::all();
+        for name in <P::Handles as HandledEvents<P, S::Tx>>::names() {
             filter = filter.name(name);
         }
         ProjectionRunner {
@@ -201,7 +201,7 @@ where
     }
 
     /// Applies every visible event after the checkpoint, then returns.
-    pub async fn catch_up(&mut self) -> RunResult<CatchUp, P> {
+    pub async fn catch_up(&mut self) -> RunResult<CaughtUp, P> {
         self.catch_up_with(|_| {}).await
     }
 
@@ -209,7 +209,7 @@ where
     pub async fn catch_up_with(
         &mut self,
         mut progress: impl FnMut(Progress) + Send,
-    ) -> RunResult<CatchUp, P> {
+    ) -> RunResult<CaughtUp, P> {
         let _lease = self
             .store
             .acquire_lease(P::NAME)
@@ -222,9 +222,9 @@ where
     pub async fn rebuild(
         &mut self,
         mut progress: impl FnMut(Progress) + Send,
-    ) -> RunResult<CatchUp, P>
+    ) -> RunResult<CaughtUp, P>
     where
-        P: Rebuild<S::Tx>,
+        P: Reset<S::Tx>,
     {
         let _lease = self
             .store
@@ -290,7 +290,7 @@ where
     async fn catch_up_leased(
         &mut self,
         progress: &mut (impl FnMut(Progress) + Send),
-    ) -> RunResult<CatchUp, P> {
+    ) -> RunResult<CaughtUp, P> {
         let started = Instant::now();
         let mut checkpoint = self
             .store
@@ -364,7 +364,7 @@ where
                 break;
             }
         }
-        Ok(CatchUp {
+        Ok(CaughtUp {
             applied,
             checkpoint,
         })
@@ -457,9 +457,12 @@ where
         };
         let mut tx = self.store.begin().await.map_err(Self::store_error)?;
         for (index, record) in events.iter().enumerate() {
-            let outcome =
-                <P::Events as EventList<P, S::Tx>>::dispatch(&mut self.projection, record, &mut tx)
-                    .await;
+            let outcome = <P::Handles as HandledEvents<P, S::Tx>>::dispatch(
+                &mut self.projection,
+                record,
+                &mut tx,
+            )
+            .await;
             if let Err(failure) = outcome {
                 self.store.rollback(tx).await;
                 return Ok(Err((index, failure)));

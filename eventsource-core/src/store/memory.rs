@@ -13,7 +13,7 @@ use crate::envelope::{
 };
 use crate::error::StoreError;
 use crate::projection::ProjectionStore;
-use crate::store::{AppendResult, EventFilter, EventStore, Snapshot, SnapshotStore};
+use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 
 /// An event and snapshot store held in memory, safe to share between tasks.
 ///
@@ -102,7 +102,7 @@ impl Inner {
         &self,
         stream: &StreamId,
         events: &[NewEvent],
-    ) -> Result<Option<AppendResult>, StoreError> {
+    ) -> Result<Option<Appended>, StoreError> {
         let mut stored = Vec::with_capacity(events.len());
         for event in events {
             if let Some(&index) = self.ids.get(&event.event_id) {
@@ -130,7 +130,7 @@ impl Inner {
             });
         }
         let last = stored[stored.len() - 1];
-        Ok(Some(AppendResult {
+        Ok(Some(Appended {
             stream_id: stream.clone(),
             first_version: first.version,
             last_version: last.version,
@@ -147,7 +147,7 @@ impl MemoryStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    ) -> Result<Appended, StoreError> {
         if events.is_empty() {
             return Err(StoreError::EmptyBatch {
                 stream: stream.clone(),
@@ -200,7 +200,7 @@ impl MemoryStore {
                     recorded_at,
                 });
             }
-            AppendResult {
+            Appended {
                 stream_id: stream.clone(),
                 first_version: actual.next(),
                 last_version: Version(actual.0 + count),
@@ -220,7 +220,7 @@ impl EventStore for MemoryStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let batch_size = events.len();
         let append = async { self.append_locked(stream, expected, events) };
         crate::observe::observe_append("memory", stream, expected, batch_size, append).await
@@ -249,7 +249,7 @@ impl EventStore for MemoryStore {
         &self,
         after: Checkpoint,
         max_count: usize,
-        filter: &EventFilter,
+        filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = self.lock();
         // Checkpoints increase with the log index, so binary search for the first one after.
@@ -342,7 +342,7 @@ impl ProjectionStore for MemoryStore {
         &self,
         _: Checkpoint,
         head: Position,
-        _: &EventFilter,
+        _: &LogFilter,
         timeout: Duration,
     ) {
         // No read horizon here: every appended event is readable at once.

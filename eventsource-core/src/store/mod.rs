@@ -16,7 +16,7 @@ pub(crate) mod memory;
 
 /// What an append wrote (or, for an idempotent retry, what the original append wrote).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppendResult {
+pub struct Appended {
     /// The stream appended to.
     pub stream_id: StreamId,
     /// The version of the batch's first event.
@@ -34,17 +34,17 @@ pub struct AppendResult {
 
 /// Which events a global read returns. The default returns every event.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventFilter {
+pub struct LogFilter {
     /// Stream categories (aggregate names) to include; empty means all.
     pub categories: Vec<String>,
     /// Event names to include; empty means all.
     pub names: Vec<String>,
 }
 
-impl EventFilter {
+impl LogFilter {
     /// Every event.
     pub fn all() -> Self {
-        EventFilter::default()
+        LogFilter::default()
     }
 
     /// Only events of streams in `category`.
@@ -88,7 +88,7 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
     /// Up to `max_count` events of `stream` with versions from `from` on, in version order.
     fn read_stream(
@@ -105,7 +105,7 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         after: Checkpoint,
         max_count: usize,
-        filter: &EventFilter,
+        filter: &LogFilter,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// The stream's current version (`Version::NONE` if it has no events).

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
-    Checkpoint, CommandMetadata, DecodeFailure, EventFilter, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Metadata, NewEvent, Position, Repository, Snapshot, SnapshotStore,
+    Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError, ExpectedVersion,
+    LoadError, LogFilter, Metadata, NewEvent, Position, Repository, Snapshot, SnapshotStore,
     StoreError, StreamId, Version,
 };
 
@@ -184,7 +184,7 @@ pub async fn failed_batch_writes_nothing<S: TestStore>(store: S) {
     assert_eq!(versions(&store, &b).await, Vec::<u64>::new());
     assert_eq!(store.stream_version(&b).await.unwrap(), Version(0));
     let all = store
-        .read_all(Checkpoint::START, 100, &EventFilter::all())
+        .read_all(Checkpoint::START, 100, &LogFilter::all())
         .await
         .unwrap();
     assert_eq!(all.len(), 1, "only the first append is visible");
@@ -366,7 +366,7 @@ pub async fn global_read_is_in_append_order<S: TestStore>(store: S) {
             .unwrap();
     }
     let all = store
-        .read_all(Checkpoint::START, 100, &EventFilter::all())
+        .read_all(Checkpoint::START, 100, &LogFilter::all())
         .await
         .unwrap();
     assert_eq!(all.iter().map(|e| e.event_id).collect::<Vec<_>>(), appended);
@@ -398,7 +398,7 @@ pub async fn global_read_resumes_from_a_checkpoint<S: TestStore>(store: S) {
     let mut checkpoint = Checkpoint::START;
     loop {
         let page = store
-            .read_all(checkpoint, 3, &EventFilter::all())
+            .read_all(checkpoint, 3, &LogFilter::all())
             .await
             .unwrap();
         assert!(page.len() <= 3);
@@ -409,15 +409,12 @@ pub async fn global_read_resumes_from_a_checkpoint<S: TestStore>(store: S) {
     assert_eq!(seen, appended, "every event exactly once, in order");
     // A checkpoint is a serializable token that resumes in the same place.
     let third = store
-        .read_all(Checkpoint::START, 3, &EventFilter::all())
+        .read_all(Checkpoint::START, 3, &LogFilter::all())
         .await
         .unwrap()[2]
         .checkpoint;
     let token: Checkpoint = serde_json::from_str(&serde_json::to_string(&third).unwrap()).unwrap();
-    let rest = store
-        .read_all(token, 100, &EventFilter::all())
-        .await
-        .unwrap();
+    let rest = store.read_all(token, 100, &LogFilter::all()).await.unwrap();
     assert_eq!(
         rest.iter().map(|e| e.event_id).collect::<Vec<_>>(),
         appended[3..]
@@ -446,7 +443,7 @@ pub async fn global_read_filters_by_category_and_name<S: TestStore>(store: S) {
         )
         .await
         .unwrap();
-    let read = |filter: EventFilter| {
+    let read = |filter: LogFilter| {
         let store = store.clone();
         async move {
             let events = store
@@ -457,24 +454,24 @@ pub async fn global_read_filters_by_category_and_name<S: TestStore>(store: S) {
         }
     };
     assert_eq!(
-        read(EventFilter::all().category("counter")).await,
+        read(LogFilter::all().category("counter")).await,
         [ADDED, CLEARED]
     );
     assert_eq!(
-        read(EventFilter::all().category("ledger")).await,
+        read(LogFilter::all().category("ledger")).await,
         ["ledger.posted"]
     );
-    assert_eq!(read(EventFilter::all().name(CLEARED)).await, [CLEARED]);
+    assert_eq!(read(LogFilter::all().name(CLEARED)).await, [CLEARED]);
     assert_eq!(
-        read(EventFilter::all().name(CLEARED).name("ledger.posted")).await,
+        read(LogFilter::all().name(CLEARED).name("ledger.posted")).await,
         ["ledger.posted", CLEARED]
     );
     assert_eq!(
-        read(EventFilter::all().category("ledger").name(ADDED)).await,
+        read(LogFilter::all().category("ledger").name(ADDED)).await,
         Vec::<String>::new()
     );
     // Filtered reads page and resume like unfiltered ones.
-    let filter = EventFilter::all().category("counter");
+    let filter = LogFilter::all().category("counter");
     let first = store.read_all(Checkpoint::START, 1, &filter).await.unwrap();
     assert_eq!(first.len(), 1);
     let next = store

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aggregate::{Aggregate, Events, SnapshotPolicy};
-use crate::event::{DecodeFailure, EventSet};
+use crate::event::{DecodeFailure, EventEnum};
 
 /// A counter: the fixture aggregate. Snapshots every 3 events.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ pub const ADDED: &str = "counter.added";
 /// Name of the cleared event.
 pub const CLEARED: &str = "counter.cleared";
 
-impl EventSet for CounterEvent {
+impl EventEnum for CounterEvent {
     const NAMES: &'static [&'static str] = &[ADDED, CLEARED];
 
     fn name(&self) -> &'static str {
@@ -120,7 +120,7 @@ impl Aggregate for Counter {
     type Error = CounterError;
     type Services = ();
 
-    fn apply(&mut self, event: &CounterEvent) {
+    fn evolve(&mut self, event: &CounterEvent) {
         match event {
             CounterEvent::Added { amount } => self.value += amount,
             CounterEvent::Cleared => {
@@ -130,7 +130,7 @@ impl Aggregate for Counter {
         }
     }
 
-    fn handle(&self, command: CounterCommand, _: &()) -> Result<Events<Self>, CounterError> {
+    fn decide(&self, command: CounterCommand, _: &()) -> Result<Events<Self>, CounterError> {
         match command {
             CounterCommand::Add(amount) if self.value + amount > Counter::LIMIT => {
                 Err(CounterError::OverLimit {

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! [`check_golden`] decodes every file through the event's upcaster chain
-//! ([`EventSet::decode`]) and fails, naming the file, on any that no longer decodes. It is
+//! ([`EventEnum::decode`]) and fails, naming the file, on any that no longer decodes. It is
 //! given an example value of each current event: a missing sample of a current version is a
 //! failure too, and with `EVENTSOURCE_GOLDEN=record` the missing ones are written from the
 //! examples instead (existing files are never rewritten: a sample is history).
@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::event::{DecodeFailure, EventSet};
+use crate::event::{DecodeFailure, EventEnum};
 
 /// The environment variable that turns on recording: `EVENTSOURCE_GOLDEN=record`.
 pub const RECORD_VARIABLE: &str = "EVENTSOURCE_GOLDEN";
@@ -160,14 +160,14 @@ impl std::error::Error for GoldenProblems {}
 /// With every problem listed, each naming its file, if any sample is missing, misplaced or no
 /// longer decodes (this is a test helper: panicking fails the test).
 #[track_caller]
-pub fn check_golden<E: EventSet>(dir: impl AsRef<Path>, examples: impl IntoIterator<Item = E>) {
+pub fn check_golden<E: EventEnum>(dir: impl AsRef<Path>, examples: impl IntoIterator<Item = E>) {
     if let Err(problems) = verify_golden(dir.as_ref(), examples, GoldenMode::from_env()) {
         panic!("{problems}");
     }
 }
 
 /// [`check_golden`] without the panic, and with the mode given.
-pub fn verify_golden<E: EventSet>(
+pub fn verify_golden<E: EventEnum>(
     dir: &Path,
     examples: impl IntoIterator<Item = E>,
     mode: GoldenMode,
@@ -241,7 +241,7 @@ pub fn sample_path(dir: &Path, name: &str, version: u32) -> PathBuf {
     dir.join(name).join(format!("v{version}.json"))
 }
 
-fn record<E: EventSet>(path: &Path, example: &E) -> Result<(), GoldenProblem> {
+fn record<E: EventEnum>(path: &Path, example: &E) -> Result<(), GoldenProblem> {
     let payload = example.encode().map_err(|source| GoldenProblem::Encode {
         name: example.name(),
         source,
