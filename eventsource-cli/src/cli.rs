@@ -57,6 +57,17 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
 }
 
+impl Command {
+    /// Whether the command reads a store that must be at exactly the schema version this
+    /// release knows. `migrate` changes it, `verify` reports on it, `status` checks it itself.
+    pub(crate) fn needs_current_schema(&self) -> bool {
+        matches!(
+            self,
+            Command::Stream(_) | Command::Log(_) | Command::Projection(_)
+        )
+    }
+}
+
 /// Arguments of `stream`.
 #[derive(Debug, Args)]
 pub(crate) struct StreamArgs {

@@ -54,7 +54,7 @@ pub(crate) fn json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), Cl
 pub(crate) fn json_error(error: serde_json::Error) -> CliError {
     match error.io_error_kind() {
         Some(kind) => CliError::Output(io::Error::new(kind, error)),
-        None => CliError::Corrupt(format!("encoding the output as JSON: {error}")),
+        None => CliError::Json(error),
     }
 }
 

@@ -9,6 +9,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+use crate::error::PostgresError;
+
 /// Decodes a row selected with `sql::EVENT_COLUMNS`.
 pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     // Without the stream and version there is nothing to name: a driver-level failure.
@@ -127,4 +129,26 @@ pub(crate) fn decode_checkpoint(projection: &str, row: &PgRow) -> Result<Checkpo
         part("transaction_id")?,
         part("position")?,
     ))
+}
+
+/// Reads the non-negative `bigint` column `column` (a count) of `row`, about `what`.
+pub(crate) fn count(row: &PgRow, column: &str, what: &str) -> Result<u64, PostgresError> {
+    let value: i64 = row
+        .try_get(column)
+        .map_err(|source| PostgresError::database(format!("reading {what}"), source))?;
+    u64::try_from(value).map_err(|_| PostgresError::Corrupt {
+        what: what.to_owned(),
+        problem: format!("{column} is negative ({value})"),
+    })
+}
+
+/// A transaction id the server printed as text.
+pub(crate) fn transaction_id(text: &str, what: &str) -> Result<u64, PostgresError> {
+    text.parse().map_err(|_| PostgresError::Corrupt {
+        what: what.to_owned(),
+        problem: format!(
+            "transaction id `{}` is not a number",
+            text.chars().take(32).collect::<String>()
+        ),
+    })
 }

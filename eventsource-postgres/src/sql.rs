@@ -12,6 +12,9 @@ use sqlx::{AssertSqlSafe, Postgres};
 
 use crate::schema::SchemaName;
 
+mod admin;
+pub(crate) use admin::{AdminStatements, EVENT_TRIGGERS, SCHEMA_EXISTS, SCHEMA_TABLES};
+
 /// A query on one of a store's statements, its values still to bind.
 pub(crate) type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
 
@@ -282,6 +285,8 @@ pub(crate) struct Statements {
     pub(crate) insert_checkpoint: Statement,
     /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`).
     pub(crate) update_checkpoint: Statement,
+    /// What the admin API asks.
+    pub(crate) admin: AdminStatements,
 }
 
 impl Statements {
@@ -349,7 +354,10 @@ impl Statements {
                 "SELECT transaction_id, position FROM {checkpoints} WHERE projection = $1"
             )
             .into(),
-            delete_checkpoint: format!("DELETE FROM {checkpoints} WHERE projection = $1").into(),
+            delete_checkpoint: format!(
+                "DELETE FROM {checkpoints} WHERE projection = $1 RETURNING transaction_id, position"
+            )
+            .into(),
             delete_checkpoint_at: format!(
                 "DELETE FROM {checkpoints} \
                  WHERE projection = $1 AND transaction_id = $2 AND position = $3"
@@ -365,6 +373,7 @@ impl Statements {
                  WHERE projection = $1 AND transaction_id = $4 AND position = $5"
             )
             .into(),
+            admin: AdminStatements::new(s),
         }
     }
 }

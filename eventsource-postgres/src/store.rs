@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::StoreError;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::error::PostgresError;
 use crate::migrate;
@@ -128,11 +128,31 @@ impl PostgresStoreBuilder {
 
     /// Opens a pool to `url` (`postgres://user:password@host:port/database`) and checks that a
     /// connection can be made. Does not migrate: call [`PostgresStore::migrate`].
+    ///
+    /// A first connection is opened on its own, so that a failure says why (connection
+    /// refused, unknown database, authentication failed: [`PostgresError::Connect`]) or that
+    /// the server did not answer within the acquire timeout
+    /// ([`PostgresError::ConnectTimeout`]), where a pool would only report a timeout.
     pub async fn connect(self, url: &str) -> Result<PostgresStore, PostgresError> {
         let schema = SchemaName::new(self.schema)?;
         let options = PgConnectOptions::from_str(url)
             .map_err(|source| PostgresError::InvalidUrl { source })?;
         let (host, port) = (options.get_host().to_owned(), options.get_port());
+        match tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options)).await
+        {
+            // Closing politely is a courtesy; the server copes with a dropped socket.
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+            Ok(Err(source)) => return Err(PostgresError::Connect { host, port, source }),
+            Err(_) => {
+                return Err(PostgresError::ConnectTimeout {
+                    host,
+                    port,
+                    waited: self.acquire_timeout,
+                });
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use crate::Outcome;
 use crate::cli::StreamArgs;
-use crate::database;
 use crate::error::CliError;
 use crate::output::{self, EventView};
 
@@ -22,7 +21,6 @@ pub(crate) async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
-    database::require_current(store).await?;
     let stream = StreamId::from_raw(args.id.clone());
     let head = store.stream_version(&stream).await?;
     let last_wanted = args.to_version.unwrap_or(u64::MAX);

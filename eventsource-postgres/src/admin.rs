@@ -1,0 +1,397 @@
+//! The operator's view of a store: schema diagnostics, counts, checkpoints, held-back events.
+//! The integrity checks are in `verify.rs`. The `eventsource` command-line tool is built on
+//! this API and holds no SQL of its own.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use eventsource_core::{Checkpoint, EventStore, LogFilter, Position};
+use sqlx::Row;
+
+use crate::error::PostgresError;
+use crate::migrate::SCHEMA_VERSION;
+use crate::row::{count, decode_checkpoint, transaction_id};
+use crate::sql::{SCHEMA_EXISTS, SCHEMA_TABLES, bigint, bind_filter};
+use crate::store::PostgresStore;
+
+/// The tables of an event store, in the order they are reported missing.
+const TABLES: [&str; 5] = [
+    "schema_migrations",
+    "events",
+    "streams",
+    "checkpoints",
+    "snapshots",
+];
+
+impl PostgresStore {
+    /// The administration of this store: schema diagnostics, counts, checkpoints, integrity
+    /// checks (what the `eventsource` command-line tool shows). See [`PostgresAdmin`].
+    pub fn admin(&self) -> PostgresAdmin {
+        PostgresAdmin {
+            store: self.clone(),
+        }
+    }
+}
+
+/// Administration of a [`PostgresStore`], from [`PostgresStore::admin`]: what an operator (or
+/// a health check, a dashboard, a deployment script) asks of a live store.
+///
+/// Cloning is cheap: it shares the store's pool. Every method reads, except
+/// [`migrate`](Self::migrate) and [`reset_checkpoint`](Self::reset_checkpoint).
+///
+/// ```no_run
+/// # use eventsource_postgres::PostgresStore;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// let admin = store.admin();
+/// admin.require_current_schema().await?;
+/// let status = admin.status().await?;
+/// println!("{} events in {} streams", status.counts.events, status.counts.streams);
+/// for projection in &status.checkpoints {
+///     println!("{} is {} events behind", projection.projection, projection.behind);
+/// }
+/// let report = admin.verify().await?;
+/// assert!(report.is_ok(), "{:?}", report.findings);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresAdmin {
+    store: PostgresStore,
+}
+
+/// What a schema holds, from [`PostgresAdmin::schema_status`]; nothing is assumed about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaStatus {
+    /// Whether the schema exists at all.
+    pub exists: bool,
+    /// The first table of the event store that is missing (`schema_migrations`, `events`,
+    /// `streams`, `checkpoints`, `snapshots`, in that order).
+    pub missing_table: Option<&'static str>,
+    /// The newest migration recorded, if the `schema_migrations` table exists (0 when it is
+    /// empty).
+    pub version: Option<i64>,
+}
+
+impl SchemaStatus {
+    /// Fails unless the schema and every table of the event store exist:
+    /// [`PostgresError::SchemaMissing`] or [`PostgresError::NotMigrated`].
+    pub fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
+        let schema = schema.to_owned();
+        if !self.exists {
+            return Err(PostgresError::SchemaMissing { schema });
+        }
+        match self.missing_table {
+            Some(missing_table) => Err(PostgresError::NotMigrated {
+                schema,
+                missing_table,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What [`PostgresAdmin::migrate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migrated {
+    /// The schema version before (0: a new store).
+    pub from_version: i64,
+    /// The schema version now.
+    pub to_version: i64,
+}
+
+/// How big a store is, from [`PostgresAdmin::counts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Events stored.
+    pub events: u64,
+    /// Streams with a head.
+    pub streams: u64,
+    /// When the newest event was recorded; `None` for an empty store.
+    pub last_recorded_at: Option<DateTime<Utc>>,
+}
+
+/// A projection's checkpoint and how far it is behind, from [`PostgresAdmin::checkpoints`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionCheckpoint {
+    /// The projection's name.
+    pub projection: String,
+    /// Where it resumes.
+    pub checkpoint: Checkpoint,
+    /// Committed events after its checkpoint in log order, whether it handles them or not
+    /// (including those still behind the read horizon).
+    pub behind: u64,
+    /// When the checkpoint last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything `eventsource status` shows, from [`PostgresAdmin::status`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StoreStatus {
+    /// The schema version (the store is at [`SCHEMA_VERSION`]: older or newer is an error).
+    pub schema_version: i64,
+    /// Events, streams, the newest event's time.
+    pub counts: Counts,
+    /// The newest position of the log.
+    pub head_position: Position,
+    /// See [`PostgresStore::horizon_lag`].
+    pub horizon_lag: Duration,
+    /// Every projection's checkpoint, by name.
+    pub checkpoints: Vec<ProjectionCheckpoint>,
+}
+
+impl PostgresAdmin {
+    /// The store administered.
+    pub fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+
+    /// A failure of one of the admin API's statements, for `map_err`.
+    pub(crate) fn failed(&self, what: &str) -> impl FnOnce(sqlx::Error) -> PostgresError {
+        let context = format!("{what} (schema `{}`)", self.store.schema());
+        move |source| PostgresError::database(context, source)
+    }
+
+    /// What the schema holds: whether it exists, which table is missing, its schema version.
+    /// Assumes nothing, so it works on any schema, also one of a newer release.
+    pub async fn schema_status(&self) -> Result<SchemaStatus, PostgresError> {
+        let (schema, pool) = (self.store.schema().as_str(), self.store.pool());
+        let exists: bool = sqlx::query_scalar(SCHEMA_EXISTS)
+            .bind(schema)
+            .fetch_one(pool)
+            .await
+            .map_err(self.failed("looking for the schema"))?;
+        if !exists {
+            return Ok(SchemaStatus {
+                exists,
+                missing_table: Some(TABLES[0]),
+                version: None,
+            });
+        }
+        let present: Vec<String> = sqlx::query_scalar(SCHEMA_TABLES)
+            .bind(schema)
+            .fetch_all(pool)
+            .await
+            .map_err(self.failed("listing the tables"))?;
+        let missing_table = TABLES
+            .into_iter()
+            .find(|table| !present.iter().any(|p| p == table));
+        let version = if present.iter().any(|p| p == TABLES[0]) {
+            let version: Option<i64> = self
+                .store
+                .sql()
+                .schema_version
+                .query()
+                .fetch_one(pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(self.failed("reading the schema version"))?;
+            Some(version.unwrap_or(0))
+        } else {
+            None
+        };
+        Ok(SchemaStatus {
+            exists,
+            missing_table,
+            version,
+        })
+    }
+
+    /// Fails unless the schema holds an event store at exactly [`SCHEMA_VERSION`]:
+    /// [`PostgresError::SchemaMissing`], [`PostgresError::NotMigrated`],
+    /// [`PostgresError::SchemaOutdated`] or [`PostgresError::SchemaTooNew`]. Returns the
+    /// schema version. A readiness check for an application that does not migrate itself.
+    pub async fn require_current_schema(&self) -> Result<i64, PostgresError> {
+        let status = self.schema_status().await?;
+        let schema = self.store.schema().to_string();
+        status.require_tables(&schema)?;
+        match status.version {
+            Some(found) if found > SCHEMA_VERSION => Err(PostgresError::SchemaTooNew {
+                schema,
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            Some(found) if found < SCHEMA_VERSION => Err(PostgresError::SchemaOutdated {
+                schema,
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            Some(found) => Ok(found),
+            None => Err(PostgresError::NotMigrated {
+                schema,
+                missing_table: TABLES[0],
+            }),
+        }
+    }
+
+    /// [`PostgresStore::migrate`], saying from which schema version to which.
+    pub async fn migrate(&self) -> Result<Migrated, PostgresError> {
+        let from_version = self.schema_status().await?.version.unwrap_or(0);
+        self.store.migrate().await?;
+        let to_version = self.schema_status().await?.version.unwrap_or(0);
+        Ok(Migrated {
+            from_version,
+            to_version,
+        })
+    }
+
+    /// How many events and streams the store holds, and when the newest event was recorded.
+    pub async fn counts(&self) -> Result<Counts, PostgresError> {
+        let row = self
+            .store
+            .sql()
+            .admin
+            .counts
+            .query()
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(self.failed("counting events and streams"))?;
+        let read = |column: &str| count(&row, column, "the counts of the store");
+        Ok(Counts {
+            events: read("events")?,
+            streams: read("streams")?,
+            last_recorded_at: row
+                .try_get("last_recorded_at")
+                .map_err(self.failed("reading the counts of the store"))?,
+        })
+    }
+
+    /// Every projection's checkpoint and how many events follow it, by name.
+    pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
+        let rows = self
+            .store
+            .sql()
+            .admin
+            .checkpoints
+            .query()
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(self.failed("reading the projection checkpoints"))?;
+        rows.iter()
+            .map(|row| {
+                let read = self.failed("reading a checkpoint row");
+                let projection: String = row.try_get("projection").map_err(read)?;
+                let context = format!("the checkpoint of `{projection}`");
+                Ok(ProjectionCheckpoint {
+                    checkpoint: decode_checkpoint(&projection, row)?,
+                    behind: count(row, "behind", &context)?,
+                    updated_at: row
+                        .try_get("updated_at")
+                        .map_err(self.failed(&format!("reading {context}")))?,
+                    projection,
+                })
+            })
+            .collect()
+    }
+
+    /// The checkpoint of `projection`, if it has one.
+    pub async fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, PostgresError> {
+        Ok(self
+            .store
+            .read_checkpoint(self.store.pool(), projection)
+            .await?)
+    }
+
+    /// Deletes the checkpoint of `projection`, so that its runner rebuilds it from the start
+    /// of the log the next time it starts (stop the runner first: a running one keeps its
+    /// position in memory and fails its next commit with
+    /// [`StoreError::CheckpointMoved`](eventsource_core::StoreError::CheckpointMoved)). The
+    /// read model's tables are not touched. Returns the deleted checkpoint, `None` when the
+    /// projection had none.
+    pub async fn reset_checkpoint(
+        &self,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, PostgresError> {
+        let row = self
+            .store
+            .sql()
+            .delete_checkpoint
+            .query()
+            .bind(projection)
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(self.failed(&format!(
+                "deleting the checkpoint of projection `{projection}`"
+            )))?;
+        Ok(row
+            .map(|row| decode_checkpoint(projection, &row))
+            .transpose()?)
+    }
+
+    /// How many committed events passing `filter` follow `after` in log order. After a
+    /// [`read_all`](EventStore::read_all) from `after` returned a short page, these are the
+    /// events held back behind an older transaction that is still open (and any committed
+    /// since).
+    pub async fn count_after(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+    ) -> Result<u64, PostgresError> {
+        let query = self
+            .store
+            .sql()
+            .admin
+            .count_after
+            .pick(filter)
+            .query()
+            .bind(after.transaction().to_string())
+            .bind(bigint(after.position().0));
+        let row = bind_filter(query, filter)
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(self.failed(&format!("counting the events after {after}")))?;
+        count(&row, "count", &format!("the count of events after {after}"))
+    }
+
+    /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
+    /// after global `position`, to follow the log from there: just before the oldest
+    /// transaction that wrote, or may still write, such an event. The log is in transaction
+    /// order, so reading from it returns some events of later transactions with lower
+    /// positions too: drop those by position.
+    pub async fn checkpoint_from_position(
+        &self,
+        position: Position,
+    ) -> Result<Checkpoint, PostgresError> {
+        if position.0 <= 1 {
+            return Ok(Checkpoint::START);
+        }
+        let row = self
+            .store
+            .sql()
+            .admin
+            .first_transaction_from
+            .query()
+            .bind(bigint(position.0))
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(self.failed(&format!(
+                "finding the events at or after position {position}"
+            )))?;
+        let context = format!("the transactions at or after position {position}");
+        let oldest: Option<String> = row.try_get("oldest").map_err(self.failed(&context))?;
+        let horizon: String = row.try_get("horizon").map_err(self.failed(&context))?;
+        let mut transaction = transaction_id(&horizon, &context)?;
+        if let Some(oldest) = oldest {
+            transaction = transaction.min(transaction_id(&oldest, &context)?);
+        }
+        // Positions start at 1: (transaction, 0) is before every event of that transaction.
+        Ok(Checkpoint::from_parts(transaction, 0))
+    }
+
+    /// What `eventsource status` shows: the schema version (which must be current), counts,
+    /// the head of the log, the horizon lag and every checkpoint.
+    pub async fn status(&self) -> Result<StoreStatus, PostgresError> {
+        let schema_version = self.require_current_schema().await?;
+        Ok(StoreStatus {
+            schema_version,
+            counts: self.counts().await?,
+            head_position: self.store.head_position().await?,
+            horizon_lag: self.store.horizon_lag().await?,
+            checkpoints: self.checkpoints().await?,
+        })
+    }
+}
