@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eventsource_core::{Checkpoint, EventStore, LogFilter, Position};
-use sqlx::Row;
+use sqlx::postgres::PgRow;
 
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
-use crate::row::{count, decode_checkpoint, transaction_id};
-use crate::sql::{SCHEMA_EXISTS, SCHEMA_TABLES, bigint, bind_filter};
+use crate::row::{count, decode_checkpoint, transaction_id, value};
+use crate::sql::{AdminStatements, PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, bigint};
 use crate::store::PostgresStore;
 
 /// The tables of an event store, in the order they are reported missing.
@@ -150,21 +150,48 @@ impl PostgresAdmin {
         &self.store
     }
 
+    /// The admin API's statements.
+    pub(crate) fn admin_sql(&self) -> &AdminStatements {
+        &self.store.sql().admin
+    }
+
     /// A failure of one of the admin API's statements, for `map_err`.
     pub(crate) fn failed(&self, what: &str) -> impl FnOnce(sqlx::Error) -> PostgresError {
         let context = format!("{what} (schema `{}`)", self.store.schema());
         move |source| PostgresError::database(context, source)
     }
 
+    /// The one row `query` returns; `what` it was doing if that fails.
+    pub(crate) async fn row(&self, query: PgQuery, what: &str) -> Result<PgRow, PostgresError> {
+        query
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(self.failed(what))
+    }
+
+    /// The rows `query` returns; `what` it was doing if that fails.
+    pub(crate) async fn rows(
+        &self,
+        query: PgQuery,
+        what: &str,
+    ) -> Result<Vec<PgRow>, PostgresError> {
+        query
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(self.failed(what))
+    }
+
     /// What the schema holds: whether it exists, which table is missing, its schema version.
     /// Assumes nothing, so it works on any schema, also one of a newer release.
     pub async fn schema_status(&self) -> Result<SchemaStatus, PostgresError> {
-        let (schema, pool) = (self.store.schema().as_str(), self.store.pool());
-        let exists: bool = sqlx::query_scalar(SCHEMA_EXISTS)
-            .bind(schema)
-            .fetch_one(pool)
-            .await
-            .map_err(self.failed("looking for the schema"))?;
+        let schema = self.store.schema().as_str();
+        let found = self
+            .row(
+                sqlx::query(SCHEMA_EXISTS).bind(schema),
+                "looking for the schema",
+            )
+            .await?;
+        let exists: bool = value(&found, 0, "whether the schema exists")?;
         if !exists {
             return Ok(SchemaStatus {
                 exists,
@@ -172,25 +199,23 @@ impl PostgresAdmin {
                 version: None,
             });
         }
-        let present: Vec<String> = sqlx::query_scalar(SCHEMA_TABLES)
-            .bind(schema)
-            .fetch_all(pool)
-            .await
-            .map_err(self.failed("listing the tables"))?;
+        let mut present = Vec::new();
+        let what = "the tables of the schema";
+        for row in self
+            .rows(sqlx::query(SCHEMA_TABLES).bind(schema), what)
+            .await?
+        {
+            present.push(value::<String>(&row, 0, what)?);
+        }
         let missing_table = TABLES
             .into_iter()
             .find(|table| !present.iter().any(|p| p == table));
         let version = if present.iter().any(|p| p == TABLES[0]) {
-            let version: Option<i64> = self
-                .store
-                .sql()
-                .schema_version
-                .query()
-                .fetch_one(pool)
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(self.failed("reading the schema version"))?;
-            Some(version.unwrap_or(0))
+            let what = "the schema version";
+            let row = self
+                .row(self.store.sql().schema_version.query(), what)
+                .await?;
+            Some(value::<Option<i64>>(&row, 0, what)?.unwrap_or(0))
         } else {
             None
         };
@@ -241,47 +266,28 @@ impl PostgresAdmin {
 
     /// How many events and streams the store holds, and when the newest event was recorded.
     pub async fn counts(&self) -> Result<Counts, PostgresError> {
-        let row = self
-            .store
-            .sql()
-            .admin
-            .counts
-            .query()
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(self.failed("counting events and streams"))?;
-        let read = |column: &str| count(&row, column, "the counts of the store");
+        let what = "the counts of the store";
+        let row = self.row(self.admin_sql().counts.query(), what).await?;
         Ok(Counts {
-            events: read("events")?,
-            streams: read("streams")?,
-            last_recorded_at: row
-                .try_get("last_recorded_at")
-                .map_err(self.failed("reading the counts of the store"))?,
+            events: count(&row, "events", what)?,
+            streams: count(&row, "streams", what)?,
+            last_recorded_at: value(&row, "last_recorded_at", what)?,
         })
     }
 
     /// Every projection's checkpoint and how many events follow it, by name.
     pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
+        let what = "the projection checkpoints";
         let rows = self
-            .store
-            .sql()
-            .admin
-            .checkpoints
-            .query()
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(self.failed("reading the projection checkpoints"))?;
+            .rows(self.admin_sql().checkpoints.query(), what)
+            .await?;
         rows.iter()
             .map(|row| {
-                let read = self.failed("reading a checkpoint row");
-                let projection: String = row.try_get("projection").map_err(read)?;
-                let context = format!("the checkpoint of `{projection}`");
+                let projection: String = value(row, "projection", what)?;
                 Ok(ProjectionCheckpoint {
                     checkpoint: decode_checkpoint(&projection, row)?,
-                    behind: count(row, "behind", &context)?,
-                    updated_at: row
-                        .try_get("updated_at")
-                        .map_err(self.failed(&format!("reading {context}")))?,
+                    behind: count(row, "behind", what)?,
+                    updated_at: value(row, "updated_at", what)?,
                     projection,
                 })
             })
@@ -290,10 +296,7 @@ impl PostgresAdmin {
 
     /// The checkpoint of `projection`, if it has one.
     pub async fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, PostgresError> {
-        Ok(self
-            .store
-            .read_checkpoint(self.store.pool(), projection)
-            .await?)
+        Ok(self.store.read_checkpoint(projection).await?)
     }
 
     /// Deletes the checkpoint of `projection`, so that its runner rebuilds it from the start
@@ -306,19 +309,15 @@ impl PostgresAdmin {
         &self,
         projection: &str,
     ) -> Result<Option<Checkpoint>, PostgresError> {
-        let row = self
-            .store
-            .sql()
-            .delete_checkpoint
-            .query()
-            .bind(projection)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(self.failed(&format!(
-                "deleting the checkpoint of projection `{projection}`"
-            )))?;
-        Ok(row
-            .map(|row| decode_checkpoint(projection, &row))
+        let deleted = self
+            .rows(
+                self.store.sql().delete_checkpoint.query().bind(projection),
+                &format!("deleting the checkpoint of projection `{projection}`"),
+            )
+            .await?;
+        Ok(deleted
+            .first()
+            .map(|row| decode_checkpoint(projection, row))
             .transpose()?)
     }
 
@@ -331,20 +330,10 @@ impl PostgresAdmin {
         after: Checkpoint,
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
-        let query = self
-            .store
-            .sql()
-            .admin
-            .count_after
-            .pick(filter)
-            .query()
-            .bind(after.transaction().to_string())
-            .bind(bigint(after.position().0));
-        let row = bind_filter(query, filter)
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(self.failed(&format!("counting the events after {after}")))?;
-        count(&row, "count", &format!("the count of events after {after}"))
+        let query = self.admin_sql().count_after.after(after, filter);
+        let what = format!("the count of events after {after}");
+        let row = self.row(query, &what).await?;
+        count(&row, "count", &what)
     }
 
     /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
@@ -359,24 +348,18 @@ impl PostgresAdmin {
         if position.0 <= 1 {
             return Ok(Checkpoint::START);
         }
-        let row = self
-            .store
-            .sql()
-            .admin
+        let query = self
+            .admin_sql()
             .first_transaction_from
             .query()
-            .bind(bigint(position.0))
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(self.failed(&format!(
-                "finding the events at or after position {position}"
-            )))?;
-        let context = format!("the transactions at or after position {position}");
-        let oldest: Option<String> = row.try_get("oldest").map_err(self.failed(&context))?;
-        let horizon: String = row.try_get("horizon").map_err(self.failed(&context))?;
-        let mut transaction = transaction_id(&horizon, &context)?;
+            .bind(bigint(position.0));
+        let what = format!("the transactions at or after position {position}");
+        let row = self.row(query, &what).await?;
+        let oldest: Option<String> = value(&row, "oldest", &what)?;
+        let horizon: String = value(&row, "horizon", &what)?;
+        let mut transaction = transaction_id(&horizon, &what)?;
         if let Some(oldest) = oldest {
-            transaction = transaction.min(transaction_id(&oldest, &context)?);
+            transaction = transaction.min(transaction_id(&oldest, &what)?);
         }
         // Positions start at 1: (transaction, 0) is before every event of that transaction.
         Ok(Checkpoint::from_parts(transaction, 0))

@@ -3,14 +3,13 @@
 
 use eventsource_core::Metadata;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::admin::PostgresAdmin;
 use crate::error::{PostgresError, excerpt};
 use crate::migrate::SCHEMA_VERSION;
-use crate::row::transaction_id;
-use crate::sql::{EVENT_TRIGGERS, Statement};
+use crate::row::{transaction_id, value};
+use crate::sql::EVENT_TRIGGERS;
 
 mod report;
 pub use report::{Check, Finding, ScanProgress, Severity, VerifyReport};
@@ -71,30 +70,15 @@ impl PostgresAdmin {
         Ok(report)
     }
 
-    async fn fetch_all(
-        &self,
-        statement: &Statement,
-        what: &str,
-    ) -> Result<Vec<PgRow>, PostgresError> {
-        statement
-            .query()
-            .fetch_all(self.store().pool())
-            .await
-            .map_err(self.failed(&format!("verify: {what}")))
-    }
-
     /// The immutability triggers exist and fire (enabled `O`rigin or `A`lways).
     async fn check_triggers(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let schema = self.store().schema();
-        let rows = sqlx::query(EVENT_TRIGGERS)
-            .bind(schema.as_str())
-            .fetch_all(self.store().pool())
-            .await
-            .map_err(self.failed("verify: listing the triggers of `events`"))?;
+        let query = sqlx::query(EVENT_TRIGGERS).bind(schema.as_str());
+        let rows = self.rows(query, "the triggers of `events`").await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
-            let name: String = get(row, "name", "a trigger")?;
-            let enabled: String = get(row, "enabled", "a trigger")?;
+            let name: String = value(row, "name", "a trigger")?;
+            let enabled: String = value(row, "enabled", "a trigger")?;
             found.push((name, enabled));
         }
         for trigger in TRIGGERS {
@@ -136,14 +120,8 @@ impl PostgresAdmin {
         let mut open: Option<OpenStream> = None;
         let mut scanned = 0u64;
         loop {
-            let rows = page
-                .query()
-                .bind(&cursor.0)
-                .bind(cursor.1)
-                .bind(PAGE)
-                .fetch_all(self.store().pool())
-                .await
-                .map_err(self.failed("verify: scanning the events"))?;
+            let query = page.query().bind(&cursor.0).bind(cursor.1).bind(PAGE);
+            let rows = self.rows(query, "a page of events").await?;
             for row in &rows {
                 let event = ScannedEvent::read(row)?;
                 report.events += 1;
@@ -186,13 +164,10 @@ impl PostgresAdmin {
         &self,
         report: &mut VerifyReport,
     ) -> Result<(), PostgresError> {
-        let statement = &self.store().sql().admin.heads_without_events;
-        for row in self
-            .fetch_all(statement, "looking for stream heads without events")
-            .await?
-        {
-            let stream: String = get(&row, "stream_id", "a stream head")?;
-            let version: i64 = get(&row, "version", "a stream head")?;
+        let query = self.admin_sql().heads_without_events.query();
+        for row in self.rows(query, "stream heads without events").await? {
+            let stream: String = value(&row, "stream_id", "a stream head")?;
+            let version: i64 = value(&row, "version", "a stream head")?;
             report.add(
                 Finding::problem(
                     Check::StreamHead,
@@ -207,31 +182,29 @@ impl PostgresAdmin {
     /// Positions and event ids are unique (constraints guarantee it unless someone dropped
     /// them).
     async fn check_unique(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let admin = &self.store().sql().admin;
-        let rows = self
-            .fetch_all(&admin.repeated_positions, "looking for repeated positions")
-            .await?;
-        for row in &rows {
-            let position: i64 = get(row, 0, "a repeated position")?;
-            let count: i64 = get(row, 1, "a repeated position")?;
-            let holders: String = get(row, 2, "a repeated position")?;
+        let admin = self.admin_sql();
+        let what = "repeated positions";
+        for row in self.rows(admin.repeated_positions.query(), what).await? {
+            let (position, count, holders) = repeated::<i64>(&row, what)?;
             let mut finding = Finding::problem(
                 Check::Positions,
-                format!("position {position} is held by {count} events: {holders}"),
+                format!(
+                    "position {position} is held by {count} events: {}",
+                    excerpt(&holders)
+                ),
             );
             finding.position = Some(position);
             report.add(finding);
         }
-        let rows = self
-            .fetch_all(&admin.repeated_event_ids, "looking for repeated event ids")
-            .await?;
-        for row in &rows {
-            let id: String = get(row, 0, "a repeated event id")?;
-            let count: i64 = get(row, 1, "a repeated event id")?;
-            let holders: String = get(row, 2, "a repeated event id")?;
+        let what = "repeated event ids";
+        for row in self.rows(admin.repeated_event_ids.query(), what).await? {
+            let (id, count, holders) = repeated::<String>(&row, what)?;
             report.add(Finding::problem(
                 Check::EventIds,
-                format!("event id {id} is stored {count} times: {holders}"),
+                format!(
+                    "event id {id} is stored {count} times: {}",
+                    excerpt(&holders)
+                ),
             ));
         }
         Ok(())
@@ -239,12 +212,12 @@ impl PostgresAdmin {
 
     /// No checkpoint points past the head of the log (e.g. after restoring an older backup).
     async fn check_checkpoints(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let statement = &self.store().sql().admin.checkpoints_and_head;
-        for row in self.fetch_all(statement, "reading the checkpoints").await? {
+        let query = self.admin_sql().checkpoints_and_head.query();
+        for row in self.rows(query, "the checkpoints").await? {
             report.checkpoints += 1;
-            let projection: String = get(&row, "projection", "a checkpoint")?;
-            let position: i64 = get(&row, "position", "a checkpoint")?;
-            let head: i64 = get(&row, "head", "a checkpoint")?;
+            let projection: String = value(&row, "projection", "a checkpoint")?;
+            let position: i64 = value(&row, "position", "a checkpoint")?;
+            let head: i64 = value(&row, "head", "a checkpoint")?;
             if position > head {
                 let mut finding = Finding::problem(
                     Check::Checkpoints,
@@ -264,20 +237,14 @@ impl PostgresAdmin {
     /// checkpoints) come from another cluster, and global reads would hold events back, or
     /// skip them, until the cluster's counter passes them.
     async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let row = self
-            .store()
-            .sql()
-            .admin
-            .transaction_ids
-            .query()
-            .fetch_one(self.store().pool())
-            .await
-            .map_err(self.failed("verify: reading the newest transaction ids"))?;
         let what = "the newest transaction ids";
-        let next: String = get(&row, "next", what)?;
+        let row = self
+            .row(self.admin_sql().transaction_ids.query(), what)
+            .await?;
+        let next: String = value(&row, "next", what)?;
         let next = transaction_id(&next, what)?;
         for (column, place) in [("events", "an event"), ("checkpoints", "a checkpoint")] {
-            let newest: Option<String> = get(&row, column, what)?;
+            let newest: Option<String> = value(&row, column, what)?;
             let Some(newest) = newest else { continue };
             let newest = transaction_id(&newest, what)?;
             if newest >= next {
@@ -293,17 +260,17 @@ impl PostgresAdmin {
     }
 }
 
-/// Reads column `column` of a row about `what`.
-fn get<T>(
-    row: &PgRow,
-    column: impl sqlx::ColumnIndex<PgRow>,
-    what: &str,
-) -> Result<T, PostgresError>
+/// A row of `repeated_positions` or `repeated_event_ids`: what is repeated, how often, and
+/// (a few of) the events holding it.
+fn repeated<K>(row: &PgRow, what: &str) -> Result<(K, i64, String), PostgresError>
 where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
-    row.try_get(column)
-        .map_err(|source| PostgresError::database(format!("verify: reading {what}"), source))
+    Ok((
+        value(row, 0, what)?,
+        value(row, 1, what)?,
+        value(row, 2, what)?,
+    ))
 }
 
 /// One row of the scan, with what the checks look at.
@@ -322,14 +289,14 @@ impl ScannedEvent {
     fn read(row: &PgRow) -> Result<Self, PostgresError> {
         let what = "an event row";
         Ok(ScannedEvent {
-            stream: get(row, "stream_id", what)?,
-            version: get(row, "version", what)?,
-            position: get(row, "position", what)?,
-            name: get(row, "name", what)?,
-            schema_version: get(row, "schema_version", what)?,
-            payload_type: get(row, "payload_type", what)?,
-            metadata: get(row, "metadata", what)?,
-            head: get(row, "head", what)?,
+            stream: value(row, "stream_id", what)?,
+            version: value(row, "version", what)?,
+            position: value(row, "position", what)?,
+            name: value(row, "name", what)?,
+            schema_version: value(row, "schema_version", what)?,
+            payload_type: value(row, "payload_type", what)?,
+            metadata: value(row, "metadata", what)?,
+            head: value(row, "head", what)?,
         })
     }
 
