@@ -9,7 +9,7 @@ use crate::admin::PostgresAdmin;
 use crate::error::{PostgresError, excerpt};
 use crate::migrate::SCHEMA_VERSION;
 use crate::row::{transaction_id, value};
-use crate::sql::EVENT_TRIGGERS;
+use crate::sql::{EVENT_TRIGGERS, Statement};
 
 mod report;
 pub use report::{Check, Finding, ScanProgress, Severity, VerifyReport};
@@ -159,13 +159,31 @@ impl PostgresAdmin {
         Ok(())
     }
 
+    /// The first rows of a statement listing problems (at most as many as a report keeps),
+    /// counting those left out as problems of `report`.
+    async fn first_rows(
+        &self,
+        statement: &Statement,
+        what: &str,
+        report: &mut VerifyReport,
+    ) -> Result<Vec<PgRow>, PostgresError> {
+        let limit = VerifyReport::MAX_FINDINGS as i64;
+        let rows = self.rows(statement.query().bind(limit), what).await?;
+        if let Some(first) = rows.first() {
+            let total: i64 = value(first, "total", what)?;
+            report.left_out(u64::try_from(total - rows.len() as i64).unwrap_or(0));
+        }
+        Ok(rows)
+    }
+
     /// A head row in `streams` with no events behind it.
     async fn check_heads_without_events(
         &self,
         report: &mut VerifyReport,
     ) -> Result<(), PostgresError> {
-        let query = self.admin_sql().heads_without_events.query();
-        for row in self.rows(query, "stream heads without events").await? {
+        let statement = &self.admin_sql().heads_without_events;
+        let what = "stream heads without events";
+        for row in self.first_rows(statement, what, report).await? {
             let stream: String = value(&row, "stream_id", "a stream head")?;
             let version: i64 = value(&row, "version", "a stream head")?;
             report.add(
@@ -184,7 +202,10 @@ impl PostgresAdmin {
     async fn check_unique(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let admin = self.admin_sql();
         let what = "repeated positions";
-        for row in self.rows(admin.repeated_positions.query(), what).await? {
+        for row in self
+            .first_rows(&admin.repeated_positions, what, report)
+            .await?
+        {
             let (position, count, holders) = repeated::<i64>(&row, what)?;
             let mut finding = Finding::problem(
                 Check::Positions,
@@ -197,7 +218,10 @@ impl PostgresAdmin {
             report.add(finding);
         }
         let what = "repeated event ids";
-        for row in self.rows(admin.repeated_event_ids.query(), what).await? {
+        for row in self
+            .first_rows(&admin.repeated_event_ids, what, report)
+            .await?
+        {
             let (id, count, holders) = repeated::<String>(&row, what)?;
             report.add(Finding::problem(
                 Check::EventIds,

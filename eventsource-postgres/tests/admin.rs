@@ -531,3 +531,26 @@ async fn verify_accepts_metadata_the_store_wrote() {
     let report = store.admin().verify().await.unwrap();
     assert!(report.is_ok(), "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_keeps_the_first_findings_and_counts_every_one() {
+    let store = fresh_store().await;
+    let many = VerifyReport::MAX_FINDINGS + 7;
+    sql(
+        &store,
+        &format!(
+            "INSERT INTO {{s}}.streams (stream_id, version) \
+             SELECT 'ghost-' || lpad(i::text, 6, '0'), 1 FROM generate_series(1, {many}) i"
+        ),
+    )
+    .await;
+    let report = store.admin().verify().await.unwrap();
+    assert_eq!(report.problems, many as u64);
+    assert_eq!(report.findings.len(), VerifyReport::MAX_FINDINGS);
+    assert!(report.findings_truncated());
+    assert_eq!(
+        report.findings[0].stream.as_deref(),
+        Some("ghost-000001"),
+        "in stream order"
+    );
+}

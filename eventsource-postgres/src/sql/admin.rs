@@ -32,7 +32,8 @@ pub(crate) struct AdminStatements {
     /// A page of events in (stream, version) order after (`$1` stream, `$2` version), `$3`
     /// rows, with what the checks look at.
     pub(crate) scan_page: Statement,
-    /// Stream heads without events.
+    /// Stream heads without events. Like the next two: the first `$1` rows, each with the
+    /// `total` number of rows there are.
     pub(crate) heads_without_events: Statement,
     /// Positions held by several events, with (a few of) their holders.
     pub(crate) repeated_positions: Statement,
@@ -89,19 +90,21 @@ impl AdminStatements {
             )
             .into(),
             heads_without_events: format!(
-                "SELECT h.stream_id, h.version FROM {s}.streams h \
+                "SELECT h.stream_id, h.version, count(*) OVER () AS total FROM {s}.streams h \
                   WHERE NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.stream_id = h.stream_id) \
-                  ORDER BY h.stream_id"
+                  ORDER BY h.stream_id LIMIT $1"
             )
             .into(),
             repeated_positions: format!(
-                "SELECT position, count(*), {holders} FROM {s}.events \
-                  GROUP BY position HAVING count(*) > 1 ORDER BY position"
+                "SELECT position, count(*), {holders}, count(*) OVER () AS total \
+                   FROM {s}.events GROUP BY position HAVING count(*) > 1 \
+                  ORDER BY position LIMIT $1"
             )
             .into(),
             repeated_event_ids: format!(
-                "SELECT event_id::text, count(*), {holders} FROM {s}.events \
-                  GROUP BY event_id HAVING count(*) > 1 ORDER BY event_id"
+                "SELECT event_id::text, count(*), {holders}, count(*) OVER () AS total \
+                   FROM {s}.events GROUP BY event_id HAVING count(*) > 1 \
+                  ORDER BY event_id LIMIT $1"
             )
             .into(),
             checkpoints_and_head: format!(
