@@ -76,7 +76,7 @@ pub struct SchemaStatus {
 impl SchemaStatus {
     /// Fails unless the schema and every table of the event store exist:
     /// [`PostgresError::SchemaMissing`] or [`PostgresError::NotMigrated`].
-    pub fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
+    pub(crate) fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
         let schema = schema.to_owned();
         if !self.exists {
             return Err(PostgresError::SchemaMissing { schema });
