@@ -11,7 +11,7 @@ use sqlx::postgres::PgRow;
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
 use crate::row::{count, decode_checkpoint, transaction_id, value};
-use crate::sql::{AdminStatements, PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, bigint};
+use crate::sql::{PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, Statements, bigint};
 use crate::store::PostgresStore;
 
 /// The tables of an event store, in the order they are reported missing.
@@ -150,9 +150,9 @@ impl PostgresAdmin {
         &self.store
     }
 
-    /// The admin API's statements.
-    pub(crate) fn admin_sql(&self) -> &AdminStatements {
-        &self.store.sql().admin
+    /// The store's statements.
+    pub(crate) fn sql(&self) -> &Statements {
+        self.store.sql()
     }
 
     /// A failure of one of the admin API's statements, for `map_err`.
@@ -267,7 +267,7 @@ impl PostgresAdmin {
     /// How many events and streams the store holds, and when the newest event was recorded.
     pub async fn counts(&self) -> Result<Counts, PostgresError> {
         let what = "the counts of the store";
-        let row = self.row(self.admin_sql().counts.query(), what).await?;
+        let row = self.row(self.sql().counts.query(), what).await?;
         Ok(Counts {
             events: count(&row, "events", what)?,
             streams: count(&row, "streams", what)?,
@@ -278,9 +278,7 @@ impl PostgresAdmin {
     /// Every projection's checkpoint and how many events follow it, by name.
     pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
         let what = "the projection checkpoints";
-        let rows = self
-            .rows(self.admin_sql().checkpoints.query(), what)
-            .await?;
+        let rows = self.rows(self.sql().checkpoints.query(), what).await?;
         rows.iter()
             .map(|row| {
                 let projection: String = value(row, "projection", what)?;
@@ -330,7 +328,7 @@ impl PostgresAdmin {
         after: Checkpoint,
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
-        let query = self.admin_sql().count_after.after(after, filter);
+        let query = self.sql().count_after.after(after, filter);
         let what = format!("the count of events after {after}");
         let row = self.row(query, &what).await?;
         count(&row, "count", &what)
@@ -349,7 +347,7 @@ impl PostgresAdmin {
             return Ok(Checkpoint::START);
         }
         let query = self
-            .admin_sql()
+            .sql()
             .first_transaction_from
             .query()
             .bind(bigint(position.0));

@@ -115,7 +115,7 @@ impl PostgresAdmin {
         progress: &mut (impl FnMut(ScanProgress) + Send),
     ) -> Result<(), PostgresError> {
         let total = self.counts().await?.events;
-        let page = &self.store().sql().admin.scan_page;
+        let page = &self.store().sql().scan_page;
         let mut cursor = (String::new(), i64::MIN);
         let mut open: Option<OpenStream> = None;
         let mut scanned = 0u64;
@@ -181,7 +181,7 @@ impl PostgresAdmin {
         &self,
         report: &mut VerifyReport,
     ) -> Result<(), PostgresError> {
-        let statement = &self.admin_sql().heads_without_events;
+        let statement = &self.sql().heads_without_events;
         let what = "stream heads without events";
         for row in self.first_rows(statement, what, report).await? {
             let stream: String = value(&row, "stream_id", "a stream head")?;
@@ -200,7 +200,7 @@ impl PostgresAdmin {
     /// Positions and event ids are unique (constraints guarantee it unless someone dropped
     /// them).
     async fn check_unique(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let admin = self.admin_sql();
+        let admin = self.sql();
         let what = "repeated positions";
         for row in self
             .first_rows(&admin.repeated_positions, what, report)
@@ -236,7 +236,7 @@ impl PostgresAdmin {
 
     /// No checkpoint points past the head of the log (e.g. after restoring an older backup).
     async fn check_checkpoints(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let query = self.admin_sql().checkpoints_and_head.query();
+        let query = self.sql().checkpoints_and_head.query();
         for row in self.rows(query, "the checkpoints").await? {
             report.checkpoints += 1;
             let projection: String = value(&row, "projection", "a checkpoint")?;
@@ -262,9 +262,7 @@ impl PostgresAdmin {
     /// skip them, until the cluster's counter passes them.
     async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let what = "the newest transaction ids";
-        let row = self
-            .row(self.admin_sql().transaction_ids.query(), what)
-            .await?;
+        let row = self.row(self.sql().transaction_ids.query(), what).await?;
         let next: String = value(&row, "next", what)?;
         let next = transaction_id(&next, what)?;
         for (column, place) in [("events", "an event"), ("checkpoints", "a checkpoint")] {
