@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eventsource_core::{
     Checkpoint, EventStore, ExpectedVersion, LogFilter, Metadata, NewEvent, Position,
-    ProjectionStore, StreamId,
+    ProjectionStore, StoreError, StreamId,
 };
 use eventsource_postgres::sqlx::{self, AssertSqlSafe};
 use eventsource_postgres::{
@@ -236,6 +236,23 @@ async fn status_counts_the_store_and_its_checkpoints() {
     assert_eq!(admin.reset_checkpoint("balances").await.unwrap(), None);
     assert_eq!(store.load_checkpoint("balances").await.unwrap(), None);
     assert_eq!(admin.checkpoints().await.unwrap().len(), 1);
+
+    // A runner that was not stopped cannot move past the reset: its next commit fails.
+    let tx = store.begin().await.unwrap();
+    let error = store
+        .commit(
+            tx,
+            "balances",
+            Some(events[0].checkpoint),
+            events[1].checkpoint,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::CheckpointMoved { actual: None, .. }),
+        "{error:?}"
+    );
+    assert_eq!(store.load_checkpoint("balances").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
