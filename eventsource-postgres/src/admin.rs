@@ -335,10 +335,11 @@ impl PostgresAdmin {
     }
 
     /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
-    /// after global `position`, to follow the log from there: just before the oldest
-    /// transaction that wrote, or may still write, such an event. The log is in transaction
-    /// order, so reading from it returns some events of later transactions with lower
-    /// positions too: drop those by position.
+    /// after global `position`, to follow the log from there: just before `position` in the
+    /// oldest transaction that wrote such an event, or before every event of the oldest
+    /// transaction still open (which may yet write one). The log is in transaction order, so
+    /// reading from it returns some events of later transactions with lower positions too:
+    /// drop those by position.
     pub async fn checkpoint_from_position(
         &self,
         position: Position,
@@ -355,12 +356,16 @@ impl PostgresAdmin {
         let row = self.row(query, &what).await?;
         let oldest: Option<String> = value(&row, "oldest", &what)?;
         let horizon: String = value(&row, "horizon", &what)?;
-        let mut transaction = transaction_id(&horizon, &what)?;
-        if let Some(oldest) = oldest {
-            transaction = transaction.min(transaction_id(&oldest, &what)?);
-        }
-        // Positions start at 1: (transaction, 0) is before every event of that transaction.
-        Ok(Checkpoint::from_parts(transaction, 0))
+        let horizon = transaction_id(&horizon, &what)?;
+        let oldest = oldest.map(|t| transaction_id(&t, &what)).transpose()?;
+        Ok(match oldest {
+            // Every transaction older than the horizon has ended: none but `oldest` and later
+            // ones hold an event at or after `position`, and within `oldest` events are in
+            // position order (a bulk import of millions of events is one transaction).
+            Some(oldest) if oldest < horizon => Checkpoint::from_parts(oldest, position.0 - 1),
+            // Positions start at 1: (transaction, 0) is before every event of that transaction.
+            _ => Checkpoint::from_parts(horizon, 0),
+        })
     }
 
     /// What `eventsource status` shows: the schema version (which must be current), counts,

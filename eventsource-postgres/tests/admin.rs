@@ -354,6 +354,27 @@ async fn the_checkpoint_from_a_position_misses_no_event_at_or_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_from_a_position_skips_the_start_of_a_bulk_transaction() {
+    let store = fresh_store().await;
+    let names = vec!["deposited"; 50];
+    append(&store, "account-bulk", &names).await;
+    settle(&store, 50).await;
+    let checkpoint = store
+        .admin()
+        .checkpoint_from_position(Position(40))
+        .await
+        .unwrap();
+    let positions: Vec<u64> = store
+        .read_all(checkpoint, 100, &LogFilter::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position.0)
+        .collect();
+    assert_eq!(positions, (40..=50).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_nothing_wrong_with_a_healthy_store() {
     let store = fresh_store().await;
     append(&store, "account-ada", &["opened", "deposited", "withdrawn"]).await;
