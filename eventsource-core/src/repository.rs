@@ -1,6 +1,7 @@
 //! The repository: loads aggregates (snapshot + tail), executes commands, travels in time.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 
@@ -8,17 +9,16 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, SnapshotPolicy};
 use crate::cache::AggregateCache;
 use crate::command::CommandMetadata;
 use crate::envelope::{ExpectedVersion, NewEvent, RecordedEvent, StreamId, Version};
-use crate::error::{DecodeError, ExecuteError, LoadError, StoreError};
+use crate::error::{
+    AppendError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError, StoreError,
+};
 use crate::event::EventEnum;
 use crate::observe::names;
-use crate::store::{EventStore, Snapshot, SnapshotStore};
-
-/// How many events one read of a stream asks for.
-const PAGE: usize = 1_000;
+use crate::store::{Appended, EventStore, Snapshot, SnapshotStore};
 
 /// Loads and changes aggregates of type `A` kept in store `S`.
 ///
@@ -32,6 +32,7 @@ pub struct Repository<A: Aggregate, S> {
     store: S,
     services: A::Services,
     conflict_retries: u32,
+    snapshot: SnapshotPolicy,
     cache: Option<AggregateCache<A>>,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -42,6 +43,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
             .field("aggregate", &A::NAME)
             .field("store", &self.store)
             .field("conflict_retries", &self.conflict_retries)
+            .field("snapshot", &self.snapshot)
             .field("cached", &self.cached())
             .finish()
     }
@@ -102,6 +104,7 @@ impl<A: Aggregate, S> Repository<A, S> {
             store,
             services,
             conflict_retries: 0,
+            snapshot: A::SNAPSHOT,
             cache: None,
             _aggregate: PhantomData,
         }
@@ -113,6 +116,32 @@ impl<A: Aggregate, S> Repository<A, S> {
     pub fn retry_on_conflict(mut self, retries: u32) -> Self {
         self.conflict_retries = retries;
         self
+    }
+
+    /// Replaces the aggregate's compile-time snapshot policy ([`Aggregate::SNAPSHOT`], e.g.
+    /// `#[aggregate(snapshot(every = 100))]`) for this repository.
+    ///
+    /// With [`SnapshotPolicy::Every`] a command whose events cross a multiple of `n` stores a
+    /// snapshot, and loads start from the stored one. With [`SnapshotPolicy::Never`] no
+    /// snapshot is written or read: every load folds the whole stream.
+    ///
+    /// ```
+    /// # use eventsource_core::*;
+    /// # fn demo<A: Aggregate<Services = ()>>(store: MemoryStore) {
+    /// let accounts = Repository::<A, _>::new(store).with_snapshot_policy(SnapshotPolicy::Every(50));
+    /// assert_eq!(accounts.snapshot_policy(), SnapshotPolicy::Every(50));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshot = policy;
+        self
+    }
+
+    /// The snapshot policy in force: the aggregate's own unless
+    /// [`with_snapshot_policy`](Self::with_snapshot_policy) replaced it.
+    pub fn snapshot_policy(&self) -> SnapshotPolicy {
+        self.snapshot
     }
 
     /// Keeps up to `capacity` recently used aggregates in memory (least recently used out
@@ -181,24 +210,8 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         id: impl fmt::Display,
         at: DateTime<Utc>,
     ) -> Result<Loaded<A>, LoadError> {
-        let stream_id = self.stream_id(id);
-        let mut loaded = Loaded::new(stream_id);
-        'pages: loop {
-            let page = self
-                .store
-                .read_stream(&loaded.stream_id, loaded.version.next(), PAGE)
-                .await?;
-            let full = page.len() == PAGE;
-            for record in &page {
-                if record.recorded_at > at {
-                    break 'pages;
-                }
-                loaded.fold(record)?;
-            }
-            if !full {
-                break;
-            }
-        }
+        let mut loaded = Loaded::new(self.stream_id(id));
+        self.fold_tail(&mut loaded, None, Some(at)).await?;
         Ok(loaded)
     }
 
@@ -208,19 +221,38 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         id: impl fmt::Display,
     ) -> Result<Vec<DecodedEvent<A::Event>>, LoadError> {
         let stream_id = self.stream_id(id);
+        let mut pages = self.store.read_stream_pages(&stream_id, Version(1));
         let mut history = Vec::new();
-        loop {
-            let from = Version(history.len() as u64 + 1);
-            let page = self.store.read_stream(&stream_id, from, PAGE).await?;
-            let full = page.len() == PAGE;
+        while let Some(page) = pages.next_page().await? {
             for record in page {
                 let event = decode_event::<A>(&record)?;
                 history.push(DecodedEvent { record, event });
             }
-            if !full {
-                return Ok(history);
+        }
+        Ok(history)
+    }
+
+    /// Folds the stream's events after `loaded.version` into `loaded`: up to version `until`,
+    /// and only events recorded at or before `recorded_by` (the first later one ends the fold).
+    async fn fold_tail(
+        &self,
+        loaded: &mut Loaded<A>,
+        until: Option<Version>,
+        recorded_by: Option<DateTime<Utc>>,
+    ) -> Result<(), LoadError> {
+        let mut pages = self
+            .store
+            .read_stream_pages(&loaded.stream_id, loaded.version.next())
+            .until(until.unwrap_or(Version(u64::MAX)));
+        while let Some(page) = pages.next_page().await? {
+            for record in &page {
+                if recorded_by.is_some_and(|at| record.recorded_at > at) {
+                    return Ok(());
+                }
+                loaded.fold(record)?;
             }
         }
+        Ok(())
     }
 
     async fn load_stream(
@@ -243,7 +275,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         span.record("events_folded", loaded.events_folded);
         span.record("snapshot", loaded.snapshot_version.is_some());
         span.record("version", loaded.version.0);
-        if A::SNAPSHOT != crate::SnapshotPolicy::Never {
+        if self.snapshot != SnapshotPolicy::Never {
             let name = if loaded.snapshot_version.is_some() {
                 names::SNAPSHOT_HITS
             } else {
@@ -269,25 +301,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             },
             None => Loaded::new(stream_id),
         };
-        loop {
-            let remaining = until.map_or(PAGE, |until| {
-                (until.0.saturating_sub(loaded.version.0) as usize).min(PAGE)
-            });
-            if remaining == 0 {
-                break;
-            }
-            let page = self
-                .store
-                .read_stream(&loaded.stream_id, loaded.version.next(), remaining)
-                .await?;
-            let full = page.len() == remaining;
-            for record in &page {
-                loaded.fold(record)?;
-            }
-            if !full {
-                break;
-            }
-        }
+        self.fold_tail(&mut loaded, until, None).await?;
         Ok(loaded)
     }
 
@@ -299,7 +313,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         stream_id: &StreamId,
         until: Option<Version>,
     ) -> Result<Option<(A, Version)>, StoreError> {
-        if A::SNAPSHOT == crate::SnapshotPolicy::Never {
+        if self.snapshot == SnapshotPolicy::Never {
             return Ok(None);
         }
         let Some(snapshot) = self.store.load_snapshot(stream_id).await? else {
@@ -495,17 +509,16 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         if first.stream_id != *stream_id {
             return Ok(None);
         }
-        let tail = self
-            .store
-            .read_stream(stream_id, first.version, PAGE)
-            .await
-            .map_err(ExecuteError::Store)?;
+        // The command's events are the run of derived ids from the first one on.
+        let mut pages = self.store.read_stream_pages(stream_id, first.version);
         let mut events = Vec::new();
-        for (index, record) in tail.iter().enumerate() {
-            if record.event_id != metadata.event_id(stream_id, index) {
-                break;
+        'pages: while let Some(page) = pages.next_page().await.map_err(ExecuteError::Store)? {
+            for record in &page {
+                if record.event_id != metadata.event_id(stream_id, events.len()) {
+                    break 'pages;
+                }
+                events.push(decode_event::<A>(record).map_err(LoadError::from)?);
             }
-            events.push(decode_event::<A>(record).map_err(LoadError::from)?);
         }
         let loaded = self.load_stream(stream_id.clone(), None).await?;
         Ok(Some(Executed {
@@ -525,22 +538,112 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         after: Version,
         state: &A,
     ) {
-        if !A::SNAPSHOT.due(before.0, after.0) {
+        if !self.snapshot.due(before.0, after.0) {
             return;
         }
         // A snapshot is only a cache: failing to write one loses nothing, so the command,
         // whose events are already stored, still succeeds.
-        if let Ok(state) = serde_json::to_value(state) {
-            let _ = self
-                .store
-                .save_snapshot(Snapshot {
-                    stream_id: stream_id.clone(),
-                    version: after,
-                    state_fingerprint: A::STATE_FINGERPRINT.to_owned(),
-                    state,
-                    taken_at: Utc::now(),
-                })
-                .await;
+        let _ = self.save_snapshot(stream_id, after, state).await;
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream_id: &StreamId,
+        version: Version,
+        state: &A,
+    ) -> Result<(), SnapshotError> {
+        let state = serde_json::to_value(state).map_err(|source| SnapshotError::Encode {
+            stream: stream_id.clone(),
+            version,
+            source,
+        })?;
+        let snapshot = Snapshot {
+            stream_id: stream_id.clone(),
+            version,
+            state_fingerprint: A::STATE_FINGERPRINT.to_owned(),
+            state,
+            taken_at: Utc::now(),
+        };
+        self.store
+            .save_snapshot(snapshot)
+            .await
+            .map_err(|source| SnapshotError::Store {
+                stream: stream_id.clone(),
+                version,
+                source,
+            })
+    }
+
+    /// Stores a snapshot of the aggregate at its current version, whatever the policy says
+    /// (after an import, say, or before a burst of loads), and returns that version.
+    ///
+    /// The state is loaded from the store (snapshot + tail, or the whole stream), never from
+    /// the cache. A repository whose policy is [`SnapshotPolicy::Never`] does not read
+    /// snapshots, so its own loads still fold the whole stream; repositories of the same
+    /// aggregate with an `Every` policy start from this one. A stream without events is
+    /// [`SnapshotError::NoEvents`].
+    pub async fn snapshot(&self, id: impl fmt::Display) -> Result<Version, SnapshotError> {
+        let loaded = self.load_stream(self.stream_id(id), None).await?;
+        if loaded.version == Version::NONE {
+            return Err(SnapshotError::NoEvents {
+                stream: loaded.stream_id,
+            });
+        }
+        self.save_snapshot(&loaded.stream_id, loaded.version, &loaded.state)
+            .await?;
+        Ok(loaded.version)
+    }
+
+    /// Appends typed events of this aggregate to its stream if the stream matches `expected`,
+    /// without deciding a command: for imports, migrations, tools and benchmarks. The batch is
+    /// atomic; a mismatch is [`StoreError::Conflict`] inside [`AppendError::Store`].
+    ///
+    /// The events are encoded under their names and current schema versions, with fresh
+    /// ids and empty metadata ([`append_with`](Self::append_with) sets them). Appending
+    /// takes no snapshot (the state is not loaded): call [`snapshot`](Self::snapshot)
+    /// afterwards where loads should start from one.
+    ///
+    /// ```
+    /// # use eventsource_core::*;
+    /// # async fn demo<A: Aggregate<Services = ()>>(store: MemoryStore, imported: Vec<A::Event>) -> Result<(), AppendError> {
+    /// let accounts = Repository::<A, _>::new(store);
+    /// let count = imported.len() as u64;
+    /// let appended = accounts.append("ada", ExpectedVersion::NoStream, imported).await?;
+    /// assert_eq!(appended.last_version, Version(count));
+    /// accounts.snapshot("ada").await.ok(); // loads start from here
+    /// # Ok(()) }
+    /// ```
+    pub fn append<E: Into<A::Event>>(
+        &self,
+        id: impl fmt::Display,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = E>,
+    ) -> impl Future<Output = Result<Appended, AppendError>> + Send + '_ {
+        self.append_with(id, expected, events, CommandMetadata::new())
+    }
+
+    /// Like [`append`](Self::append), with metadata: the events carry its correlation id,
+    /// causation id and custom fields as a command's events do, and with an idempotency key
+    /// their ids are derived from it, so appending the same batch again writes nothing and
+    /// reports the first append (`replayed`).
+    pub fn append_with<E: Into<A::Event>>(
+        &self,
+        id: impl fmt::Display,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = E>,
+        metadata: CommandMetadata,
+    ) -> impl Future<Output = Result<Appended, AppendError>> + Send + '_ {
+        // Encoded before the future starts, so that it does not hold the caller's iterator.
+        let stream_id = self.stream_id(id);
+        let events: Vec<A::Event> = events.into_iter().map(Into::into).collect();
+        let batch = encode_batch::<A>(&stream_id, &events, &metadata);
+        async move {
+            let appended = self.store.append(&stream_id, expected, batch?).await?;
+            // A cached copy is behind now; the next command loads afresh.
+            if let Some(cache) = &self.cache {
+                cache.take(&stream_id);
+            }
+            Ok(appended)
         }
     }
 }
@@ -565,17 +668,19 @@ impl<A: Aggregate> Loaded<A> {
     }
 }
 
+/// The batch a command or a typed append writes: each event encoded, with the ids and
+/// metadata that `metadata` gives it.
 fn encode_batch<A: Aggregate>(
     stream_id: &StreamId,
     events: &[A::Event],
     metadata: &CommandMetadata,
-) -> Result<Vec<NewEvent>, ExecuteError<A::Error>> {
+) -> Result<Vec<NewEvent>, EncodeError> {
     let event_metadata = metadata.event_metadata();
     events
         .iter()
         .enumerate()
         .map(|(index, event)| {
-            let payload = event.encode().map_err(|source| ExecuteError::Encode {
+            let payload = event.encode().map_err(|source| EncodeError {
                 stream: stream_id.clone(),
                 name: event.name(),
                 source,
