@@ -188,13 +188,41 @@ pub struct EncodeError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppendError {
+    /// The stream was not at the expected version.
+    #[error("conflict: stream `{stream}` is at version {actual}, the append expected {expected}")]
+    Conflict {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked.
+        actual: Version,
+    },
     /// An event could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// The store refused or failed the append: a conflict with the expected version
-    /// ([`StoreError::Conflict`]), an empty batch, a backend failure.
+    /// The store refused or failed the append otherwise: an empty batch, an event id stored
+    /// elsewhere, a backend failure.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppendError {
+    /// A conflict becomes [`AppendError::Conflict`]; anything else [`AppendError::Store`].
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict {
+                stream,
+                expected,
+                actual,
+            } => AppendError::Conflict {
+                stream,
+                expected,
+                actual,
+            },
+            other => AppendError::Store(other),
+        }
+    }
 }
 
 /// Why a snapshot was not stored ([`Repository::snapshot`](crate::Repository::snapshot)).

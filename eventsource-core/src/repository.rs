@@ -118,6 +118,20 @@ impl<A: Aggregate, S> Repository<A, S> {
         self
     }
 
+    /// Keeps up to `capacity` recently used aggregates in memory (least recently used out
+    /// first). A command on a cached aggregate skips the load and appends at the cached
+    /// version; if another writer moved the stream meanwhile, the append conflicts, the entry
+    /// is dropped and the command runs again on a fresh load (not counted as a conflict
+    /// retry). Off by default. `load`, `load_at` and `load_as_of` always read the store.
+    #[must_use]
+    pub fn with_cache(mut self, capacity: NonZeroUsize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = Some(AggregateCache::new(capacity, A::clone));
+        self
+    }
+
     /// Replaces the aggregate's compile-time snapshot policy ([`Aggregate::SNAPSHOT`], e.g.
     /// `#[aggregate(snapshot(every = 100))]`) for this repository.
     ///
@@ -142,20 +156,6 @@ impl<A: Aggregate, S> Repository<A, S> {
     /// [`with_snapshot_policy`](Self::with_snapshot_policy) replaced it.
     pub fn snapshot_policy(&self) -> SnapshotPolicy {
         self.snapshot
-    }
-
-    /// Keeps up to `capacity` recently used aggregates in memory (least recently used out
-    /// first). A command on a cached aggregate skips the load and appends at the cached
-    /// version; if another writer moved the stream meanwhile, the append conflicts, the entry
-    /// is dropped and the command runs again on a fresh load (not counted as a conflict
-    /// retry). Off by default. `load`, `load_at` and `load_as_of` always read the store.
-    #[must_use]
-    pub fn with_cache(mut self, capacity: NonZeroUsize) -> Self
-    where
-        A: Clone,
-    {
-        self.cache = Some(AggregateCache::new(capacity, A::clone));
-        self
     }
 
     /// How many aggregates the cache holds (0 without a cache).
@@ -596,7 +596,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 
     /// Appends typed events of this aggregate to its stream if the stream matches `expected`,
     /// without deciding a command: for imports, migrations, tools and benchmarks. The batch is
-    /// atomic; a mismatch is [`StoreError::Conflict`] inside [`AppendError::Store`].
+    /// atomic; a mismatch is [`AppendError::Conflict`] and writes nothing.
     ///
     /// The events are encoded under their names and current schema versions, with fresh
     /// ids and empty metadata ([`append_with`](Self::append_with) sets them). Appending
