@@ -13,7 +13,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+# Absolute, since the build runs in a temporary directory (a relative one is cargo's: from here).
+export CARGO_TARGET_DIR="$(realpath -m "${CARGO_TARGET_DIR:-$root/target}")"
 
 # The fenced block of language $1 whose text contains $2.
 readme_block() {
