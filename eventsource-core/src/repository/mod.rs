@@ -99,7 +99,7 @@ impl<A: Aggregate, S> Repository<A, S> {
             store,
             services,
             conflict_retries: 0,
-            snapshot: A::SNAPSHOT,
+            snapshot: effective(A::SNAPSHOT),
             cache: None,
             _aggregate: PhantomData,
         }
@@ -132,7 +132,7 @@ impl<A: Aggregate, S> Repository<A, S> {
     ///
     /// With [`SnapshotPolicy::Every`] a command whose events cross a multiple of `n` stores a
     /// snapshot, and loads start from the stored one. With [`SnapshotPolicy::Never`] no
-    /// snapshot is written or read: every load folds the whole stream.
+    /// snapshot is written or read: every load folds the whole stream. `Every(0)` is `Never`.
     ///
     /// ```
     /// # use eventsource_core::*;
@@ -143,7 +143,7 @@ impl<A: Aggregate, S> Repository<A, S> {
     /// ```
     #[must_use]
     pub fn with_snapshot_policy(mut self, policy: SnapshotPolicy) -> Self {
-        self.snapshot = policy;
+        self.snapshot = effective(policy);
         self
     }
 
@@ -182,6 +182,15 @@ pub fn decode_event<A: Aggregate>(record: &RecordedEvent) -> Result<A::Event, De
             source,
         }
     })
+}
+
+/// The policy a repository follows: `Every(0)` would read snapshots but never write one, so it
+/// means `Never`.
+fn effective(policy: SnapshotPolicy) -> SnapshotPolicy {
+    match policy {
+        SnapshotPolicy::Every(0) => SnapshotPolicy::Never,
+        other => other,
+    }
 }
 
 impl<A: Aggregate> Loaded<A> {

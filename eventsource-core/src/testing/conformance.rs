@@ -607,6 +607,13 @@ pub async fn runtime_snapshot_policy_overrides_the_aggregates<S: TestStore>(stor
     let never =
         Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Never);
     assert_eq!(never.snapshot_policy(), SnapshotPolicy::Never);
+    let zero =
+        Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Every(0));
+    assert_eq!(
+        zero.snapshot_policy(),
+        SnapshotPolicy::Never,
+        "every 0 is never"
+    );
     for amount in 1..=7 {
         never
             .execute("x", CounterCommand::Add(amount))
