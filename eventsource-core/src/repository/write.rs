@@ -62,8 +62,8 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// (after an import, say, or before a burst of loads), and returns that version.
     ///
     /// The state is loaded from the store (snapshot + tail, or the whole stream), never from
-    /// the cache. A repository whose policy is [`SnapshotPolicy::Never`] does not read
-    /// snapshots, so its own loads still fold the whole stream; repositories of the same
+    /// the cache. A repository whose policy is [`Never`](crate::SnapshotPolicy::Never) does not
+    /// read snapshots, so its own loads still fold the whole stream; repositories of the same
     /// aggregate with an `Every` policy start from this one. A stream without events is
     /// [`SnapshotError::NoEvents`].
     pub async fn snapshot(&self, id: impl fmt::Display) -> Result<Version, SnapshotError> {
