@@ -5,6 +5,8 @@
 # a Unix socket inside that directory), trusts local connections, and is stopped and deleted on
 # exit, also when a test fails. Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh --test postgres_conformance
+# After the tests it builds the README's quick start as a new crate (scripts/quickstart.sh) and
+# runs the bank example on PostgreSQL.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +17,9 @@ pg_start eventsource_test max_connections=200 fsync=off
 echo "scripts/test.sh: PostgreSQL $(pg_version) on $DATABASE_URL"
 
 cargo test --workspace --all-features "$@"
+
+# The README's quick start, built and run as a new crate with the README's dependencies.
+scripts/quickstart.sh
 
 # The example, on PostgreSQL this time (the README's first command runs it in memory).
 RUST_LOG=warn cargo run --quiet --features postgres --example bank >/dev/null

@@ -1,12 +1,13 @@
-//! # eventsource
-//!
-//! Declarative event sourcing for Rust. See the README for a tour.
+#![doc = include_str!("../README.md")]
 #![doc(html_root_url = "https://docs.rs/eventsource")]
 
-pub use eventsource_core::*;
+// The re-exports are listed one by one (no glob): what this crate offers is written here, and
+// an item added to `eventsource-core` is public only once it is added below.
 
-#[cfg(feature = "postgres")]
-pub use eventsource_postgres as postgres;
+// Events and aggregates.
+pub use eventsource_core::{
+    Aggregate, Apply, DecodeFailure, Event, EventEnum, Events, Handle, HandleWith, SnapshotPolicy,
+};
 
 #[cfg(feature = "derive")]
 #[doc = include_str!("docs/derive_event.md")]
@@ -16,22 +17,74 @@ pub use eventsource_derive::Event;
 #[doc = include_str!("docs/derive_aggregate.md")]
 pub use eventsource_derive::Aggregate;
 
+// The envelope: what is stored around an event.
+pub use eventsource_core::{
+    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
+};
+
+// The repository: loading aggregates and executing commands.
+pub use eventsource_core::{
+    CommandMetadata, DecodedEvent, Executed, Loaded, Repository, decode_event,
+};
+
+// The store contract and the in-memory store.
+pub use eventsource_core::{
+    Appended, EventStore, LogFilter, MemoryStore, Snapshot, SnapshotStore, StreamPages,
+};
+
+// Projections: read models fed from the global log.
+pub use eventsource_core::{
+    CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
+    ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+};
+
+// Errors.
+pub use eventsource_core::{
+    AppendError, BoxError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError,
+    StoreError,
+};
+
+// Given/when/then tests.
+pub use eventsource_core::{GivenWhenThen, harness};
+
+pub use eventsource_core::{observe, upcast};
+
+#[cfg(feature = "testing")]
+pub use eventsource_core::{conformance_tests, testing};
+
+/// The PostgreSQL adapter (feature `postgres`): `PostgresStore` goes wherever a
+/// [`MemoryStore`] goes.
+#[cfg(feature = "postgres")]
+pub use eventsource_postgres as postgres;
+
+/// Items the derive macros' generated code uses. Not a public API: may change in any release.
+#[doc(hidden)]
+pub use eventsource_core::__private;
+
 /// Guides: walkthroughs of one topic each, with compiled examples.
 pub mod guide {
     #[doc = include_str!("docs/evolving_events.md")]
     pub mod evolving_events {}
 }
 
-/// The items most applications need, for a glob import.
+/// The items most applications need, for a glob import: `use eventsource::prelude::*;`.
+///
+/// Aggregates and events (the traits and, with the default `derive` feature, their derives),
+/// the repository and the in-memory store, projections, and the given/when/then harness.
+///
+/// `Serialize` and `Deserialize` are serde's derives, re-exported for convenience. The code
+/// they generate names the `serde` crate, so **the crate that uses them must depend on
+/// `serde` itself** (`serde = { version = "1", features = ["derive"] }`); without it every
+/// derive fails with E0463 "can't find crate for `serde`".
 pub mod prelude {
     pub use eventsource_core::{
         Aggregate, Apply, CommandMetadata, Event, EventEnum, EventStore, Events, ExecuteError,
-        ExpectedVersion, Handle, HandleWith, MemoryStore, Repository, SnapshotPolicy,
+        ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryStore, Project,
+        Projection, ProjectionRunner, RecordedEvent, Repository, Reset, SnapshotPolicy,
         SnapshotStore, StreamId, Version,
     };
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};
-    pub use eventsource_core::GivenWhenThen;
     #[cfg(feature = "derive")]
     pub use eventsource_derive::{Aggregate, Event};
 }

@@ -6,10 +6,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use eventsource::testing::fixture::{Counter, CounterCommand};
+use eventsource::testing::fixture::{Counter, CounterCommand, CounterEvent};
 use eventsource::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, LogFilter, MemoryStore, NewEvent, Position,
-    RecordedEvent, Repository, Snapshot, SnapshotStore, StoreError, StreamId, Version,
+    AppendError, Appended, Checkpoint, EventStore, ExpectedVersion, LogFilter, MemoryStore,
+    NewEvent, Position, RecordedEvent, Repository, Snapshot, SnapshotStore, StoreError, StreamId,
+    Version,
 };
 use uuid::Uuid;
 
@@ -126,6 +127,45 @@ async fn a_stale_entry_is_reloaded_without_using_up_retries() {
         (111, Version(3), 1)
     );
     assert_eq!(cached.load("x").await.unwrap().state.value, 111);
+}
+
+#[tokio::test]
+async fn a_typed_append_through_the_repository_drops_the_cached_copy() {
+    let store = Counting::default();
+    let repo = Repository::<Counter, _>::new(store.clone()).with_cache(cap(10));
+    repo.execute("x", CounterCommand::Add(1)).await.unwrap();
+    assert_eq!(repo.cached(), 1);
+    let events = [CounterEvent::Added { amount: 10 }, CounterEvent::Cleared];
+    let appended = repo
+        .append("x", ExpectedVersion::Exact(Version(1)), events)
+        .await
+        .unwrap();
+    assert_eq!(appended.last_version, Version(3));
+    assert_eq!(repo.cached(), 0, "the cached copy is behind the stream now");
+    // The next command loads afresh (no conflict to discover first).
+    let reads = store.reads();
+    let done = repo.execute("x", CounterCommand::Add(5)).await.unwrap();
+    assert_eq!(
+        (done.state.value, done.version, done.attempts),
+        (5, Version(4), 1)
+    );
+    assert!(store.reads() > reads);
+    // A failed append leaves other entries alone and writes nothing.
+    let stale = repo
+        .append(
+            "x",
+            ExpectedVersion::Exact(Version(1)),
+            [CounterEvent::Cleared],
+        )
+        .await;
+    assert!(matches!(
+        stale,
+        Err(AppendError::Conflict {
+            actual: Version(4),
+            ..
+        })
+    ));
+    assert_eq!(repo.load("x").await.unwrap().version, Version(4));
 }
 
 #[tokio::test]

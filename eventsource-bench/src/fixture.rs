@@ -83,7 +83,8 @@ pub enum AccountError {
     NothingToDeposit,
 }
 
-/// An account without snapshots: every load folds its whole stream.
+/// An account without snapshots: every load folds its whole stream (a repository's
+/// `with_snapshot_policy` gives it some).
 #[derive(Aggregate, Default, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[aggregate(
     name = "account",
@@ -100,60 +101,35 @@ pub struct Account {
     pub movements: u64,
 }
 
-/// The same account with a snapshot every 100 events.
-#[derive(Aggregate, Default, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[aggregate(
-    name = "snapshotted",
-    error = AccountError,
-    events(Opened, Deposited, Withdrawn),
-    commands(Deposit),
-    snapshot(every = 100)
-)]
-pub struct SnapshottedAccount {
-    /// The owner, once opened.
-    pub owner: Option<String>,
-    /// In cents.
-    pub balance: u64,
-    /// Events folded.
-    pub movements: u64,
+impl Apply<Opened> for Account {
+    fn apply(&mut self, event: &Opened) {
+        self.owner = Some(event.owner.clone());
+        self.movements += 1;
+    }
 }
 
-macro_rules! account_behaviour {
-    ($account:ty) => {
-        impl Apply<Opened> for $account {
-            fn apply(&mut self, event: &Opened) {
-                self.owner = Some(event.owner.clone());
-                self.movements += 1;
-            }
-        }
-
-        impl Apply<Deposited> for $account {
-            fn apply(&mut self, event: &Deposited) {
-                self.balance = self.balance.wrapping_add(event.amount);
-                self.movements += 1;
-            }
-        }
-
-        impl Apply<Withdrawn> for $account {
-            fn apply(&mut self, event: &Withdrawn) {
-                self.balance = self.balance.wrapping_sub(event.amount);
-                self.movements += 1;
-            }
-        }
-
-        impl Handle<Deposit> for $account {
-            fn handle(&self, command: Deposit) -> Result<Events<Self>, AccountError> {
-                if command.amount == 0 {
-                    return Err(AccountError::NothingToDeposit);
-                }
-                Ok(Events::one(deposited(command.amount)))
-            }
-        }
-    };
+impl Apply<Deposited> for Account {
+    fn apply(&mut self, event: &Deposited) {
+        self.balance = self.balance.wrapping_add(event.amount);
+        self.movements += 1;
+    }
 }
 
-account_behaviour!(Account);
-account_behaviour!(SnapshottedAccount);
+impl Apply<Withdrawn> for Account {
+    fn apply(&mut self, event: &Withdrawn) {
+        self.balance = self.balance.wrapping_sub(event.amount);
+        self.movements += 1;
+    }
+}
+
+impl Handle<Deposit> for Account {
+    fn handle(&self, command: Deposit) -> Result<Events<Self>, AccountError> {
+        if command.amount == 0 {
+            return Err(AccountError::NothingToDeposit);
+        }
+        Ok(Events::one(deposited(command.amount)))
+    }
+}
 
 /// A current-version deposit.
 pub fn deposited(amount: u64) -> Deposited {

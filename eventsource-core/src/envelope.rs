@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::event::EventEnum;
+
 /// The name of a stream: `<category>-<id>`, e.g. `account-42`.
 ///
 /// The category is the aggregate's name (the part before the first `-`), as in
@@ -64,10 +66,10 @@ impl Version {
     /// The version of a stream that has no events.
     pub const NONE: Version = Version(0);
 
-    /// The version after this one.
+    /// The version after this one (the last possible version stays itself).
     #[must_use]
     pub fn next(self) -> Version {
-        Version(self.0 + 1)
+        Version(self.0.saturating_add(1))
     }
 }
 
@@ -235,6 +237,18 @@ impl NewEvent {
             payload,
             metadata: Metadata::default(),
         }
+    }
+
+    /// Encodes a typed event (an aggregate's event enum, or anything `Into` it) under its
+    /// name and current schema version, with a fresh id and empty metadata.
+    ///
+    /// Appending through [`Repository::append`](crate::Repository::append) does this for you.
+    pub fn encode<E: EventEnum>(event: &E) -> Result<Self, serde_json::Error> {
+        Ok(NewEvent::new(
+            event.name(),
+            event.schema_version(),
+            event.encode()?,
+        ))
     }
 
     /// Replaces the metadata.

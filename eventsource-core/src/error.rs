@@ -150,16 +150,8 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
         actual: Version,
     },
     /// An event could not be encoded.
-    #[error("cannot encode event `{name}` for stream `{stream}`: {source}")]
-    Encode {
-        /// The aggregate's stream.
-        stream: StreamId,
-        /// The event's name.
-        name: &'static str,
-        /// The serializer's error.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// Loading the aggregate failed.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -176,4 +168,98 @@ impl<E: std::error::Error + 'static> ExecuteError<E> {
             _ => None,
         }
     }
+}
+
+/// An event that could not be encoded for storage; nothing of its batch was written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode event `{name}` for stream `{stream}`: {source}")]
+pub struct EncodeError {
+    /// The stream it was meant for.
+    pub stream: StreamId,
+    /// The event's name.
+    pub name: &'static str,
+    /// The serializer's error.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Why a typed batch was not appended ([`Repository::append`](crate::Repository::append)).
+/// Nothing was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The stream was not at the expected version.
+    #[error("conflict: stream `{stream}` is at version {actual}, the append expected {expected}")]
+    Conflict {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked.
+        actual: Version,
+    },
+    /// An event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The store refused or failed the append otherwise: an empty batch, an event id stored
+    /// elsewhere, a backend failure.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppendError {
+    /// A conflict becomes [`AppendError::Conflict`]; anything else [`AppendError::Store`].
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict {
+                stream,
+                expected,
+                actual,
+            } => AppendError::Conflict {
+                stream,
+                expected,
+                actual,
+            },
+            other => AppendError::Store(other),
+        }
+    }
+}
+
+/// Why a snapshot was not stored ([`Repository::snapshot`](crate::Repository::snapshot)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// Loading the aggregate failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The stream has no events, so there is no state to store.
+    #[error("stream `{stream}` has no events: there is no state to snapshot")]
+    NoEvents {
+        /// The aggregate's stream.
+        stream: StreamId,
+    },
+    /// The state could not be serialized.
+    #[error(
+        "cannot encode the state of stream `{stream}` at version {version} for a snapshot: {source}"
+    )]
+    Encode {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version the state includes.
+        version: Version,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store failed to save it.
+    #[error("cannot store the snapshot of stream `{stream}` at version {version}: {source}")]
+    Store {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version the state includes.
+        version: Version,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
 }

@@ -25,16 +25,19 @@ pub use command::CommandMetadata;
 pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
-pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
+pub use error::{
+    AppendError, BoxError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError,
+    StoreError,
+};
 pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;
 pub use projection::{
-    CaughtUp, DispatchFailure, HandledEvents, HandlerError, Progress, Project, Projection,
-    ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
+    ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
-pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
+pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
 #[doc(hidden)]

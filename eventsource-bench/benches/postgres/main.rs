@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use eventsource::postgres::PostgresStore;
 use eventsource::prelude::*;
-use eventsource::{NewEvent, Snapshot};
+use eventsource::{NewEvent, RecordedEvent};
 use eventsource_bench::fixture::{
-    Account, AccountEvent, Deposit, Opened, SnapshottedAccount, Withdrawn, deposited, nth_event,
+    Account, AccountEvent, Deposit, Opened, Withdrawn, deposited, nth_event,
 };
 use eventsource_bench::hand::{HandAccount, HandEvent};
 use eventsource_bench::measure::{Contest, Table, Unit};
@@ -188,9 +188,7 @@ async fn print_server(pool: &PgPool) -> Result<(), BoxError> {
 }
 
 fn new_event(n: u64) -> NewEvent {
-    let event = deposited(n % 13 + 1);
-    let payload = serde_json::to_value(&event).expect("events encode");
-    NewEvent::new("account.deposited", 3, payload)
+    NewEvent::encode(&AccountEvent::from(deposited(n % 13 + 1))).expect("events encode")
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -362,16 +360,11 @@ async fn command(
 ) -> Result<(), BoxError> {
     let tag = if cached { "w" } else { "c" };
     // Seed the same histories on both sides.
+    let seeder = Repository::<Account, _>::new(bench.store.clone());
     for client in 0..clients {
         for k in 0..STREAMS_PER_CLIENT {
             let id = format!("{tag}{clients}-{client}-{k}");
-            let stream = StreamId::new("account", &id);
-            let events = history_events(0, HISTORY)?;
-            bench
-                .store
-                .append(&stream, ExpectedVersion::NoStream, events.clone())
-                .await?;
-            insert_raw(&bench.raw, stream.as_str(), 0, events).await?;
+            seed(bench, &seeder, &id, 0, HISTORY).await?;
         }
     }
     let mut contest = if cached {
@@ -452,29 +445,38 @@ async fn command(
     Ok(())
 }
 
-/// Events `from..to` of the synthetic history, encoded as the framework encodes them.
-fn history_events(from: u64, to: u64) -> Result<Vec<NewEvent>, BoxError> {
-    (from..to)
-        .map(|n| {
-            let event = nth_event(n);
-            Ok(NewEvent::new(
-                event.name(),
-                event.schema_version(),
-                event.encode()?,
-            ))
-        })
-        .collect()
+/// Appends events `from..to` of the synthetic history to the aggregate `id` through `repo`,
+/// and the same rows (as the framework stored them) to the raw table.
+async fn seed(
+    bench: &Bench,
+    repo: &Repository<Account, PostgresStore>,
+    id: &str,
+    from: u64,
+    to: u64,
+) -> Result<(), BoxError> {
+    let expected = ExpectedVersion::Exact(Version(from));
+    repo.append(id, expected, (from..to).map(nth_event)).await?;
+    let stream = repo.stream_id(id);
+    let mut rows = bench.store.read_stream_pages(&stream, Version(from + 1));
+    while let Some(page) = rows.next_page().await? {
+        let after = page[0].version.0 - 1;
+        insert_raw(&bench.raw, stream.as_str(), after, page).await?;
+    }
+    Ok(())
 }
 
 async fn insert_raw(
     pool: &PgPool,
     stream: &str,
     after: u64,
-    events: Vec<NewEvent>,
+    events: Vec<RecordedEvent>,
 ) -> Result<(), BoxError> {
     let mut columns = Columns::default();
     for (i, event) in events.into_iter().enumerate() {
-        columns.push(stream, after + i as u64 + 1, event)?;
+        let stored = NewEvent::new(event.name, event.schema_version, event.payload)
+            .with_id(event.event_id)
+            .with_metadata(event.metadata);
+        columns.push(stream, after + i as u64 + 1, stored)?;
     }
     sqlx::query(INSERT_INDEXED_BATCH)
         .bind(&columns.streams)
@@ -559,59 +561,30 @@ const BIG: u64 = 10_000;
 /// a tail of 99), each against raw sqlx doing the same reads.
 async fn load(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
     let store = &bench.store;
-    // account-big: 10,000 events, no snapshot policy. account-small: 100 events.
-    for (id, len) in [("big", BIG), ("small", 100)] {
-        let stream = StreamId::new("account", id);
+    let plain = Repository::<Account, _>::new(store.clone());
+    // The same aggregate, with a snapshot every 100 events instead of none.
+    let snapshotted = Repository::<Account, _>::new(store.clone())
+        .with_snapshot_policy(SnapshotPolicy::Every(100));
+    // account-big: 10,000 events; account-small: 100; account-snap: 10,000 and a snapshot at
+    // 10,000; account-snap99: the same plus 99 events.
+    for (id, len) in [("big", BIG), ("small", 100), ("snap", BIG), ("snap99", BIG)] {
         for from in (0..len).step_by(1_000) {
-            let events = history_events(from, (from + 1_000).min(len))?;
-            store
-                .append(
-                    &stream,
-                    ExpectedVersion::Exact(Version(from)),
-                    events.clone(),
-                )
-                .await?;
-            insert_raw(&bench.raw, stream.as_str(), from, events).await?;
+            seed(bench, &plain, id, from, (from + 1_000).min(len)).await?;
         }
     }
-    // snapshotted-big (10,000 events) and snapshotted-big99 (10,099), with a snapshot at 10,000.
-    for (id, len) in [("big", BIG), ("big99", BIG + 99)] {
-        let stream = StreamId::new("snapshotted", id);
-        for from in (0..len).step_by(1_000) {
-            let events = history_events(from, (from + 1_000).min(len))?;
-            store
-                .append(
-                    &stream,
-                    ExpectedVersion::Exact(Version(from)),
-                    events.clone(),
-                )
-                .await?;
-            insert_raw(&bench.raw, stream.as_str(), from, events).await?;
-        }
-        let mut state = SnapshottedAccount::default();
-        for n in 0..BIG {
-            eventsource::Aggregate::evolve(&mut state, &snapshotted_event(n));
-        }
-        let state = serde_json::to_value(&state)?;
-        store
-            .save_snapshot(Snapshot {
-                stream_id: stream.clone(),
-                version: Version(BIG),
-                state_fingerprint: SnapshottedAccount::STATE_FINGERPRINT.to_owned(),
-                state: state.clone(),
-                taken_at: chrono::Utc::now(),
-            })
-            .await?;
+    for id in ["snap", "snap99"] {
+        assert_eq!(snapshotted.snapshot(id).await?, Version(BIG));
+        let stream = snapshotted.stream_id(id);
+        let snapshot = store.load_snapshot(&stream).await?.expect("just stored");
         sqlx::query("INSERT INTO bench_raw_indexed.snapshots VALUES ($1, $2, $3)")
             .bind(stream.as_str())
             .bind(BIG as i64)
-            .bind(state)
+            .bind(snapshot.state)
             .execute(&bench.raw)
             .await?;
     }
+    seed(bench, &plain, "snap99", BIG, BIG + 99).await?;
 
-    let plain = Repository::<Account, _>::new(store.clone());
-    let snapshotted = Repository::<SnapshottedAccount, _>::new(store.clone());
     let raw = &bench.raw;
 
     let loads = 3;
@@ -639,7 +612,7 @@ async fn load(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
         None,
     );
 
-    for (id, tail) in [("big", 0), ("big99", 99)] {
+    for (id, tail) in [("snap", 0), ("snap99", 99)] {
         let loads = 20;
         let mut contest = Contest::new(
             &[
@@ -656,7 +629,7 @@ async fn load(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
                         let loaded = snapshotted.load(id).await?;
                         assert_eq!(loaded.events_folded, tail);
                     } else {
-                        raw_snapshot_load(raw, &format!("snapshotted-{id}")).await?;
+                        raw_snapshot_load(raw, &format!("account-{id}")).await?;
                     }
                 }
                 contest.record(round, who, loads, start.elapsed());
@@ -694,14 +667,6 @@ async fn load(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn snapshotted_event(n: u64) -> eventsource_bench::fixture::SnapshottedAccountEvent {
-    match nth_event(n) {
-        AccountEvent::Opened(e) => e.into(),
-        AccountEvent::Deposited(e) => e.into(),
-        AccountEvent::Withdrawn(e) => e.into(),
-    }
-}
-
 async fn raw_snapshot_load(pool: &PgPool, stream: &str) -> Result<HandAccount, BoxError> {
     let row =
         sqlx::query("SELECT version, state FROM bench_raw_indexed.snapshots WHERE stream_id = $1")
@@ -709,7 +674,7 @@ async fn raw_snapshot_load(pool: &PgPool, stream: &str) -> Result<HandAccount, B
             .fetch_one(pool)
             .await?;
     let version: i64 = row.try_get("version")?;
-    let state: SnapshottedAccount = serde_json::from_value(row.try_get("state")?)?;
+    let state: Account = serde_json::from_value(row.try_get("state")?)?;
     let state = HandAccount {
         owner: state.owner,
         balance: state.balance,

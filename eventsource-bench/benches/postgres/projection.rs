@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use eventsource::RunnerOptions;
 use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
-use eventsource::{NewEvent, Project, Projection, ProjectionRunner, RecordedEvent, RunnerOptions};
-use eventsource_bench::fixture::{Deposited, Opened, Withdrawn, nth_event};
+use eventsource_bench::fixture::{Account, Deposited, Opened, Withdrawn, nth_event};
 use eventsource_bench::measure::{Contest, Table, Unit};
 use serde_json::Value;
 use sqlx::{PgPool, Row};
@@ -209,20 +209,11 @@ pub(crate) async fn catch_up(url: &str, table: &mut Table, rounds: usize) -> Res
     )
     .execute(&pool)
     .await?;
+    let accounts = Repository::<Account, _>::new(store.clone());
     for account in 0..ACCOUNTS {
-        let stream = StreamId::new("account", format!("p{account}"));
-        let events = (0..EVENTS_PER_ACCOUNT)
-            .map(|n| {
-                let event = nth_event(n);
-                Ok(NewEvent::new(
-                    event.name(),
-                    event.schema_version(),
-                    event.encode()?,
-                ))
-            })
-            .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        store
-            .append(&stream, ExpectedVersion::NoStream, events)
+        let events = (0..EVENTS_PER_ACCOUNT).map(nth_event);
+        accounts
+            .append(format!("p{account}"), ExpectedVersion::NoStream, events)
             .await?;
     }
     sqlx::raw_sql("VACUUM ANALYZE bench_proj.events")

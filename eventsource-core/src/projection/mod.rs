@@ -17,8 +17,7 @@ use crate::store::{EventStore, LogFilter};
 mod runner;
 
 pub use runner::{
-    CaughtUp, HandlerError, Progress, ProjectionError, ProjectionRunner, ProjectionStatus,
-    RunnerOptions,
+    CaughtUp, Progress, ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions,
 };
 
 /// A read model fed from the global log.
@@ -78,13 +77,16 @@ pub trait Reset<Tx = ()>: Projection {
     fn reset(&mut self, tx: &mut Tx) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
-/// Why one event was not applied.
-#[derive(Debug)]
-pub enum DispatchFailure<E> {
-    /// The stored payload did not decode to the handled type.
-    Decode(DecodeFailure),
-    /// The handler failed.
-    Handler(E),
+/// Why one event was not applied: what [`HandledEvents::dispatch`] returns, and the source
+/// of [`ProjectionError::Failed`].
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError<E: std::error::Error + 'static> {
+    /// The stored payload did not decode to the handled event type.
+    #[error("cannot decode the payload: {0}")]
+    Decode(#[source] DecodeFailure),
+    /// The handler returned an error.
+    #[error("the handler failed: {0}")]
+    Handler(#[source] E),
 }
 
 /// A tuple of event types and the dispatch of a stored event to the matching handler.
@@ -99,7 +101,7 @@ pub trait HandledEvents<P: Projection, Tx> {
         projection: &mut P,
         record: &RecordedEvent,
         tx: &mut Tx,
-    ) -> impl Future<Output = Result<(), DispatchFailure<P::Error>>> + Send;
+    ) -> impl Future<Output = Result<(), HandlerError<P::Error>>> + Send;
 }
 
 macro_rules! event_list_for_tuple {
@@ -118,14 +120,14 @@ macro_rules! event_list_for_tuple {
                 projection: &mut P,
                 record: &RecordedEvent,
                 tx: &mut Tx,
-            ) -> Result<(), DispatchFailure<P::Error>> {
+            ) -> Result<(), HandlerError<P::Error>> {
                 $(
                     if record.name == $E::NAME {
                         let event = $E::decode_version(record.schema_version, &record.payload)
-                            .map_err(DispatchFailure::Decode)?;
+                            .map_err(HandlerError::Decode)?;
                         return <P as Project<$E, Tx>>::project(projection, event, record, tx)
                             .await
-                            .map_err(DispatchFailure::Handler);
+                            .map_err(HandlerError::Handler);
                     }
                 )+
                 Ok(())

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::envelope::{Checkpoint, Position, RecordedEvent, StreamId, Version};
 use crate::error::StoreError;
-use crate::event::DecodeFailure;
 use crate::observe::names;
-use crate::projection::{DispatchFailure, HandledEvents, Projection, ProjectionStore, Reset};
+use crate::projection::{HandledEvents, HandlerError, Projection, ProjectionStore, Reset};
 use crate::store::LogFilter;
 use tracing::Instrument;
 
@@ -69,17 +68,6 @@ pub enum ProjectionError<E: std::error::Error + 'static> {
         #[source]
         source: StoreError,
     },
-}
-
-/// What failed when applying one event.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError<E: std::error::Error + 'static> {
-    /// The stored payload did not decode to the handled event type.
-    #[error("cannot decode the payload: {0}")]
-    Decode(#[source] DecodeFailure),
-    /// The handler returned an error.
-    #[error("the handler failed: {0}")]
-    Handler(#[source] E),
 }
 
 /// The result of catching up.
@@ -431,10 +419,7 @@ where
                         version: record.version,
                         position: record.position,
                         attempts,
-                        source: match failure {
-                            DispatchFailure::Decode(e) => HandlerError::Decode(e),
-                            DispatchFailure::Handler(e) => HandlerError::Handler(e),
-                        },
+                        source: failure,
                     });
                 }
                 Err(_) => {
@@ -451,7 +436,7 @@ where
         &mut self,
         events: &[RecordedEvent],
         expected: Option<Checkpoint>,
-    ) -> RunResult<Result<(), (usize, DispatchFailure<P::Error>)>, P> {
+    ) -> RunResult<Result<(), (usize, HandlerError<P::Error>)>, P> {
         let Some(last) = events.last() else {
             return Ok(Ok(()));
         };

@@ -13,6 +13,9 @@ use crate::envelope::{
 use crate::error::StoreError;
 
 pub(crate) mod memory;
+mod pages;
+
+pub use pages::StreamPages;
 
 /// What an append wrote (or, for an idempotent retry, what the original append wrote).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +110,15 @@ pub trait EventStore: Send + Sync + 'static {
         max_count: usize,
         filter: &LogFilter,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The events of `stream` from version `from` on, read page by page (see [`StreamPages`];
+    /// [`until`](StreamPages::until) bounds the range).
+    fn read_stream_pages(&self, stream: &StreamId, from: Version) -> StreamPages<'_, Self>
+    where
+        Self: Sized,
+    {
+        StreamPages::new(self, stream.clone(), from)
+    }
 
     /// The stream's current version (`Version::NONE` if it has no events).
     fn stream_version(

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
-    Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError, ExpectedVersion,
-    LoadError, LogFilter, Metadata, NewEvent, Position, Repository, Snapshot, SnapshotStore,
-    StoreError, StreamId, Version,
+    AppendError, Appended, Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError,
+    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, Position, Repository,
+    Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore, StoreError, StreamId, Version,
 };
 
 /// The bound every store under test meets.
@@ -31,6 +31,16 @@ fn added(amount: u64) -> NewEvent {
 
 fn batch(amounts: &[u64]) -> Vec<NewEvent> {
     amounts.iter().map(|&a| added(a)).collect()
+}
+
+/// Appends `amounts` to `s`; the append must succeed.
+async fn append_ok<S: TestStore>(
+    store: &S,
+    s: &StreamId,
+    expected: ExpectedVersion,
+    amounts: &[u64],
+) -> Appended {
+    store.append(s, expected, batch(amounts)).await.unwrap()
 }
 
 async fn versions<S: TestStore>(store: &S, stream: &StreamId) -> Vec<u64> {
@@ -60,10 +70,7 @@ fn assert_conflict<T: std::fmt::Debug>(
 
 pub async fn expected_no_stream_on_new_stream_appends<S: TestStore>(store: S) {
     let s = stream("a");
-    let written = store
-        .append(&s, ExpectedVersion::NoStream, batch(&[1]))
-        .await
-        .unwrap();
+    let written = append_ok(&store, &s, ExpectedVersion::NoStream, &[1]).await;
     assert_eq!(written.first_version, Version(1));
     assert_eq!(written.last_version, Version(1));
     assert!(!written.replayed);
@@ -72,10 +79,7 @@ pub async fn expected_no_stream_on_new_stream_appends<S: TestStore>(store: S) {
 
 pub async fn expected_no_stream_on_existing_stream_conflicts<S: TestStore>(store: S) {
     let s = stream("a");
-    store
-        .append(&s, ExpectedVersion::NoStream, batch(&[1]))
-        .await
-        .unwrap();
+    append_ok(&store, &s, ExpectedVersion::NoStream, &[1]).await;
     let result = store
         .append(&s, ExpectedVersion::NoStream, batch(&[2]))
         .await;
@@ -85,24 +89,15 @@ pub async fn expected_no_stream_on_existing_stream_conflicts<S: TestStore>(store
 
 pub async fn expected_exact_appends_at_that_version<S: TestStore>(store: S) {
     let s = stream("a");
-    store
-        .append(&s, ExpectedVersion::Exact(Version(0)), batch(&[1, 2]))
-        .await
-        .unwrap();
-    let written = store
-        .append(&s, ExpectedVersion::Exact(Version(2)), batch(&[3]))
-        .await
-        .unwrap();
+    append_ok(&store, &s, ExpectedVersion::Exact(Version(0)), &[1, 2]).await;
+    let written = append_ok(&store, &s, ExpectedVersion::Exact(Version(2)), &[3]).await;
     assert_eq!(written.first_version, Version(3));
     assert_eq!(versions(&store, &s).await, [1, 2, 3]);
 }
 
 pub async fn expected_exact_mismatch_conflicts_and_writes_nothing<S: TestStore>(store: S) {
     let s = stream("a");
-    store
-        .append(&s, ExpectedVersion::NoStream, batch(&[1, 2]))
-        .await
-        .unwrap();
+    append_ok(&store, &s, ExpectedVersion::NoStream, &[1, 2]).await;
     for wrong in [0, 1, 3, 9] {
         let expected = ExpectedVersion::Exact(Version(wrong));
         let result = store.append(&s, expected, batch(&[5, 6])).await;
@@ -118,24 +113,15 @@ pub async fn expected_stream_exists_on_missing_stream_conflicts<S: TestStore>(st
         .append(&s, ExpectedVersion::StreamExists, batch(&[1]))
         .await;
     assert_conflict(result, &s, ExpectedVersion::StreamExists, Version(0));
-    store
-        .append(&s, ExpectedVersion::NoStream, batch(&[1]))
-        .await
-        .unwrap();
-    let written = store
-        .append(&s, ExpectedVersion::StreamExists, batch(&[2]))
-        .await
-        .unwrap();
+    append_ok(&store, &s, ExpectedVersion::NoStream, &[1]).await;
+    let written = append_ok(&store, &s, ExpectedVersion::StreamExists, &[2]).await;
     assert_eq!(written.last_version, Version(2));
 }
 
 pub async fn expected_any_appends_anywhere<S: TestStore>(store: S) {
     let s = stream("a");
     for round in 1..=3u64 {
-        let written = store
-            .append(&s, ExpectedVersion::Any, batch(&[round]))
-            .await
-            .unwrap();
+        let written = append_ok(&store, &s, ExpectedVersion::Any, &[round]).await;
         assert_eq!(written.last_version, Version(round));
     }
     assert_eq!(versions(&store, &s).await, [1, 2, 3]);
@@ -143,14 +129,8 @@ pub async fn expected_any_appends_anywhere<S: TestStore>(store: S) {
 
 pub async fn batch_gets_consecutive_versions_and_positions<S: TestStore>(store: S) {
     let (a, b) = (stream("a"), stream("b"));
-    store
-        .append(&a, ExpectedVersion::NoStream, batch(&[1]))
-        .await
-        .unwrap();
-    let written = store
-        .append(&b, ExpectedVersion::NoStream, batch(&[1, 2, 3, 4]))
-        .await
-        .unwrap();
+    append_ok(&store, &a, ExpectedVersion::NoStream, &[1]).await;
+    let written = append_ok(&store, &b, ExpectedVersion::NoStream, &[1, 2, 3, 4]).await;
     assert_eq!(
         (written.first_version, written.last_version),
         (Version(1), Version(4))
@@ -167,13 +147,19 @@ pub async fn batch_gets_consecutive_versions_and_positions<S: TestStore>(store: 
     );
 }
 
-pub async fn failed_batch_writes_nothing<S: TestStore>(store: S) {
+/// Streams `a` and `b`, with one event already stored in `a` (whose id a case then reuses).
+async fn one_event_in_a<S: TestStore>(store: &S) -> (StreamId, StreamId, NewEvent) {
     let (a, b) = (stream("a"), stream("b"));
-    let taken = added(1);
+    let event = added(1);
     store
-        .append(&a, ExpectedVersion::NoStream, vec![taken.clone()])
+        .append(&a, ExpectedVersion::NoStream, vec![event.clone()])
         .await
         .unwrap();
+    (a, b, event)
+}
+
+pub async fn failed_batch_writes_nothing<S: TestStore>(store: S) {
+    let (_, b, taken) = one_event_in_a(&store).await;
     // The batch's third event reuses an id stored in another stream: the whole batch fails.
     let poisoned = vec![added(1), added(2), taken.clone(), added(4)];
     let result = store.append(&b, ExpectedVersion::NoStream, poisoned).await;
@@ -189,10 +175,7 @@ pub async fn failed_batch_writes_nothing<S: TestStore>(store: S) {
         .unwrap();
     assert_eq!(all.len(), 1, "only the first append is visible");
     // The stream is still writable from scratch.
-    store
-        .append(&b, ExpectedVersion::NoStream, batch(&[7]))
-        .await
-        .unwrap();
+    append_ok(&store, &b, ExpectedVersion::NoStream, &[7]).await;
 }
 
 pub async fn empty_batch_is_rejected<S: TestStore>(store: S) {
@@ -262,10 +245,7 @@ pub async fn reappending_a_batch_is_idempotent<S: TestStore>(store: S) {
         .append(&s, ExpectedVersion::NoStream, events.clone())
         .await
         .unwrap();
-    store
-        .append(&s, ExpectedVersion::Any, batch(&[4]))
-        .await
-        .unwrap();
+    append_ok(&store, &s, ExpectedVersion::Any, &[4]).await;
     // A client retry with the original expectation, now stale: reported as the original.
     let again = store
         .append(&s, ExpectedVersion::NoStream, events)
@@ -290,12 +270,7 @@ pub async fn reappending_a_batch_is_idempotent<S: TestStore>(store: S) {
 }
 
 pub async fn reusing_an_event_id_elsewhere_is_rejected<S: TestStore>(store: S) {
-    let (a, b) = (stream("a"), stream("b"));
-    let event = added(1);
-    store
-        .append(&a, ExpectedVersion::NoStream, vec![event.clone()])
-        .await
-        .unwrap();
+    let (a, b, event) = one_event_in_a(&store).await;
     let result = store
         .append(&b, ExpectedVersion::Any, vec![event.clone()])
         .await;
@@ -325,14 +300,8 @@ pub async fn reusing_an_event_id_elsewhere_is_rejected<S: TestStore>(store: S) {
 
 pub async fn read_stream_from_a_version<S: TestStore>(store: S) {
     let (a, b) = (stream("a"), stream("b"));
-    store
-        .append(&a, ExpectedVersion::NoStream, batch(&[1, 2, 3, 4, 5]))
-        .await
-        .unwrap();
-    store
-        .append(&b, ExpectedVersion::NoStream, batch(&[9]))
-        .await
-        .unwrap();
+    append_ok(&store, &a, ExpectedVersion::NoStream, &[1, 2, 3, 4, 5]).await;
+    append_ok(&store, &b, ExpectedVersion::NoStream, &[9]).await;
     let tail = store.read_stream(&a, Version(3), 100).await.unwrap();
     let amounts: Vec<_> = tail.iter().map(|e| e.payload["amount"].clone()).collect();
     assert_eq!(amounts, [json!(3), json!(4), json!(5)]);
@@ -564,23 +533,15 @@ pub async fn snapshot_round_trip_moves_only_forward<S: TestStore>(store: S) {
         (Version(5), "fp")
     );
     assert_eq!(loaded.state, five.state);
-    store
-        .save_snapshot(snapshot(&s, 3, "fp", json!({ "value": 3 })))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.load_snapshot(&s).await.unwrap().unwrap().version,
-        Version(5),
-        "never backwards"
-    );
-    store
-        .save_snapshot(snapshot(&s, 8, "fp", json!({ "value": 8 })))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.load_snapshot(&s).await.unwrap().unwrap().version,
-        Version(8)
-    );
+    // Saving at 3 keeps 5 (never backwards); saving at 8 moves it forward.
+    for (saved, kept) in [(3, 5), (8, 8)] {
+        store
+            .save_snapshot(snapshot(&s, saved, "fp", json!({ "value": saved })))
+            .await
+            .unwrap();
+        let stored = store.load_snapshot(&s).await.unwrap().unwrap();
+        assert_eq!(stored.version, Version(kept), "saved at {saved}");
+    }
     assert!(store.load_snapshot(&stream("b")).await.unwrap().is_none());
 }
 
@@ -609,45 +570,278 @@ pub async fn stale_or_corrupt_snapshot_is_ignored<S: TestStore>(store: S) {
             .unwrap();
     }
     let s = stream("x");
-    // Another state shape (an old fingerprint) with a value that would be wrong.
-    store
-        .save_snapshot(snapshot(
-            &s,
-            2,
-            "old-shape",
-            json!({ "value": 999, "clears": 0 }),
-        ))
-        .await
-        .unwrap();
-    let loaded = repo.load("x").await.unwrap();
-    assert_eq!((loaded.state.value, loaded.snapshot_version), (30, None));
-    // The right fingerprint but a state that does not decode.
-    store
-        .save_snapshot(snapshot(
-            &s,
-            2,
-            <Counter as crate::Aggregate>::STATE_FINGERPRINT,
-            json!({ "value": "x" }),
-        ))
-        .await
-        .unwrap();
-    let loaded = repo.load("x").await.unwrap();
-    assert_eq!((loaded.state.value, loaded.snapshot_version), (30, None));
-    // A usable one is used.
-    store
-        .save_snapshot(snapshot(
-            &s,
-            2,
-            <Counter as crate::Aggregate>::STATE_FINGERPRINT,
+    let fingerprint = <Counter as crate::Aggregate>::STATE_FINGERPRINT;
+    let cases = [
+        // Another state shape (an old fingerprint) with a value that would be wrong.
+        ("old-shape", json!({ "value": 999, "clears": 0 }), None),
+        // The right fingerprint but a state that does not decode.
+        (fingerprint, json!({ "value": "x" }), None),
+        // A usable one is used.
+        (
+            fingerprint,
             json!({ "value": 30, "clears": 0 }),
-        ))
+            Some(Version(2)),
+        ),
+    ];
+    for (fingerprint, state, used) in cases {
+        store
+            .save_snapshot(snapshot(&s, 2, fingerprint, state))
+            .await
+            .unwrap();
+        let loaded = repo.load("x").await.unwrap();
+        assert_eq!((loaded.state.value, loaded.snapshot_version), (30, used));
+    }
+}
+
+/// What a load folded: the value, the snapshot it started from, the events on top.
+fn folded(loaded: &Loaded<Counter>) -> (u64, Option<Version>, u64) {
+    (
+        loaded.state.value,
+        loaded.snapshot_version,
+        loaded.events_folded,
+    )
+}
+
+pub async fn runtime_snapshot_policy_overrides_the_aggregates<S: TestStore>(store: S) {
+    // Counter snapshots every 3 events; this repository never does.
+    let never =
+        Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Never);
+    assert_eq!(never.snapshot_policy(), SnapshotPolicy::Never);
+    let zero =
+        Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Every(0));
+    assert_eq!(
+        zero.snapshot_policy(),
+        SnapshotPolicy::Never,
+        "every 0 is never"
+    );
+    for amount in 1..=7 {
+        never
+            .execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
+    }
+    assert!(store.load_snapshot(&stream("x")).await.unwrap().is_none());
+    let loaded = never.load("x").await.unwrap();
+    assert_eq!((loaded.snapshot_version, loaded.events_folded), (None, 7));
+    // Every 2 instead of every 3: snapshots at 2 and 4 for 5 events.
+    let every2 =
+        Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Every(2));
+    for amount in 1..=5 {
+        every2
+            .execute("y", CounterCommand::Add(amount))
+            .await
+            .unwrap();
+    }
+    let stored = store.load_snapshot(&stream("y")).await.unwrap().unwrap();
+    assert_eq!(stored.version, Version(4));
+    let loaded = every2.load("y").await.unwrap();
+    assert_eq!(folded(&loaded), (15, Some(Version(4)), 1));
+    // `Never` does not read snapshots either: every load folds the whole stream.
+    let loaded = never.load("y").await.unwrap();
+    assert_eq!(folded(&loaded), (15, None, 5));
+}
+
+pub async fn snapshot_now_stores_the_current_state<S: TestStore>(store: S) {
+    let never =
+        Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Never);
+    match never.snapshot("x").await {
+        Err(SnapshotError::NoEvents { stream: s }) => assert_eq!(s, stream("x")),
+        other => panic!("expected NoEvents, got {other:?}"),
+    }
+    assert!(store.load_snapshot(&stream("x")).await.unwrap().is_none());
+    for amount in [1, 2, 3, 4, 5] {
+        never
+            .execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
+    }
+    assert_eq!(never.snapshot("x").await.unwrap(), Version(5));
+    let stored = store.load_snapshot(&stream("x")).await.unwrap().unwrap();
+    assert_eq!(stored.version, Version(5));
+    assert_eq!(
+        stored.state_fingerprint,
+        <Counter as crate::Aggregate>::STATE_FINGERPRINT
+    );
+    assert_eq!(stored.state, json!({ "value": 15, "clears": 0 }));
+    // A repository that reads snapshots starts from it.
+    let every3 = Repository::<Counter, _>::new(store.clone());
+    let loaded = every3.load("x").await.unwrap();
+    assert_eq!(folded(&loaded), (15, Some(Version(5)), 0));
+    // Later events are the tail; a second snapshot moves it forward.
+    every3.execute("x", CounterCommand::Clear).await.unwrap();
+    assert_eq!(every3.snapshot("x").await.unwrap(), Version(6));
+    let loaded = every3.load("x").await.unwrap();
+    assert_eq!(
+        (loaded.state, loaded.snapshot_version),
+        (
+            Counter {
+                value: 0,
+                clears: 1
+            },
+            Some(Version(6))
+        )
+    );
+}
+
+pub async fn typed_append_encodes_and_checks_the_expected_version<S: TestStore>(store: S) {
+    let repo = Repository::<Counter, _>::new(store.clone());
+    let events = [
+        CounterEvent::Added { amount: 2 },
+        CounterEvent::Added { amount: 3 },
+        CounterEvent::Cleared,
+    ];
+    let appended = repo
+        .append("x", ExpectedVersion::NoStream, events.clone())
         .await
         .unwrap();
-    let loaded = repo.load("x").await.unwrap();
     assert_eq!(
-        (loaded.state.value, loaded.snapshot_version),
-        (30, Some(Version(2)))
+        (
+            appended.first_version,
+            appended.last_version,
+            appended.replayed
+        ),
+        (Version(1), Version(3), false)
     );
+    let stored = store
+        .read_stream(&stream("x"), Version(1), 10)
+        .await
+        .unwrap();
+    let stored: Vec<_> = stored
+        .iter()
+        .map(|e| (e.name.as_str(), e.schema_version, e.payload.clone()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (ADDED, 1, json!({ "amount": 2 })),
+            (ADDED, 1, json!({ "amount": 3 })),
+            (CLEARED, 1, json!({}))
+        ]
+    );
+    let history: Vec<_> = repo
+        .history("x")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(history, events);
+    // The expected version is checked, and a conflict writes nothing.
+    match repo
+        .append(
+            "x",
+            ExpectedVersion::Exact(Version(2)),
+            [CounterEvent::Cleared],
+        )
+        .await
+    {
+        Err(AppendError::Conflict {
+            stream: s,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(
+                (s, expected),
+                (stream("x"), ExpectedVersion::Exact(Version(2)))
+            );
+            assert_eq!(actual, Version(3))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        repo.append("x", ExpectedVersion::Any, Vec::<CounterEvent>::new())
+            .await,
+        Err(AppendError::Store(StoreError::EmptyBatch { .. }))
+    ));
+    assert_eq!(versions(&store, &stream("x")).await, [1, 2, 3]);
+    // With metadata: carried onto the events; an idempotency key makes a repeat a no-op.
+    let correlation = Uuid::now_v7();
+    let keyed = || {
+        CommandMetadata::new()
+            .idempotency_key("import-1")
+            .correlation_id(correlation)
+    };
+    let batch = || (1..=2).map(|amount| CounterEvent::Added { amount });
+    let first = repo
+        .append_with("y", ExpectedVersion::Any, batch(), keyed())
+        .await
+        .unwrap();
+    let again = repo
+        .append_with("y", ExpectedVersion::Any, batch(), keyed())
+        .await
+        .unwrap();
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(
+        (again.first_version, again.last_version),
+        (Version(1), Version(2))
+    );
+    let history = repo.history("y").await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(
+        history
+            .iter()
+            .all(|e| e.record.metadata.correlation_id == Some(correlation))
+    );
+    let loaded = repo.load("y").await.unwrap();
+    assert_eq!((loaded.state.value, loaded.version), (3, Version(2)));
+}
+
+pub async fn reading_a_stream_page_by_page<S: TestStore>(store: S) {
+    let s = stream("a");
+    append_ok(
+        &store,
+        &s,
+        ExpectedVersion::NoStream,
+        &[1, 2, 3, 4, 5, 6, 7],
+    )
+    .await;
+    async fn pages<S: TestStore>(
+        store: &S,
+        s: &StreamId,
+        from: u64,
+        until: Option<u64>,
+        size: usize,
+    ) -> Vec<Vec<u64>> {
+        let mut reader = store.read_stream_pages(s, Version(from)).page_size(size);
+        if let Some(until) = until {
+            reader = reader.until(Version(until));
+        }
+        assert_eq!(reader.stream(), s);
+        let mut pages = Vec::new();
+        while let Some(page) = reader.next_page().await.unwrap() {
+            assert!(!page.is_empty(), "a page is never empty");
+            pages.push(page.iter().map(|e| e.version.0).collect());
+        }
+        assert!(
+            reader.next_page().await.unwrap().is_none(),
+            "the end stays the end"
+        );
+        pages
+    }
+    let v = |pages: &[&[u64]]| pages.iter().map(|p| p.to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        pages(&store, &s, 1, None, 3).await,
+        v(&[&[1, 2, 3], &[4, 5, 6], &[7]])
+    );
+    assert_eq!(
+        pages(&store, &s, 0, None, 7).await,
+        v(&[&[1, 2, 3, 4, 5, 6, 7]])
+    );
+    assert_eq!(
+        pages(&store, &s, 1, Some(5), 3).await,
+        v(&[&[1, 2, 3], &[4, 5]])
+    );
+    assert_eq!(
+        pages(&store, &s, 1, Some(6), 3).await,
+        v(&[&[1, 2, 3], &[4, 5, 6]])
+    );
+    assert_eq!(
+        pages(&store, &s, 6, Some(u64::MAX), 0).await,
+        v(&[&[6], &[7]])
+    );
+    assert!(pages(&store, &s, 1, Some(0), 3).await.is_empty());
+    assert!(pages(&store, &s, 8, None, 3).await.is_empty());
+    assert!(pages(&store, &stream("none"), 1, None, 3).await.is_empty());
 }
 
 pub async fn corrupt_payload_is_a_typed_error<S: TestStore>(store: S) {
