@@ -12,6 +12,7 @@ mod envelope;
 mod error;
 mod event;
 pub mod harness;
+pub mod limits;
 pub mod observe;
 mod projection;
 mod repository;
@@ -25,6 +26,7 @@ pub use command::CommandMetadata;
 pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
+pub use limits::{InvalidAppend, Limits};
 pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
 pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, LogFilter, NewEvent, Position,
+    Appended, Limits, Checkpoint, EventStore, ExpectedVersion, LogFilter, NewEvent, Position,
     RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, Version,
 };
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgListener, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, PgPool, Row};
 use uuid::Uuid;
@@ -51,6 +51,7 @@ pub struct PostgresStore {
     pool: PgPool,
     schema: Arc<StoreSchema>,
     horizon_wait: Duration,
+    limits: Limits,
 }
 
 struct StoreSchema {
@@ -207,7 +208,17 @@ impl PostgresStore {
             pool,
             schema: StoreSchema::new(schema),
             horizon_wait: DEFAULT_HORIZON_WAIT,
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the [`Limits`] every append is checked against before anything is written (the
+    /// default is `Limits::default()`, the same as `MemoryStore`'s): stream id length, nesting
+    /// depth, size, no NUL characters. See [`eventsource_core::limits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets how long [`read_all`](EventStore::read_all) waits, at most, when committed events
@@ -228,7 +239,8 @@ impl PostgresStore {
     /// The same pool, in another schema.
     pub fn with_schema(self, name: impl Into<String>) -> Result<Self, PostgresError> {
         Ok(PostgresStore::with_pool(self.pool, SchemaName::new(name)?)
-            .with_horizon_wait(self.horizon_wait))
+            .with_horizon_wait(self.horizon_wait)
+            .with_limits(self.limits))
     }
 
     /// Creates the schema and its tables if needed and applies the migrations it lacks; safe to
@@ -302,6 +314,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        self.limits.check_append(stream, &events)?;
         let batch = Batch::encode(stream, events)?;
         self.call_append(conn, stream, expected, &batch)
             .await
@@ -435,13 +448,48 @@ impl PostgresStore {
     }
 }
 
+/// `value` as JSON text that `jsonb` stores without changing what it reads back as.
+///
+/// `jsonb` keeps numbers as `numeric`: a float written in exponent form that happens to be
+/// an integer (`-2.754074151680626e17`) would come back as the integer
+/// `-275407415168062600`, a different JSON value. Such floats are written out in full with a
+/// `.0`, which `numeric` keeps, so they read back as the same float.
+fn jsonb_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
+    struct PlainIntegralFloats;
+    impl serde_json::ser::Formatter for PlainIntegralFloats {
+        fn write_f64<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            value: f64,
+        ) -> std::io::Result<()> {
+            // Below 1e15 the shortest form has no exponent; from 2e19 on the integer is
+            // beyond u64 and reads back as a float anyway.
+            if value.fract() == 0.0 && (1e15..2e19).contains(&value.abs()) {
+                write!(writer, "{value:.1}")
+            } else {
+                serde_json::ser::CompactFormatter.write_f64(writer, value)
+            }
+        }
+    }
+    let mut text = Vec::with_capacity(128);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut text,
+        PlainIntegralFloats,
+    ))?;
+    // The serializer wrote valid UTF-8 JSON.
+    let text = String::from_utf8(text).map_err(|e| {
+        <serde_json::Error as serde::ser::Error>::custom(format!("not UTF-8: {e}"))
+    })?;
+    RawValue::from_string(text)
+}
+
 /// A batch in the column-array form the `append()` function takes.
 struct Batch {
     ids: Vec<Uuid>,
     names: Vec<String>,
     schema_versions: Vec<i64>,
-    payloads: Vec<Value>,
-    metadata: Vec<Value>,
+    payloads: Vec<sqlx::types::Json<Box<RawValue>>>,
+    metadata: Vec<sqlx::types::Json<Box<RawValue>>>,
 }
 
 impl Batch {
@@ -459,20 +507,23 @@ impl Batch {
             metadata: Vec::with_capacity(events.len()),
         };
         for event in events {
-            let metadata = serde_json::to_value(&event.metadata).map_err(|e| {
+            let encoding_error = |what: &str, e: serde_json::Error| {
                 StoreError::backend(
                     format!(
-                        "encoding the metadata of event `{}` for stream `{stream}`",
+                        "encoding the {what} of event `{}` for stream `{stream}`",
                         event.name
                     ),
                     e,
                 )
-            })?;
+            };
+            let payload = jsonb_text(&event.payload).map_err(|e| encoding_error("payload", e))?;
+            let metadata =
+                jsonb_text(&event.metadata).map_err(|e| encoding_error("metadata", e))?;
             batch.ids.push(event.event_id);
             batch.names.push(event.name);
             batch.schema_versions.push(i64::from(event.schema_version));
-            batch.payloads.push(event.payload);
-            batch.metadata.push(metadata);
+            batch.payloads.push(sqlx::types::Json(payload));
+            batch.metadata.push(sqlx::types::Json(metadata));
         }
         Ok(batch)
     }
@@ -634,6 +685,13 @@ fn clamp(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Whether no stream of this id can exist: PostgreSQL text cannot hold NUL (the limits refuse
+/// such ids on append), and querying one fails with a raw encoding error, so reads of it
+/// answer "no such stream" without a query.
+fn unstorable(stream: &StreamId) -> bool {
+    stream.as_str().contains('\0')
+}
+
 fn limit(max_count: usize) -> i64 {
     i64::try_from(max_count).unwrap_or(i64::MAX)
 }
@@ -647,6 +705,7 @@ impl EventStore for PostgresStore {
     ) -> Result<Appended, StoreError> {
         let batch_size = events.len();
         let append = async {
+            self.limits.check_append(stream, &events)?;
             let batch = Batch::encode(stream, events)?;
             // The common case in one statement; every other outcome (a conflict, a retry of
             // stored ids, a duplicate, a batch repeating an id) from the `append()` function.
@@ -674,7 +733,7 @@ impl EventStore for PostgresStore {
         from: Version,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if max_count == 0 {
+        if max_count == 0 || unstorable(stream) {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(AssertSqlSafe(self.schema.sql.read_stream.clone()))
@@ -749,6 +808,9 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        if unstorable(stream) {
+            return Ok(Version(0));
+        }
         let version: i64 =
             sqlx::query_scalar(AssertSqlSafe(self.schema.sql.stream_version.clone()))
                 .bind(stream.as_str())
@@ -805,6 +867,9 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        if unstorable(stream) {
+            return Ok(None);
+        }
         let row = sqlx::query(AssertSqlSafe(self.schema.sql.load_snapshot.clone()))
             .bind(stream.as_str())
             .fetch_optional(&self.pool)
