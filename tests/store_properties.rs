@@ -166,13 +166,23 @@ async fn check<S: EventStore>(store: &S, case: Case, serial: u64) -> Result<(), 
         Err(StoreError::Invalid(invalid)) => {
             // Refused with a short message, and nothing of the batch is anywhere.
             let message = invalid.to_string();
-            prop_assert!(message.len() < 700, "message too long: {} bytes", message.len());
+            prop_assert!(
+                message.len() < 700,
+                "message too long: {} bytes",
+                message.len()
+            );
             prop_assert_eq!(
                 store.stream_version(&stream).await.map_err(fail)?,
                 Version(0)
             );
             for event in &events {
-                prop_assert!(store.find_event(event.event_id).await.map_err(fail)?.is_none());
+                prop_assert!(
+                    store
+                        .find_event(event.event_id)
+                        .await
+                        .map_err(fail)?
+                        .is_none()
+                );
             }
             let head_after = store.head_position().await.map_err(fail)?;
             prop_assert_eq!(head_after, head_before);
@@ -243,4 +253,162 @@ fn postgres_store_reads_back_what_it_accepts() {
     let (accepted, total) = run(store, POSTGRES_CASES);
     eprintln!("postgres: {accepted} of {total} cases accepted, the rest refused as Invalid");
     assert!(accepted > 0 && accepted < total, "{accepted} of {total}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding whatever a stored row holds: typed errors, never a panic.
+
+mod decoding {
+    use eventsource::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[event(name = "thing.added", version = 2, previous = AddedV1)]
+    pub(crate) struct Added {
+        pub(crate) amount: u64,
+        pub(crate) note: Option<String>,
+        pub(crate) tags: Vec<String>,
+    }
+
+    #[derive(Event, Deserialize)]
+    #[event(name = "thing.added", version = 1)]
+    pub(crate) struct AddedV1 {
+        pub(crate) amount: i32,
+    }
+
+    impl TryFrom<AddedV1> for Added {
+        type Error = String;
+        fn try_from(old: AddedV1) -> Result<Self, String> {
+            let amount =
+                u64::try_from(old.amount).map_err(|_| format!("negative amount {}", old.amount))?;
+            Ok(Added {
+                amount,
+                note: None,
+                tags: Vec::new(),
+            })
+        }
+    }
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[event(name = "thing.renamed")]
+    pub(crate) struct Renamed {
+        pub(crate) name: String,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub(crate) struct Never;
+
+    #[derive(Aggregate, Default, Serialize, Deserialize, Clone, Debug)]
+    #[aggregate(name = "thing", error = Never, events(Added, Renamed), commands())]
+    pub(crate) struct Thing {
+        pub(crate) total: u64,
+    }
+
+    impl Apply<Added> for Thing {
+        fn apply(&mut self, e: &Added) {
+            self.total = self.total.saturating_add(e.amount);
+        }
+    }
+    impl Apply<Renamed> for Thing {
+        fn apply(&mut self, _: &Renamed) {}
+    }
+}
+
+/// Arbitrary rows as another writer (an older release, a hand-made SQL fix) could leave them.
+fn stored_row() -> impl Strategy<Value = (String, i64, Value, Value)> {
+    let name = prop_oneof![
+        Just("thing.added".to_owned()),
+        Just("thing.renamed".to_owned()),
+        "[a-z.]{0,12}",
+    ];
+    let version = prop_oneof![4 => 0i64..4, 1 => any::<i64>()];
+    let metadata = prop_oneof![
+        Just(serde_json::json!({})),
+        Just(serde_json::json!({"correlation_id": "not a uuid"})),
+        Just(serde_json::json!({"custom": 5})),
+        json_value(),
+    ];
+    let payload = prop_oneof![
+        Just(serde_json::json!({"amount": 5})),
+        Just(serde_json::json!({"amount": -5})),
+        Just(serde_json::json!({"amount": 5, "note": null, "tags": ["a"]})),
+        Just(serde_json::json!({"amount": 18446744073709551615u64, "note": "x", "tags": []})),
+        Just(serde_json::json!({"amount": 1.5e300, "note": 3, "tags": {}})),
+        json_value(),
+    ];
+    (name, version, payload, metadata)
+}
+
+#[test]
+fn stored_rows_of_any_shape_decode_to_typed_errors_on_postgres() {
+    use eventsource::postgres::PostgresStore;
+
+    let store: PostgresStore = runtime().block_on(support::fresh_pg_store());
+    let schema = store.schema().as_str().to_owned();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(POSTGRES_CASES);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    let (ok, typed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let result = runner.run(&stored_row(), |(name, version, payload, metadata)| {
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        let stream = StreamId::new("thing", serial);
+        let outcome = runtime().block_on(async {
+            let insert = format!(
+                "INSERT INTO \"{schema}\".events (stream_id, version, event_id, name, schema_version, payload, metadata) \
+                 VALUES ($1, 1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb)"
+            );
+            eventsource::postgres::sqlx::query(eventsource::postgres::sqlx::AssertSqlSafe(insert))
+                .bind(stream.as_str())
+                .bind(uuid::Uuid::now_v7())
+                .bind(&name)
+                .bind(version)
+                .bind(payload.to_string())
+                .bind(metadata.to_string())
+                .execute(store.pool())
+                .await
+                // What PostgreSQL itself cannot store (a NUL) is no row to decode.
+                .map_err(|e| TestCaseError::reject(format!("raw insert: {e}")))?;
+            // Neither the store nor the decoder may panic; each returns a value or a typed error.
+            let read = store.read_stream(&stream, Version(1), 10).await;
+            let decoded = match &read {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|row| eventsource::decode_event::<decoding::Thing>(row).map(|_| ()))
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![Err(e.to_string())],
+            };
+            let loaded = eventsource::Repository::<decoding::Thing, _>::new(store.clone())
+                .load(stream.as_str().trim_start_matches("thing-"))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            Ok::<_, TestCaseError>((decoded, loaded))
+        })?;
+        let (decoded, loaded) = outcome;
+        for message in decoded.iter().filter_map(|r| r.as_ref().err()).chain(loaded.as_ref().err()) {
+            prop_assert!(message.len() < 1200, "message of {} bytes: {message}", message.len());
+            prop_assert!(message.contains(stream.as_str()), "message does not name the stream: {message}");
+        }
+        if loaded.is_ok() {
+            ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            typed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let (ok, typed) = (ok.into_inner(), typed.into_inner());
+    eprintln!("stored rows: {ok} loaded, {typed} typed errors, 0 panics");
+    assert!(ok > 0 && typed > 0, "{ok} loaded, {typed} errors");
 }

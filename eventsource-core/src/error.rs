@@ -47,7 +47,10 @@ pub enum StoreError {
         stream: StreamId,
     },
     /// A stored row could not be read back (not a payload decode error: the envelope itself).
-    #[error("corrupt row in stream `{stream}` at version {version}: {}", crate::limits::bounded(message))]
+    #[error(
+        "corrupt row in stream `{stream}` at version {version}: {}",
+        crate::limits::bounded(message)
+    )]
     CorruptRow {
         /// The stream of the row.
         stream: StreamId,

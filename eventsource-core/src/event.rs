@@ -81,7 +81,10 @@ pub enum DecodeFailure {
         source: serde_json::Error,
     },
     /// A `TryFrom` upcaster step rejected the payload.
-    #[error("upcast of `{event}` from schema version {from} to {to} failed: {}", crate::limits::bounded(message))]
+    #[error(
+        "upcast of `{event}` from schema version {from} to {to} failed: {}",
+        crate::limits::bounded(message)
+    )]
     Upcast {
         /// The name of the event being upcast.
         event: &'static str,

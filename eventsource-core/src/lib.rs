@@ -26,10 +26,10 @@ pub use command::CommandMetadata;
 pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
-pub use limits::{InvalidAppend, Limits};
 pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
 pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;
+pub use limits::{InvalidAppend, Limits};
 pub use projection::{
     CaughtUp, DispatchFailure, HandledEvents, HandlerError, Progress, Project, Projection,
     ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,

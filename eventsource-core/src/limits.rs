@@ -126,7 +126,11 @@ impl Limits {
     }
 
     /// Checks a batch before it is appended to `stream`: the stream id, then each event.
-    pub fn check_append(&self, stream: &StreamId, events: &[NewEvent]) -> Result<(), InvalidAppend> {
+    pub fn check_append(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<(), InvalidAppend> {
         self.check_stream_id(stream)?;
         for (index, event) in events.iter().enumerate() {
             self.check_event(stream, index, event)?;
@@ -494,11 +498,7 @@ mod tests {
     fn depth_is_counted_in_containers() {
         let limits = Limits::default();
         let stream = StreamId::new("t", 1);
-        assert!(
-            limits
-                .check_append(&stream, &[event(nested(64))])
-                .is_ok()
-        );
+        assert!(limits.check_append(&stream, &[event(nested(64))]).is_ok());
         let err = limits
             .check_append(&stream, &[event(nested(65))])
             .unwrap_err();
@@ -611,7 +611,10 @@ mod tests {
         assert_eq!(excerpt("short"), "short");
         let long = "y".repeat(1_000_000);
         let cut = excerpt(&long);
-        assert!(cut.len() < 120 && cut.ends_with("… (1000000 bytes)"), "{cut}");
+        assert!(
+            cut.len() < 120 && cut.ends_with("… (1000000 bytes)"),
+            "{cut}"
+        );
         assert_eq!(excerpt("a\0b"), "a\\u{0}b");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
-    Appended, Limits, Checkpoint, EventStore, ExpectedVersion, LogFilter, NewEvent, Position,
+    Appended, Checkpoint, EventStore, ExpectedVersion, Limits, LogFilter, NewEvent, Position,
     RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, Version,
 };
 use serde_json::value::RawValue;
@@ -477,9 +477,8 @@ fn jsonb_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, 
         PlainIntegralFloats,
     ))?;
     // The serializer wrote valid UTF-8 JSON.
-    let text = String::from_utf8(text).map_err(|e| {
-        <serde_json::Error as serde::ser::Error>::custom(format!("not UTF-8: {e}"))
-    })?;
+    let text = String::from_utf8(text)
+        .map_err(|e| <serde_json::Error as serde::ser::Error>::custom(format!("not UTF-8: {e}")))?;
     RawValue::from_string(text)
 }
 
