@@ -37,6 +37,9 @@ pub enum StoreError {
         /// The version it is stored at.
         existing_version: Version,
     },
+    /// The batch breaks the store's limits (see [`crate::limits`]); nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] crate::limits::InvalidAppend),
     /// An append was asked with no events.
     #[error("append to stream `{stream}` has no events")]
     EmptyBatch {
@@ -44,7 +47,10 @@ pub enum StoreError {
         stream: StreamId,
     },
     /// A stored row could not be read back (not a payload decode error: the envelope itself).
-    #[error("corrupt row in stream `{stream}` at version {version}: {message}")]
+    #[error(
+        "corrupt row in stream `{stream}` at version {version}: {}",
+        crate::limits::bounded(message)
+    )]
     CorruptRow {
         /// The stream of the row.
         stream: StreamId,
@@ -67,7 +73,7 @@ pub enum StoreError {
         actual: Option<crate::Checkpoint>,
     },
     /// The backend (database, network) failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", crate::limits::bounded(&source.to_string()))]
     Backend {
         /// What the store was doing.
         context: String,

@@ -72,7 +72,7 @@ pub enum DecodeFailure {
         latest: u32,
     },
     /// The payload does not match the event's shape at that version.
-    #[error("payload does not match the shape of schema version {version}: {source}")]
+    #[error("payload does not match the shape of schema version {version}: {}", crate::limits::bounded(&source.to_string()))]
     Payload {
         /// The schema version whose shape was expected.
         version: u32,
@@ -81,7 +81,10 @@ pub enum DecodeFailure {
         source: serde_json::Error,
     },
     /// A `TryFrom` upcaster step rejected the payload.
-    #[error("upcast of `{event}` from schema version {from} to {to} failed: {message}")]
+    #[error(
+        "upcast of `{event}` from schema version {from} to {to} failed: {}",
+        crate::limits::bounded(message)
+    )]
     Upcast {
         /// The name of the event being upcast.
         event: &'static str,

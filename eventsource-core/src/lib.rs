@@ -12,6 +12,7 @@ mod envelope;
 mod error;
 mod event;
 pub mod harness;
+pub mod limits;
 pub mod observe;
 mod projection;
 mod repository;
@@ -31,6 +32,7 @@ pub use error::{
 };
 pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;
+pub use limits::{InvalidAppend, Limits};
 pub use projection::{
     CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
     ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,

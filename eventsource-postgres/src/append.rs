@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use eventsource_core::{
     Appended, ExpectedVersion, NewEvent, Position, StoreError, StreamId, Version,
 };
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgDatabaseError, PgRow};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
@@ -30,6 +31,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        self.limits().check_append(stream, &events)?;
         let batch = Batch::encode(stream, events)?;
         self.call_append(conn, stream, expected, &batch)
             .await
@@ -43,6 +45,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        self.limits().check_append(stream, &events)?;
         let batch = Batch::encode(stream, events)?;
         // The common case in one statement; every other outcome (a conflict, a retry of stored
         // ids, a duplicate, a batch repeating an id) from the `append()` function.
@@ -107,12 +110,46 @@ impl PostgresStore {
 }
 
 /// A batch in the column-array form the `append()` function takes.
+/// `value` as JSON text that `jsonb` stores without changing what it reads back as.
+///
+/// `jsonb` keeps numbers as `numeric`: a float written in exponent form that happens to be
+/// an integer (`-2.754074151680626e17`) would come back as the integer
+/// `-275407415168062600`, a different JSON value. Such floats are written out in full with a
+/// `.0`, which `numeric` keeps, so they read back as the same float.
+fn jsonb_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
+    struct PlainIntegralFloats;
+    impl serde_json::ser::Formatter for PlainIntegralFloats {
+        fn write_f64<W: ?Sized + std::io::Write>(
+            &mut self,
+            writer: &mut W,
+            value: f64,
+        ) -> std::io::Result<()> {
+            // Below 1e15 the shortest form has no exponent; from 2e19 on the integer is
+            // beyond u64 and reads back as a float anyway.
+            if value.fract() == 0.0 && (1e15..2e19).contains(&value.abs()) {
+                write!(writer, "{value:.1}")
+            } else {
+                serde_json::ser::CompactFormatter.write_f64(writer, value)
+            }
+        }
+    }
+    let mut text = Vec::with_capacity(128);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut text,
+        PlainIntegralFloats,
+    ))?;
+    // The serializer wrote valid UTF-8 JSON.
+    let text = String::from_utf8(text)
+        .map_err(|e| <serde_json::Error as serde::ser::Error>::custom(format!("not UTF-8: {e}")))?;
+    RawValue::from_string(text)
+}
+
 struct Batch {
     ids: Vec<Uuid>,
     names: Vec<String>,
     schema_versions: Vec<i64>,
-    payloads: Vec<Value>,
-    metadata: Vec<Value>,
+    payloads: Vec<Json<Box<RawValue>>>,
+    metadata: Vec<Json<Box<RawValue>>>,
 }
 
 impl Batch {
@@ -130,20 +167,23 @@ impl Batch {
             metadata: Vec::with_capacity(events.len()),
         };
         for event in events {
-            let metadata = serde_json::to_value(&event.metadata).map_err(|e| {
+            let encoding_error = |what: &str, e: serde_json::Error| {
                 StoreError::backend(
                     format!(
-                        "encoding the metadata of event `{}` for stream `{stream}`",
-                        event.name
+                        "encoding the {what} of event `{}` for stream `{stream}`",
+                        excerpt(&event.name)
                     ),
                     e,
                 )
-            })?;
+            };
+            let payload = jsonb_text(&event.payload).map_err(|e| encoding_error("payload", e))?;
+            let metadata =
+                jsonb_text(&event.metadata).map_err(|e| encoding_error("metadata", e))?;
             batch.ids.push(event.event_id);
             batch.names.push(event.name);
             batch.schema_versions.push(i64::from(event.schema_version));
-            batch.payloads.push(event.payload);
-            batch.metadata.push(metadata);
+            batch.payloads.push(Json(payload));
+            batch.metadata.push(Json(metadata));
         }
         Ok(batch)
     }

@@ -60,7 +60,7 @@ impl EventStore for PostgresStore {
         from: Version,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if max_count == 0 {
+        if max_count == 0 || unstorable(stream) {
             return Ok(Vec::new());
         }
         let query = self
@@ -117,6 +117,9 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        if unstorable(stream) {
+            return Ok(Version(0));
+        }
         let query = self.sql().stream_version.query().bind(stream.as_str());
         let what = format!("reading the version of stream `{stream}`");
         let version: i64 = self.scalar(query, what).await?;
@@ -143,4 +146,11 @@ impl EventStore for PostgresStore {
         let row = self.optional_row(query, what).await?;
         row.as_ref().map(decode_event).transpose()
     }
+}
+
+/// Whether no stream of this id can exist: PostgreSQL text cannot hold NUL (the limits refuse
+/// such ids on append), and querying one fails with a raw encoding error, so reads of it
+/// answer "no such stream" without a query.
+pub(crate) fn unstorable(stream: &StreamId) -> bool {
+    stream.as_str().contains('\0')
 }

@@ -30,6 +30,9 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        if crate::read::unstorable(stream) {
+            return Ok(None);
+        }
         let query = self.sql().load_snapshot.query().bind(stream.as_str());
         let what = format!("loading the snapshot of stream `{stream}`");
         let row = self.optional_row(query, what).await?;

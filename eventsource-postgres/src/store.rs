@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::StoreError;
+use eventsource_core::{Limits, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
@@ -41,6 +41,7 @@ pub struct PostgresStore {
     pool: PgPool,
     shared: Arc<Shared>,
     horizon_wait: Duration,
+    limits: Limits,
 }
 
 /// What every clone of a store shares: its schema, the statements written for it, and its
@@ -196,7 +197,22 @@ impl PostgresStore {
                 schema,
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the [`Limits`] every append is checked against before anything is written (the
+    /// default is `Limits::default()`, the same as `MemoryStore`'s): stream id length, nesting
+    /// depth, size, no NUL characters. See [`eventsource_core::limits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits appends are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Sets how long [`read_all`](eventsource_core::EventStore::read_all) waits, at most, when committed events
@@ -217,7 +233,8 @@ impl PostgresStore {
     /// The same pool, in another schema.
     pub fn with_schema(self, name: impl Into<String>) -> Result<Self, PostgresError> {
         Ok(PostgresStore::with_pool(self.pool, SchemaName::new(name)?)
-            .with_horizon_wait(self.horizon_wait))
+            .with_horizon_wait(self.horizon_wait)
+            .with_limits(self.limits))
     }
 
     /// Creates the schema and its tables if needed and applies the migrations it lacks; safe to

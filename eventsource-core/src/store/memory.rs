@@ -12,6 +12,7 @@ use crate::envelope::{
     Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
 use crate::error::StoreError;
+use crate::limits::Limits;
 use crate::projection::ProjectionStore;
 use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 
@@ -34,6 +35,7 @@ use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     head: Arc<watch::Sender<Position>>,
+    limits: Limits,
 }
 
 #[derive(Default)]
@@ -70,7 +72,16 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::default(),
             head: Arc::new(watch::Sender::new(Position(0))),
+            limits: Limits::default(),
         }
+    }
+
+    /// The same store with other [`Limits`] on appends (the default is `Limits::default()`,
+    /// the same as the PostgreSQL store's).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A receiver that changes whenever events are appended; its value is the head position.
@@ -153,6 +164,7 @@ impl MemoryStore {
                 stream: stream.clone(),
             });
         }
+        self.limits.check_append(stream, &events)?;
         let head = {
             let mut inner = self.lock();
             if let Some(original) = inner.replay(stream, &events)? {
