@@ -29,7 +29,8 @@ pub use eventsource_core::{
 
 // The store contract and the in-memory store.
 pub use eventsource_core::{
-    Appended, EventStore, LogFilter, MemoryStore, Snapshot, SnapshotStore, StreamPages,
+    Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot, SnapshotStore,
+    StreamPages,
 };
 
 // Projections: read models fed from the global log.
@@ -47,7 +48,7 @@ pub use eventsource_core::{
 // Given/when/then tests.
 pub use eventsource_core::{GivenWhenThen, harness};
 
-pub use eventsource_core::{observe, upcast};
+pub use eventsource_core::{limits, observe, upcast};
 
 #[cfg(feature = "testing")]
 pub use eventsource_core::{conformance_tests, testing};
