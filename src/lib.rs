@@ -13,6 +13,10 @@ pub use eventsource_postgres as postgres;
 pub use eventsource_derive::Event;
 
 #[cfg(feature = "derive")]
+#[doc = include_str!("docs/derive_event_enum.md")]
+pub use eventsource_derive::EventEnum;
+
+#[cfg(feature = "derive")]
 #[doc = include_str!("docs/derive_aggregate.md")]
 pub use eventsource_derive::Aggregate;
 
@@ -33,5 +37,5 @@ pub mod prelude {
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};
     pub use eventsource_core::GivenWhenThen;
     #[cfg(feature = "derive")]
-    pub use eventsource_derive::{Aggregate, Event};
+    pub use eventsource_derive::{Aggregate, Event, EventEnum};
 }

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
-use syn::{Fields, LitStr};
+use syn::{Attribute, Fields, Ident, LitStr};
 
-use crate::internals::ast::Event;
 use crate::internals::ctxt::Ctxt;
 use crate::internals::fingerprint::{Kind, Shape, hash};
 
@@ -181,10 +180,35 @@ struct Location {
     explicit: bool,
 }
 
-/// Checks `event` against its lock (and in update mode, records it). Returns the tokens that
-/// make cargo rebuild when the lock or the mode changes.
-pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> TokenStream {
-    let ident = event.ident;
+/// One event version to check against the lock: a struct deriving `Event`, or one variant of
+/// an enum deriving `EventEnum`.
+pub(crate) struct Subject<'a> {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    /// What errors about it point at when no narrower token applies: the struct's or the
+    /// variant's name.
+    pub(crate) ident: &'a Ident,
+    /// The `serde` attributes its shape includes (the struct's; the enum's, then the variant's).
+    pub(crate) attrs: Vec<&'a Attribute>,
+    pub(crate) fields: &'a Fields,
+    pub(crate) shape: Shape,
+}
+
+/// The lock one derive checks against.
+pub(crate) struct LockAttr<'a> {
+    /// `lock = "..."`, if written.
+    pub(crate) path: Option<&'a LitStr>,
+    /// The deriving type, which errors about the file as a whole point at.
+    pub(crate) ident: &'a Ident,
+    /// The file the type is defined in, which `lock = "..."` is relative to.
+    pub(crate) source_file: Option<&'a Path>,
+}
+
+/// Checks each subject against the lock (and in update mode, records the new and, in
+/// overwrite mode, the changed ones). Returns the tokens that make cargo rebuild when the lock
+/// or the mode changes.
+pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> TokenStream {
+    let ident = lock_attr.ident;
     let track_mode = quote! {
         const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
     };
@@ -195,16 +219,10 @@ pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Tok
             return track_mode;
         }
     };
-    let Some(location) = locate(cx, event, source_file) else {
+    let Some(location) = locate(cx, lock_attr) else {
         return track_mode;
     };
     let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
-    let shape = Shape::of(event.input);
-    let current = Entry {
-        fingerprint: hash(&shape.to_string()),
-        shape: shape.to_string(),
-    };
-    let name = event.name.value();
 
     let lock = match read(&location.path) {
         Ok(Some(text)) => match Lock::parse(&text) {
@@ -230,36 +248,47 @@ pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Tok
         }
     };
 
-    let locked = lock
-        .as_ref()
-        .and_then(|lock| lock.get(&krate, &name, event.version));
-    match locked {
-        Some(locked) if locked.fingerprint == current.fingerprint => {}
-        Some(_) if mode == Mode::Overwrite => {}
-        Some(locked) => explain(cx, event, &location.display, &locked.shape, &shape),
-        None if mode == Mode::Strict => cx.error_spanned_by(
-            ident,
-            format!(
-                "`{name}` v{} is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
-                event.version, location.display
+    let mut to_record = Vec::new();
+    let mut missing_file_reported = false;
+    for subject in subjects {
+        let current = Entry {
+            fingerprint: hash(&subject.shape.to_string()),
+            shape: subject.shape.to_string(),
+        };
+        let locked = lock
+            .as_ref()
+            .and_then(|lock| lock.get(&krate, &subject.name, subject.version));
+        match locked {
+            Some(locked) if locked.fingerprint == current.fingerprint => continue,
+            Some(_) if mode == Mode::Overwrite => {}
+            Some(locked) => explain(cx, subject, &location.display, &locked.shape),
+            None if mode == Mode::Strict => cx.error_spanned_by(
+                subject.ident,
+                format!(
+                    "`{}` v{} is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
+                    subject.name, subject.version, location.display
+                ),
             ),
-        ),
-        None if lock.is_none() && location.explicit && !mode.writes() => cx.error_spanned_by(
-            ident,
-            format!(
-                "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
-                location.display
-            ),
-        ),
-        None => {}
+            None if lock.is_none() && location.explicit && !mode.writes() => {
+                // Once per derive, not once per variant of an enum.
+                if !missing_file_reported {
+                    missing_file_reported = true;
+                    cx.error_spanned_by(
+                        ident,
+                        format!(
+                            "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
+                            location.display
+                        ),
+                    );
+                }
+            }
+            None => {}
+        }
+        to_record.push(((subject.name.clone(), subject.version), current));
     }
 
-    let needs_write = mode.writes()
-        && !cx.has_errors()
-        && locked.is_none_or(|locked| locked.fingerprint != current.fingerprint);
-    if needs_write {
-        let key = (name, event.version);
-        if let Err(error) = record(&location.path, &krate, key, current) {
+    if mode.writes() && !cx.has_errors() && !to_record.is_empty() {
+        if let Err(error) = record(&location.path, &krate, to_record) {
             cx.error_spanned_by(
                 ident,
                 format!(
@@ -283,8 +312,8 @@ pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Tok
 
 /// The lock file: `lock = "..."` relative to the source file, or `events.lock` in the crate root
 /// (none outside cargo).
-fn locate(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Option<Location> {
-    let Some(lit) = &event.lock else {
+fn locate(cx: &Ctxt, lock_attr: &LockAttr) -> Option<Location> {
+    let Some(lit) = lock_attr.path else {
         let root = std::env::var_os("CARGO_MANIFEST_DIR")?;
         return Some(Location {
             path: Path::new(&root).join(DEFAULT_FILE),
@@ -292,7 +321,7 @@ fn locate(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Option<Locati
             explicit: false,
         });
     };
-    let Some(dir) = source_file.and_then(Path::parent) else {
+    let Some(dir) = lock_attr.source_file.and_then(Path::parent) else {
         cx.error_spanned_by(
             lit,
             "cannot resolve `lock = \"...\"`: the path is relative to the source file, which the compiler does not name here",
@@ -322,10 +351,14 @@ fn read(path: &Path) -> std::io::Result<Option<String>> {
     Ok(Some(text))
 }
 
-/// Adds (or replaces) one entry: read, merge and write back under an exclusive file lock, so
+/// Adds (or replaces) entries: read, merge and write back under an exclusive file lock, so
 /// that derives compiling in parallel (several crates of a package) do not lose each other's
-/// entries. The file is not touched if the entry is already there.
-fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io::Result<()> {
+/// entries. The file is not touched if the entries are already there.
+fn record(
+    path: &Path,
+    krate: &str,
+    new_entries: Vec<((String, u32), Entry)>,
+) -> std::io::Result<()> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -338,10 +371,16 @@ fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io
         file.read_to_string(&mut text)?;
         let mut lock = Lock::parse(&text).map_err(std::io::Error::other)?;
         let entries = lock.sections.entry(krate.to_owned()).or_default();
-        if entries.get(&key) == Some(&entry) {
+        let mut changed = false;
+        for (key, entry) in new_entries {
+            if entries.get(&key) != Some(&entry) {
+                entries.insert(key, entry);
+                changed = true;
+            }
+        }
+        if !changed {
             return Ok(());
         }
-        entries.insert(key, entry);
         let rendered = lock.render();
         file.set_len(0)?;
         file.rewind()?;
@@ -352,18 +391,19 @@ fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io
     result
 }
 
-/// Reports how `current` differs from the `locked` shape, one error per change at the token
+/// Reports how `subject` differs from the `locked` shape, one error per change at the token
 /// that changed; the first also shows both shapes and what to do.
-fn explain(cx: &Ctxt, event: &Event, file: &str, locked: &str, current: &Shape) {
-    let name = event.name.value();
-    let version = event.version;
-    let ident = event.ident;
+fn explain(cx: &Ctxt, subject: &Subject, file: &str, locked: &str) {
+    let (name, version, current) = (&subject.name, subject.version, &subject.shape);
     let changes = match Shape::parse(locked) {
-        Some(locked_shape) => changes(event, &locked_shape, current),
+        Some(locked_shape) => changes(subject, &locked_shape),
         None => Vec::new(),
     };
     let changes = if changes.is_empty() {
-        vec![(ident.to_token_stream(), "its shape changed".to_owned())]
+        vec![(
+            subject.ident.to_token_stream(),
+            "its shape changed".to_owned(),
+        )]
     } else {
         changes
     };
@@ -381,21 +421,20 @@ fn explain(cx: &Ctxt, event: &Event, file: &str, locked: &str, current: &Shape) 
 }
 
 /// Each difference, with the tokens to point at.
-fn changes(event: &Event, locked: &Shape, current: &Shape) -> Vec<(TokenStream, String)> {
-    let input = event.input;
-    let ident = input.ident.to_token_stream();
+fn changes(subject: &Subject, locked: &Shape) -> Vec<(TokenStream, String)> {
+    let current = &subject.shape;
+    let ident = subject.ident.to_token_stream();
     let mut out = Vec::new();
     if locked.attrs != current.attrs {
-        let at = input
+        let at = subject
             .attrs
-            .iter()
-            .find(|attr| attr.path().is_ident("serde"))
+            .first()
             .map_or_else(|| ident.clone(), ToTokens::to_token_stream);
         out.push((
             at,
             format!(
                 "the `serde` attributes of `{}` changed from {} to {}",
-                input.ident,
+                subject.ident,
                 attrs_text(&locked.attrs),
                 attrs_text(&current.attrs)
             ),
@@ -412,14 +451,7 @@ fn changes(event: &Event, locked: &Shape, current: &Shape) -> Vec<(TokenStream, 
         ));
         return out;
     }
-    let syn::Data::Struct(data) = &input.data else {
-        return out;
-    };
-    let fields: Vec<&syn::Field> = match &data.fields {
-        Fields::Named(named) => named.named.iter().collect(),
-        Fields::Unnamed(unnamed) => unnamed.unnamed.iter().collect(),
-        Fields::Unit => Vec::new(),
-    };
+    let fields: Vec<&syn::Field> = subject.fields.iter().collect();
     // Fields are matched by name (by position in a tuple struct).
     let label = |index: usize, field: &crate::internals::fingerprint::FieldShape| {
         field.name.clone().unwrap_or_else(|| index.to_string())
@@ -535,9 +567,9 @@ mod tests {
             std::env::temp_dir().join(format!("eventsource-lock-{}.lock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let key = |name: &str, version| (name.to_owned(), version);
-        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
-        record(&path, "a", key("x.one", 1), entry("unit")).unwrap();
-        record(&path, "b", key("x.one", 1), entry("(u8)")).unwrap();
+        record(&path, "b", vec![(key("x.one", 2), entry("{a:u8}"))]).unwrap();
+        record(&path, "a", vec![(key("x.one", 1), entry("unit"))]).unwrap();
+        record(&path, "b", vec![(key("x.one", 1), entry("(u8)"))]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let body: Vec<&str> = text
             .lines()
@@ -555,7 +587,7 @@ mod tests {
         );
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
+        record(&path, "b", vec![(key("x.one", 2), entry("{a:u8}"))]).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
             modified
