@@ -37,7 +37,7 @@ pub trait Event: Sized + Send + Sync + 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event enum",
     label = "`{Self}` does not implement `EventEnum`",
-    note = "derive it on an enum whose variants are events: `#[derive(EventEnum, Serialize, Deserialize, Clone)]`"
+    note = "derive it on an enum whose variants are events: `#[derive(EventEnum, Serialize, Deserialize, Clone)]`; event structs are listed instead: `#[aggregate(events({Self}, ...))]`"
 )]
 pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
     /// The names of every event of the set.

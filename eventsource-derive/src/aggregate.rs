@@ -1,8 +1,8 @@
 //! `#[derive(Aggregate)]`: the event and command enums, the fold and command dispatch, and the
 //! `Aggregate` impl.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::DeriveInput;
 use syn::spanned::Spanned;
 
@@ -110,23 +110,21 @@ fn fold(aggregate: &ast::Aggregate) -> TokenStream {
 /// `HandleWith`) impl, or the user's command enum to `Handle<Enum>`.
 fn dispatch(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
-    let call = |path: &dyn quote::ToTokens| {
+    // Spanned at the command's type, where a missing `Handle` impl is reported.
+    let call = |path: &dyn ToTokens, span: Span| {
         if aggregate.services.is_some() {
-            quote!(<Self as #private::HandleWith<#path>>::handle(self, command, services))
+            quote_spanned!(span=> <Self as #private::HandleWith<#path>>::handle(self, command, services))
         } else {
-            quote!(<Self as #private::Handle<#path>>::handle(self, command))
+            quote_spanned!(span=> <Self as #private::Handle<#path>>::handle(self, command))
         }
     };
     match &aggregate.commands {
-        Declared::Enum(ty) => {
-            let call = call(ty);
-            quote_spanned!(ty.span()=> #call)
-        }
+        Declared::Enum(ty) => call(ty, ty.span()),
         Declared::Listed(members) => {
             let command_enum = &aggregate.command_enum;
             let arms = members.items.iter().map(|Member { path, variant }| {
-                let call = call(path);
-                quote_spanned!(path.span()=> #command_enum::#variant(command) => #call,)
+                let call = call(path, path.span());
+                quote!(#command_enum::#variant(command) => #call,)
             });
             quote!(match command { #(#arms)* })
         }

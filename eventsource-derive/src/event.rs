@@ -54,6 +54,7 @@ fn subject<'a>(event: &ast::Event<'a>) -> lock::Subject<'a> {
         attrs: serde_attrs(&event.input.attrs),
         fields,
         shape: Shape::of(event.input),
+        is_variant: false,
     }
 }
 

@@ -58,6 +58,7 @@ fn subject<'a>(events: &ast::EventEnum<'a>, variant: &ast::Variant<'a>) -> lock:
         attrs,
         fields: &variant.variant.fields,
         shape: Shape::of_variant(events.input, variant.variant),
+        is_variant: true,
     }
 }
 

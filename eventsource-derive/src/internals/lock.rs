@@ -192,6 +192,8 @@ pub(crate) struct Subject<'a> {
     pub(crate) attrs: Vec<&'a Attribute>,
     pub(crate) fields: &'a Fields,
     pub(crate) shape: Shape,
+    /// Whether it is a variant (messages then say "a tuple variant", not "a tuple struct").
+    pub(crate) is_variant: bool,
 }
 
 /// The lock one derive checks against.
@@ -445,8 +447,8 @@ fn changes(subject: &Subject, locked: &Shape) -> Vec<(TokenStream, String)> {
             ident,
             format!(
                 "it changed from {} to {}",
-                kind_text(locked.kind),
-                kind_text(current.kind)
+                kind_text(locked.kind, subject.is_variant),
+                kind_text(current.kind, subject.is_variant)
             ),
         ));
         return out;
@@ -548,11 +550,14 @@ fn attrs_text(attrs: &str) -> String {
     }
 }
 
-fn kind_text(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Named => "a struct with named fields",
-        Kind::Tuple => "a tuple struct",
-        Kind::Unit => "a unit struct",
+fn kind_text(kind: Kind, is_variant: bool) -> &'static str {
+    match (kind, is_variant) {
+        (Kind::Named, false) => "a struct with named fields",
+        (Kind::Tuple, false) => "a tuple struct",
+        (Kind::Unit, false) => "a unit struct",
+        (Kind::Named, true) => "a variant with named fields",
+        (Kind::Tuple, true) => "a tuple variant",
+        (Kind::Unit, true) => "a unit variant",
     }
 }
 
