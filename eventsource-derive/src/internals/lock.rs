@@ -271,34 +271,38 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
                     subject.name, subject.version, location.display
                 ),
             ),
-            None if lock.is_none() && location.explicit && !mode.writes() => {
-                // Once per derive, not once per variant of an enum.
-                if !missing_file_reported {
-                    missing_file_reported = true;
-                    cx.error_spanned_by(
-                        ident,
-                        format!(
-                            "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
-                            location.display
-                        ),
-                    );
-                }
+            // Once per derive, not once per variant of an enum.
+            None if lock.is_none()
+                && location.explicit
+                && !mode.writes()
+                && !missing_file_reported =>
+            {
+                missing_file_reported = true;
+                cx.error_spanned_by(
+                    ident,
+                    format!(
+                        "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
+                        location.display
+                    ),
+                );
             }
             None => {}
         }
         to_record.push(((subject.name.clone(), subject.version), current));
     }
 
-    if mode.writes() && !cx.has_errors() && !to_record.is_empty() {
-        if let Err(error) = record(&location.path, &krate, to_record) {
-            cx.error_spanned_by(
-                ident,
-                format!(
-                    "cannot write the schema lock `{}`: {error}",
-                    location.display
-                ),
-            );
-        }
+    if mode.writes()
+        && !cx.has_errors()
+        && !to_record.is_empty()
+        && let Err(error) = record(&location.path, &krate, to_record)
+    {
+        cx.error_spanned_by(
+            ident,
+            format!(
+                "cannot write the schema lock `{}`: {error}",
+                location.display
+            ),
+        );
     }
     if !location.path.is_file() {
         return track_mode;
