@@ -498,3 +498,204 @@ async fn an_aggregate_can_name_its_own_command_enum() {
     counters.execute(1, CounterCommand::Reset).await.unwrap();
     assert_eq!(counters.load(1).await.unwrap().state.value, 0);
 }
+
+// serde attributes the equivalent struct would honour are honoured by the variant too.
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Address {
+    city: String,
+}
+
+#[derive(EventEnum, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(prefix = "shop.")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+enum ShopEvent {
+    Moved {
+        shop_id: u32,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    #[serde(rename = "closed-for-good", alias = "gone")]
+    Closed,
+}
+
+#[derive(EventEnum, Serialize, Deserialize, Clone, Debug, PartialEq)]
+enum Flattened {
+    Registered {
+        name: String,
+        #[serde(flatten)]
+        address: Address,
+    },
+}
+
+#[derive(EventEnum, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(prefix = "light.")]
+enum Light {
+    // Discriminants do not change which variant a name decodes as.
+    Off = 7,
+    On = 3,
+}
+
+#[test]
+fn serde_attributes_apply_as_on_the_equivalent_struct() {
+    let moved = ShopEvent::Moved {
+        shop_id: 4,
+        note: None,
+    };
+    assert_eq!(moved.name(), "shop.moved");
+    assert_eq!(
+        moved.encode().unwrap(),
+        json!({ "shopId": 4, "note": null })
+    );
+    assert_eq!(
+        ShopEvent::decode("shop.moved", 1, &json!({ "shopId": 4 })).unwrap(),
+        moved
+    );
+    // `deny_unknown_fields` holds for each variant's payload.
+    assert!(matches!(
+        ShopEvent::decode("shop.moved", 1, &json!({ "shopId": 4, "extra": 1 })),
+        Err(DecodeFailure::Payload { .. })
+    ));
+    // Variant renames do not matter: the stored name is the event's.
+    assert_eq!(ShopEvent::Closed.name(), "shop.closed");
+    assert_eq!(
+        ShopEvent::decode("shop.closed", 1, &json!(null)).unwrap(),
+        ShopEvent::Closed
+    );
+
+    let registered = Flattened::Registered {
+        name: "ada".into(),
+        address: Address {
+            city: "Paris".into(),
+        },
+    };
+    let payload = registered.encode().unwrap();
+    assert_eq!(payload, json!({ "name": "ada", "city": "Paris" }));
+    assert_eq!(
+        Flattened::decode("registered", 1, &payload).unwrap(),
+        registered
+    );
+
+    assert_eq!(Light::Off.encode().unwrap(), json!(null));
+    assert_eq!(
+        Light::decode("light.on", 1, &json!(null)).unwrap(),
+        Light::On
+    );
+    assert_eq!(
+        Light::decode("light.off", 1, &json!(null)).unwrap(),
+        Light::Off
+    );
+}
+
+#[test]
+fn a_hand_written_serialize_that_is_not_a_variant_fails_to_encode_with_a_reason() {
+    #[derive(EventEnum, Deserialize, Clone)]
+    enum Odd {
+        One,
+    }
+    impl Serialize for Odd {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str("one")
+        }
+    }
+    let error = Odd::One.encode().unwrap_err().to_string();
+    assert!(
+        error.contains("must serialize as one of its variants"),
+        "{error}"
+    );
+}
+
+// A projection handles the whole enum: `type Handles = CartEvent`, one `Project<CartEvent>`.
+
+/// Items per cart, from the global log.
+#[derive(Default)]
+struct CartSizes {
+    items: BTreeMap<String, u32>,
+}
+
+impl eventsource::Projection for CartSizes {
+    const NAME: &'static str = "cart_sizes";
+    type Handles = CartEvent;
+    type Error = std::convert::Infallible;
+}
+
+impl eventsource::Project<CartEvent> for CartSizes {
+    async fn project(
+        &mut self,
+        event: CartEvent,
+        record: &eventsource::RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), std::convert::Infallible> {
+        let cart = record.stream_id.to_string();
+        match event {
+            CartEvent::ItemAdded { qty, .. } => *self.items.entry(cart).or_default() += qty,
+            CartEvent::ItemRemoved(_) => {
+                self.items.remove(&cart);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn quick() -> eventsource::RunnerOptions {
+    eventsource::RunnerOptions {
+        max_retries: 1,
+        backoff: std::time::Duration::from_millis(1),
+        ..eventsource::RunnerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_projection_handles_an_event_enum() {
+    let store = MemoryStore::new();
+    let carts = Repository::<Cart, _>::new(store.clone());
+    let counters = Repository::<Counter, _>::new(store.clone());
+    let add = |qty| Add {
+        sku: "A1".into(),
+        qty,
+    };
+    carts.execute("c1", add(2)).await.unwrap();
+    counters.execute(1, CounterCommand::Bump).await.unwrap(); // another enum's event: skipped
+    carts.execute("c2", add(5)).await.unwrap();
+    // A row from old code: upcast on the way in.
+    let old = NewEvent::new("cart.item_added", 1, json!({ "sku": "B2" }));
+    store
+        .append(&carts.stream_id("c1"), ExpectedVersion::Any, vec![old])
+        .await
+        .unwrap();
+    carts
+        .execute("c2", Remove { sku: "A1".into() })
+        .await
+        .unwrap();
+
+    let mut runner = eventsource::ProjectionRunner::new(CartSizes::default(), store.clone())
+        .with_options(quick());
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(
+        done.applied, 5,
+        "two adds, one old add, a removal and a close"
+    );
+    let sizes = &runner.projection().items;
+    assert_eq!(sizes.get("cart-c1"), Some(&3));
+    assert_eq!(sizes.get("cart-c2"), None);
+
+    // An undecodable row stops the runner at that event, named.
+    let bad = NewEvent::new("cart.item_added", 3, json!({ "sku": 1 }));
+    store
+        .append(&carts.stream_id("c3"), ExpectedVersion::Any, vec![bad])
+        .await
+        .unwrap();
+    match runner.catch_up().await.unwrap_err() {
+        eventsource::ProjectionError::Failed {
+            name,
+            source: eventsource::HandlerError::Decode(_),
+            ..
+        } => assert_eq!(name, "cart.item_added"),
+        other => panic!("expected a decode failure, got {other:?}"),
+    }
+}
