@@ -7,6 +7,7 @@ use syn::DeriveInput;
 use syn::spanned::Spanned;
 
 use crate::event::{literal_message, text};
+use crate::event_enum::EventEnumImpl;
 use crate::internals::ast::{self, Declared, Member};
 use crate::internals::{check, ctxt::Ctxt};
 
@@ -14,14 +15,7 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
     let cx = Ctxt::new();
     let aggregate = ast::Aggregate::from_syn(&cx, input);
     check::aggregate(&cx, &aggregate);
-    match cx.check() {
-        Ok(()) => generate(&aggregate),
-        Err(error) => {
-            let error = error.into_compile_error();
-            let stub = stub(&aggregate);
-            quote!(#error #stub)
-        }
-    }
+    cx.finish(|| generate(&aggregate), || stub(&aggregate))
 }
 
 fn generate(aggregate: &ast::Aggregate) -> TokenStream {
@@ -249,42 +243,18 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             }
         }
     });
-    quote! {
-        #[automatically_derived]
-        impl #private::EventEnum for #event_enum {
-            const NAMES: &'static [&'static str] = &[#(#names),*];
-
-            fn name(&self) -> &'static str {
-                match *self {
-                    #(#name_arms)*
-                }
-            }
-
-            fn schema_version(&self) -> u32 {
-                match *self {
-                    #(#version_arms)*
-                }
-            }
-
-            fn encode(&self) -> ::core::result::Result<
-                #private::serde_json::Value,
-                #private::serde_json::Error,
-            > {
-                match *self {
-                    #(#encode_arms)*
-                }
-            }
-
-            fn decode(
-                name: &str,
-                version: u32,
-                payload: &#private::serde_json::Value,
-            ) -> ::core::result::Result<Self, #private::DecodeFailure> {
-                #(#decoders)*
-                ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
-            }
-        }
+    let event_set = EventEnumImpl {
+        names: quote!(#(#names),*),
+        name: quote!(match *self { #(#name_arms)* }),
+        schema_version: quote!(match *self { #(#version_arms)* }),
+        encode: quote!(match *self { #(#encode_arms)* }),
+        decode: quote! {
+            #(#decoders)*
+            ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
+        },
     }
+    .to_tokens(&private, event_enum);
+    quote!(#[automatically_derived] #event_set)
 }
 
 /// One `const` assertion per pair of events that their stored names differ (the names are
@@ -334,30 +304,9 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
     // The user's own event enum has its own impl (or its derive's stub).
     let event_set = match &aggregate.events {
         Some(Declared::Enum(..)) => None,
-        Some(Declared::Listed(_)) | None => Some(quote! {
-            impl #private::EventEnum for #event_enum {
-                const NAMES: &'static [&'static str] = &[];
-                fn name(&self) -> &'static str {
-                    ::core::unimplemented!()
-                }
-                fn schema_version(&self) -> u32 {
-                    ::core::unimplemented!()
-                }
-                fn encode(&self) -> ::core::result::Result<
-                    #private::serde_json::Value,
-                    #private::serde_json::Error,
-                > {
-                    ::core::unimplemented!()
-                }
-                fn decode(
-                    _: &str,
-                    _: u32,
-                    _: &#private::serde_json::Value,
-                ) -> ::core::result::Result<Self, #private::DecodeFailure> {
-                    ::core::unimplemented!()
-                }
-            }
-        }),
+        Some(Declared::Listed(_)) | None => {
+            Some(EventEnumImpl::stub().to_tokens(&private, event_enum))
+        }
     };
     // Only a struct can meet `Aggregate`'s bounds (`Default` ...): for other shapes the impl
     // would only add errors.

@@ -16,29 +16,19 @@ pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenSt
     let cx = Ctxt::new();
     let event = ast::Event::from_syn(&cx, input);
     check::event(&cx, &event);
-    // The lock is consulted only for a well-formed event: a name or version with a mistake
-    // would be checked (or recorded) under the wrong key.
-    let track_lock = if cx.has_errors() {
-        TokenStream::new()
-    } else {
-        let lock_attr = lock::LockAttr {
-            path: event.lock.as_ref(),
-            ident: event.ident,
-            source_file,
-        };
-        lock::check(&cx, &lock_attr, &[subject(&event)])
+    let lock_attr = lock::LockAttr {
+        path: event.lock.as_ref(),
+        ident: event.ident,
+        source_file,
     };
-    match cx.check() {
-        Ok(()) => {
+    let track_lock = lock::check(&cx, &lock_attr, &[subject(&event)]);
+    cx.finish(
+        || {
             let generated = generate(&event);
             quote!(#generated const _: () = { #track_lock };)
-        }
-        Err(error) => {
-            let error = error.into_compile_error();
-            let stub = stub(&event);
-            quote!(#error #stub)
-        }
-    }
+        },
+        || stub(&event),
+    )
 }
 
 /// The lock's view of the event.

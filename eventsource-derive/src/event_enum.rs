@@ -18,33 +18,24 @@ pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenSt
     let cx = Ctxt::new();
     let events = ast::EventEnum::from_syn(&cx, input);
     check::event_enum(&cx, &events);
-    // As for a struct event: the lock is consulted only for well-formed names and versions.
-    let track_lock = if cx.has_errors() {
-        TokenStream::new()
-    } else {
-        let lock_attr = lock::LockAttr {
-            path: events.lock.as_ref(),
-            ident: events.ident,
-            source_file,
-        };
-        let subjects: Vec<lock::Subject> = events
-            .variants
-            .iter()
-            .map(|variant| subject(&events, variant))
-            .collect();
-        lock::check(&cx, &lock_attr, &subjects)
+    let subjects: Vec<lock::Subject> = events
+        .variants
+        .iter()
+        .map(|variant| subject(&events, variant))
+        .collect();
+    let lock_attr = lock::LockAttr {
+        path: events.lock.as_ref(),
+        ident: events.ident,
+        source_file,
     };
-    match cx.check() {
-        Ok(()) => {
+    let track_lock = lock::check(&cx, &lock_attr, &subjects);
+    cx.finish(
+        || {
             let generated = generate(&events);
             quote!(#generated const _: () = { #track_lock };)
-        }
-        Err(error) => {
-            let error = error.into_compile_error();
-            let stub = stub(&events);
-            quote!(#error #stub)
-        }
-    }
+        },
+        || stub(&events),
+    )
 }
 
 /// The lock's view of one variant.
@@ -93,29 +84,85 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         let subject = format!("variant `{ident}::{}`", variant.ident);
         chain_checks(&private, &variant.event, &subject)
     });
+    let event_enum = EventEnumImpl {
+        names: quote!(#(#names),*),
+        name: quote!(match *self { #(#name_arms)* }),
+        schema_version: quote!(match *self { #(#version_arms)* }),
+        encode: quote!(#private::encode_variant(self)),
+        decode: quote! {
+            match name {
+                #(#decode_arms)*
+                _ => ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent),
+            }
+        },
+    }
+    .to_tokens(&private, ident);
     quote! {
         const _: () = {
             #[automatically_derived]
-            impl #private::EventEnum for #ident {
-                const NAMES: &'static [&'static str] = &[#(#names),*];
+            #event_enum
+            #(#chain_checks)*
+        };
+    }
+}
+
+/// The bodies of an `EventEnum` impl, for the derived enum and for the `<Name>Event` enum that
+/// `#[derive(Aggregate)]` generates.
+pub(crate) struct EventEnumImpl {
+    /// The elements of `NAMES`.
+    pub(crate) names: TokenStream,
+    /// The body of `fn name(&self)`.
+    pub(crate) name: TokenStream,
+    /// The body of `fn schema_version(&self)`.
+    pub(crate) schema_version: TokenStream,
+    /// The body of `fn encode(&self)`.
+    pub(crate) encode: TokenStream,
+    /// The body of `fn decode(name, version, payload)`.
+    pub(crate) decode: TokenStream,
+}
+
+impl EventEnumImpl {
+    /// After an error: an impl that only type-checks, so that uses of the enum add no errors.
+    pub(crate) fn stub() -> Self {
+        let unimplemented = quote!(::core::unimplemented!());
+        EventEnumImpl {
+            names: TokenStream::new(),
+            name: unimplemented.clone(),
+            schema_version: unimplemented.clone(),
+            encode: unimplemented.clone(),
+            decode: quote!({
+                let _ = (name, version, payload);
+                ::core::unimplemented!()
+            }),
+        }
+    }
+
+    /// `impl EventEnum for #ty { ... }`.
+    pub(crate) fn to_tokens(&self, private: &TokenStream, ty: &syn::Ident) -> TokenStream {
+        let EventEnumImpl {
+            names,
+            name,
+            schema_version,
+            encode,
+            decode,
+        } = self;
+        quote! {
+            impl #private::EventEnum for #ty {
+                const NAMES: &'static [&'static str] = &[#names];
 
                 fn name(&self) -> &'static str {
-                    match *self {
-                        #(#name_arms)*
-                    }
+                    #name
                 }
 
                 fn schema_version(&self) -> u32 {
-                    match *self {
-                        #(#version_arms)*
-                    }
+                    #schema_version
                 }
 
                 fn encode(&self) -> ::core::result::Result<
                     #private::serde_json::Value,
                     #private::serde_json::Error,
                 > {
-                    #private::encode_variant(self)
+                    #encode
                 }
 
                 fn decode(
@@ -123,14 +170,10 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
                     version: u32,
                     payload: &#private::serde_json::Value,
                 ) -> ::core::result::Result<Self, #private::DecodeFailure> {
-                    match name {
-                        #(#decode_arms)*
-                        _ => ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent),
-                    }
+                    #decode
                 }
             }
-            #(#chain_checks)*
-        };
+        }
     }
 }
 
@@ -141,34 +184,8 @@ fn stub(events: &ast::EventEnum) -> TokenStream {
     {
         return TokenStream::new();
     }
-    let ident = events.ident;
-    let private = private(events);
-    quote! {
-        const _: () = {
-            impl #private::EventEnum for #ident {
-                const NAMES: &'static [&'static str] = &[];
-                fn name(&self) -> &'static str {
-                    ::core::unimplemented!()
-                }
-                fn schema_version(&self) -> u32 {
-                    ::core::unimplemented!()
-                }
-                fn encode(&self) -> ::core::result::Result<
-                    #private::serde_json::Value,
-                    #private::serde_json::Error,
-                > {
-                    ::core::unimplemented!()
-                }
-                fn decode(
-                    _: &str,
-                    _: u32,
-                    _: &#private::serde_json::Value,
-                ) -> ::core::result::Result<Self, #private::DecodeFailure> {
-                    ::core::unimplemented!()
-                }
-            }
-        };
-    }
+    let stub = EventEnumImpl::stub().to_tokens(&private(events), events.ident);
+    quote!(const _: () = { #stub };)
 }
 
 fn private(events: &ast::EventEnum) -> TokenStream {

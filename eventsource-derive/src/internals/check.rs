@@ -195,29 +195,31 @@ const SERDE_VARIANT_KEYS: &[&str] = &[
 // `#[serde(skip)]`, `other`, `with = ..` on a variant are rejected. Field attributes,
 // `rename_all_fields` and variant renames are fine (the stored name is the event's).
 fn check_serde_representation(cx: &Ctxt, events: &EventEnum) {
-    for key in attr::serde_keys(&events.input.attrs) {
-        if SERDE_ENUM_KEYS.iter().any(|k| key.is_ident(k)) {
-            let key_text = key.to_token_stream().to_string();
-            cx.error_spanned_by(
-                &key,
-                format!(
-                    "`#[serde({key_text})]` changes how the enum is serialized: each variant of an event enum is stored as its own event, which needs serde's default enum representation (the stored name says which variant it is)"
-                ),
-            );
-        }
-    }
+    reject_serde_keys(cx, &events.input.attrs, SERDE_ENUM_KEYS, |key| {
+        format!(
+            "`#[serde({key})]` changes how the enum is serialized: each variant of an event enum is stored as its own event, which needs serde's default enum representation (the stored name says which variant it is)"
+        )
+    });
     for variant in &events.variants {
-        for key in attr::serde_keys(&variant.variant.attrs) {
-            if SERDE_VARIANT_KEYS.iter().any(|k| key.is_ident(k)) {
-                let key_text = key.to_token_stream().to_string();
-                cx.error_spanned_by(
-                    &key,
-                    format!(
-                        "`#[serde({key_text})]` on variant `{}`: each variant of an event enum is an event that is stored and read back by its own fields",
-                        variant.ident
-                    ),
-                );
-            }
+        reject_serde_keys(cx, &variant.variant.attrs, SERDE_VARIANT_KEYS, |key| {
+            format!(
+                "`#[serde({key})]` on variant `{}`: each variant of an event enum is an event that is stored and read back by its own fields",
+                variant.ident
+            )
+        });
+    }
+}
+
+/// Reports each of the `rejected` keys written in the `serde` attributes among `attrs`.
+fn reject_serde_keys(
+    cx: &Ctxt,
+    attrs: &[syn::Attribute],
+    rejected: &[&str],
+    message: impl Fn(&str) -> String,
+) {
+    for key in attr::serde_keys(attrs) {
+        if rejected.iter().any(|k| key.is_ident(k)) {
+            cx.error_spanned_by(&key, message(&key.to_token_stream().to_string()));
         }
     }
 }

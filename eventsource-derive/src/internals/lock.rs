@@ -207,9 +207,14 @@ pub(crate) struct LockAttr<'a> {
 }
 
 /// Checks each subject against the lock (and in update mode, records the new and, in
-/// overwrite mode, the changed ones). Returns the tokens that make cargo rebuild when the lock
-/// or the mode changes.
+/// overwrite mode, the changed ones), unless an error was recorded already. Returns the tokens
+/// that make cargo rebuild when the lock or the mode changes.
 pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> TokenStream {
+    // The lock is consulted only for well-formed events: a name or version with a mistake
+    // would be checked (or recorded) under the wrong key.
+    if cx.has_errors() {
+        return TokenStream::new();
+    }
     let ident = lock_attr.ident;
     let track_mode = quote! {
         const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
