@@ -253,7 +253,7 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
         },
     }
-    .to_tokens(&private, event_enum);
+    .impl_for(&private, event_enum);
     quote!(#[automatically_derived] #event_set)
 }
 
@@ -305,7 +305,7 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
     let event_set = match &aggregate.events {
         Some(Declared::Enum(..)) => None,
         Some(Declared::Listed(_)) | None => {
-            Some(EventEnumImpl::stub().to_tokens(&private, event_enum))
+            Some(EventEnumImpl::stub().impl_for(&private, event_enum))
         }
     };
     // Only a struct can meet `Aggregate`'s bounds (`Default` ...): for other shapes the impl

@@ -96,7 +96,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
             }
         },
     }
-    .to_tokens(&private, ident);
+    .impl_for(&private, ident);
     quote! {
         const _: () = {
             #[automatically_derived]
@@ -138,7 +138,7 @@ impl EventEnumImpl {
     }
 
     /// `impl EventEnum for #ty { ... }`.
-    pub(crate) fn to_tokens(&self, private: &TokenStream, ty: &syn::Ident) -> TokenStream {
+    pub(crate) fn impl_for(&self, private: &TokenStream, ty: &syn::Ident) -> TokenStream {
         let EventEnumImpl {
             names,
             name,
@@ -184,7 +184,7 @@ fn stub(events: &ast::EventEnum) -> TokenStream {
     {
         return TokenStream::new();
     }
-    let stub = EventEnumImpl::stub().to_tokens(&private(events), events.ident);
+    let stub = EventEnumImpl::stub().impl_for(&private(events), events.ident);
     quote!(const _: () = { #stub };)
 }
 
