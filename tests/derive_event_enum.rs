@@ -699,3 +699,47 @@ async fn a_projection_handles_an_event_enum() {
         other => panic!("expected a decode failure, got {other:?}"),
     }
 }
+
+// Golden payloads work per variant version, as for struct events.
+
+#[test]
+fn golden_payloads_are_kept_per_variant_version() {
+    use eventsource_core::testing::golden::{GoldenMode, sample_path, verify_golden};
+
+    let dir = std::env::temp_dir().join(format!("eventsource-enum-golden-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let examples = || {
+        [
+            CartEvent::Opened {
+                owner: "ada".into(),
+            },
+            CartEvent::ItemAdded {
+                sku: "A1".into(),
+                qty: 2,
+            },
+            CartEvent::ItemRemoved("A1".into()),
+            CartEvent::Closed,
+            CartEvent::CurrencySet { code: "EUR".into() },
+        ]
+    };
+    // Every variant needs an example: a missing one is reported by name.
+    let problems = verify_golden(&dir, examples()[..2].to_vec(), GoldenMode::Record).unwrap_err();
+    assert!(
+        problems.to_string().contains("cart.checked_out"),
+        "{problems}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let recorded = verify_golden(&dir, examples(), GoldenMode::Record).unwrap();
+    assert_eq!(recorded.recorded.len(), 5);
+    assert!(sample_path(&dir, "cart.item_added", 3).is_file());
+    assert!(sample_path(&dir, "cart.checked_out", 1).is_file());
+    // A sample of an old version decodes through the chain; a broken one is reported.
+    let v1 = sample_path(&dir, "cart.item_added", 1);
+    std::fs::write(&v1, r#"{"sku":"A1"}"#).unwrap();
+    let report = verify_golden(&dir, examples(), GoldenMode::Check).unwrap();
+    assert_eq!(report.decoded.len(), 6);
+    std::fs::write(&v1, r#"{"sku":7}"#).unwrap();
+    let problems = verify_golden(&dir, examples(), GoldenMode::Check).unwrap_err();
+    assert!(problems.to_string().contains("v1.json"), "{problems}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

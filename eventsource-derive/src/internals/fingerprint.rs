@@ -268,6 +268,46 @@ mod tests {
     }
 
     #[test]
+    fn a_variant_has_the_shape_of_the_equivalent_struct() {
+        let input: syn::DeriveInput = match syn::parse_str(
+            "enum E { A { #[serde(default)] sku: String, qty: u32 }, B(u8, String), C }",
+        ) {
+            Ok(input) => input,
+            Err(error) => panic!("bad test input: {error}"),
+        };
+        let syn::Data::Enum(data) = &input.data else {
+            panic!("an enum")
+        };
+        let variants: Vec<Shape> = data
+            .variants
+            .iter()
+            .map(|variant| Shape::of_variant(&input, variant))
+            .collect();
+        assert_eq!(
+            variants,
+            [
+                shape("struct A { #[serde(default)] sku: String, qty: u32 }"),
+                shape("struct B(u8, String);"),
+                shape("struct C;"),
+            ]
+        );
+        // The enum's `serde` attributes come first, then the variant's.
+        let input: syn::DeriveInput = match syn::parse_str(
+            "#[serde(deny_unknown_fields)] enum E { #[serde(rename_all = \"camelCase\")] A { a_b: u8 } }",
+        ) {
+            Ok(input) => input,
+            Err(error) => panic!("bad test input: {error}"),
+        };
+        let syn::Data::Enum(data) = &input.data else {
+            panic!("an enum")
+        };
+        assert_eq!(
+            Shape::of_variant(&input, &data.variants[0]).to_string(),
+            "#[serde(deny_unknown_fields)]#[serde(rename_all=\"camelCase\")]{a_b:u8}"
+        );
+    }
+
+    #[test]
     fn garbage_does_not_parse() {
         for text in ["{a:u8", "x", "#[serde(", "{a}", "(;)", ""] {
             assert_eq!(Shape::parse(text), None, "{text}");

@@ -435,6 +435,17 @@ mod tests {
                 format!("x.one v2 {} {{a:u8}}", hash("{a:u8}")),
             ]
         );
+        // Several entries (the variants of an enum) in one write.
+        let both = vec![
+            (key("y.two", 1), entry("unit")),
+            (key("y.one", 1), entry("unit")),
+        ];
+        record(&path, "a", both).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("y.one v1") && text.contains("y.two v1"),
+            "{text}"
+        );
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         record(&path, "b", vec![(key("x.one", 2), entry("{a:u8}"))]).unwrap();
