@@ -12,6 +12,8 @@ mod event;
 mod event_enum;
 mod internals;
 
+use std::path::Path;
+
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
 
@@ -19,11 +21,7 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    // `lock = "..."` is relative to the file the event is defined in, as `include_str!` is.
-    let source_file = proc_macro::Span::call_site().local_file();
-    let output = event::expand(&input, source_file.as_deref());
-    debug::print("Event", &input.ident, &output);
-    output.into()
+    run("Event", &input, event::expand)
 }
 
 /// Derives `eventsource::EventEnum` for an enum whose variants are events; see the
@@ -31,10 +29,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(EventEnum, attributes(event))]
 pub fn derive_event_enum(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    let source_file = proc_macro::Span::call_site().local_file();
-    let output = event_enum::expand(&input, source_file.as_deref());
-    debug::print("EventEnum", &input.ident, &output);
-    output.into()
+    run("EventEnum", &input, event_enum::expand)
 }
 
 /// Derives `eventsource::Aggregate`, its event and command enums; see the `eventsource` crate
@@ -42,7 +37,19 @@ pub fn derive_event_enum(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    let output = aggregate::expand(&input);
-    debug::print("Aggregate", &input.ident, &output);
+    run("Aggregate", &input, |input, _| aggregate::expand(input))
+}
+
+/// Expands `input` with the derive's `expand`, given the file the input is defined in (which
+/// `lock = "..."` is relative to, as `include_str!` paths are), and prints the expansion if
+/// `EVENTSOURCE_MACROS_DEBUG` asks for it.
+fn run(
+    derive: &str,
+    input: &DeriveInput,
+    expand: impl FnOnce(&DeriveInput, Option<&Path>) -> proc_macro2::TokenStream,
+) -> TokenStream {
+    let source_file = proc_macro::Span::call_site().local_file();
+    let output = expand(input, source_file.as_deref());
+    debug::print(derive, &input.ident, &output);
     output.into()
 }
