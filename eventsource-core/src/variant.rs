@@ -21,14 +21,25 @@ use serde_json::value::Serializer as ValueSerializer;
 use crate::event::{DecodeFailure, Event, EventEnum};
 use crate::upcast::{Upcast, decode_previous, version_mismatch};
 
+/// What an event enum needs from serde: both directions, derived. A bound of its own so that
+/// a missing derive is reported as such, not as a list of serde's impls.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored: an event enum is serialized and deserialized with serde",
+    label = "`{Self}` needs `Serialize` and `Deserialize`",
+    note = "derive them beside `EventEnum`: `#[derive(EventEnum, Serialize, Deserialize, Clone)]`"
+)]
+pub trait StoredEnum: Serialize + DeserializeOwned {}
+
+impl<E: Serialize + DeserializeOwned> StoredEnum for E {}
+
 /// Encodes the variant `event` holds as its payload: the variant's content, without its tag.
-pub fn encode_variant<E: Serialize>(event: &E) -> Result<Value, serde_json::Error> {
+pub fn encode_variant<E: StoredEnum>(event: &E) -> Result<Value, serde_json::Error> {
     event.serialize(ContentSerializer)
 }
 
 /// Decodes a payload stored at `version` as the variant at `index` (its position in the enum)
 /// of an event whose current version is `latest` and which has no `previous`.
-pub fn decode_variant<E: DeserializeOwned>(
+pub fn decode_variant<E: StoredEnum>(
     index: u32,
     latest: u32,
     version: u32,
@@ -54,7 +65,7 @@ pub fn decode_variant_upcast<P, E>(
 ) -> Result<E, DecodeFailure>
 where
     P: Event,
-    E: EventEnum + DeserializeOwned + Upcast<P>,
+    E: EventEnum + StoredEnum + Upcast<P>,
 {
     if version >= latest {
         return decode_variant(index, latest, version, payload);
@@ -453,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_value_that_is_not_a_variant_does_not_encode() {
-        #[derive(Serialize)]
+        #[derive(Serialize, Deserialize)]
         #[serde(untagged)]
         enum Untagged {
             A { a: u8 },

@@ -252,6 +252,7 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             #(#decoders)*
             ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
         },
+        bounds: TokenStream::new(),
     }
     .impl_for(&private, event_enum);
     quote!(#[automatically_derived] #event_set)

@@ -95,6 +95,9 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
                 _ => ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent),
             }
         },
+        // One error for a missing `Serialize` or `Deserialize` derive, here, rather than one at
+        // each use in the bodies.
+        bounds: quote!(where #ident: #private::StoredEnum),
     }
     .impl_for(&private, ident);
     quote! {
@@ -119,6 +122,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) encode: TokenStream,
     /// The body of `fn decode(name, version, payload)`.
     pub(crate) decode: TokenStream,
+    /// The impl's `where` clause, if any.
+    pub(crate) bounds: TokenStream,
 }
 
 impl EventEnumImpl {
@@ -134,6 +139,7 @@ impl EventEnumImpl {
                 let _ = (name, version, payload);
                 ::core::unimplemented!()
             }),
+            bounds: TokenStream::new(),
         }
     }
 
@@ -145,9 +151,10 @@ impl EventEnumImpl {
             schema_version,
             encode,
             decode,
+            bounds,
         } = self;
         quote! {
-            impl #private::EventEnum for #ty {
+            impl #private::EventEnum for #ty #bounds {
                 const NAMES: &'static [&'static str] = &[#names];
 
                 fn name(&self) -> &'static str {
