@@ -24,6 +24,9 @@ pub(crate) fn event(cx: &Ctxt, event: &Event) {
     );
     check_event_name(cx, &event.event.name);
     check_version_chain(cx, &event.event, event.ident);
+    if let Data::Struct(data) = &event.input.data {
+        check_no_field_attrs(cx, &data.fields, "the struct");
+    }
 }
 
 /// Every check of `#[derive(EventEnum)]`.
@@ -39,6 +42,21 @@ pub(crate) fn event_enum(cx: &Ctxt, events: &EventEnum) {
     }
     check_distinct_variant_names(cx, events);
     check_serde_representation(cx, events);
+    for variant in &events.variants {
+        check_no_field_attrs(cx, &variant.variant.fields, "the variant");
+    }
+}
+
+// `#[event(...)]` describes a whole event, so it is not written on a field (where it would be
+// ignored): `struct Opened { #[event(name = "x")] owner: String }` is rejected.
+fn check_no_field_attrs(cx: &Ctxt, fields: &syn::Fields, owner: &str) {
+    let attrs = fields.iter().flat_map(|field| &field.attrs);
+    for attr in attrs.filter(|attr| attr.path().is_ident(attr::EVENT)) {
+        cx.error_spanned_by(
+            attr,
+            format!("`#[event(...)]` describes a whole event: write it on {owner}, not on a field"),
+        );
+    }
 }
 
 /// Every check of `#[derive(Aggregate)]`.
