@@ -141,59 +141,41 @@ pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute], place: Place) -> Event
                     None => unknown_key(cx, &meta, IN_EVENT, valid)?,
                 }
             } else if key.is_ident("name") {
-                if let Some(value) = key_value(cx, &meta, "name = \"cart.item_added\"")? {
-                    set(
-                        cx,
-                        &mut out.name,
-                        key,
-                        IN_EVENT,
-                        parse_str(cx, value, "name", "name = \"cart.item_added\""),
-                    );
-                }
+                let example = "name = \"cart.item_added\"";
+                let slot = &mut out.name;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_str(cx, value, "name", example)
+                })?;
             } else if key.is_ident("version") {
-                if let Some(value) = key_value(cx, &meta, "version = 2")? {
-                    set(
-                        cx,
-                        &mut out.version,
-                        key,
-                        IN_EVENT,
-                        parse_int(cx, value, "version", "version = 2"),
-                    );
-                }
+                let example = "version = 2";
+                let slot = &mut out.version;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_int(cx, value, "version", example)
+                })?;
             } else if key.is_ident("previous") {
-                if let Some(value) = key_value(cx, &meta, "previous = ItemAddedV1")? {
-                    set(
-                        cx,
-                        &mut out.previous,
-                        key,
-                        IN_EVENT,
-                        parse_type(cx, value, "previous", "previous = ItemAddedV1"),
-                    );
-                }
+                let example = "previous = ItemAddedV1";
+                let slot = &mut out.previous;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_type(cx, value, "previous", example)
+                })?;
             } else if key.is_ident("prefix") {
-                if let Some(value) = key_value(cx, &meta, "prefix = \"cart.\"")? {
-                    set(
-                        cx,
-                        &mut out.prefix,
-                        key,
-                        IN_EVENT,
-                        parse_str(cx, value, "prefix", "prefix = \"cart.\""),
-                    );
-                }
+                let example = "prefix = \"cart.\"";
+                let slot = &mut out.prefix;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_str(cx, value, "prefix", example)
+                })?;
             } else if key.is_ident("lock") {
-                if let Some(value) = key_value(cx, &meta, "lock = \"events.lock\"")? {
-                    set(
-                        cx,
-                        &mut out.lock,
-                        key,
-                        IN_EVENT,
-                        parse_str(cx, value, "lock", "lock = \"events.lock\""),
-                    );
-                }
+                let example = "lock = \"events.lock\"";
+                let slot = &mut out.lock;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_str(cx, value, "lock", example)
+                })?;
             } else if key.is_ident("crate") {
-                if let Some(value) = key_value(cx, &meta, "crate = \"eventsource\"")? {
-                    set(cx, &mut out.krate, key, IN_EVENT, parse_crate(cx, value));
-                }
+                let example = "crate = \"eventsource\"";
+                let slot = &mut out.krate;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_crate(cx, value)
+                })?;
             } else {
                 unknown_key(cx, &meta, IN_EVENT, valid)?;
             }
@@ -215,45 +197,29 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
             out.written
                 .extend(AGGREGATE_KEYS.iter().filter(|k| key.is_ident(*k)));
             if key.is_ident("name") {
-                if let Some(value) = key_value(cx, &meta, "name = \"cart\"")? {
-                    set(
-                        cx,
-                        &mut out.name,
-                        key,
-                        IN_AGGREGATE,
-                        parse_str(cx, value, "name", "name = \"cart\""),
-                    );
-                }
+                let example = "name = \"cart\"";
+                let slot = &mut out.name;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_str(cx, value, "name", example)
+                })?;
             } else if key.is_ident("error") {
-                if let Some(value) = key_value(cx, &meta, "error = CartError")? {
-                    set(
-                        cx,
-                        &mut out.error,
-                        key,
-                        IN_AGGREGATE,
-                        parse_type(cx, value, "error", "error = CartError"),
-                    );
-                }
+                let example = "error = CartError";
+                let slot = &mut out.error;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_type(cx, value, "error", example)
+                })?;
             } else if key.is_ident("services") {
-                if let Some(value) = key_value(cx, &meta, "services = Pricing")? {
-                    set(
-                        cx,
-                        &mut out.services,
-                        key,
-                        IN_AGGREGATE,
-                        parse_type(cx, value, "services", "services = Pricing"),
-                    );
-                }
+                let example = "services = Pricing";
+                let slot = &mut out.services;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_type(cx, value, "services", example)
+                })?;
             } else if key.is_ident("crate") {
-                if let Some(value) = key_value(cx, &meta, "crate = \"eventsource\"")? {
-                    set(
-                        cx,
-                        &mut out.krate,
-                        key,
-                        IN_AGGREGATE,
-                        parse_crate(cx, value),
-                    );
-                }
+                let example = "crate = \"eventsource\"";
+                let slot = &mut out.krate;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_crate(cx, value)
+                })?;
             } else if key.is_ident("events") {
                 let examples = ("events(CartOpened, ItemAdded)", "events = CartEvent");
                 let declared = parse_declared(cx, &meta, examples)?;
@@ -288,6 +254,22 @@ pub(crate) fn serde_keys(attrs: &[Attribute]) -> Vec<Path> {
         });
     }
     keys
+}
+
+/// `key = value`: reads the value with `parse` (which reports a bad one) and stores it, or
+/// reports the key as a duplicate. `example` shows the key's form in messages.
+fn key_eq<T>(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    slot: &mut Option<T>,
+    within: &str,
+    example: &str,
+    parse: impl FnOnce(TokenStream) -> Option<T>,
+) -> syn::Result<()> {
+    if let Some(value) = key_value(cx, meta, example)? {
+        set(cx, slot, &meta.path, within, parse(value));
+    }
+    Ok(())
 }
 
 /// Stores a key's value, or reports the key as a duplicate (at its second occurrence).
