@@ -94,7 +94,7 @@ fn main() {
             CartEvent::Priced("A1".into(), 250),
         ])
         .then_state(|cart| assert_eq!(cart.items, ["A1"]));
-    let payload = es::__private::serde_json::json!({ "ownerName": "ada" });
+    let payload = serde_json::json!({ "ownerName": "ada" });
     assert_eq!(
         CartEvent::decode("cart.opened", 1, &payload).ok(),
         Some(CartEvent::Opened { owner_name: "ada".into() })
