@@ -14,6 +14,10 @@ pub use eventsource_core::{
 pub use eventsource_derive::Event;
 
 #[cfg(feature = "derive")]
+#[doc = include_str!("docs/derive_event_enum.md")]
+pub use eventsource_derive::EventEnum;
+
+#[cfg(feature = "derive")]
 #[doc = include_str!("docs/derive_aggregate.md")]
 pub use eventsource_derive::Aggregate;
 
@@ -87,5 +91,5 @@ pub mod prelude {
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};
     #[cfg(feature = "derive")]
-    pub use eventsource_derive::{Aggregate, Event};
+    pub use eventsource_derive::{Aggregate, Event, EventEnum};
 }

@@ -20,6 +20,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upcast;
+mod variant;
 
 pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
@@ -50,4 +51,5 @@ pub mod __private {
     pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
     pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
+    pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

@@ -1,9 +1,9 @@
 //! Projections: read models fed from the global log, with durable checkpoints.
 //!
 //! A projection names the events it handles once, as a tuple (`type Handles = (Opened,
-//! Deposited)`), and implements [`Project<E>`] for each; the [`ProjectionRunner`] reads the
-//! global log from the projection's checkpoint, decodes each event to its current type and
-//! dispatches it. Where the store is transactional (PostgreSQL) the handler's writes and the
+//! Deposited)`) or an event enum (`type Handles = AccountEvent`), and implements [`Project<E>`]
+//! for each; the [`ProjectionRunner`] reads the global log from the projection's checkpoint,
+//! decodes each event to its current type and dispatches it. Where the store is transactional (PostgreSQL) the handler's writes and the
 //! checkpoint commit in one transaction, so each event is applied exactly once.
 
 use std::future::Future;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::envelope::{Checkpoint, Position, RecordedEvent};
 use crate::error::StoreError;
-use crate::event::{DecodeFailure, Event};
+use crate::event::{DecodeFailure, Event, EventEnum};
 use crate::store::{EventStore, LogFilter};
 
 mod runner;
@@ -51,7 +51,8 @@ pub use runner::{
 pub trait Projection: Send + 'static {
     /// The projection's name, which keys its checkpoint. Changing it starts from scratch.
     const NAME: &'static str;
-    /// The events it handles, as a tuple of [`Event`] types, each with a [`Project`] impl.
+    /// The events it handles: a tuple of [`Event`] types, each with a [`Project`] impl, or one
+    /// [`EventEnum`] (e.g. a `#[derive(EventEnum)]` enum) with one `Project` impl for the enum.
     type Handles;
     /// Why a handler fails.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -90,7 +91,7 @@ pub enum HandlerError<E: std::error::Error + 'static> {
 }
 
 /// A tuple of event types and the dispatch of a stored event to the matching handler.
-/// Implemented for tuples of up to 12 [`Event`] types.
+/// Implemented for tuples of up to 12 [`Event`] types, and for every [`EventEnum`].
 pub trait HandledEvents<P: Projection, Tx> {
     /// The names of the events, used to filter the global log at the store.
     fn names() -> Vec<&'static str>;
@@ -134,6 +135,35 @@ macro_rules! event_list_for_tuple {
             }
         }
     };
+}
+
+// An event enum handled as a whole (`type Handles = CartEvent`, one `Project<CartEvent>`): its
+// variants' names filter the log, and a record decodes through the enum. Coherent beside the
+// tuple impls because no tuple implements `EventEnum` (only this crate could write that impl).
+impl<P, Tx, E> HandledEvents<P, Tx> for E
+where
+    P: Projection + Project<E, Tx>,
+    Tx: Send,
+    E: EventEnum,
+{
+    fn names() -> Vec<&'static str> {
+        E::NAMES.to_vec()
+    }
+
+    async fn dispatch(
+        projection: &mut P,
+        record: &RecordedEvent,
+        tx: &mut Tx,
+    ) -> Result<(), DispatchFailure<P::Error>> {
+        if !E::NAMES.contains(&record.name.as_str()) {
+            return Ok(());
+        }
+        let event = E::decode(&record.name, record.schema_version, &record.payload)
+            .map_err(DispatchFailure::Decode)?;
+        <P as Project<E, Tx>>::project(projection, event, record, tx)
+            .await
+            .map_err(DispatchFailure::Handler)
+    }
 }
 
 event_list_for_tuple!(E1);
