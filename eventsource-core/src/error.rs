@@ -124,6 +124,16 @@ pub enum LoadError {
     /// A stored event did not decode.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// Time travel to a version the stream has not reached.
+    #[error("stream `{stream}` has no version {requested}: it is at version {head}")]
+    VersionNotFound {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version asked for.
+        requested: Version,
+        /// The stream's version.
+        head: Version,
+    },
 }
 
 /// Why a command was not executed. Nothing was written in any of these cases.

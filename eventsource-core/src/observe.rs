@@ -12,6 +12,7 @@
 //! | `eventsource_cache_stale_total` | counter | commands | `aggregate` | cached aggregates found stale by a conflicting append, then reloaded |
 //! | `eventsource_snapshot_hits_total` | counter | loads | `aggregate` | loads that started from a snapshot |
 //! | `eventsource_snapshot_misses_total` | counter | loads | `aggregate` | loads of snapshotting aggregates that found no usable snapshot |
+//! | `eventsource_snapshots_ignored_total` | counter | snapshots | `aggregate`, `reason` | stored snapshots a load did not trust (`reason`: `fingerprint`, the state's shape changed; `undecodable`; `ahead`, past the stream's head) |
 //! | `eventsource_projection_events_total` | counter | events | `projection` | events applied by a projection |
 //! | `eventsource_projection_lag_events` | gauge | events | `projection` | events between the projection's checkpoint and the log's head |
 //! | `eventsource_projection_horizon_lag_seconds` | gauge | seconds | `projection` | age of the oldest open write transaction (events not yet visible) |
@@ -50,6 +51,8 @@ pub mod names {
     pub const SNAPSHOT_HITS: &str = "eventsource_snapshot_hits_total";
     /// Counter of loads that found no usable snapshot.
     pub const SNAPSHOT_MISSES: &str = "eventsource_snapshot_misses_total";
+    /// Counter of stored snapshots a load ignored, by reason.
+    pub const SNAPSHOTS_IGNORED: &str = "eventsource_snapshots_ignored_total";
     /// Counter of events applied by projections.
     pub const PROJECTION_EVENTS: &str = "eventsource_projection_events_total";
     /// Gauge of a projection's lag, events.

@@ -593,6 +593,36 @@ pub async fn stale_or_corrupt_snapshot_is_ignored<S: TestStore>(store: S) {
     }
 }
 
+pub async fn snapshot_ahead_of_the_stream_is_ignored<S: TestStore>(store: S) {
+    let repo = Repository::<Counter, _>::new(store.clone());
+    for amount in [10, 20] {
+        repo.execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
+    }
+    let s = stream("x");
+    let fingerprint = <Counter as crate::Aggregate>::STATE_FINGERPRINT;
+    // A snapshot claiming version 7 of a stream at version 2 (e.g. restored snapshots newer
+    // than the restored events).
+    store
+        .save_snapshot(snapshot(
+            &s,
+            7,
+            fingerprint,
+            json!({ "value": 999, "clears": 0 }),
+        ))
+        .await
+        .unwrap();
+    let loaded = repo.load("x").await.unwrap();
+    assert_eq!(
+        (loaded.state.value, loaded.version, loaded.snapshot_version),
+        (30, Version(2), None)
+    );
+    // Commands are decided on the stream's real version: no endless conflict.
+    let done = repo.execute("x", CounterCommand::Add(1)).await.unwrap();
+    assert_eq!((done.version, done.state.value), (Version(3), 31));
+}
+
 /// What a load folded: the value, the snapshot it started from, the events on top.
 fn folded(loaded: &Loaded<Counter>) -> (u64, Option<Version>, u64) {
     (
@@ -921,7 +951,13 @@ pub async fn time_travel_by_version_and_timestamp<S: TestStore>(store: S) {
     assert_eq!(at(2).await.unwrap().state.value, 3);
     let four = at(4).await.unwrap();
     assert_eq!((four.state.value, four.version), (15, Version(4)));
-    assert_eq!(at(99).await.unwrap().state.value, 31);
+    // Past the head is an error, not the current state.
+    match at(99).await {
+        Err(crate::LoadError::VersionNotFound {
+            requested, head, ..
+        }) => assert_eq!((requested, head), (Version(99), Version(5))),
+        other => panic!("expected VersionNotFound, got {other:?}"),
+    }
     let as_of = repo.load_as_of("x", times[2]).await.unwrap();
     assert_eq!((as_of.state.value, as_of.version), (7, Version(3)));
     let before = repo

@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             snapshot_round_trip_moves_only_forward,
             repository_loads_snapshot_plus_tail,
             stale_or_corrupt_snapshot_is_ignored,
+            snapshot_ahead_of_the_stream_is_ignored,
             runtime_snapshot_policy_overrides_the_aggregates,
             snapshot_now_stores_the_current_state,
             typed_append_encodes_and_checks_the_expected_version,
