@@ -154,15 +154,15 @@ where
         projection: &mut P,
         record: &RecordedEvent,
         tx: &mut Tx,
-    ) -> Result<(), DispatchFailure<P::Error>> {
+    ) -> Result<(), HandlerError<P::Error>> {
         if !E::NAMES.contains(&record.name.as_str()) {
             return Ok(());
         }
         let event = E::decode(&record.name, record.schema_version, &record.payload)
-            .map_err(DispatchFailure::Decode)?;
+            .map_err(HandlerError::Decode)?;
         <P as Project<E, Tx>>::project(projection, event, record, tx)
             .await
-            .map_err(DispatchFailure::Handler)
+            .map_err(HandlerError::Handler)
     }
 }
 
