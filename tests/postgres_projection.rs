@@ -138,6 +138,7 @@ fn options() -> RunnerOptions {
         max_retries: 2,
         backoff: Duration::from_millis(5),
         poll_interval: Duration::from_millis(200),
+        ..RunnerOptions::default()
     }
 }
 

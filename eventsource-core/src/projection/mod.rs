@@ -14,8 +14,10 @@ use crate::error::StoreError;
 use crate::event::{DecodeFailure, Event};
 use crate::store::{EventStore, LogFilter};
 
+mod batch;
 mod runner;
 
+pub use batch::{Batched, Flush};
 pub use runner::{
     CaughtUp, HandlerError, Progress, ProjectionError, ProjectionRunner, ProjectionStatus,
     RunnerOptions,
@@ -100,6 +102,16 @@ pub trait HandledEvents<P: Projection, Tx> {
         record: &RecordedEvent,
         tx: &mut Tx,
     ) -> impl Future<Output = Result<(), DispatchFailure<P::Error>>> + Send;
+
+    /// Runs after the last event of a batch, before the commit: nothing for a plain tuple,
+    /// [`Flush::flush`] for [`Batched`].
+    fn end_of_batch(
+        projection: &mut P,
+        tx: &mut Tx,
+    ) -> impl Future<Output = Result<(), P::Error>> + Send {
+        let _ = (projection, tx);
+        async { Ok(()) }
+    }
 }
 
 macro_rules! event_list_for_tuple {
@@ -147,8 +159,8 @@ event_list_for_tuple!(E1, E2, E3, E4, E5, E6, E7, E8, E9, E10);
 event_list_for_tuple!(E1, E2, E3, E4, E5, E6, E7, E8, E9, E10, E11);
 event_list_for_tuple!(E1, E2, E3, E4, E5, E6, E7, E8, E9, E10, E11, E12);
 
-/// What a store offers projections: durable checkpoints, a unit of work, a lease, and a
-/// wake-up on appends.
+/// What a store offers projections: durable checkpoints, a unit of work, a lease, resets and
+/// a wake-up on appends.
 pub trait ProjectionStore: EventStore + Clone {
     /// The unit of work handlers write into, committed together with the checkpoint.
     type Tx: Send;
@@ -160,24 +172,38 @@ pub trait ProjectionStore: EventStore + Clone {
     const TRANSACTIONAL: bool;
 
     /// Waits until this caller is the only runner of `projection` (across processes where the
-    /// store is shared), then holds it until the lease is dropped.
+    /// store is shared), then holds it until the lease is dropped. `filter` is what the runner
+    /// reads; stores record it so that operators see lag in the projection's own events.
+    ///
+    /// A lease can be lost (the connection holding it dies); [`begin`](Self::begin) then fails
+    /// with [`StoreError::LeaseLost`], and whatever the previous holder had in flight is
+    /// finished before a new holder gets the lease, so two runners never process a batch at
+    /// once.
     fn acquire_lease(
         &self,
         projection: &str,
+        filter: &LogFilter,
     ) -> impl Future<Output = Result<Self::Lease, StoreError>> + Send;
 
-    /// The projection's committed checkpoint (`None` if it never committed).
+    /// The projection's committed checkpoint (`None` if it never committed, or was rebuilt
+    /// and has not committed since).
     fn load_checkpoint(
         &self,
         projection: &str,
     ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
 
-    /// Starts a unit of work.
-    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// Starts a unit of work for the holder of `lease`. Fails with [`StoreError::LeaseLost`]
+    /// when the lease is gone, before any handler runs.
+    fn begin(
+        &self,
+        lease: &Self::Lease,
+    ) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
     /// Moves the checkpoint from `expected` to `to` (compare-and-set) and commits `tx` with
-    /// it. Moving it to [`Checkpoint::START`] deletes it (a rebuild). If the checkpoint is not
-    /// at `expected`, nothing commits and the error is [`StoreError::CheckpointMoved`].
+    /// it. Moving it to [`Checkpoint::START`] is a rebuild: it also clears a pending reset.
+    /// If the checkpoint is not at `expected`, nothing commits and the error is
+    /// [`StoreError::CheckpointMoved`]; if a reset is pending and `to` is not the start, the
+    /// error is [`StoreError::ResetRequested`].
     fn commit(
         &self,
         tx: Self::Tx,
@@ -188,6 +214,29 @@ pub trait ProjectionStore: EventStore + Clone {
 
     /// Abandons `tx`.
     fn rollback(&self, tx: Self::Tx) -> impl Future<Output = ()> + Send;
+
+    /// Asks for `projection` to be rebuilt: from now on its checkpoint only moves to the
+    /// start (a rebuild, which runs the projection's [`Reset`] hook in the same unit of work),
+    /// so events are never applied again on top of the old read model. Returns false when the
+    /// store knows no projection of that name (it never ran).
+    fn request_reset(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether a reset of `projection` is pending (asked for and not yet rebuilt).
+    fn reset_requested(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// How many committed events passing `filter` come after `after`: the events a projection
+    /// reading `filter` still has to apply (including any held behind an open transaction).
+    fn count_after(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Returns when there may be events passing `filter` to read after `checkpoint`, at the
     /// latest after `timeout`. `head` is the log's head position read *before* the reader

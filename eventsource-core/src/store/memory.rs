@@ -45,6 +45,8 @@ struct Inner {
     snapshots: HashMap<StreamId, Snapshot>,
     checkpoints: HashMap<String, Checkpoint>,
     leases: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Projections that ran here (took a lease), and whether a reset of each is pending.
+    resets: HashMap<String, bool>,
     transactions: u64,
 }
 
@@ -299,16 +301,23 @@ impl ProjectionStore for MemoryStore {
     type Lease = tokio::sync::OwnedMutexGuard<()>;
     const TRANSACTIONAL: bool = false;
 
-    async fn acquire_lease(&self, projection: &str) -> Result<Self::Lease, StoreError> {
+    async fn acquire_lease(
+        &self,
+        projection: &str,
+        _: &LogFilter,
+    ) -> Result<Self::Lease, StoreError> {
         let lease = Arc::clone(self.lock().leases.entry(projection.to_owned()).or_default());
-        Ok(lease.lock_owned().await)
+        let lease = lease.lock_owned().await;
+        self.lock().resets.entry(projection.to_owned()).or_default();
+        Ok(lease)
     }
 
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self.lock().checkpoints.get(projection).copied())
     }
 
-    async fn begin(&self) -> Result<(), StoreError> {
+    async fn begin(&self, _: &Self::Lease) -> Result<(), StoreError> {
+        // A lease held in this process cannot be lost.
         Ok(())
     }
 
@@ -321,6 +330,11 @@ impl ProjectionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let actual = inner.checkpoints.get(projection).copied();
+        if to != Checkpoint::START && inner.resets.get(projection).copied().unwrap_or(false) {
+            return Err(StoreError::ResetRequested {
+                projection: projection.to_owned(),
+            });
+        }
         if actual != expected {
             return Err(StoreError::CheckpointMoved {
                 projection: projection.to_owned(),
@@ -330,6 +344,7 @@ impl ProjectionStore for MemoryStore {
         }
         if to == Checkpoint::START {
             inner.checkpoints.remove(projection);
+            inner.resets.insert(projection.to_owned(), false);
         } else {
             inner.checkpoints.insert(projection.to_owned(), to);
         }
@@ -337,6 +352,30 @@ impl ProjectionStore for MemoryStore {
     }
 
     async fn rollback(&self, (): ()) {}
+
+    async fn request_reset(&self, projection: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let known =
+            inner.checkpoints.contains_key(projection) || inner.resets.contains_key(projection);
+        if known {
+            inner.resets.insert(projection.to_owned(), true);
+        }
+        Ok(known)
+    }
+
+    async fn reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().resets.get(projection).copied().unwrap_or(false))
+    }
+
+    async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        let count = inner
+            .log
+            .iter()
+            .filter(|e| e.checkpoint > after && filter.matches(e))
+            .count();
+        Ok(count as u64)
+    }
 
     async fn wait_for_append(
         &self,
