@@ -33,17 +33,25 @@
 //! - Every append NOTIFYs [`PostgresStore::notify_channel`] once committed
 //!   ([`PostgresStore::append_in`]: at the commit of the caller's transaction).
 
+// Leaves first: none of these imports a module below it.
 mod error;
 mod migrate;
-mod projection;
+mod notify;
 mod row;
 mod schema;
 mod sql;
 mod store;
+// Each adds one concern to `PostgresStore`.
+mod append;
+mod checkpoint;
+mod lease;
+mod read;
+mod snapshot;
 
+pub use checkpoint::PostgresTx;
 pub use error::PostgresError;
+pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;
-pub use projection::{PostgresLease, PostgresTx};
 pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};
 pub use store::{PostgresStore, PostgresStoreBuilder};
 

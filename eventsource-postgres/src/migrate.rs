@@ -9,13 +9,14 @@
 //! migration leaves nothing behind), and an advisory lock so that processes starting together
 //! migrate one after the other.
 
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use crate::error::PostgresError;
 use crate::schema::SchemaName;
+use crate::sql::{self, MIGRATION_LOCK, Statements};
 
 /// One embedded migration. `__SCHEMA__` in its SQL stands for the quoted schema name and
-/// `__CHANNEL__` for the NOTIFY channel.
+/// `__CHANNEL__` for the NOTIFY channel (see `sql::migration`).
 struct Migration {
     version: i64,
     description: &'static str,
@@ -33,38 +34,35 @@ const MIGRATIONS: &[Migration] = &[Migration {
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Creates `schema` if needed and applies the migrations it lacks.
-pub(crate) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), PostgresError> {
-    let quoted = schema.quoted();
+pub(crate) async fn migrate(
+    pool: &PgPool,
+    schema: &SchemaName,
+    statements: &Statements,
+) -> Result<(), PostgresError> {
     let failed = |what: &str| {
         let context = format!("migrating schema `{schema}`: {what}");
         move |source| PostgresError::database(context, source)
     };
 
     let mut tx = pool.begin().await.map_err(failed("begin"))?;
-    // Serialize migrations of this schema across processes; released at commit or rollback.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("eventsource-postgres migrate {schema}"))
+    sqlx::query(MIGRATION_LOCK)
+        .bind(schema.as_str())
         .execute(&mut *tx)
         .await
         .map_err(failed("taking the migration lock"))?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {quoted};
-         CREATE TABLE IF NOT EXISTS {quoted}.schema_migrations (
-             version bigint PRIMARY KEY,
-             description text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    )))
-    .execute(&mut *tx)
-    .await
-    .map_err(failed("creating the schema"))?;
+    // Several statements: only the simple protocol runs them (and prepares nothing).
+    sqlx::raw_sql(AssertSqlSafe(statements.create_schema.text()))
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("creating the schema"))?;
 
-    let applied: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT max(version) FROM {quoted}.schema_migrations"
-    )))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(failed("reading the schema version"))?;
+    let applied: Option<i64> = statements
+        .schema_version
+        .query()
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(failed("reading the schema version"))?;
     let applied = applied.unwrap_or(0);
     if applied > SCHEMA_VERSION {
         return Err(PostgresError::SchemaTooNew {
@@ -74,29 +72,24 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &SchemaName) -> Result<(), Po
         });
     }
 
-    let channel = schema.channel();
     for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-        let sql = migration
-            .sql
-            .replace("__SCHEMA__", &quoted)
-            .replace("__CHANNEL__", &channel);
         let failed = |source| PostgresError::Migration {
             schema: schema.to_string(),
             version: migration.version,
             source,
         };
-        sqlx::raw_sql(AssertSqlSafe(sql))
+        sqlx::raw_sql(AssertSqlSafe(sql::migration(migration.sql, schema)))
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {quoted}.schema_migrations (version, description) VALUES ($1, $2)"
-        )))
-        .bind(migration.version)
-        .bind(migration.description)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed)?;
+        statements
+            .record_migration
+            .query()
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
     }
     tx.commit().await.map_err(failed("commit"))?;
     Ok(())

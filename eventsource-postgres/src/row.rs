@@ -111,3 +111,20 @@ pub(crate) fn decode_snapshot(stream: &StreamId, row: &PgRow) -> Result<Snapshot
         taken_at,
     })
 }
+
+/// Decodes the `transaction_id` and `position` columns of a row of the `checkpoints` table.
+pub(crate) fn decode_checkpoint(projection: &str, row: &PgRow) -> Result<Checkpoint, StoreError> {
+    let corrupt = |what: String| {
+        StoreError::backend(format!("decoding the checkpoint of `{projection}`"), what)
+    };
+    let part = |column: &str| -> Result<u64, StoreError> {
+        let value: i64 = row
+            .try_get(column)
+            .map_err(|e| corrupt(format!("{column}: {e}")))?;
+        u64::try_from(value).map_err(|_| corrupt(format!("negative {column} {value}")))
+    };
+    Ok(Checkpoint::from_parts(
+        part("transaction_id")?,
+        part("position")?,
+    ))
+}

@@ -6,7 +6,95 @@
 
 use std::sync::Arc;
 
+use eventsource_core::{ExpectedVersion, LogFilter, Version};
+use sqlx::postgres::PgArguments;
+use sqlx::{AssertSqlSafe, Postgres};
+
 use crate::schema::SchemaName;
+
+/// A query on one of a store's statements, its values still to bind.
+pub(crate) type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
+
+/// The text of one statement, built once per store and shared by its clones.
+#[derive(Clone, Debug)]
+pub(crate) struct Statement(Arc<str>);
+
+impl Statement {
+    /// A query on this statement.
+    pub(crate) fn query(&self) -> PgQuery {
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.0)))
+    }
+
+    /// The text, e.g. for `sqlx::raw_sql`.
+    pub(crate) fn text(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+}
+
+impl From<String> for Statement {
+    fn from(text: String) -> Self {
+        Statement(text.into())
+    }
+}
+
+/// A number as a PostgreSQL `bigint` parameter. Values beyond `i64::MAX` (versions, positions,
+/// transaction ids, limits) cannot be stored, so clamping keeps every comparison exact for the
+/// values that can.
+pub(crate) fn bigint<T: TryInto<i64>>(value: T) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+/// Binds the categories, then the names, of `filter`, each only when the filter has any: the
+/// values of the `{t}` conditions of the statement [`ByFilter::pick`] chose.
+pub(crate) fn bind_filter(mut query: PgQuery, filter: &LogFilter) -> PgQuery {
+    if !filter.categories.is_empty() {
+        query = query.bind(filter.categories.as_slice());
+    }
+    if !filter.names.is_empty() {
+        query = query.bind(filter.names.as_slice());
+    }
+    query
+}
+
+/// One statement per shape of [`LogFilter`], so that each uses the index that serves it (all
+/// events, by category, by name) rather than one generic plan. The filter's values follow the
+/// statement's own parameters (see [`bind_filter`]).
+#[derive(Debug)]
+pub(crate) struct ByFilter {
+    all: Statement,
+    category: Statement,
+    name: Statement,
+    category_and_name: Statement,
+}
+
+impl ByFilter {
+    /// Builds the four statements from `build(filter, next)`: `filter` is the SQL condition
+    /// (with `{t}` for the table alias) and `next` the number of the first parameter after it.
+    /// `fixed` is the number of parameters before the filter's.
+    fn new(fixed: usize, build: impl Fn(&str, usize) -> String) -> Self {
+        let (one, two) = (fixed + 1, fixed + 2);
+        ByFilter {
+            all: build("", one).into(),
+            category: build(&format!(" AND {{t}}.category = ANY(${one})"), two).into(),
+            name: build(&format!(" AND {{t}}.name = ANY(${one})"), two).into(),
+            category_and_name: build(
+                &format!(" AND {{t}}.category = ANY(${one}) AND {{t}}.name = ANY(${two})"),
+                fixed + 3,
+            )
+            .into(),
+        }
+    }
+
+    /// The statement for `filter`.
+    pub(crate) fn pick(&self, filter: &LogFilter) -> &Statement {
+        match (filter.categories.is_empty(), filter.names.is_empty()) {
+            (true, true) => &self.all,
+            (false, true) => &self.category,
+            (true, false) => &self.name,
+            (false, false) => &self.category_and_name,
+        }
+    }
+}
 
 /// The columns `row::decode_event` reads. The `xid8` transaction id travels as text: the driver
 /// has no type for it.
@@ -26,7 +114,7 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, s
 /// are positive): with the two bounds apart, the index scan starts at the checkpoint and walks
 /// every row up to the horizon, which made each page cost the rest of the log (a quadratic
 /// catch-up; see BENCHMARKS.md).
-fn read_all(schema: &str, filter: &str, limit: usize) -> Arc<str> {
+fn read_all(schema: &str, filter: &str, limit: usize) -> String {
     let held_back_filter = filter.replace("{t}", "l");
     let filter = filter.replace("{t}", "e");
     format!(
@@ -53,7 +141,6 @@ fn read_all(schema: &str, filter: &str, limit: usize) -> Arc<str> {
            ) p ON true \
           ORDER BY p.xid, p.position"
     )
-    .into()
 }
 
 /// The common case of an append as one data-modifying statement: `head` moves the stream head
@@ -66,7 +153,7 @@ fn read_all(schema: &str, filter: &str, limit: usize) -> Arc<str> {
 /// One statement rather than the plpgsql function: no interpreter, no up-front id lookup (the
 /// unique index checks the ids anyway) and no NOTIFY inside the transaction (see
 /// `PostgresStore::append`); measured in BENCHMARKS.md.
-fn append_fast(schema: &str, head: &str) -> Arc<str> {
+fn append_fast(schema: &str, head: &str) -> Statement {
     format!(
         "WITH head AS ({head} RETURNING s.version), \
          inserted AS ( \
@@ -93,88 +180,147 @@ fn append_fast(schema: &str, head: &str) -> Arc<str> {
 #[derive(Debug)]
 pub(crate) struct FastAppend {
     /// `ExpectedVersion::Any`: create or move the head.
-    pub(crate) any: Arc<str>,
-    /// `ExpectedVersion::NoStream`: create the head.
-    pub(crate) no_stream: Arc<str>,
+    any: Statement,
+    /// `ExpectedVersion::NoStream` (or `Exact(0)`): create the head.
+    no_stream: Statement,
     /// `ExpectedVersion::StreamExists`: move an existing head.
-    pub(crate) stream_exists: Arc<str>,
+    stream_exists: Statement,
     /// `ExpectedVersion::Exact(n)`, n >= 1: move the head from `$2`.
-    pub(crate) exact: Arc<str>,
+    exact: Statement,
+}
+
+impl FastAppend {
+    fn new(s: &str) -> Self {
+        let move_head = "SET version = s.version + cardinality($3::uuid[])";
+        FastAppend {
+            any: append_fast(
+                s,
+                &format!(
+                    "INSERT INTO {s}.streams AS s (stream_id, version) \
+                     SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint IS NULL \
+                     ON CONFLICT (stream_id) DO UPDATE {move_head}"
+                ),
+            ),
+            no_stream: append_fast(
+                s,
+                &format!(
+                    "INSERT INTO {s}.streams AS s (stream_id, version) \
+                     SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint = 0 \
+                     ON CONFLICT (stream_id) DO NOTHING"
+                ),
+            ),
+            stream_exists: append_fast(
+                s,
+                &format!(
+                    "UPDATE {s}.streams AS s {move_head} \
+                     WHERE s.stream_id = $1 AND $2::bigint = -1"
+                ),
+            ),
+            exact: append_fast(
+                s,
+                &format!(
+                    "UPDATE {s}.streams AS s {move_head} \
+                     WHERE s.stream_id = $1 AND s.version = $2"
+                ),
+            ),
+        }
+    }
+
+    /// The statement for `expected`; its `$2` is [`expected_version`]`(expected)`.
+    pub(crate) fn pick(&self, expected: ExpectedVersion) -> &Statement {
+        match expected {
+            ExpectedVersion::Any => &self.any,
+            ExpectedVersion::StreamExists => &self.stream_exists,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(Version(0)) => &self.no_stream,
+            ExpectedVersion::Exact(_) => &self.exact,
+        }
+    }
+}
+
+/// `expected` as the `p_expected` parameter of the `append()` function and `$2` of the fast
+/// append: NULL = any version, -1 = the stream must exist, n >= 0 = exactly version n (0 = no
+/// stream). No stream reaches a version beyond `i64::MAX`: such an expectation just conflicts.
+pub(crate) fn expected_version(expected: ExpectedVersion) -> Option<i64> {
+    match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::StreamExists => Some(-1),
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(Version(v)) => Some(bigint(v)),
+    }
 }
 
 /// The SQL texts of a store.
 #[derive(Debug)]
 pub(crate) struct Statements {
+    /// Creates the schema and its `schema_migrations` table if needed.
+    pub(crate) create_schema: Statement,
+    /// The newest migration applied (NULL when none).
+    pub(crate) schema_version: Statement,
+    /// Records migration `$1` described as `$2`.
+    pub(crate) record_migration: Statement,
     /// The `append()` function: every outcome (conflict, retry, duplicate), and `append_in`.
-    pub(crate) append: Arc<str>,
+    pub(crate) append: Statement,
     pub(crate) append_fast: FastAppend,
-    pub(crate) read_stream: Arc<str>,
-    /// Unfiltered: `$1` transaction, `$2` position, `$3` limit.
-    pub(crate) read_all: Arc<str>,
-    /// `$3` categories, `$4` limit.
-    pub(crate) read_all_by_category: Arc<str>,
-    /// `$3` names, `$4` limit.
-    pub(crate) read_all_by_name: Arc<str>,
-    /// `$3` categories, `$4` names, `$5` limit.
-    pub(crate) read_all_by_category_and_name: Arc<str>,
-    pub(crate) stream_version: Arc<str>,
-    pub(crate) head_position: Arc<str>,
-    pub(crate) find_event: Arc<str>,
-    pub(crate) save_snapshot: Arc<str>,
-    pub(crate) load_snapshot: Arc<str>,
+    /// `$1` stream, `$2` first version, `$3` limit.
+    pub(crate) read_stream: Statement,
+    /// `$1` transaction, `$2` position, then the filter's values, then the limit.
+    pub(crate) read_all: ByFilter,
+    /// Whether events passing the filter exist after (`$1` transaction, `$2` position).
+    pub(crate) unread: ByFilter,
+    pub(crate) stream_version: Statement,
+    pub(crate) head_position: Statement,
+    pub(crate) find_event: Statement,
+    pub(crate) save_snapshot: Statement,
+    pub(crate) load_snapshot: Statement,
+    /// `$1` projection.
+    pub(crate) load_checkpoint: Statement,
+    /// `$1` projection: remove it, wherever it is.
+    pub(crate) delete_checkpoint: Statement,
+    /// `$1` projection, only if at (`$2` transaction, `$3` position).
+    pub(crate) delete_checkpoint_at: Statement,
+    /// `$1` projection at (`$2`, `$3`), only if it has none.
+    pub(crate) insert_checkpoint: Statement,
+    /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`).
+    pub(crate) update_checkpoint: Statement,
 }
 
 impl Statements {
     pub(crate) fn new(schema: &SchemaName) -> Self {
         let s = schema.quoted();
+        let s = s.as_str();
+        let checkpoints = format!("{s}.checkpoints");
         Statements {
+            create_schema: format!(
+                "CREATE SCHEMA IF NOT EXISTS {s}; \
+                 CREATE TABLE IF NOT EXISTS {s}.schema_migrations ( \
+                     version bigint PRIMARY KEY, \
+                     description text NOT NULL, \
+                     applied_at timestamptz NOT NULL DEFAULT now() \
+                 );"
+            )
+            .into(),
+            schema_version: format!("SELECT max(version) FROM {s}.schema_migrations").into(),
+            record_migration: format!(
+                "INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)"
+            )
+            .into(),
             append: format!("SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, $7)").into(),
-            append_fast: FastAppend {
-                any: append_fast(
-                    &s,
-                    &format!(
-                        "INSERT INTO {s}.streams AS s (stream_id, version) \
-                         SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint IS NULL \
-                         ON CONFLICT (stream_id) DO UPDATE \
-                         SET version = s.version + cardinality($3::uuid[])"
-                    ),
-                ),
-                no_stream: append_fast(
-                    &s,
-                    &format!(
-                        "INSERT INTO {s}.streams AS s (stream_id, version) \
-                         SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint = 0 \
-                         ON CONFLICT (stream_id) DO NOTHING"
-                    ),
-                ),
-                stream_exists: append_fast(
-                    &s,
-                    &format!(
-                        "UPDATE {s}.streams AS s SET version = s.version + cardinality($3::uuid[]) \
-                         WHERE s.stream_id = $1 AND $2::bigint = -1"
-                    ),
-                ),
-                exact: append_fast(
-                    &s,
-                    &format!(
-                        "UPDATE {s}.streams AS s SET version = s.version + cardinality($3::uuid[]) \
-                         WHERE s.stream_id = $1 AND s.version = $2"
-                    ),
-                ),
-            },
+            append_fast: FastAppend::new(s),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             )
             .into(),
-            read_all: read_all(&s, "", 3),
-            read_all_by_category: read_all(&s, " AND {t}.category = ANY($3)", 4),
-            read_all_by_name: read_all(&s, " AND {t}.name = ANY($3)", 4),
-            read_all_by_category_and_name: read_all(
-                &s,
-                " AND {t}.category = ANY($3) AND {t}.name = ANY($4)",
-                5,
-            ),
+            read_all: ByFilter::new(2, |filter, limit| read_all(s, filter, limit)),
+            // Served by the checkpoint-order indexes (all, by category, by name); stops at the
+            // first row.
+            unread: ByFilter::new(2, |filter, _| {
+                format!(
+                    "SELECT EXISTS (SELECT 1 FROM {s}.events e \
+                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){})",
+                    filter.replace("{t}", "e")
+                )
+            }),
             stream_version: format!(
                 "SELECT coalesce(max(version), 0) FROM {s}.streams WHERE stream_id = $1"
             )
@@ -199,9 +345,45 @@ impl Statements {
                  WHERE stream_id = $1"
             )
             .into(),
+            load_checkpoint: format!(
+                "SELECT transaction_id, position FROM {checkpoints} WHERE projection = $1"
+            )
+            .into(),
+            delete_checkpoint: format!("DELETE FROM {checkpoints} WHERE projection = $1").into(),
+            delete_checkpoint_at: format!(
+                "DELETE FROM {checkpoints} \
+                 WHERE projection = $1 AND transaction_id = $2 AND position = $3"
+            )
+            .into(),
+            insert_checkpoint: format!(
+                "INSERT INTO {checkpoints} (projection, transaction_id, position) \
+                 VALUES ($1, $2, $3) ON CONFLICT (projection) DO NOTHING"
+            )
+            .into(),
+            update_checkpoint: format!(
+                "UPDATE {checkpoints} SET transaction_id = $2, position = $3, updated_at = now() \
+                 WHERE projection = $1 AND transaction_id = $4 AND position = $5"
+            )
+            .into(),
         }
     }
 }
+
+/// The text of an embedded migration for `schema`: `__SCHEMA__` stands for the quoted schema
+/// name and `__CHANNEL__` for the NOTIFY channel.
+pub(crate) fn migration(template: &str, schema: &SchemaName) -> String {
+    template
+        .replace("__SCHEMA__", &schema.quoted())
+        .replace("__CHANNEL__", &schema.channel())
+}
+
+/// Serializes the migrations of schema `$1` across processes; released at commit or rollback.
+pub(crate) const MIGRATION_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('eventsource-postgres migrate ' || $1, 0))";
+
+/// Takes the session-level advisory lock of key `$1` (a projection's lease); waits while
+/// another session holds it.
+pub(crate) const LEASE_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
 
 /// How long the oldest open transaction holding an id has been running: while it runs, global
 /// reads stop at it. Prepared (two-phase) transactions count too.

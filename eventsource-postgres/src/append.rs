@@ -1,0 +1,311 @@
+//! Appending: a batch in one statement, and the `append()` function for every other outcome.
+
+use std::collections::HashSet;
+
+use eventsource_core::{
+    Appended, ExpectedVersion, NewEvent, Position, StoreError, StreamId, Version,
+};
+use serde_json::Value;
+use sqlx::postgres::{PgDatabaseError, PgRow};
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::sql::{PgQuery, expected_version};
+use crate::store::PostgresStore;
+
+impl PostgresStore {
+    /// Appends like [`EventStore::append`](eventsource_core::EventStore::append), but inside the
+    /// caller's transaction on `conn`: the events become visible, and listeners are notified,
+    /// when that transaction commits; a rollback writes nothing. Use it to append together with
+    /// other writes.
+    ///
+    /// Unlike [`EventStore::append`](eventsource_core::EventStore::append) it does not retry
+    /// when a concurrent transaction stores one of the batch's ids first: that is reported as a
+    /// backend error (a unique violation), and the caller's transaction is aborted.
+    pub async fn append_in(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let batch = Batch::encode(stream, events)?;
+        self.call_append(conn, stream, expected, &batch)
+            .await
+            .map_err(AppendFailure::into_store_error)
+    }
+
+    /// [`EventStore::append`](eventsource_core::EventStore::append).
+    pub(crate) async fn append_batch(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let batch = Batch::encode(stream, events)?;
+        // The common case in one statement; every other outcome (a conflict, a retry of stored
+        // ids, a duplicate, a batch repeating an id) from the `append()` function.
+        if batch.repeated_id().is_none()
+            && let Some(written) = self.append_fast(stream, expected, &batch).await?
+        {
+            self.notifications()
+                .appended(self.pool(), written.last_position);
+            return Ok(written);
+        }
+        match self
+            .call_append(self.pool(), stream, expected, &batch)
+            .await
+        {
+            Err(AppendFailure::IdRace(_)) => self
+                .call_append(self.pool(), stream, expected, &batch)
+                .await
+                .map_err(AppendFailure::into_store_error),
+            other => other.map_err(AppendFailure::into_store_error),
+        }
+    }
+
+    /// The common case of an append, as one statement (see `sql::append_fast`): `None` when
+    /// the expectation does not hold or an id of the batch is already stored, which the
+    /// `append()` function then sorts out.
+    async fn append_fast(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Option<Appended>, StoreError> {
+        let statement = self.sql().append_fast.pick(expected);
+        let result = batch
+            .bind(statement.query(), stream, expected)
+            .fetch_optional(self.pool())
+            .await;
+        match result {
+            Ok(Some(row)) => decode_appended(&row, stream, false).map(Some),
+            Ok(None) => Ok(None),
+            Err(error) if is_stored_id(&error) => Ok(None),
+            Err(error) => Err(StoreError::backend(
+                format!("appending to stream `{stream}`"),
+                error,
+            )),
+        }
+    }
+
+    async fn call_append<'c>(
+        &self,
+        executor: impl PgExecutor<'c>,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Appended, AppendFailure> {
+        let row = batch
+            .bind(self.sql().append.query(), stream, expected)
+            .fetch_one(executor)
+            .await
+            .map_err(|error| AppendFailure::from_sqlx(error, stream, batch))?;
+        decode_append(&row, stream, expected).map_err(AppendFailure::Store)
+    }
+}
+
+/// A batch in the column-array form the `append()` function takes.
+struct Batch {
+    ids: Vec<Uuid>,
+    names: Vec<String>,
+    schema_versions: Vec<i64>,
+    payloads: Vec<Value>,
+    metadata: Vec<Value>,
+}
+
+impl Batch {
+    fn encode(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyBatch {
+                stream: stream.clone(),
+            });
+        }
+        let mut batch = Batch {
+            ids: Vec::with_capacity(events.len()),
+            names: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            let metadata = serde_json::to_value(&event.metadata).map_err(|e| {
+                StoreError::backend(
+                    format!(
+                        "encoding the metadata of event `{}` for stream `{stream}`",
+                        event.name
+                    ),
+                    e,
+                )
+            })?;
+            batch.ids.push(event.event_id);
+            batch.names.push(event.name);
+            batch.schema_versions.push(i64::from(event.schema_version));
+            batch.payloads.push(event.payload);
+            batch.metadata.push(metadata);
+        }
+        Ok(batch)
+    }
+
+    /// Binds `$1`..`$7` of both append statements: the stream, the expected version and the
+    /// batch's columns.
+    fn bind(&self, query: PgQuery, stream: &StreamId, expected: ExpectedVersion) -> PgQuery {
+        query
+            .bind(stream.as_str())
+            .bind(expected_version(expected))
+            .bind(self.ids.as_slice())
+            .bind(self.names.as_slice())
+            .bind(self.schema_versions.as_slice())
+            .bind(self.payloads.as_slice())
+            .bind(self.metadata.as_slice())
+    }
+
+    /// The first id the batch repeats within itself.
+    fn repeated_id(&self) -> Option<Uuid> {
+        let mut seen = HashSet::with_capacity(self.ids.len());
+        self.ids.iter().copied().find(|id| !seen.insert(*id))
+    }
+}
+
+enum AppendFailure {
+    Store(StoreError),
+    /// A concurrent transaction stored one of the ids between the function's retry check and
+    /// its insert: calling again reports the retry or the duplicate properly.
+    IdRace(sqlx::Error),
+}
+
+impl AppendFailure {
+    fn from_sqlx(error: sqlx::Error, stream: &StreamId, batch: &Batch) -> Self {
+        let backend = |error| {
+            AppendFailure::Store(StoreError::backend(
+                format!("appending to stream `{stream}`"),
+                error,
+            ))
+        };
+        let Some(db) = error
+            .as_database_error()
+            .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+        else {
+            return backend(error);
+        };
+        match db.code() {
+            // The batch repeats an id within itself; the detail is the stream's version.
+            "ES004" => {
+                let version = db.detail().and_then(|d| d.parse::<u64>().ok());
+                match (batch.repeated_id(), version) {
+                    (Some(event_id), Some(version)) => {
+                        AppendFailure::Store(StoreError::DuplicateEventId {
+                            stream: stream.clone(),
+                            event_id,
+                            existing_stream: stream.clone(),
+                            existing_version: Version(version),
+                        })
+                    }
+                    _ => backend(error),
+                }
+            }
+            _ if is_stored_id(&error) => AppendFailure::IdRace(error),
+            _ => backend(error),
+        }
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self {
+            AppendFailure::Store(error) => error,
+            AppendFailure::IdRace(error) => StoreError::backend(
+                "appending: a concurrent transaction stored one of the batch's event ids",
+                error,
+            ),
+        }
+    }
+}
+
+/// Whether `error` is the unique index on event ids refusing a row: an id of the batch is stored.
+fn is_stored_id(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|db| db.code() == "23505" && db.constraint() == Some("events_event_id_unique"))
+}
+
+/// Reads column `column` of an append's result row.
+fn column<T>(row: &PgRow, column: &str, stream: &StreamId) -> Result<T, StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(column).map_err(|e| {
+        StoreError::backend(format!("reading the append result of stream `{stream}`"), e)
+    })
+}
+
+/// Reads the non-negative `bigint` column `column` of an append's result row.
+fn count(row: &PgRow, column_name: &str, stream: &StreamId) -> Result<u64, StoreError> {
+    let value: Option<i64> = column(row, column_name, stream)?;
+    value.and_then(|v| u64::try_from(v).ok()).ok_or_else(|| {
+        StoreError::backend(
+            format!("appending to stream `{stream}`"),
+            format!("the append statement returned {column_name} = {value:?}"),
+        )
+    })
+}
+
+/// The versions and positions an append wrote (or, `replayed`, had written before).
+fn decode_appended(row: &PgRow, stream: &StreamId, replayed: bool) -> Result<Appended, StoreError> {
+    Ok(Appended {
+        stream_id: stream.clone(),
+        first_version: Version(count(row, "first_version", stream)?),
+        last_version: Version(count(row, "last_version", stream)?),
+        first_position: Position(count(row, "first_position", stream)?),
+        last_position: Position(count(row, "last_position", stream)?),
+        replayed,
+    })
+}
+
+/// The outcome the `append()` function reports.
+fn decode_append(
+    row: &PgRow,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+) -> Result<Appended, StoreError> {
+    let outcome: String = column(row, "outcome", stream)?;
+    match outcome.as_str() {
+        "appended" => decode_appended(row, stream, false),
+        "replayed" => decode_appended(row, stream, true),
+        "conflict" => Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual: Version(count(row, "actual_version", stream)?),
+        }),
+        "duplicate" => {
+            let event_id: Option<Uuid> = column(row, "event_id", stream)?;
+            let existing_stream: Option<String> = column(row, "existing_stream", stream)?;
+            match (event_id, existing_stream) {
+                (Some(event_id), Some(existing_stream)) => Err(StoreError::DuplicateEventId {
+                    stream: stream.clone(),
+                    event_id,
+                    existing_stream: StreamId::from_raw(existing_stream),
+                    existing_version: Version(count(row, "existing_version", stream)?),
+                }),
+                _ => Err(StoreError::backend(
+                    format!("appending to stream `{stream}`"),
+                    "the append function reported a duplicate without naming it",
+                )),
+            }
+        }
+        other => Err(StoreError::backend(
+            format!("appending to stream `{stream}`"),
+            format!(
+                "the append function returned the unknown outcome `{}`",
+                excerpt(other)
+            ),
+        )),
+    }
+}
+
+/// At most 64 characters of `text`, for messages.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,195 @@
+//! Projections on PostgreSQL: checkpoints committed in the read model's transaction, and the
+//! [`ProjectionStore`] implementation (its lease is in `lease.rs`).
+
+use std::time::Duration;
+
+use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
+use sqlx::{PgConnection, PgExecutor, Postgres};
+
+use crate::lease::PostgresLease;
+use crate::row::decode_checkpoint;
+use crate::sql::bigint;
+use crate::store::PostgresStore;
+
+/// How soon a live reader looks again while events it has not read exist (e.g. behind an
+/// open transaction).
+const UNREAD_RETRY: Duration = Duration::from_millis(50);
+
+/// The unit of work a projection handler writes its read model through: a transaction that
+/// commits together with the projection's checkpoint, so each event is applied exactly once.
+///
+/// ```ignore
+/// impl Project<Deposited, PostgresTx> for Balances {
+///     async fn project(&mut self, e: Deposited, at: &RecordedEvent, tx: &mut PostgresTx)
+///         -> Result<(), sqlx::Error>
+///     {
+///         sqlx::query("UPDATE balances SET amount = amount + $2 WHERE account = $1")
+///             .bind(at.stream_id.as_str()).bind(e.amount)
+///             .execute(&mut **tx).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub type PostgresTx = sqlx::Transaction<'static, Postgres>;
+
+/// Checkpoint components as stored (`bigint` columns).
+fn parts(checkpoint: Checkpoint) -> (i64, i64) {
+    (
+        bigint(checkpoint.transaction()),
+        bigint(checkpoint.position().0),
+    )
+}
+
+impl PostgresStore {
+    /// The checkpoint of `projection`, if it has one.
+    pub(crate) async fn read_checkpoint(
+        &self,
+        executor: impl PgExecutor<'_>,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let row = self
+            .sql()
+            .load_checkpoint
+            .query()
+            .bind(projection)
+            .fetch_optional(executor)
+            .await
+            .map_err(self.failed(format!("reading the checkpoint of `{projection}`")))?;
+        row.map(|row| decode_checkpoint(projection, &row))
+            .transpose()
+    }
+
+    /// Moves the checkpoint inside `tx`; `Ok(false)` when it was not at `expected`.
+    async fn move_checkpoint(
+        &self,
+        tx: &mut PgConnection,
+        projection: &str,
+        expected: Option<Checkpoint>,
+        to: Checkpoint,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = self.sql();
+        let (to_tx, to_pos) = parts(to);
+        let rows = match (expected, to == Checkpoint::START) {
+            (None, true) => {
+                let deleted = sql
+                    .delete_checkpoint
+                    .query()
+                    .bind(projection)
+                    .execute(&mut *tx)
+                    .await?;
+                // Nothing may have been there.
+                u64::from(deleted.rows_affected() == 0)
+            }
+            (Some(expected), true) => {
+                let (tx_id, pos) = parts(expected);
+                sql.delete_checkpoint_at
+                    .query()
+                    .bind(projection)
+                    .bind(tx_id)
+                    .bind(pos)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+            (None, false) => sql
+                .insert_checkpoint
+                .query()
+                .bind(projection)
+                .bind(to_tx)
+                .bind(to_pos)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            (Some(expected), false) => {
+                let (tx_id, pos) = parts(expected);
+                sql.update_checkpoint
+                    .query()
+                    .bind(projection)
+                    .bind(to_tx)
+                    .bind(to_pos)
+                    .bind(tx_id)
+                    .bind(pos)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(rows == 1)
+    }
+}
+
+impl ProjectionStore for PostgresStore {
+    type Tx = PostgresTx;
+    type Lease = PostgresLease;
+    const TRANSACTIONAL: bool = true;
+
+    async fn acquire_lease(&self, projection: &str) -> Result<PostgresLease, StoreError> {
+        self.take_lease(projection).await
+    }
+
+    async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.read_checkpoint(self.pool(), projection).await
+    }
+
+    async fn begin(&self) -> Result<PostgresTx, StoreError> {
+        self.pool()
+            .begin()
+            .await
+            .map_err(|e| StoreError::backend("starting a projection transaction", e))
+    }
+
+    async fn commit(
+        &self,
+        mut tx: PostgresTx,
+        projection: &str,
+        expected: Option<Checkpoint>,
+        to: Checkpoint,
+    ) -> Result<(), StoreError> {
+        let context = || format!("committing projection `{projection}` at checkpoint {to}");
+        let moved = self
+            .move_checkpoint(&mut tx, projection, expected, to)
+            .await
+            .map_err(|e| StoreError::backend(context(), e))?;
+        if !moved {
+            let _ = tx.rollback().await;
+            let actual = self.load_checkpoint(projection).await?;
+            return Err(StoreError::CheckpointMoved {
+                projection: projection.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::backend(context(), e))
+    }
+
+    async fn rollback(&self, tx: PostgresTx) {
+        // A failed rollback leaves nothing behind either: the server aborts the transaction
+        // when the connection goes.
+        let _ = tx.rollback().await;
+    }
+
+    async fn wait_for_append(
+        &self,
+        checkpoint: Checkpoint,
+        head: Position,
+        filter: &LogFilter,
+        timeout: Duration,
+    ) {
+        let mut newest = self.notifications().subscribe(self.pool());
+        // Matching events after the checkpoint that the reader has not seen: held behind an
+        // older open transaction (whose end announces nothing) or committed since it read,
+        // possibly before the listener could hear of them. Look again soon rather than wait
+        // for a notice. (The probe makes a separate look at the head unnecessary.)
+        if self.unread(checkpoint, filter).await.unwrap_or(false) {
+            tokio::time::sleep(UNREAD_RETRY.min(timeout)).await;
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head.0)).await;
+    }
+
+    async fn horizon_lag(&self) -> Result<Duration, StoreError> {
+        PostgresStore::horizon_lag(self).await
+    }
+}
