@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
-use sqlx::{PgConnection, PgExecutor, Postgres};
+use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 
+use crate::error::store_error;
 use crate::lease::PostgresLease;
 use crate::row::decode_checkpoint;
-use crate::sql::bigint;
+use crate::sql::{bigint, bind_filter};
 use crate::store::PostgresStore;
 
 /// How soon a live reader looks again while events it has not read exist (e.g. behind an
@@ -41,7 +42,8 @@ fn parts(checkpoint: Checkpoint) -> (i64, i64) {
 }
 
 impl PostgresStore {
-    /// The checkpoint of `projection`, if it has one.
+    /// The checkpoint of `projection`, if it has one (a registered projection that has not
+    /// committed, or was just rebuilt, is at (0, 0): none).
     pub(crate) async fn read_checkpoint(
         &self,
         executor: impl PgExecutor<'_>,
@@ -55,11 +57,14 @@ impl PostgresStore {
             .fetch_optional(executor)
             .await
             .map_err(self.failed(format!("reading the checkpoint of `{projection}`")))?;
-        row.map(|row| decode_checkpoint(projection, &row))
-            .transpose()
+        let checkpoint = row
+            .map(|row| decode_checkpoint(projection, &row))
+            .transpose()?;
+        Ok(checkpoint.filter(|&c| c != Checkpoint::START))
     }
 
-    /// Moves the checkpoint inside `tx`; `Ok(false)` when it was not at `expected`.
+    /// Moves the checkpoint inside `tx`; `Ok(false)` when it was not at `expected`, or a reset
+    /// is pending and `to` is not the start.
     async fn move_checkpoint(
         &self,
         tx: &mut PgConnection,
@@ -69,40 +74,19 @@ impl PostgresStore {
     ) -> Result<bool, sqlx::Error> {
         let sql = self.sql();
         let (to_tx, to_pos) = parts(to);
-        let rows = match (expected, to == Checkpoint::START) {
-            (None, true) => {
-                let deleted = sql
-                    .delete_checkpoint
+        let rows = match expected.filter(|&c| c != Checkpoint::START) {
+            None => {
+                sql.start_checkpoint
                     .query()
                     .bind(projection)
-                    .execute(&mut *tx)
-                    .await?;
-                // Nothing may have been there.
-                u64::from(deleted.rows_affected() == 0)
-            }
-            (Some(expected), true) => {
-                let (tx_id, pos) = parts(expected);
-                sql.delete_checkpoint_at
-                    .query()
-                    .bind(projection)
-                    .bind(tx_id)
-                    .bind(pos)
+                    .bind(to_tx)
+                    .bind(to_pos)
                     .execute(&mut *tx)
                     .await?
-                    .rows_affected()
             }
-            (None, false) => sql
-                .insert_checkpoint
-                .query()
-                .bind(projection)
-                .bind(to_tx)
-                .bind(to_pos)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            (Some(expected), false) => {
+            Some(expected) => {
                 let (tx_id, pos) = parts(expected);
-                sql.update_checkpoint
+                sql.move_checkpoint
                     .query()
                     .bind(projection)
                     .bind(to_tx)
@@ -111,10 +95,29 @@ impl PostgresStore {
                     .bind(pos)
                     .execute(&mut *tx)
                     .await?
-                    .rows_affected()
             }
         };
-        Ok(rows == 1)
+        Ok(rows.rows_affected() == 1)
+    }
+
+    /// Whether a reset of `projection` is pending.
+    pub(crate) async fn read_reset_requested(
+        &self,
+        executor: impl PgExecutor<'_>,
+        projection: &str,
+    ) -> Result<bool, StoreError> {
+        let pending: Option<bool> = self
+            .sql()
+            .reset_requested
+            .query()
+            .bind(projection)
+            .fetch_optional(executor)
+            .await
+            .map_err(self.failed(format!("reading the reset state of `{projection}`")))?
+            .map(|row| row.try_get::<bool, _>(0))
+            .transpose()
+            .map_err(self.failed(format!("reading the reset state of `{projection}`")))?;
+        Ok(pending.unwrap_or(false))
     }
 }
 
@@ -123,19 +126,28 @@ impl ProjectionStore for PostgresStore {
     type Lease = PostgresLease;
     const TRANSACTIONAL: bool = true;
 
-    async fn acquire_lease(&self, projection: &str) -> Result<PostgresLease, StoreError> {
-        self.take_lease(projection).await
+    async fn acquire_lease(
+        &self,
+        projection: &str,
+        filter: &LogFilter,
+    ) -> Result<PostgresLease, StoreError> {
+        self.take_lease(projection, filter).await
     }
 
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         self.read_checkpoint(self.pool(), projection).await
     }
 
-    async fn begin(&self) -> Result<PostgresTx, StoreError> {
-        self.pool()
-            .begin()
-            .await
-            .map_err(|e| StoreError::backend("starting a projection transaction", e))
+    async fn begin(&self, lease: &PostgresLease) -> Result<PostgresTx, StoreError> {
+        let mut tx = self.pool().begin().await.map_err(self.failed(format!(
+            "starting a transaction of projection `{}`",
+            lease.projection()
+        )))?;
+        if let Err(error) = self.fence(&mut tx, lease).await {
+            let _ = tx.rollback().await;
+            return Err(error);
+        }
+        Ok(tx)
     }
 
     async fn commit(
@@ -149,9 +161,15 @@ impl ProjectionStore for PostgresStore {
         let moved = self
             .move_checkpoint(&mut tx, projection, expected, to)
             .await
-            .map_err(|e| StoreError::backend(context(), e))?;
+            .map_err(|e| store_error(context(), e))?;
         if !moved {
             let _ = tx.rollback().await;
+            if to != Checkpoint::START && self.read_reset_requested(self.pool(), projection).await?
+            {
+                return Err(StoreError::ResetRequested {
+                    projection: projection.to_owned(),
+                });
+            }
             let actual = self.load_checkpoint(projection).await?;
             return Err(StoreError::CheckpointMoved {
                 projection: projection.to_owned(),
@@ -159,15 +177,46 @@ impl ProjectionStore for PostgresStore {
                 actual,
             });
         }
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::backend(context(), e))
+        tx.commit().await.map_err(|e| store_error(context(), e))
     }
 
     async fn rollback(&self, tx: PostgresTx) {
         // A failed rollback leaves nothing behind either: the server aborts the transaction
         // when the connection goes.
         let _ = tx.rollback().await;
+    }
+
+    async fn request_reset(&self, projection: &str) -> Result<bool, StoreError> {
+        let marked = self
+            .sql()
+            .request_reset
+            .query()
+            .bind(projection)
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(format!("requesting a reset of `{projection}`")))?;
+        Ok(marked.rows_affected() > 0)
+    }
+
+    async fn reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
+        self.read_reset_requested(self.pool(), projection).await
+    }
+
+    async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
+        let (tx_id, position) = parts(after);
+        let query = self
+            .sql()
+            .count_after
+            .pick(filter)
+            .query()
+            .bind(tx_id.to_string())
+            .bind(position);
+        let count: i64 = bind_filter(query, filter)
+            .fetch_one(self.pool())
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(self.failed("counting the events after a checkpoint".to_owned()))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn wait_for_append(
@@ -177,7 +226,8 @@ impl ProjectionStore for PostgresStore {
         filter: &LogFilter,
         timeout: Duration,
     ) {
-        let mut newest = self.notifications().subscribe(self.pool());
+        let mut heard = self.notifications().subscribe(self.pool());
+        let reconnects = heard.borrow().reconnects;
         // Matching events after the checkpoint that the reader has not seen: held behind an
         // older open transaction (whose end announces nothing) or committed since it read,
         // possibly before the listener could hear of them. Look again soon rather than wait
@@ -186,7 +236,9 @@ impl ProjectionStore for PostgresStore {
             tokio::time::sleep(UNREAD_RETRY.min(timeout)).await;
             return;
         }
-        let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head.0)).await;
+        // A reconnect of the listener wakes too: notifications sent meanwhile were lost.
+        let woken = heard.wait_for(|a| a.newest > head.0 || a.reconnects != reconnects);
+        let _ = tokio::time::timeout(timeout, woken).await;
     }
 
     async fn horizon_lag(&self) -> Result<Duration, StoreError> {

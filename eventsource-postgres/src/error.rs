@@ -90,8 +90,46 @@ impl PostgresError {
 impl From<PostgresError> for StoreError {
     fn from(error: PostgresError) -> Self {
         match error {
-            PostgresError::Database { context, source } => StoreError::backend(context, source),
+            PostgresError::Database { context, source } => store_error(context, source),
+            other @ PostgresError::Connect { .. } => {
+                StoreError::transient("connecting to PostgreSQL", other)
+            }
             other => StoreError::backend("PostgreSQL store", other),
         }
+    }
+}
+
+/// Whether a retry of what failed with `error` can succeed without anybody changing anything:
+/// the basis of [`StoreError::is_transient`] for this store, public so that applications can
+/// classify errors of their own queries (a projection handler's, say) the same way.
+///
+/// Transient: I/O errors (connection reset, refused, broken pipe, end of stream), a pool
+/// timeout, a crashed connection worker, and server errors of SQLSTATE class 08 (connection
+/// exception), `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now
+/// (starting up, in recovery), `57P05` idle session timeout, `25P03` idle-in-transaction
+/// timeout, `53300` too many connections, `40001` serialization failure and `40P01`
+/// deadlock. Everything else is permanent: constraint violations, syntax, permissions,
+/// undefined tables, decoding, a closed pool, configuration.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "53300" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
+    }
+}
+
+/// A store error for `error` while doing `context`: [`StoreError::Transient`] when
+/// [`is_transient`] says a retry can help, [`StoreError::Backend`] otherwise.
+pub(crate) fn store_error(context: impl Into<String>, error: sqlx::Error) -> StoreError {
+    if is_transient(&error) {
+        StoreError::transient(context, error)
+    } else {
+        StoreError::backend(context, error)
     }
 }

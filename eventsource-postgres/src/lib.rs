@@ -49,7 +49,7 @@ mod read;
 mod snapshot;
 
 pub use checkpoint::PostgresTx;
-pub use error::PostgresError;
+pub use error::{PostgresError, is_transient};
 pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;
 pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};

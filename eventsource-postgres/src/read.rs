@@ -23,7 +23,7 @@ impl PostgresStore {
         let seconds: f64 = sqlx::query_scalar(HORIZON_LAG)
             .fetch_one(self.pool())
             .await
-            .map_err(|e| StoreError::backend("measuring the horizon lag", e))?;
+            .map_err(|e| crate::error::store_error("measuring the horizon lag", e))?;
         Ok(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::ZERO))
     }
 

@@ -272,16 +272,25 @@ pub(crate) struct Statements {
     pub(crate) find_event: Statement,
     pub(crate) save_snapshot: Statement,
     pub(crate) load_snapshot: Statement,
-    /// `$1` projection.
+    /// `$1` projection: its checkpoint row ((0, 0) while registered without a checkpoint).
     pub(crate) load_checkpoint: Statement,
-    /// `$1` projection: remove it, wherever it is.
-    pub(crate) delete_checkpoint: Statement,
-    /// `$1` projection, only if at (`$2` transaction, `$3` position).
-    pub(crate) delete_checkpoint_at: Statement,
-    /// `$1` projection at (`$2`, `$3`), only if it has none.
-    pub(crate) insert_checkpoint: Statement,
-    /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`).
-    pub(crate) update_checkpoint: Statement,
+    /// `$1` projection from (0, 0) to (`$2` transaction, `$3` position), creating the row if
+    /// needed; refused while a reset is pending unless `$3` is 0 (a rebuild, which clears it).
+    pub(crate) start_checkpoint: Statement,
+    /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`); refused while a reset is
+    /// pending unless `$3` is 0 (a rebuild, which clears it).
+    pub(crate) move_checkpoint: Statement,
+    /// Whether a reset of `$1` is pending.
+    pub(crate) reset_requested: Statement,
+    /// Registers `$1` reading names `$2` and categories `$3` (a row at (0, 0) if it has none).
+    /// Takes the row lock, so it waits for a batch the previous lease holder has in flight.
+    pub(crate) register_projection: Statement,
+    /// Locks the checkpoint row of `$1` until the transaction ends (a batch's first statement).
+    pub(crate) lock_checkpoint: Statement,
+    /// Marks projection `$1` for a rebuild; no row when it is unknown.
+    pub(crate) request_reset: Statement,
+    /// Committed events passing the filter after (`$1` transaction, `$2` position).
+    pub(crate) count_after: ByFilter,
 }
 
 impl Statements {
@@ -349,22 +358,53 @@ impl Statements {
                 "SELECT transaction_id, position FROM {checkpoints} WHERE projection = $1"
             )
             .into(),
-            delete_checkpoint: format!("DELETE FROM {checkpoints} WHERE projection = $1").into(),
-            delete_checkpoint_at: format!(
-                "DELETE FROM {checkpoints} \
-                 WHERE projection = $1 AND transaction_id = $2 AND position = $3"
+            start_checkpoint: format!(
+                "INSERT INTO {checkpoints} AS c (projection, transaction_id, position) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (projection) DO UPDATE SET \
+                     transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, \
+                     updated_at = now(), \
+                     reset_requested_at = CASE WHEN EXCLUDED.position = 0 THEN NULL \
+                                               ELSE c.reset_requested_at END \
+                 WHERE c.transaction_id = 0 AND c.position = 0 \
+                   AND (c.reset_requested_at IS NULL OR EXCLUDED.position = 0)"
             )
             .into(),
-            insert_checkpoint: format!(
-                "INSERT INTO {checkpoints} (projection, transaction_id, position) \
-                 VALUES ($1, $2, $3) ON CONFLICT (projection) DO NOTHING"
+            move_checkpoint: format!(
+                "UPDATE {checkpoints} SET transaction_id = $2, position = $3, updated_at = now(), \
+                     reset_requested_at = CASE WHEN $3 = 0 THEN NULL ELSE reset_requested_at END \
+                 WHERE projection = $1 AND transaction_id = $4 AND position = $5 \
+                   AND (reset_requested_at IS NULL OR $3 = 0)"
             )
             .into(),
-            update_checkpoint: format!(
-                "UPDATE {checkpoints} SET transaction_id = $2, position = $3, updated_at = now() \
-                 WHERE projection = $1 AND transaction_id = $4 AND position = $5"
+            reset_requested: format!(
+                "SELECT reset_requested_at IS NOT NULL FROM {checkpoints} WHERE projection = $1"
             )
             .into(),
+            register_projection: format!(
+                "INSERT INTO {checkpoints} (projection, transaction_id, position, event_names, categories) \
+                 VALUES ($1, 0, 0, $2, $3) \
+                 ON CONFLICT (projection) DO UPDATE SET \
+                     event_names = EXCLUDED.event_names, categories = EXCLUDED.categories"
+            )
+            .into(),
+            lock_checkpoint: format!(
+                "SELECT 1 FROM {checkpoints} WHERE projection = $1 FOR UPDATE"
+            )
+            .into(),
+            request_reset: format!(
+                "UPDATE {checkpoints} SET reset_requested_at = coalesce(reset_requested_at, now()) \
+                 WHERE projection = $1"
+            )
+            .into(),
+            // Served by the checkpoint-order indexes; costs the events counted.
+            count_after: ByFilter::new(2, |filter, _| {
+                format!(
+                    "SELECT count(*) FROM {s}.events e \
+                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){}",
+                    filter.replace("{t}", "e")
+                )
+            }),
         }
     }
 }
@@ -381,9 +421,20 @@ pub(crate) fn migration(template: &str, schema: &SchemaName) -> String {
 pub(crate) const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('eventsource-postgres migrate ' || $1, 0))";
 
-/// Takes the session-level advisory lock of key `$1` (a projection's lease); waits while
-/// another session holds it.
-pub(crate) const LEASE_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
+/// The advisory-lock key of lease name `$1`.
+pub(crate) const LEASE_KEY: &str = "SELECT hashtextextended($1, 0)";
+
+/// Takes the session-level advisory lock of key `$1` (a projection's lease), waiting while
+/// another session holds it; returns the session's process id.
+pub(crate) const LEASE_LOCK: &str =
+    "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1::bigint)) AS taken";
+
+/// Whether session `$1` still holds the advisory lock of key `$2` (whose high and low halves
+/// pg_locks shows as `classid` and `objid`, with `objsubid` 1 for a single bigint key).
+pub(crate) const LEASE_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks \
+      WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1 \
+        AND classid::bigint = ($2::bigint >> 32) & 4294967295 \
+        AND objid::bigint = $2::bigint & 4294967295)";
 
 /// How long the oldest open transaction holding an id has been running: while it runs, global
 /// reads stop at it. Prepared (two-phase) transactions count too.

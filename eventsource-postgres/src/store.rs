@@ -250,6 +250,6 @@ impl PostgresStore {
     /// schema; for `map_err`.
     pub(crate) fn failed(&self, what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = format!("{what} (schema `{}`)", self.shared.schema);
-        move |e| StoreError::backend(context, e)
+        move |e| crate::error::store_error(context, e)
     }
 }
