@@ -57,6 +57,17 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
 }
 
+impl Command {
+    /// Whether the command reads a store that must be at exactly the schema version this
+    /// release knows. `migrate` changes it, `verify` reports on it, `status` checks it itself.
+    pub(crate) fn needs_current_schema(&self) -> bool {
+        matches!(
+            self,
+            Command::Stream(_) | Command::Log(_) | Command::Projection(_)
+        )
+    }
+}
+
 /// Arguments of `stream`.
 #[derive(Debug, Args)]
 pub(crate) struct StreamArgs {
@@ -111,10 +122,15 @@ pub(crate) struct LogArgs {
 /// `projection` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProjectionCommand {
-    /// Every projection's checkpoint and how many events it has still to apply.
+    /// Every projection's checkpoint, how many of the events it reads it has still to apply, and
+    /// whether a reset is pending.
     List,
-    /// Delete a projection's checkpoint, so that the application rebuilds it from the start of
-    /// the log. Stop the application's runner for it first; its read-model tables are not touched.
+    /// Ask for a projection to be rebuilt. Its checkpoint is marked, not deleted, and from
+    /// then on only moves back to the start: the next runner start clears the read model with
+    /// the projection's reset hook in the same transaction as the checkpoint and applies the
+    /// whole log again (runners built with `rebuild_on_reset()`, or `rebuild()`), and any
+    /// other runner refuses to run until it is rebuilt. A running runner's next commit is
+    /// refused. Events are never applied twice on top of the old read model.
     Reset(ResetArgs),
 }
 

@@ -29,13 +29,6 @@ impl Progress {
         }
     }
 
-    /// Advances the bar by `steps`.
-    pub(crate) fn advance(&self, steps: u64) {
-        if let Some(bar) = &self.0 {
-            bar.inc(steps);
-        }
-    }
-
     /// Removes the bar from the terminal.
     pub(crate) fn finish(&self) {
         if let Some(bar) = &self.0 {

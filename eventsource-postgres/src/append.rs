@@ -10,7 +10,7 @@ use sqlx::postgres::{PgDatabaseError, PgRow};
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::error::store_error;
+use crate::error::{excerpt, store_error};
 use crate::sql::{PgQuery, expected_version};
 use crate::store::PostgresStore;
 
@@ -300,13 +300,5 @@ fn decode_append(
                 excerpt(other)
             ),
         )),
-    }
-}
-
-/// At most 64 characters of `text`, for messages.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
     }
 }

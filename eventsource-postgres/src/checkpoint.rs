@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
-use sqlx::{PgConnection, PgExecutor, Postgres, Row};
+use sqlx::{PgConnection, Postgres, Row};
 
 use crate::error::store_error;
 use crate::lease::PostgresLease;
 use crate::row::decode_checkpoint;
-use crate::sql::{bigint, bind_filter};
+use crate::sql::bigint;
 use crate::store::PostgresStore;
 
 /// How soon a live reader looks again while events it has not read exist (e.g. behind an
@@ -46,17 +46,11 @@ impl PostgresStore {
     /// committed, or was just rebuilt, is at (0, 0): none).
     pub(crate) async fn read_checkpoint(
         &self,
-        executor: impl PgExecutor<'_>,
         projection: &str,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        let row = self
-            .sql()
-            .load_checkpoint
-            .query()
-            .bind(projection)
-            .fetch_optional(executor)
-            .await
-            .map_err(self.failed(format!("reading the checkpoint of `{projection}`")))?;
+        let query = self.sql().load_checkpoint.query().bind(projection);
+        let what = format!("reading the checkpoint of `{projection}`");
+        let row = self.optional_row(query, what).await?;
         let checkpoint = row
             .map(|row| decode_checkpoint(projection, &row))
             .transpose()?;
@@ -101,23 +95,13 @@ impl PostgresStore {
     }
 
     /// Whether a reset of `projection` is pending.
-    pub(crate) async fn read_reset_requested(
-        &self,
-        executor: impl PgExecutor<'_>,
-        projection: &str,
-    ) -> Result<bool, StoreError> {
-        let pending: Option<bool> = self
-            .sql()
-            .reset_requested
-            .query()
-            .bind(projection)
-            .fetch_optional(executor)
-            .await
-            .map_err(self.failed(format!("reading the reset state of `{projection}`")))?
-            .map(|row| row.try_get::<bool, _>(0))
-            .transpose()
-            .map_err(self.failed(format!("reading the reset state of `{projection}`")))?;
-        Ok(pending.unwrap_or(false))
+    pub(crate) async fn read_reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
+        let query = self.sql().reset_requested.query().bind(projection);
+        let what = format!("reading the reset state of `{projection}`");
+        match self.optional_row(query, what.clone()).await? {
+            Some(row) => row.try_get::<bool, _>(0).map_err(self.failed(what)),
+            None => Ok(false),
+        }
     }
 }
 
@@ -135,7 +119,7 @@ impl ProjectionStore for PostgresStore {
     }
 
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
-        self.read_checkpoint(self.pool(), projection).await
+        self.read_checkpoint(projection).await
     }
 
     async fn begin(&self, lease: &PostgresLease) -> Result<PostgresTx, StoreError> {
@@ -164,8 +148,7 @@ impl ProjectionStore for PostgresStore {
             .map_err(|e| store_error(context(), e))?;
         if !moved {
             let _ = tx.rollback().await;
-            if to != Checkpoint::START && self.read_reset_requested(self.pool(), projection).await?
-            {
+            if to != Checkpoint::START && self.read_reset_requested(projection).await? {
                 return Err(StoreError::ResetRequested {
                     projection: projection.to_owned(),
                 });
@@ -199,23 +182,15 @@ impl ProjectionStore for PostgresStore {
     }
 
     async fn reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
-        self.read_reset_requested(self.pool(), projection).await
+        self.read_reset_requested(projection).await
     }
 
     async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
-        let (tx_id, position) = parts(after);
-        let query = self
-            .sql()
-            .count_after
-            .pick(filter)
-            .query()
-            .bind(tx_id.to_string())
-            .bind(position);
-        let count: i64 = bind_filter(query, filter)
-            .fetch_one(self.pool())
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(self.failed("counting the events after a checkpoint".to_owned()))?;
+        // The admin API's count: every committed event, visible or held back.
+        let query = self.sql().admin.count_after.after(after, filter);
+        let count: i64 = self
+            .scalar(query, format!("counting the events after {after}"))
+            .await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 

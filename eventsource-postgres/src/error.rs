@@ -1,12 +1,17 @@
 //! Errors of the PostgreSQL adapter that are not store operations: configuration, connecting,
-//! migrating.
+//! migrating, administration.
+
+use std::fmt;
+use std::time::Duration;
 
 use eventsource_core::StoreError;
 
-/// Why the PostgreSQL store could not be configured, connected or migrated.
+/// Why the PostgreSQL store could not be configured, connected, migrated or administered.
 ///
 /// Store operations (append, reads, snapshots) report [`StoreError`]; a `PostgresError` converts
-/// into [`StoreError::Backend`] where one code path needs both.
+/// into [`StoreError::Backend`] where one code path needs both, and the
+/// [admin API](crate::PostgresAdmin) wraps the store errors of the reads it makes in
+/// [`PostgresError::Store`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PostgresError {
@@ -35,6 +40,44 @@ pub enum PostgresError {
         /// The driver's error.
         #[source]
         source: sqlx::Error,
+    },
+    /// The server did not answer within the acquire timeout (a firewall dropping packets, a
+    /// server that accepts connections and hangs...).
+    #[error("cannot connect to PostgreSQL at {host}:{port}: no answer within {}", Seconds(*.waited))]
+    ConnectTimeout {
+        /// The host (or Unix socket directory) tried.
+        host: String,
+        /// The port tried.
+        port: u16,
+        /// How long the store waited.
+        waited: Duration,
+    },
+    /// The store's schema does not exist: nothing was migrated into it.
+    #[error("schema `{schema}` does not exist")]
+    SchemaMissing {
+        /// The store's schema.
+        schema: String,
+    },
+    /// The schema exists but lacks a table of the event store.
+    #[error("schema `{schema}` holds no event store (no `{missing_table}` table)")]
+    NotMigrated {
+        /// The store's schema.
+        schema: String,
+        /// The first missing table, in the order `schema_migrations`, `events`, `streams`,
+        /// `checkpoints`, `snapshots`.
+        missing_table: &'static str,
+    },
+    /// The schema lacks migrations that this version of the library applies.
+    #[error(
+        "schema `{schema}` is at schema version {found}, this eventsource-postgres expects {expected}"
+    )]
+    SchemaOutdated {
+        /// The store's schema.
+        schema: String,
+        /// The newest migration recorded in the database.
+        found: i64,
+        /// The newest migration this library ships.
+        expected: i64,
     },
     /// The schema was migrated by a newer version of this library than the running one.
     #[error(
@@ -67,6 +110,17 @@ pub enum PostgresError {
         /// The value.
         value: u64,
     },
+    /// A stored value that does not fit what the store writes (found by the admin API).
+    #[error("{what}: {problem}")]
+    Corrupt {
+        /// What was read.
+        what: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A read of the store failed (it names the stream, version or position concerned).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Any other database failure.
     #[error("{context}: {source}")]
     Database {
@@ -91,8 +145,13 @@ impl From<PostgresError> for StoreError {
     fn from(error: PostgresError) -> Self {
         match error {
             PostgresError::Database { context, source } => store_error(context, source),
-            other @ PostgresError::Connect { .. } => {
+            PostgresError::Store(error) => error,
+            // Refused or timed out: the server may come back. Refused credentials do not.
+            other @ PostgresError::ConnectTimeout { .. } => {
                 StoreError::transient("connecting to PostgreSQL", other)
+            }
+            PostgresError::Connect { ref source, .. } if is_transient(source) => {
+                StoreError::transient("connecting to PostgreSQL", error)
             }
             other => StoreError::backend("PostgreSQL store", other),
         }
@@ -131,5 +190,48 @@ pub(crate) fn store_error(context: impl Into<String>, error: sqlx::Error) -> Sto
         StoreError::transient(context, error)
     } else {
         StoreError::backend(context, error)
+    }
+}
+
+/// At most 64 characters of `text` (user data, a stored value), for messages.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// A duration as an operator reads it: `5 s`, `1.5 s`, `250 ms`.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis < 1_000 {
+            write!(f, "{millis} ms")
+        } else if millis.is_multiple_of(1_000) {
+            write!(f, "{} s", millis / 1_000)
+        } else {
+            write!(f, "{} s", self.0.as_secs_f64())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Seconds;
+
+    #[test]
+    fn durations_read_as_an_operator_writes_them() {
+        for (duration, text) in [
+            (Duration::from_secs(5), "5 s"),
+            (Duration::from_millis(1_500), "1.5 s"),
+            (Duration::from_millis(250), "250 ms"),
+            (Duration::ZERO, "0 ms"),
+        ] {
+            assert_eq!(Seconds(duration).to_string(), text);
+        }
     }
 }

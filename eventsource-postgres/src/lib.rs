@@ -42,11 +42,16 @@ mod schema;
 mod sql;
 mod store;
 // Each adds one concern to `PostgresStore`.
+mod admin;
 mod append;
 mod checkpoint;
 mod lease;
 mod read;
 mod snapshot;
+mod verify;
+
+pub use admin::{Counts, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaStatus, StoreStatus};
+pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;
 pub use error::{PostgresError, is_transient};

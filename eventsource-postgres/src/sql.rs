@@ -6,11 +6,14 @@
 
 use std::sync::Arc;
 
-use eventsource_core::{ExpectedVersion, LogFilter, Version};
+use eventsource_core::{Checkpoint, ExpectedVersion, LogFilter, Version};
 use sqlx::postgres::PgArguments;
 use sqlx::{AssertSqlSafe, Postgres};
 
 use crate::schema::SchemaName;
+
+mod admin;
+pub(crate) use admin::{AdminStatements, EVENT_TRIGGERS, SCHEMA_EXISTS, SCHEMA_TABLES};
 
 /// A query on one of a store's statements, its values still to bind.
 pub(crate) type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
@@ -44,21 +47,9 @@ pub(crate) fn bigint<T: TryInto<i64>>(value: T) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
-/// Binds the categories, then the names, of `filter`, each only when the filter has any: the
-/// values of the `{t}` conditions of the statement [`ByFilter::pick`] chose.
-pub(crate) fn bind_filter(mut query: PgQuery, filter: &LogFilter) -> PgQuery {
-    if !filter.categories.is_empty() {
-        query = query.bind(filter.categories.as_slice());
-    }
-    if !filter.names.is_empty() {
-        query = query.bind(filter.names.as_slice());
-    }
-    query
-}
-
 /// One statement per shape of [`LogFilter`], so that each uses the index that serves it (all
 /// events, by category, by name) rather than one generic plan. The filter's values follow the
-/// statement's own parameters (see [`bind_filter`]).
+/// checkpoint (see [`ByFilter::after`]).
 #[derive(Debug)]
 pub(crate) struct ByFilter {
     all: Statement,
@@ -85,14 +76,27 @@ impl ByFilter {
         }
     }
 
-    /// The statement for `filter`.
-    pub(crate) fn pick(&self, filter: &LogFilter) -> &Statement {
-        match (filter.categories.is_empty(), filter.names.is_empty()) {
+    /// A query on the statement for `filter`, its parameters bound: `$1` and `$2` the
+    /// transaction and position of `after`, then the filter's values. Further parameters (a
+    /// limit) follow.
+    pub(crate) fn after(&self, after: Checkpoint, filter: &LogFilter) -> PgQuery {
+        let statement = match (filter.categories.is_empty(), filter.names.is_empty()) {
             (true, true) => &self.all,
             (false, true) => &self.category,
             (true, false) => &self.name,
             (false, false) => &self.category_and_name,
+        };
+        let mut query = statement
+            .query()
+            .bind(after.transaction().to_string())
+            .bind(bigint(after.position().0));
+        if !filter.categories.is_empty() {
+            query = query.bind(filter.categories.as_slice());
         }
+        if !filter.names.is_empty() {
+            query = query.bind(filter.names.as_slice());
+        }
+        query
     }
 }
 
@@ -289,8 +293,8 @@ pub(crate) struct Statements {
     pub(crate) lock_checkpoint: Statement,
     /// Marks projection `$1` for a rebuild; no row when it is unknown.
     pub(crate) request_reset: Statement,
-    /// Committed events passing the filter after (`$1` transaction, `$2` position).
-    pub(crate) count_after: ByFilter,
+    /// What the admin API asks.
+    pub(crate) admin: AdminStatements,
 }
 
 impl Statements {
@@ -397,14 +401,7 @@ impl Statements {
                  WHERE projection = $1"
             )
             .into(),
-            // Served by the checkpoint-order indexes; costs the events counted.
-            count_after: ByFilter::new(2, |filter, _| {
-                format!(
-                    "SELECT count(*) FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){}",
-                    filter.replace("{t}", "e")
-                )
-            }),
+            admin: AdminStatements::new(s),
         }
     }
 }

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::StoreError;
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
 use crate::error::PostgresError;
 use crate::migrate;
 use crate::notify::Notifications;
 use crate::schema::SchemaName;
-use crate::sql::Statements;
+use crate::sql::{PgQuery, Statements};
 
 /// The default of [`PostgresStore::with_horizon_wait`].
 const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
@@ -128,11 +128,31 @@ impl PostgresStoreBuilder {
 
     /// Opens a pool to `url` (`postgres://user:password@host:port/database`) and checks that a
     /// connection can be made. Does not migrate: call [`PostgresStore::migrate`].
+    ///
+    /// A first connection is opened on its own, so that a failure says why (connection
+    /// refused, unknown database, authentication failed: [`PostgresError::Connect`]) or that
+    /// the server did not answer within the acquire timeout
+    /// ([`PostgresError::ConnectTimeout`]), where a pool would only report a timeout.
     pub async fn connect(self, url: &str) -> Result<PostgresStore, PostgresError> {
         let schema = SchemaName::new(self.schema)?;
         let options = PgConnectOptions::from_str(url)
             .map_err(|source| PostgresError::InvalidUrl { source })?;
         let (host, port) = (options.get_host().to_owned(), options.get_port());
+        match tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options)).await
+        {
+            // Closing politely is a courtesy; the server copes with a dropped socket.
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+            Ok(Err(source)) => return Err(PostgresError::Connect { host, port, source }),
+            Err(_) => {
+                return Err(PostgresError::ConnectTimeout {
+                    host,
+                    port,
+                    waited: self.acquire_timeout,
+                });
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
@@ -251,5 +271,38 @@ impl PostgresStore {
     pub(crate) fn failed(&self, what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = format!("{what} (schema `{}`)", self.shared.schema);
         move |e| crate::error::store_error(context, e)
+    }
+
+    /// The rows `query` returns on the pool; `what` the store was doing if that fails.
+    pub(crate) async fn rows(
+        &self,
+        query: PgQuery,
+        what: String,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        query.fetch_all(&self.pool).await.map_err(self.failed(what))
+    }
+
+    /// The row `query` returns, if any.
+    pub(crate) async fn optional_row(
+        &self,
+        query: PgQuery,
+        what: String,
+    ) -> Result<Option<PgRow>, StoreError> {
+        query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.failed(what))
+    }
+
+    /// The first column of the one row `query` returns.
+    pub(crate) async fn scalar<T>(&self, query: PgQuery, what: String) -> Result<T, StoreError>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    {
+        query
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(self.failed(what))
     }
 }

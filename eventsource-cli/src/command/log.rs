@@ -7,15 +7,13 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use eventsource_core::{Checkpoint, EventStore, LogFilter, RecordedEvent};
-use eventsource_postgres::PostgresStore;
-use eventsource_postgres::sqlx::{self, AssertSqlSafe};
+use eventsource_core::{Checkpoint, EventStore, LogFilter, Position, RecordedEvent};
+use eventsource_postgres::PostgresAdmin;
 
 use crate::Outcome;
 use crate::cli::LogArgs;
-use crate::database::{self, quoted};
 use crate::error::CliError;
-use crate::output::{self, EventView};
+use crate::output::{self, EventView, Output};
 use crate::progress::Progress;
 
 /// Events read per query.
@@ -25,12 +23,11 @@ const HELD_BACK_POLL: Duration = Duration::from_millis(250);
 
 /// Prints the log.
 pub(crate) async fn run(
-    store: &PostgresStore,
+    admin: &PostgresAdmin,
     args: &LogArgs,
-    json: bool,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
-    database::require_current(store).await?;
+    let store = admin.store();
     let mut filter = LogFilter::all();
     for category in &args.category {
         filter = filter.category(category.clone());
@@ -44,37 +41,28 @@ pub(crate) async fn run(
     } else {
         None
     };
-    let mut checkpoint = start(store, args.from_position).await?;
-    let mut printer = Printer::new(json && !args.follow, json, out)?;
-    let mut remaining = args.limit.unwrap_or(u64::MAX);
+    // In log order, events of later transactions may have lower positions: `wanted` drops
+    // those.
+    let from = Position(args.from_position.unwrap_or(0));
+    let mut reader = Reader {
+        checkpoint: admin.checkpoint_from_position(from).await?,
+        filter,
+        remaining: args.limit.unwrap_or(u64::MAX),
+        printer: Printer::new(out.json && !args.follow, out.json, out)?,
+    };
 
     // Catch up, with a progress bar when the output goes to a file or pipe.
     let head = store.head_position().await?;
     let progress = Progress::new(head.0, "reading the log", !std::io::stdout().is_terminal());
-    loop {
-        let page = store.read_all(checkpoint, PAGE, &filter).await?;
-        let full = page.len() == PAGE;
-        for event in &page {
-            checkpoint = event.checkpoint;
-            if wanted(args, event) {
-                printer.event(event)?;
-                remaining -= 1;
-                if remaining == 0 {
-                    progress.finish();
-                    printer.end()?;
-                    return Ok(Outcome::Success);
-                }
-            }
-        }
-        progress.set(checkpoint.position().0.min(head.0));
-        if !full {
-            break;
-        }
-    }
+    let done = reader.read(admin, args, &progress, head).await?;
     progress.finish();
+    if done {
+        reader.printer.end()?;
+        return Ok(Outcome::Success);
+    }
     if !args.follow {
-        printer.end()?;
-        let waiting = held_back(store, checkpoint, &filter).await?;
+        reader.printer.end()?;
+        let waiting = admin.count_after(reader.checkpoint, &reader.filter).await?;
         if waiting > 0 {
             let lag = store.horizon_lag().await?;
             let _ = writeln!(
@@ -88,10 +76,11 @@ pub(crate) async fn run(
 
     // Live: wake on NOTIFY, poll as a fallback (a listener that drops loses notifications).
     let poll = Duration::from_millis(args.poll_interval);
+    let no_progress = Progress::new(0, "", false);
     loop {
-        printer.flush()?;
+        reader.printer.flush()?;
         // Events held back behind an open transaction were notified already: look again soon.
-        let pause = if held_back(store, checkpoint, &filter).await? > 0 {
+        let pause = if admin.count_after(reader.checkpoint, &reader.filter).await? > 0 {
             poll.min(HELD_BACK_POLL)
         } else {
             poll
@@ -105,85 +94,52 @@ pub(crate) async fn run(
             }
             None => tokio::time::sleep(pause).await,
         }
-        loop {
-            let page = store.read_all(checkpoint, PAGE, &filter).await?;
-            let full = page.len() == PAGE;
-            for event in &page {
-                checkpoint = event.checkpoint;
-                if wanted(args, event) {
-                    printer.event(event)?;
-                    remaining -= 1;
-                    if remaining == 0 {
-                        printer.end()?;
-                        return Ok(Outcome::Success);
-                    }
-                }
-            }
-            if !full {
-                break;
-            }
+        if reader.read(admin, args, &no_progress, head).await? {
+            reader.printer.end()?;
+            return Ok(Outcome::Success);
         }
     }
 }
 
-/// The checkpoint to read after: the start of the log, or just before the oldest transaction
-/// that wrote, or may still write, an event at or after `from_position`. In log order, events
-/// of later transactions may have lower positions: `wanted` drops those.
-async fn start(store: &PostgresStore, from_position: Option<u64>) -> Result<Checkpoint, CliError> {
-    let Some(from) = from_position.filter(|p| *p > 1) else {
-        return Ok(Checkpoint::START);
-    };
-    let from = i64::try_from(from).unwrap_or(i64::MAX);
-    // One statement, one snapshot: the oldest transaction with a visible event at or after
-    // `from`, and the snapshot's horizon: every older transaction has ended, so its events are
-    // visible; a younger one may still commit an event at or after `from`.
-    let (oldest, horizon): (Option<String>, String) = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT (SELECT transaction_id::text FROM {}.events WHERE position >= $1 \
-                  ORDER BY transaction_id LIMIT 1), \
-                pg_snapshot_xmin(pg_current_snapshot())::text",
-        quoted(store.schema())
-    )))
-    .bind(from)
-    .fetch_one(store.pool())
-    .await
-    .map_err(CliError::database(format!(
-        "finding the events at or after position {from}"
-    )))?;
-    let parse = |tx: &str| {
-        tx.parse::<u64>()
-            .map_err(|_| CliError::Corrupt(format!("transaction id `{tx}` is not a number")))
-    };
-    let mut transaction = parse(&horizon)?;
-    if let Some(oldest) = oldest {
-        transaction = transaction.min(parse(&oldest)?);
-    }
-    // Positions start at 1: (transaction, 0) is before every event of that transaction.
-    Ok(Checkpoint::from_parts(transaction, 0))
+/// Where the log is read from, and what is printed.
+struct Reader<'o> {
+    checkpoint: Checkpoint,
+    filter: LogFilter,
+    /// Events still to print before `--limit` is reached.
+    remaining: u64,
+    printer: Printer<'o>,
 }
 
-/// How many committed events matching `filter` lie after `checkpoint` but were not returned
-/// by `read_all`: held back behind an older transaction that is still open.
-async fn held_back(
-    store: &PostgresStore,
-    checkpoint: Checkpoint,
-    filter: &LogFilter,
-) -> Result<i64, CliError> {
-    sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}.events \
-          WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-            AND (cardinality($3::text[]) = 0 OR category = ANY($3)) \
-            AND (cardinality($4::text[]) = 0 OR name = ANY($4))",
-        quoted(store.schema())
-    )))
-    .bind(checkpoint.transaction().to_string())
-    .bind(i64::try_from(checkpoint.position().0).unwrap_or(i64::MAX))
-    .bind(filter.categories.as_slice())
-    .bind(filter.names.as_slice())
-    .fetch_one(store.pool())
-    .await
-    .map_err(CliError::database(
-        "counting the events after the last one shown",
-    ))
+impl Reader<'_> {
+    /// Prints the events readable now, page by page; `true` once `--limit` is reached.
+    async fn read(
+        &mut self,
+        admin: &PostgresAdmin,
+        args: &LogArgs,
+        progress: &Progress,
+        head: Position,
+    ) -> Result<bool, CliError> {
+        loop {
+            let page = admin
+                .store()
+                .read_all(self.checkpoint, PAGE, &self.filter)
+                .await?;
+            for event in &page {
+                self.checkpoint = event.checkpoint;
+                if wanted(args, event) {
+                    self.printer.event(event)?;
+                    self.remaining -= 1;
+                    if self.remaining == 0 {
+                        return Ok(true);
+                    }
+                }
+            }
+            progress.set(self.checkpoint.position().0.min(head.0));
+            if page.len() < PAGE {
+                return Ok(false);
+            }
+        }
+    }
 }
 
 /// The filters `read_all` does not apply itself.

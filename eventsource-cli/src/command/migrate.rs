@@ -2,25 +2,19 @@
 
 use std::io::Write;
 
-use eventsource_postgres::PostgresStore;
+use eventsource_postgres::PostgresAdmin;
 use serde_json::json;
 
 use crate::Outcome;
-use crate::database;
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Output};
 
 /// Migrates and says from which schema version to which.
-pub(crate) async fn run(
-    store: &PostgresStore,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
-    let before = database::probe(store).await?.version.unwrap_or(0);
-    store.migrate().await?;
-    let after = database::probe(store).await?.version.unwrap_or(0);
-    let schema = store.schema().as_str();
-    if json {
+pub(crate) async fn run(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<Outcome, CliError> {
+    let migrated = admin.migrate().await?;
+    let (before, after) = (migrated.from_version, migrated.to_version);
+    let schema = admin.store().schema().as_str();
+    if out.json {
         output::json(
             out,
             &json!({

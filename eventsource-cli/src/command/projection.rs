@@ -2,64 +2,55 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
-use chrono::{DateTime, Utc};
-use eventsource_postgres::PostgresStore;
-use eventsource_postgres::sqlx::{self, AssertSqlSafe, Row};
+use eventsource_postgres::{PostgresAdmin, ProjectionCheckpoint};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::Outcome;
 use crate::cli::ResetArgs;
-use crate::database::{self, quoted};
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Output};
 
-/// A projection's checkpoint and how far it is behind.
+/// A projection's checkpoint and how far it is behind, as the output shows it.
 #[derive(Debug, Serialize)]
-pub(crate) struct CheckpointRow {
+pub(crate) struct CheckpointView {
     /// The projection's name.
     pub(crate) name: String,
     /// The resume token `transaction:position`.
     pub(crate) checkpoint: String,
     /// The global position of the last event it applied.
-    pub(crate) position: i64,
-    /// Events in the log after its checkpoint (committed, in log order).
-    pub(crate) behind: i64,
+    pub(crate) position: u64,
+    /// Events it reads (its registered names and categories) committed after its
+    /// checkpoint; all of them while a reset is pending.
+    pub(crate) behind: u64,
+    /// When a reset was requested, while it is pending (the projection not rebuilt yet).
+    pub(crate) reset_requested_at: Option<String>,
     /// When the checkpoint last moved.
     pub(crate) updated_at: String,
 }
 
+impl CheckpointView {
+    /// The view of `checkpoint`.
+    pub(crate) fn new(checkpoint: &ProjectionCheckpoint) -> Self {
+        CheckpointView {
+            name: checkpoint.projection.clone(),
+            checkpoint: checkpoint.checkpoint.to_string(),
+            position: checkpoint.checkpoint.position().0,
+            behind: checkpoint.behind,
+            reset_requested_at: checkpoint.reset_requested_at.map(output::time),
+            updated_at: output::time(checkpoint.updated_at),
+        }
+    }
+}
+
 /// Every checkpoint, by name.
-pub(crate) async fn checkpoints(store: &PostgresStore) -> Result<Vec<CheckpointRow>, CliError> {
-    let s = quoted(store.schema());
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT c.projection, c.transaction_id, c.position, c.updated_at, \
-                (SELECT count(*) FROM {s}.events e \
-                  WHERE (e.transaction_id, e.position) > (c.transaction_id::text::xid8, c.position)) AS behind \
-           FROM {s}.checkpoints c ORDER BY c.projection"
-    )))
-    .fetch_all(store.pool())
-    .await
-    .map_err(CliError::database("reading the projection checkpoints"))?;
-    rows.iter()
-        .map(|row| {
-            let get = |e: sqlx::Error| CliError::Corrupt(format!("a checkpoint row: {e}"));
-            let transaction: i64 = row.try_get("transaction_id").map_err(get)?;
-            let position: i64 = row.try_get("position").map_err(get)?;
-            let updated_at: DateTime<Utc> = row.try_get("updated_at").map_err(get)?;
-            Ok(CheckpointRow {
-                name: row.try_get("projection").map_err(get)?,
-                checkpoint: format!("{transaction}:{position}"),
-                position,
-                behind: row.try_get("behind").map_err(get)?,
-                updated_at: output::time(updated_at),
-            })
-        })
-        .collect()
+async fn checkpoints(admin: &PostgresAdmin) -> Result<Vec<CheckpointView>, CliError> {
+    let checkpoints = admin.checkpoints().await?;
+    Ok(checkpoints.iter().map(CheckpointView::new).collect())
 }
 
 /// Prints the checkpoints as a table (or a line saying there are none).
-pub(crate) fn print_table(out: &mut dyn Write, rows: &[CheckpointRow]) -> io::Result<()> {
+pub(crate) fn print_table(out: &mut dyn Write, rows: &[CheckpointView]) -> io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "no projection checkpoints");
     }
@@ -72,25 +63,31 @@ pub(crate) fn print_table(out: &mut dyn Write, rows: &[CheckpointRow]) -> io::Re
                 row.position.to_string(),
                 row.behind.to_string(),
                 row.updated_at.clone(),
+                match &row.reset_requested_at {
+                    Some(at) => format!("pending since {at}"),
+                    None => "-".to_owned(),
+                },
             ]
         })
         .collect();
     output::table(
         out,
-        &["PROJECTION", "CHECKPOINT", "POSITION", "BEHIND", "UPDATED"],
+        &[
+            "PROJECTION",
+            "CHECKPOINT",
+            "POSITION",
+            "BEHIND",
+            "UPDATED",
+            "RESET",
+        ],
         &cells,
     )
 }
 
 /// `projection list`.
-pub(crate) async fn list(
-    store: &PostgresStore,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
-    database::require_current(store).await?;
-    let rows = checkpoints(store).await?;
-    if json {
+pub(crate) async fn list(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<Outcome, CliError> {
+    let rows = checkpoints(admin).await?;
+    if out.json {
         output::json(out, &json!({ "projections": rows }))?;
     } else {
         print_table(out, &rows)?;
@@ -98,16 +95,14 @@ pub(crate) async fn list(
     Ok(Outcome::Success)
 }
 
-/// `projection reset NAME`: deletes the checkpoint after confirmation.
+/// `projection reset NAME`: after confirmation, asks for the projection to be rebuilt.
 pub(crate) async fn reset(
-    store: &PostgresStore,
+    admin: &PostgresAdmin,
     args: &ResetArgs,
-    json: bool,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
-    database::require_current(store).await?;
-    let rows = checkpoints(store).await?;
-    let schema = store.schema().to_string();
+    let rows = checkpoints(admin).await?;
+    let schema = admin.store().schema().to_string();
     let Some(row) = rows.iter().find(|row| row.name == args.name) else {
         let known = if rows.is_empty() {
             "no projection has one".to_owned()
@@ -124,31 +119,23 @@ pub(crate) async fn reset(
     if !args.yes {
         confirm(&row.name, &row.checkpoint, row.position)?;
     }
-    let deleted = sqlx::query(AssertSqlSafe(format!(
-        "DELETE FROM {}.checkpoints WHERE projection = $1",
-        quoted(store.schema())
-    )))
-    .bind(&args.name)
-    .execute(store.pool())
-    .await
-    .map_err(CliError::database(format!(
-        "deleting the checkpoint of projection `{}`",
-        args.name
-    )))?
-    .rows_affected();
-    if json {
+    let requested = admin.request_reset(&args.name).await?;
+    if out.json {
         output::json(
             out,
             &json!({
                 "projection": args.name,
-                "reset": deleted > 0,
+                "reset": requested.is_some(),
                 "previous_checkpoint": row.checkpoint,
             }),
         )?;
     } else {
         writeln!(
             out,
-            "reset projection `{}` (was at checkpoint {}, position {}): the application rebuilds it from the start of the log",
+            "reset requested for projection `{}` (at checkpoint {}, position {}): its next runner \
+             start rebuilds it from the start of the log, clearing the read model with the \
+             projection's reset hook in the same transaction as the checkpoint, or refuses to \
+             run until it is rebuilt; events are never applied again on top of the old rows",
             args.name, row.checkpoint, row.position
         )?;
     }
@@ -156,7 +143,7 @@ pub(crate) async fn reset(
 }
 
 /// Asks on the terminal; refuses when there is none.
-fn confirm(name: &str, checkpoint: &str, position: i64) -> Result<(), CliError> {
+fn confirm(name: &str, checkpoint: &str, position: u64) -> Result<(), CliError> {
     if !io::stdin().is_terminal() {
         return Err(CliError::NotConfirmed {
             name: name.to_owned(),
@@ -166,7 +153,7 @@ fn confirm(name: &str, checkpoint: &str, position: i64) -> Result<(), CliError> 
     write!(
         stderr,
         "Reset projection `{name}` (at checkpoint {checkpoint}, position {position})? \
-         The application will re-apply every event to it. [y/N] "
+         Its runner will clear the read model and re-apply every event to it. [y/N] "
     )?;
     stderr.flush()?;
     let mut answer = String::new();

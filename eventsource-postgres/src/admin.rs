@@ -1,0 +1,393 @@
+//! The operator's view of a store: schema diagnostics, counts, checkpoints, held-back events.
+//! The integrity checks are in `verify.rs`. The `eventsource` command-line tool is built on
+//! this API and holds no SQL of its own.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use eventsource_core::{Checkpoint, EventStore, LogFilter, Position, ProjectionStore};
+use sqlx::postgres::PgRow;
+
+use crate::error::PostgresError;
+use crate::migrate::SCHEMA_VERSION;
+use crate::row::{count, decode_checkpoint, transaction_id, value};
+use crate::sql::{AdminStatements, PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, bigint};
+use crate::store::PostgresStore;
+
+/// The tables of an event store, in the order they are reported missing.
+const TABLES: [&str; 5] = [
+    "schema_migrations",
+    "events",
+    "streams",
+    "checkpoints",
+    "snapshots",
+];
+
+impl PostgresStore {
+    /// The administration of this store: schema diagnostics, counts, checkpoints, integrity
+    /// checks (what the `eventsource` command-line tool shows). See [`PostgresAdmin`].
+    pub fn admin(&self) -> PostgresAdmin {
+        PostgresAdmin {
+            store: self.clone(),
+        }
+    }
+}
+
+/// Administration of a [`PostgresStore`], from [`PostgresStore::admin`]: what an operator (or
+/// a health check, a dashboard, a deployment script) asks of a live store.
+///
+/// Cloning is cheap: it shares the store's pool. Every method reads, except
+/// [`migrate`](Self::migrate) and [`reset_checkpoint`](Self::reset_checkpoint).
+///
+/// ```no_run
+/// # use eventsource_postgres::PostgresStore;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// let admin = store.admin();
+/// admin.require_current_schema().await?;
+/// let status = admin.status().await?;
+/// println!("{} events in {} streams", status.counts.events, status.counts.streams);
+/// for projection in &status.checkpoints {
+///     println!("{} is {} events behind", projection.projection, projection.behind);
+/// }
+/// let report = admin.verify().await?;
+/// assert!(report.is_ok(), "{:?}", report.findings);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresAdmin {
+    store: PostgresStore,
+}
+
+/// What a schema holds, from [`PostgresAdmin::schema_status`]; nothing is assumed about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaStatus {
+    /// Whether the schema exists at all.
+    pub exists: bool,
+    /// The first table of the event store that is missing (`schema_migrations`, `events`,
+    /// `streams`, `checkpoints`, `snapshots`, in that order).
+    pub missing_table: Option<&'static str>,
+    /// The newest migration recorded, if the `schema_migrations` table exists (0 when it is
+    /// empty).
+    pub version: Option<i64>,
+}
+
+impl SchemaStatus {
+    /// Fails unless the schema and every table of the event store exist:
+    /// [`PostgresError::SchemaMissing`] or [`PostgresError::NotMigrated`].
+    pub fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
+        let schema = schema.to_owned();
+        if !self.exists {
+            return Err(PostgresError::SchemaMissing { schema });
+        }
+        match self.missing_table {
+            Some(missing_table) => Err(PostgresError::NotMigrated {
+                schema,
+                missing_table,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What [`PostgresAdmin::migrate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migrated {
+    /// The schema version before (0: a new store).
+    pub from_version: i64,
+    /// The schema version now.
+    pub to_version: i64,
+}
+
+/// How big a store is, from [`PostgresAdmin::counts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Events stored.
+    pub events: u64,
+    /// Streams with a head.
+    pub streams: u64,
+    /// When the newest event was recorded; `None` for an empty store.
+    pub last_recorded_at: Option<DateTime<Utc>>,
+}
+
+/// A projection's checkpoint and how far it is behind, from [`PostgresAdmin::checkpoints`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionCheckpoint {
+    /// The projection's name.
+    pub projection: String,
+    /// Where it resumes ([`Checkpoint::START`] for a projection whose runner registered it but
+    /// has not committed yet, or just rebuilt it).
+    pub checkpoint: Checkpoint,
+    /// Committed events the projection reads (the event names and categories its runner
+    /// registered; every event for a projection registered before schema version 2) after its
+    /// checkpoint, including those still behind the read horizon: 0 when it is caught up.
+    /// When a reset is pending, every such event of the log.
+    pub behind: u64,
+    /// When a reset was requested ([`PostgresAdmin::request_reset`]) and the projection has
+    /// not been rebuilt since.
+    pub reset_requested_at: Option<DateTime<Utc>>,
+    /// The event names its runner reads (empty: all).
+    pub event_names: Vec<String>,
+    /// The stream categories its runner reads (empty: all).
+    pub categories: Vec<String>,
+    /// When the checkpoint last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything `eventsource status` shows, from [`PostgresAdmin::status`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StoreStatus {
+    /// The schema version (the store is at [`SCHEMA_VERSION`]: older or newer is an error).
+    pub schema_version: i64,
+    /// Events, streams, the newest event's time.
+    pub counts: Counts,
+    /// The newest position of the log.
+    pub head_position: Position,
+    /// See [`PostgresStore::horizon_lag`].
+    pub horizon_lag: Duration,
+    /// Every projection's checkpoint, by name.
+    pub checkpoints: Vec<ProjectionCheckpoint>,
+}
+
+impl PostgresAdmin {
+    /// The store administered.
+    pub fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+
+    /// The admin API's statements.
+    pub(crate) fn admin_sql(&self) -> &AdminStatements {
+        &self.store.sql().admin
+    }
+
+    /// A failure of one of the admin API's statements, for `map_err`.
+    pub(crate) fn failed(&self, what: &str) -> impl FnOnce(sqlx::Error) -> PostgresError {
+        let context = format!("{what} (schema `{}`)", self.store.schema());
+        move |source| PostgresError::database(context, source)
+    }
+
+    /// The one row `query` returns; `what` it was doing if that fails.
+    pub(crate) async fn row(&self, query: PgQuery, what: &str) -> Result<PgRow, PostgresError> {
+        query
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(self.failed(what))
+    }
+
+    /// The rows `query` returns; `what` it was doing if that fails.
+    pub(crate) async fn rows(
+        &self,
+        query: PgQuery,
+        what: &str,
+    ) -> Result<Vec<PgRow>, PostgresError> {
+        query
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(self.failed(what))
+    }
+
+    /// What the schema holds: whether it exists, which table is missing, its schema version.
+    /// Assumes nothing, so it works on any schema, also one of a newer release.
+    pub async fn schema_status(&self) -> Result<SchemaStatus, PostgresError> {
+        let schema = self.store.schema().as_str();
+        let found = self
+            .row(
+                sqlx::query(SCHEMA_EXISTS).bind(schema),
+                "looking for the schema",
+            )
+            .await?;
+        let exists: bool = value(&found, 0, "whether the schema exists")?;
+        if !exists {
+            return Ok(SchemaStatus {
+                exists,
+                missing_table: Some(TABLES[0]),
+                version: None,
+            });
+        }
+        let mut present = Vec::new();
+        let what = "the tables of the schema";
+        for row in self
+            .rows(sqlx::query(SCHEMA_TABLES).bind(schema), what)
+            .await?
+        {
+            present.push(value::<String>(&row, 0, what)?);
+        }
+        let missing_table = TABLES
+            .into_iter()
+            .find(|table| !present.iter().any(|p| p == table));
+        let version = if present.iter().any(|p| p == TABLES[0]) {
+            let what = "the schema version";
+            let row = self
+                .row(self.store.sql().schema_version.query(), what)
+                .await?;
+            Some(value::<Option<i64>>(&row, 0, what)?.unwrap_or(0))
+        } else {
+            None
+        };
+        Ok(SchemaStatus {
+            exists,
+            missing_table,
+            version,
+        })
+    }
+
+    /// Fails unless the schema holds an event store at exactly [`SCHEMA_VERSION`]:
+    /// [`PostgresError::SchemaMissing`], [`PostgresError::NotMigrated`],
+    /// [`PostgresError::SchemaOutdated`] or [`PostgresError::SchemaTooNew`]. Returns the
+    /// schema version. A readiness check for an application that does not migrate itself.
+    pub async fn require_current_schema(&self) -> Result<i64, PostgresError> {
+        let status = self.schema_status().await?;
+        let schema = self.store.schema().to_string();
+        status.require_tables(&schema)?;
+        match status.version {
+            Some(found) if found > SCHEMA_VERSION => Err(PostgresError::SchemaTooNew {
+                schema,
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            Some(found) if found < SCHEMA_VERSION => Err(PostgresError::SchemaOutdated {
+                schema,
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            Some(found) => Ok(found),
+            None => Err(PostgresError::NotMigrated {
+                schema,
+                missing_table: TABLES[0],
+            }),
+        }
+    }
+
+    /// [`PostgresStore::migrate`], saying from which schema version to which.
+    pub async fn migrate(&self) -> Result<Migrated, PostgresError> {
+        let from_version = self.schema_status().await?.version.unwrap_or(0);
+        self.store.migrate().await?;
+        let to_version = self.schema_status().await?.version.unwrap_or(0);
+        Ok(Migrated {
+            from_version,
+            to_version,
+        })
+    }
+
+    /// How many events and streams the store holds, and when the newest event was recorded.
+    pub async fn counts(&self) -> Result<Counts, PostgresError> {
+        let what = "the counts of the store";
+        let row = self.row(self.admin_sql().counts.query(), what).await?;
+        Ok(Counts {
+            events: count(&row, "events", what)?,
+            streams: count(&row, "streams", what)?,
+            last_recorded_at: value(&row, "last_recorded_at", what)?,
+        })
+    }
+
+    /// Every projection's checkpoint and how many events follow it, by name.
+    pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
+        let what = "the projection checkpoints";
+        let rows = self
+            .rows(self.admin_sql().checkpoints.query(), what)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let projection: String = value(row, "projection", what)?;
+                Ok(ProjectionCheckpoint {
+                    checkpoint: decode_checkpoint(&projection, row)?,
+                    behind: count(row, "behind", what)?,
+                    reset_requested_at: value(row, "reset_requested_at", what)?,
+                    event_names: value(row, "event_names", what)?,
+                    categories: value(row, "categories", what)?,
+                    updated_at: value(row, "updated_at", what)?,
+                    projection,
+                })
+            })
+            .collect()
+    }
+
+    /// The checkpoint of `projection`, if it has one.
+    pub async fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, PostgresError> {
+        Ok(self.store.read_checkpoint(projection).await?)
+    }
+
+    /// Asks for `projection` to be rebuilt (what `eventsource projection reset` does), and
+    /// returns its checkpoint at that moment; `None` when the store knows no such projection.
+    ///
+    /// Nothing is deleted: the checkpoint stays where it is, marked, and from now on it only
+    /// moves back to the start, together with the projection's
+    /// [`Reset`](eventsource_core::Reset) hook clearing the read model in the same
+    /// transaction. So the next start of a runner built with
+    /// [`rebuild_on_reset`](eventsource_core::ProjectionRunner::rebuild_on_reset) (or a call
+    /// of [`rebuild`](eventsource_core::ProjectionRunner::rebuild)) rebuilds it; any other
+    /// runner refuses to catch up with
+    /// [`ProjectionError::ResetRequested`](eventsource_core::ProjectionError::ResetRequested).
+    /// A runner that is running finds out at its next commit, which is refused. Events are
+    /// never applied a second time on top of the old read model.
+    pub async fn request_reset(
+        &self,
+        projection: &str,
+    ) -> Result<Option<Checkpoint>, PostgresError> {
+        let checkpoint = self.store.read_checkpoint(projection).await?;
+        let known = self.store.request_reset(projection).await?;
+        Ok(known.then(|| checkpoint.unwrap_or(Checkpoint::START)))
+    }
+
+    /// How many committed events passing `filter` follow `after` in log order. After a
+    /// [`read_all`](EventStore::read_all) from `after` returned a short page, these are the
+    /// events held back behind an older transaction that is still open (and any committed
+    /// since).
+    pub async fn count_after(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+    ) -> Result<u64, PostgresError> {
+        let query = self.admin_sql().count_after.after(after, filter);
+        let what = format!("the count of events after {after}");
+        let row = self.row(query, &what).await?;
+        count(&row, "count", &what)
+    }
+
+    /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
+    /// after global `position`, to follow the log from there: just before the oldest
+    /// transaction that wrote, or may still write, such an event. The log is in transaction
+    /// order, so reading from it returns some events of later transactions with lower
+    /// positions too: drop those by position.
+    pub async fn checkpoint_from_position(
+        &self,
+        position: Position,
+    ) -> Result<Checkpoint, PostgresError> {
+        if position.0 <= 1 {
+            return Ok(Checkpoint::START);
+        }
+        let query = self
+            .admin_sql()
+            .first_transaction_from
+            .query()
+            .bind(bigint(position.0));
+        let what = format!("the transactions at or after position {position}");
+        let row = self.row(query, &what).await?;
+        let oldest: Option<String> = value(&row, "oldest", &what)?;
+        let horizon: String = value(&row, "horizon", &what)?;
+        let mut transaction = transaction_id(&horizon, &what)?;
+        if let Some(oldest) = oldest {
+            transaction = transaction.min(transaction_id(&oldest, &what)?);
+        }
+        // Positions start at 1: (transaction, 0) is before every event of that transaction.
+        Ok(Checkpoint::from_parts(transaction, 0))
+    }
+
+    /// What `eventsource status` shows: the schema version (which must be current), counts,
+    /// the head of the log, the horizon lag and every checkpoint.
+    pub async fn status(&self) -> Result<StoreStatus, PostgresError> {
+        let schema_version = self.require_current_schema().await?;
+        Ok(StoreStatus {
+            schema_version,
+            counts: self.counts().await?,
+            head_position: self.store.head_position().await?,
+            horizon_lag: self.store.horizon_lag().await?,
+            checkpoints: self.checkpoints().await?,
+        })
+    }
+}

@@ -1,0 +1,410 @@
+//! The integrity checks of [`PostgresAdmin::verify`], each finding located by stream, version,
+//! position or projection.
+
+use eventsource_core::Metadata;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+
+use crate::admin::PostgresAdmin;
+use crate::error::{PostgresError, excerpt};
+use crate::migrate::SCHEMA_VERSION;
+use crate::row::{transaction_id, value};
+use crate::sql::EVENT_TRIGGERS;
+
+mod report;
+pub use report::{Check, Finding, ScanProgress, Severity, VerifyReport};
+
+/// Rows scanned per query.
+const PAGE: i64 = 2_000;
+
+/// The triggers that keep events immutable.
+const TRIGGERS: [&str; 2] = ["events_immutable", "events_no_truncate"];
+
+impl PostgresAdmin {
+    /// Checks the store's integrity: the schema version is the one this library knows; the
+    /// immutability triggers exist and fire; each stream's versions run 1, 2, 3... without
+    /// gaps or repeats and its head row equals its last version; every head has events;
+    /// positions and event ids are unique; metadata is an object the store can decode; names
+    /// and schema versions are sane; no checkpoint is past the head of the log; no transaction
+    /// id is beyond the cluster's (a store restored into another cluster). A payload that is
+    /// not a JSON object is a warning.
+    ///
+    /// Reads every event once, in pages. Fails only when the schema holds no event store
+    /// ([`PostgresError::SchemaMissing`], [`PostgresError::NotMigrated`]) or a query fails;
+    /// what is wrong with the data is in the report.
+    pub async fn verify(&self) -> Result<VerifyReport, PostgresError> {
+        self.verify_with_progress(|_| {}).await
+    }
+
+    /// [`verify`](Self::verify), calling `progress` after each page of events scanned.
+    pub async fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(ScanProgress) + Send,
+    ) -> Result<VerifyReport, PostgresError> {
+        let status = self.schema_status().await?;
+        status.require_tables(self.store().schema().as_str())?;
+        let schema_version = status.version.unwrap_or(0);
+        let mut report = VerifyReport {
+            schema_version,
+            ..VerifyReport::default()
+        };
+        if schema_version > SCHEMA_VERSION {
+            report.add(Finding::problem(
+                Check::SchemaVersion,
+                format!(
+                    "schema version {schema_version} is newer than this release knows ({SCHEMA_VERSION}): upgrade"
+                ),
+            ));
+        } else if schema_version < SCHEMA_VERSION {
+            report.add(Finding::problem(
+                Check::SchemaVersion,
+                format!("schema version {schema_version} is older than {SCHEMA_VERSION}: migrate"),
+            ));
+        }
+        self.check_triggers(&mut report).await?;
+        self.scan_streams(&mut report, &mut progress).await?;
+        self.check_heads_without_events(&mut report).await?;
+        self.check_unique(&mut report).await?;
+        self.check_checkpoints(&mut report).await?;
+        self.check_transaction_ids(&mut report).await?;
+        Ok(report)
+    }
+
+    /// The immutability triggers exist and fire (enabled `O`rigin or `A`lways).
+    async fn check_triggers(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
+        let schema = self.store().schema();
+        let query = sqlx::query(EVENT_TRIGGERS).bind(schema.as_str());
+        let rows = self.rows(query, "the triggers of `events`").await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let name: String = value(row, "name", "a trigger")?;
+            let enabled: String = value(row, "enabled", "a trigger")?;
+            found.push((name, enabled));
+        }
+        for trigger in TRIGGERS {
+            match found.iter().find(|(name, _)| name == trigger) {
+                None => report.add(Finding::problem(
+                    Check::Immutability,
+                    format!(
+                        "trigger `{trigger}` on `events` is missing: events can be changed or removed"
+                    ),
+                )),
+                Some((_, enabled)) if enabled != "O" && enabled != "A" => {
+                    let state = if enabled == "D" {
+                        "disabled"
+                    } else {
+                        "enabled for replicas only"
+                    };
+                    report.add(Finding::problem(
+                        Check::Immutability,
+                        format!(
+                            "trigger `{trigger}` on `events` is {state}: run `ALTER TABLE {schema}.events ENABLE TRIGGER {trigger}`"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every event in (stream, version) order: versions, heads, metadata, payloads, names.
+    async fn scan_streams(
+        &self,
+        report: &mut VerifyReport,
+        progress: &mut (impl FnMut(ScanProgress) + Send),
+    ) -> Result<(), PostgresError> {
+        let total = self.counts().await?.events;
+        let page = &self.store().sql().admin.scan_page;
+        let mut cursor = (String::new(), i64::MIN);
+        let mut open: Option<OpenStream> = None;
+        let mut scanned = 0u64;
+        loop {
+            let query = page.query().bind(&cursor.0).bind(cursor.1).bind(PAGE);
+            let rows = self.rows(query, "a page of events").await?;
+            for row in &rows {
+                let event = ScannedEvent::read(row)?;
+                report.events += 1;
+                let previous = match open.take() {
+                    Some(current) if current.id == event.stream => current.last_version,
+                    other => {
+                        if let Some(done) = other {
+                            done.close(report);
+                        }
+                        report.streams += 1;
+                        0
+                    }
+                };
+                event.check(previous, report);
+                open = Some(OpenStream {
+                    last_version: event.version,
+                    last_position: event.position,
+                    head: event.head,
+                    id: event.stream.clone(),
+                });
+                cursor = (event.stream, event.version);
+            }
+            scanned += rows.len() as u64;
+            progress(ScanProgress {
+                scanned,
+                total: total.max(scanned),
+            });
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        if let Some(done) = open {
+            done.close(report);
+        }
+        Ok(())
+    }
+
+    /// A head row in `streams` with no events behind it.
+    async fn check_heads_without_events(
+        &self,
+        report: &mut VerifyReport,
+    ) -> Result<(), PostgresError> {
+        let query = self.admin_sql().heads_without_events.query();
+        for row in self.rows(query, "stream heads without events").await? {
+            let stream: String = value(&row, "stream_id", "a stream head")?;
+            let version: i64 = value(&row, "version", "a stream head")?;
+            report.add(
+                Finding::problem(
+                    Check::StreamHead,
+                    format!("`streams` says version {version}, but the stream has no events"),
+                )
+                .at(&stream, Some(version), None),
+            );
+        }
+        Ok(())
+    }
+
+    /// Positions and event ids are unique (constraints guarantee it unless someone dropped
+    /// them).
+    async fn check_unique(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
+        let admin = self.admin_sql();
+        let what = "repeated positions";
+        for row in self.rows(admin.repeated_positions.query(), what).await? {
+            let (position, count, holders) = repeated::<i64>(&row, what)?;
+            let mut finding = Finding::problem(
+                Check::Positions,
+                format!(
+                    "position {position} is held by {count} events: {}",
+                    excerpt(&holders)
+                ),
+            );
+            finding.position = Some(position);
+            report.add(finding);
+        }
+        let what = "repeated event ids";
+        for row in self.rows(admin.repeated_event_ids.query(), what).await? {
+            let (id, count, holders) = repeated::<String>(&row, what)?;
+            report.add(Finding::problem(
+                Check::EventIds,
+                format!(
+                    "event id {id} is stored {count} times: {}",
+                    excerpt(&holders)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// No checkpoint points past the head of the log (e.g. after restoring an older backup).
+    async fn check_checkpoints(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
+        let query = self.admin_sql().checkpoints_and_head.query();
+        for row in self.rows(query, "the checkpoints").await? {
+            report.checkpoints += 1;
+            let projection: String = value(&row, "projection", "a checkpoint")?;
+            let position: i64 = value(&row, "position", "a checkpoint")?;
+            let head: i64 = value(&row, "head", "a checkpoint")?;
+            if position > head {
+                let mut finding = Finding::problem(
+                    Check::Checkpoints,
+                    format!(
+                        "checkpoint at position {position} is past the head of the log ({head}): was the store restored from an older backup? Reset the checkpoint to rebuild the projection"
+                    ),
+                );
+                finding.projection = Some(projection);
+                finding.position = Some(position);
+                report.add(finding);
+            }
+        }
+        Ok(())
+    }
+
+    /// No stored transaction id is at or beyond the cluster's next one: such events (and
+    /// checkpoints) come from another cluster, and global reads would hold events back, or
+    /// skip them, until the cluster's counter passes them.
+    async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
+        let what = "the newest transaction ids";
+        let row = self
+            .row(self.admin_sql().transaction_ids.query(), what)
+            .await?;
+        let next: String = value(&row, "next", what)?;
+        let next = transaction_id(&next, what)?;
+        for (column, place) in [("events", "an event"), ("checkpoints", "a checkpoint")] {
+            let newest: Option<String> = value(&row, column, what)?;
+            let Some(newest) = newest else { continue };
+            let newest = transaction_id(&newest, what)?;
+            if newest >= next {
+                report.add(Finding::problem(
+                    Check::TransactionIds,
+                    format!(
+                        "{place} was written by transaction {newest}, but this cluster's next transaction id is {next}: the store was restored into another cluster, and global reads do not return events in their order until the ids are rewritten"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A row of `repeated_positions` or `repeated_event_ids`: what is repeated, how often, and
+/// (a few of) the events holding it.
+fn repeated<K>(row: &PgRow, what: &str) -> Result<(K, i64, String), PostgresError>
+where
+    K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    Ok((
+        value(row, 0, what)?,
+        value(row, 1, what)?,
+        value(row, 2, what)?,
+    ))
+}
+
+/// One row of the scan, with what the checks look at.
+struct ScannedEvent {
+    stream: String,
+    version: i64,
+    position: i64,
+    name: String,
+    schema_version: i64,
+    payload_type: String,
+    metadata: Value,
+    head: Option<i64>,
+}
+
+impl ScannedEvent {
+    fn read(row: &PgRow) -> Result<Self, PostgresError> {
+        let what = "an event row";
+        Ok(ScannedEvent {
+            stream: value(row, "stream_id", what)?,
+            version: value(row, "version", what)?,
+            position: value(row, "position", what)?,
+            name: value(row, "name", what)?,
+            schema_version: value(row, "schema_version", what)?,
+            payload_type: value(row, "payload_type", what)?,
+            metadata: value(row, "metadata", what)?,
+            head: value(row, "head", what)?,
+        })
+    }
+
+    /// The checks of one event, `previous` being the version before it in its stream (0 for
+    /// the first).
+    fn check(&self, previous: i64, report: &mut VerifyReport) {
+        let at =
+            |finding: Finding| finding.at(&self.stream, Some(self.version), Some(self.position));
+        let (version, name) = (self.version, excerpt(&self.name));
+        if version == previous {
+            report.add(at(Finding::problem(
+                Check::StreamVersions,
+                format!("version {version} is stored more than once"),
+            )));
+        } else if version != previous.saturating_add(1) {
+            let missing = if version == previous.saturating_add(2) {
+                format!("version {} is missing", previous.saturating_add(1))
+            } else {
+                format!(
+                    "versions {} to {} are missing",
+                    previous.saturating_add(1),
+                    version.saturating_sub(1)
+                )
+            };
+            report.add(at(Finding::problem(
+                Check::StreamVersions,
+                format!("{missing} (gap before version {version})"),
+            )));
+        }
+        if self.name.trim().is_empty() {
+            report.add(at(Finding::problem(
+                Check::EventName,
+                "the event name is empty",
+            )));
+        }
+        if self.schema_version < 1 || self.schema_version > i64::from(u32::MAX) {
+            report.add(at(Finding::problem(
+                Check::SchemaVersion,
+                format!(
+                    "event `{name}` has schema version {}, outside 1..=4294967295",
+                    self.schema_version
+                ),
+            )));
+        }
+        if self.payload_type != "object" {
+            report.add(at(Finding::new(
+                Severity::Warning,
+                Check::Payload,
+                format!(
+                    "the payload of `{name}` is a JSON {}, not an object",
+                    self.payload_type
+                ),
+            )));
+        }
+        if !self.metadata.is_object() {
+            report.add(at(Finding::problem(
+                Check::Metadata,
+                format!(
+                    "the metadata of `{name}` is {}, not a JSON object",
+                    kind(&self.metadata)
+                ),
+            )));
+        } else if let Err(e) = serde_json::from_value::<Metadata>(self.metadata.clone()) {
+            report.add(at(Finding::problem(
+                Check::Metadata,
+                format!("the metadata of `{name}` does not decode: {e}"),
+            )));
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The stream being scanned.
+struct OpenStream {
+    id: String,
+    last_version: i64,
+    last_position: i64,
+    head: Option<i64>,
+}
+
+impl OpenStream {
+    /// The head row must exist and equal the last version.
+    fn close(self, report: &mut VerifyReport) {
+        let message = match self.head {
+            None => format!(
+                "no row in `streams` for this stream, whose last event is version {}",
+                self.last_version
+            ),
+            Some(head) if head != self.last_version => format!(
+                "`streams` says version {head}, but the last event is version {}",
+                self.last_version
+            ),
+            Some(_) => return,
+        };
+        report.add(Finding::problem(Check::StreamHead, message).at(
+            &self.id,
+            Some(self.last_version),
+            Some(self.last_position),
+        ));
+    }
+}
