@@ -470,3 +470,74 @@ async fn a_batched_projection_is_flushed_before_each_commit() {
     assert_eq!(written, vec![vec![1], vec![2], vec![3], vec![4], vec![5]]);
     assert!(runner.projection().buffer.is_empty());
 }
+
+#[tokio::test]
+async fn a_parking_runner_goes_on_and_applies_a_parked_event_when_retried() {
+    let store = MemoryStore::new();
+    for amount in [1, 2, 3, 4, 5] {
+        deposit(&store, "a", amount).await;
+    }
+    let totals = Totals::default();
+    *totals.poison.lock().unwrap() = Some(3);
+    let mut runner =
+        ProjectionRunner::new(totals.clone(), store.clone()).with_options(RunnerOptions {
+            failure_policy: eventsource::FailurePolicy::Park,
+            ..fast()
+        });
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 12, "everything but the poison");
+    assert_eq!(done.applied, 5, "the parked event counts as handled");
+    let status = runner.status().await.unwrap();
+    assert_eq!(status.lag, 0);
+
+    let parked = store.parked(Some(Totals::NAME)).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    let event = &parked[0];
+    assert_eq!(event.record.version, Version(3));
+    assert_eq!(event.attempts, 3, "the first try and two retries");
+    assert!(event.error.contains("refusing amount 3"), "{}", event.error);
+    assert!(!event.retry_requested);
+    assert!(store.parked(Some("other")).await.unwrap().is_empty());
+
+    // Retried while still failing: parked again, with one more attempt.
+    let position = eventsource::ParkedSelection::At(event.record.position);
+    assert_eq!(store.retry_parked(Totals::NAME, position).await.unwrap(), 1);
+    runner.catch_up().await.unwrap();
+    let again = store.parked(None).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 4));
+    assert!(!again[0].retry_requested);
+
+    // Fixed, then retried: applied once, and no longer parked.
+    *totals.poison.lock().unwrap() = None;
+    store.retry_parked(Totals::NAME, position).await.unwrap();
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15);
+    assert!(store.parked(None).await.unwrap().is_empty());
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15, "applied once");
+
+    // Discarded: never applied.
+    *totals.poison.lock().unwrap() = Some(6);
+    deposit(&store, "a", 6).await;
+    runner.catch_up().await.unwrap();
+    let all = eventsource::ParkedSelection::All;
+    assert_eq!(store.discard_parked(Totals::NAME, all).await.unwrap(), 1);
+    assert_eq!(store.retry_parked(Totals::NAME, all).await.unwrap(), 0);
+    *totals.poison.lock().unwrap() = None;
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15);
+}
+
+#[tokio::test]
+async fn the_default_policy_still_stops_at_a_poison_event() {
+    let store = MemoryStore::new();
+    for amount in [1, 2, 3] {
+        deposit(&store, "a", amount).await;
+    }
+    let totals = Totals::default();
+    *totals.poison.lock().unwrap() = Some(2);
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    let error = runner.catch_up().await.unwrap_err();
+    assert!(matches!(error, ProjectionError::Failed { .. }), "{error}");
+    assert!(store.parked(None).await.unwrap().is_empty());
+}

@@ -132,6 +132,49 @@ pub(crate) enum ProjectionCommand {
     /// other runner refuses to run until it is rebuilt. A running runner's next commit is
     /// refused. Events are never applied twice on top of the old read model.
     Reset(ResetArgs),
+    /// Events projections parked instead of stopping (`FailurePolicy::Park`), with their
+    /// errors: every projection's, or one's.
+    Parked(ParkedArgs),
+    /// Ask a projection's runner to apply parked events again, at its next catch-up (a live
+    /// runner within its poll interval); one that fails again is parked again.
+    Retry(ParkedActionArgs),
+    /// Delete parked events for good: the projection never applies them.
+    Discard(DiscardArgs),
+}
+
+/// Arguments of `projection parked`.
+#[derive(Debug, Args)]
+pub(crate) struct ParkedArgs {
+    /// Only this projection's parked events.
+    pub(crate) name: Option<String>,
+}
+
+/// Which parked events of which projection.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["position", "all"])))]
+pub(crate) struct ParkedActionArgs {
+    /// The projection's name.
+    pub(crate) name: String,
+
+    /// The parked event at this global position.
+    #[arg(long, value_name = "POSITION", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) position: Option<u64>,
+
+    /// Every parked event of the projection.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+/// Arguments of `projection discard`.
+#[derive(Debug, Args)]
+pub(crate) struct DiscardArgs {
+    /// Which parked events.
+    #[command(flatten)]
+    pub(crate) which: ParkedActionArgs,
+
+    /// Do not ask for confirmation (needed when not run from a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 /// Arguments of `projection reset`.

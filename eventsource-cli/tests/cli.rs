@@ -1041,3 +1041,112 @@ async fn bad_arguments_exit_with_status_two() {
     )));
     assert_eq!(trail["version"], json!(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_are_listed_retried_and_discarded() {
+    let store = fresh_store().await;
+    seed(&store).await;
+    let text = success(run(&mut cli(&store), &["projection", "parked"]));
+    assert_eq!(text.trim(), "no parked events");
+    // What a runner with `FailurePolicy::Park` leaves behind.
+    sql(
+        &store,
+        "INSERT INTO {s}.parked_events \
+             (projection, position, event_id, stream_id, version, name, error, attempts) \
+         SELECT p.name, e.position, e.event_id, e.stream_id, e.version, e.name, \
+                'projection stopped at event: the handler failed:\nrefusing ' || e.position, 3 \
+           FROM {s}.events e, (VALUES ('balances'), ('audit')) AS p(name) \
+          WHERE e.position IN (2, 4)",
+    )
+    .await;
+
+    let listed = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "parked", "balances"],
+    )));
+    let parked = listed["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0]["position"], json!(2));
+    assert_eq!(parked[0]["stream"], json!("account-ada"));
+    assert_eq!(parked[0]["attempts"], json!(3));
+    assert_eq!(parked[0]["retry_requested"], json!(false));
+    assert!(parked[0]["error"].as_str().unwrap().ends_with("refusing 2"));
+    let text = success(run(&mut cli(&store), &["projection", "parked"]));
+    assert!(text.starts_with("PROJECTION  POSITION"), "{text}");
+    assert_eq!(text.lines().count(), 5, "a header and four events: {text}");
+    assert!(
+        text.contains("the handler failed: refusing 4"),
+        "one line per event: {text}"
+    );
+
+    // Retry: one event, or all; a position that is not parked is an error.
+    let marked = json_of(&success(run(
+        &mut cli(&store),
+        &[
+            "--json",
+            "projection",
+            "retry",
+            "balances",
+            "--position",
+            "2",
+        ],
+    )));
+    assert_eq!(marked["marked"], json!(1));
+    failure(
+        run(
+            &mut cli(&store),
+            &["projection", "retry", "balances", "--position", "3"],
+        ),
+        "projection `balances` has no parked event at position 3",
+    );
+    let neither = run(&mut cli(&store), &["projection", "retry", "balances"]);
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(
+        stderr(&neither).contains("--position"),
+        "{}",
+        stderr(&neither)
+    );
+    let text = success(run(
+        &mut cli(&store),
+        &["projection", "retry", "audit", "--all"],
+    ));
+    assert!(
+        text.starts_with("marked 2 parked event(s) of projection `audit`"),
+        "{text}"
+    );
+    let listed = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "parked"],
+    )));
+    let retry: Vec<bool> = listed["parked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["retry_requested"].as_bool().unwrap())
+        .collect();
+    // audit 2, audit 4, balances 2, balances 4.
+    assert_eq!(retry, [true, true, true, false]);
+
+    // Discard asks first.
+    failure(
+        run(
+            &mut cli(&store),
+            &["projection", "discard", "audit", "--all"],
+        ),
+        "refusing to discard parked events of projection `audit` without confirmation",
+    );
+    let discarded = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "discard", "audit", "--all", "--yes"],
+    )));
+    assert_eq!(discarded["discarded"], json!(2));
+    success(run(
+        &mut cli(&store),
+        &["projection", "discard", "balances", "--position", "4", "-y"],
+    ));
+    let listed = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "parked"],
+    )));
+    assert_eq!(listed["parked"].as_array().unwrap().len(), 1);
+}

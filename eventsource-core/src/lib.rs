@@ -29,9 +29,9 @@ pub use error::{BoxError, DecodeError, ExecuteError, LoadError, StoreError};
 pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;
 pub use projection::{
-    Batched, CaughtUp, DispatchFailure, Flush, HandledEvents, HandlerError, Progress, Project,
-    Projection, ProjectionError, ProjectionRunner, ProjectionStatus, ProjectionStore, Reset,
-    RunnerOptions,
+    Batched, CaughtUp, DispatchFailure, FailurePolicy, Flush, HandledEvents, HandlerError,
+    ParkedEvent, ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;

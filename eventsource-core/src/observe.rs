@@ -18,6 +18,7 @@
 //! | `eventsource_projection_failures_total` | counter | failures | `projection` | times a projection stopped on a failing event |
 //! | `eventsource_projection_store_retries_total` | counter | failures | `projection` | transient store failures a running projection rode out (retried after backoff) |
 //! | `eventsource_projection_leases_lost_total` | counter | losses | `projection` | times a runner found its lease gone and went back to waiting for it |
+//! | `eventsource_projection_parked_total` | counter | events | `projection` | failing events parked (dead-lettered) under `FailurePolicy::Park` |
 //! | `eventsource_projection_rebuilds_total` | counter | rebuilds | `projection` | read models cleared and rebuilt from the start (`rebuild()`, or a pending reset) |
 //!
 //! | span | level | fields |
@@ -65,6 +66,8 @@ pub mod names {
     pub const PROJECTION_STORE_RETRIES: &str = "eventsource_projection_store_retries_total";
     /// Counter of leases a projection runner found lost.
     pub const PROJECTION_LEASES_LOST: &str = "eventsource_projection_leases_lost_total";
+    /// Counter of events parked by projections (`FailurePolicy::Park`).
+    pub const PROJECTION_PARKED: &str = "eventsource_projection_parked_total";
     /// Counter of projection rebuilds (read model cleared, log applied from the start).
     pub const PROJECTION_REBUILDS: &str = "eventsource_projection_rebuilds_total";
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use eventsource_core::{Checkpoint, EventStore, LogFilter, Position, ProjectionStore};
+use eventsource_core::{
+    Checkpoint, EventStore, LogFilter, ParkedEvent, ParkedSelection, Position, ProjectionStore,
+};
 use sqlx::postgres::PgRow;
 
 use crate::error::PostgresError;
@@ -37,7 +39,8 @@ impl PostgresStore {
 /// a health check, a dashboard, a deployment script) asks of a live store.
 ///
 /// Cloning is cheap: it shares the store's pool. Every method reads, except
-/// [`migrate`](Self::migrate) and [`reset_checkpoint`](Self::reset_checkpoint).
+/// [`migrate`](Self::migrate), [`request_reset`](Self::request_reset),
+/// [`retry_parked`](Self::retry_parked) and [`discard_parked`](Self::discard_parked).
 ///
 /// ```no_run
 /// # use eventsource_postgres::PostgresStore;
@@ -332,6 +335,35 @@ impl PostgresAdmin {
         let checkpoint = self.store.read_checkpoint(projection).await?;
         let known = self.store.request_reset(projection).await?;
         Ok(known.then(|| checkpoint.unwrap_or(Checkpoint::START)))
+    }
+
+    /// The parked events of `projection` (of every projection with `None`): events a runner
+    /// with [`FailurePolicy::Park`](eventsource_core::FailurePolicy::Park) could not apply,
+    /// with their errors.
+    pub async fn parked(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<ParkedEvent>, PostgresError> {
+        Ok(self.store.parked(projection).await?)
+    }
+
+    /// Asks the runner of `projection` to apply parked events again at its next catch-up
+    /// (one that fails again is parked again); returns how many were marked.
+    pub async fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, PostgresError> {
+        Ok(self.store.retry_parked(projection, which).await?)
+    }
+
+    /// Deletes parked events of `projection` for good; returns how many.
+    pub async fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, PostgresError> {
+        Ok(self.store.discard_parked(projection, which).await?)
     }
 
     /// How many committed events passing `filter` follow `after` in log order. After a

@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
-use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
+use eventsource_core::{
+    Checkpoint, LogFilter, ParkedEvent, ParkedSelection, Position, ProjectionStore, RecordedEvent,
+    StoreError,
+};
 use sqlx::{PgConnection, Postgres, Row};
 
 use crate::error::store_error;
 use crate::lease::PostgresLease;
-use crate::row::decode_checkpoint;
+use crate::row::{decode_checkpoint, decode_parked};
 use crate::sql::bigint;
 use crate::store::PostgresStore;
 
@@ -105,6 +108,14 @@ impl PostgresStore {
     }
 }
 
+/// The position `which` selects, as the `$2` of the parked-event statements (NULL: all).
+fn selected_position(which: ParkedSelection) -> Option<i64> {
+    match which {
+        ParkedSelection::All => None,
+        ParkedSelection::At(position) => Some(bigint(position.0)),
+    }
+}
+
 impl ProjectionStore for PostgresStore {
     type Tx = PostgresTx;
     type Lease = PostgresLease;
@@ -146,6 +157,16 @@ impl ProjectionStore for PostgresStore {
             .move_checkpoint(&mut tx, projection, expected, to)
             .await
             .map_err(|e| store_error(context(), e))?;
+        if moved && to == Checkpoint::START {
+            // A rebuild applies the parked events again.
+            self.sql()
+                .unpark_all
+                .query()
+                .bind(projection)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| store_error(context(), e))?;
+        }
         if !moved {
             let _ = tx.rollback().await;
             if to != Checkpoint::START && self.read_reset_requested(projection).await? {
@@ -183,6 +204,113 @@ impl ProjectionStore for PostgresStore {
 
     async fn reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
         self.read_reset_requested(projection).await
+    }
+
+    async fn park(
+        &self,
+        tx: &mut PostgresTx,
+        projection: &str,
+        record: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        self.sql()
+            .park
+            .query()
+            .bind(projection)
+            .bind(bigint(record.position.0))
+            .bind(record.event_id)
+            .bind(record.stream_id.as_str())
+            .bind(bigint(record.version.0))
+            .bind(record.name.as_str())
+            .bind(ParkedEvent::bounded_error(error))
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .execute(&mut **tx)
+            .await
+            .map_err(self.failed(format!(
+                "parking the event at position {} for projection `{projection}`",
+                record.position
+            )))?;
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        tx: &mut PostgresTx,
+        projection: &str,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        self.sql()
+            .unpark
+            .query()
+            .bind(projection)
+            .bind(bigint(position.0))
+            .execute(&mut **tx)
+            .await
+            .map_err(self.failed(format!(
+                "unparking the event at position {position} for projection `{projection}`"
+            )))?;
+        Ok(())
+    }
+
+    async fn parked(&self, projection: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {
+        let query = self.sql().parked.query().bind(projection);
+        let rows = self
+            .rows(query, "reading the parked events".to_owned())
+            .await?;
+        rows.iter().map(decode_parked).collect()
+    }
+
+    async fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let query = self
+            .sql()
+            .retry_parked
+            .query()
+            .bind(projection)
+            .bind(selected_position(which));
+        let marked = query
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(format!("marking parked events of `{projection}` for retry")))?;
+        Ok(marked.rows_affected())
+    }
+
+    async fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let query = self
+            .sql()
+            .discard_parked
+            .query()
+            .bind(projection)
+            .bind(selected_position(which));
+        let deleted = query
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(format!("discarding parked events of `{projection}`")))?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn due_for_retry(
+        &self,
+        projection: &str,
+        max: usize,
+    ) -> Result<Vec<ParkedEvent>, StoreError> {
+        let query = self
+            .sql()
+            .due_for_retry
+            .query()
+            .bind(projection)
+            .bind(bigint(max));
+        let what = format!("reading the parked events of `{projection}` to retry");
+        let rows = self.rows(query, what).await?;
+        rows.iter().map(decode_parked).collect()
     }
 
     async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {

@@ -35,10 +35,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "projection control: registered filters, reset requests",
         sql: include_str!("../migrations/0002_projection_control.sql"),
     },
+    Migration {
+        version: 3,
+        description: "parked events (projection dead letters)",
+        sql: include_str!("../migrations/0003_parked_events.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Creates `schema` if needed and applies the migrations it lacks.
 pub(crate) async fn migrate(

@@ -105,6 +105,13 @@ impl ByFilter {
 const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, stream_id, version, \
      event_id, name, schema_version, payload, metadata, recorded_at";
 
+/// The columns `row::decode_parked` reads: the parked event's bookkeeping (`p`) and its stored
+/// row (`e`) under the names `row::decode_event` reads.
+const PARKED_COLUMNS: &str = "p.projection, p.error, p.attempts, p.parked_at, \
+     p.retry_requested_at IS NOT NULL AS retry_requested, \
+     e.position, e.transaction_id::text AS transaction_id, e.stream_id, e.version, e.event_id, \
+     e.name, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
 /// A page of the global log after a checkpoint (`$1` transaction as text, `$2` position), only
 /// below the oldest running transaction (the horizon), so that a transaction committing late
 /// never lands behind a reader's checkpoint. Every row also says whether committed events
@@ -293,6 +300,21 @@ pub(crate) struct Statements {
     pub(crate) lock_checkpoint: Statement,
     /// Marks projection `$1` for a rebuild; no row when it is unknown.
     pub(crate) request_reset: Statement,
+    /// Parks for `$1` the event at `$2` (`$3` id, `$4` stream, `$5` version, `$6` name) with
+    /// error `$7` after `$8` attempts; parking it again replaces the error and adds attempts.
+    pub(crate) park: Statement,
+    /// Removes the parked event at `$2` of `$1`.
+    pub(crate) unpark: Statement,
+    /// Removes every parked event of `$1` (a rebuild).
+    pub(crate) unpark_all: Statement,
+    /// The parked events of `$1` (all when NULL), with their stored rows.
+    pub(crate) parked: Statement,
+    /// Up to `$2` parked events of `$1` marked for retry, by position.
+    pub(crate) due_for_retry: Statement,
+    /// Marks the parked events of `$1` (the one at `$2`, or all when NULL) for retry.
+    pub(crate) retry_parked: Statement,
+    /// Deletes the parked events of `$1` (the one at `$2`, or all when NULL).
+    pub(crate) discard_parked: Statement,
     /// What the admin API asks.
     pub(crate) admin: AdminStatements,
 }
@@ -302,6 +324,7 @@ impl Statements {
         let s = schema.quoted();
         let s = s.as_str();
         let checkpoints = format!("{s}.checkpoints");
+        let parked = format!("{s}.parked_events");
         Statements {
             create_schema: format!(
                 "CREATE SCHEMA IF NOT EXISTS {s}; \
@@ -394,6 +417,38 @@ impl Statements {
             .into(),
             lock_checkpoint: format!(
                 "SELECT 1 FROM {checkpoints} WHERE projection = $1 FOR UPDATE"
+            )
+            .into(),
+            park: format!(
+                "INSERT INTO {parked} AS p \
+                     (projection, position, event_id, stream_id, version, name, error, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (projection, position) DO UPDATE SET \
+                     error = EXCLUDED.error, attempts = p.attempts + EXCLUDED.attempts, \
+                     parked_at = now(), retry_requested_at = NULL"
+            )
+            .into(),
+            unpark: format!("DELETE FROM {parked} WHERE projection = $1 AND position = $2").into(),
+            unpark_all: format!("DELETE FROM {parked} WHERE projection = $1").into(),
+            parked: format!(
+                "SELECT {PARKED_COLUMNS} FROM {parked} p JOIN {s}.events e ON e.position = p.position \
+                  WHERE $1::text IS NULL OR p.projection = $1 \
+                  ORDER BY p.projection, p.position"
+            )
+            .into(),
+            due_for_retry: format!(
+                "SELECT {PARKED_COLUMNS} FROM {parked} p JOIN {s}.events e ON e.position = p.position \
+                  WHERE p.projection = $1 AND p.retry_requested_at IS NOT NULL \
+                  ORDER BY p.position LIMIT $2"
+            )
+            .into(),
+            retry_parked: format!(
+                "UPDATE {parked} SET retry_requested_at = now() \
+                  WHERE projection = $1 AND ($2::bigint IS NULL OR position = $2)"
+            )
+            .into(),
+            discard_parked: format!(
+                "DELETE FROM {parked} WHERE projection = $1 AND ($2::bigint IS NULL OR position = $2)"
             )
             .into(),
             request_reset: format!(

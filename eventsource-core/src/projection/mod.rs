@@ -15,9 +15,11 @@ use crate::event::{DecodeFailure, Event};
 use crate::store::{EventStore, LogFilter};
 
 mod batch;
+mod parked;
 mod runner;
 
 pub use batch::{Batched, Flush};
+pub use parked::{FailurePolicy, ParkedEvent, ParkedSelection};
 pub use runner::{
     CaughtUp, HandlerError, Progress, ProjectionError, ProjectionRunner, ProjectionStatus,
     RunnerOptions,
@@ -200,7 +202,8 @@ pub trait ProjectionStore: EventStore + Clone {
     ) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
     /// Moves the checkpoint from `expected` to `to` (compare-and-set) and commits `tx` with
-    /// it. Moving it to [`Checkpoint::START`] is a rebuild: it also clears a pending reset.
+    /// it. Moving it to [`Checkpoint::START`] is a rebuild: it also clears a pending reset and
+    /// discards the projection's parked events (the rebuild applies them again).
     /// If the checkpoint is not at `expected`, nothing commits and the error is
     /// [`StoreError::CheckpointMoved`]; if a reset is pending and `to` is not the start, the
     /// error is [`StoreError::ResetRequested`].
@@ -229,6 +232,56 @@ pub trait ProjectionStore: EventStore + Clone {
         &self,
         projection: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Parks `record`, which `projection` failed to apply `attempts` times with `error`, in
+    /// `tx` (which the runner commits with the checkpoint moved past it). Parking an event
+    /// that is parked already replaces its error, adds the attempts and clears a retry
+    /// request.
+    fn park(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        record: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the parked event at `position` of `projection` in `tx` (it was applied).
+    fn unpark(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        position: Position,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The parked events of `projection` (of every projection with `None`), by projection and
+    /// position.
+    fn parked(
+        &self,
+        projection: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
+
+    /// Asks for parked events of `projection` to be applied again by its runner; returns how
+    /// many were marked.
+    fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes parked events of `projection` for good; returns how many.
+    fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `max` parked events of `projection` marked for retry, by position.
+    fn due_for_retry(
+        &self,
+        projection: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
 
     /// How many committed events passing `filter` come after `after`: the events a projection
     /// reading `filter` still has to apply (including any held behind an open transaction).

@@ -8,7 +8,9 @@ use crate::envelope::{Checkpoint, Position, RecordedEvent, StreamId, Version};
 use crate::error::StoreError;
 use crate::event::DecodeFailure;
 use crate::observe::names;
-use crate::projection::{DispatchFailure, HandledEvents, Projection, ProjectionStore, Reset};
+use crate::projection::{
+    DispatchFailure, FailurePolicy, HandledEvents, ParkedEvent, Projection, ProjectionStore, Reset,
+};
 use crate::store::LogFilter;
 use tracing::Instrument;
 
@@ -30,6 +32,9 @@ pub struct RunnerOptions {
     pub max_store_retries: Option<u32>,
     /// Longest delay between two attempts after transient store failures (default 30 s).
     pub max_backoff: Duration,
+    /// What to do with an event that still fails after `max_retries` retries: stop (the
+    /// default) or park it and go on (see [`FailurePolicy`]).
+    pub failure_policy: FailurePolicy,
 }
 
 impl Default for RunnerOptions {
@@ -41,6 +46,7 @@ impl Default for RunnerOptions {
             poll_interval: Duration::from_secs(1),
             max_store_retries: None,
             max_backoff: Duration::from_secs(30),
+            failure_policy: FailurePolicy::Stop,
         }
     }
 }
@@ -521,6 +527,7 @@ where
             .load_checkpoint(P::NAME)
             .await
             .map_err(Self::store_error)?;
+        self.retry_parked(lease, checkpoint).await?;
         // What this projection has to apply: its own events only, so that a caught-up
         // projection shows no lag however many other events follow its checkpoint.
         let total = self
@@ -661,18 +668,15 @@ where
                     return Ok(());
                 }
                 Err((_, failure)) if attempts > self.options.max_retries => {
-                    return Err(ProjectionError::Failed {
-                        projection: P::NAME,
-                        name: record.name.clone(),
-                        stream: record.stream_id.clone(),
-                        version: record.version,
-                        position: record.position,
-                        attempts,
-                        source: match failure {
-                            DispatchFailure::Decode(e) => HandlerError::Decode(e),
-                            DispatchFailure::Handler(e) => HandlerError::Handler(e),
-                        },
-                    });
+                    let error = failed::<P>(record, attempts, failure);
+                    if self.options.failure_policy != FailurePolicy::Park {
+                        return Err(error);
+                    }
+                    let expected = *checkpoint;
+                    self.park(lease, record, &error, attempts, expected, record.checkpoint)
+                        .await?;
+                    *checkpoint = Some(record.checkpoint);
+                    return Ok(());
                 }
                 Err(_) => {
                     tokio::time::sleep(delay).await;
@@ -680,6 +684,105 @@ where
                 }
             }
         }
+    }
+
+    /// Parks `record`, which failed with `error`, and moves the checkpoint from `expected` to
+    /// `to` in the same unit of work (to itself when re-parking a retried event).
+    async fn park(
+        &mut self,
+        lease: &S::Lease,
+        record: &RecordedEvent,
+        error: &ProjectionError<P::Error>,
+        attempts: u32,
+        expected: Option<Checkpoint>,
+        to: Checkpoint,
+    ) -> RunResult<(), P> {
+        let text = ParkedEvent::bounded_error(&error.to_string());
+        let mut tx = self.store.begin(lease).await.map_err(Self::store_error)?;
+        if let Err(source) = self
+            .store
+            .park(&mut tx, P::NAME, record, &text, attempts)
+            .await
+        {
+            self.store.rollback(tx).await;
+            return Err(Self::store_error(source));
+        }
+        self.store
+            .commit(tx, P::NAME, expected, to)
+            .await
+            .map_err(Self::store_error)?;
+        tracing::warn!(
+            projection = P::NAME,
+            position = record.position.0,
+            stream = %record.stream_id,
+            version = record.version.0,
+            name = %record.name,
+            error = %error,
+            "projection parked a failing event and goes on"
+        );
+        metrics::counter!(names::PROJECTION_PARKED, "projection" => P::NAME).increment(1);
+        Ok(())
+    }
+
+    /// Applies the parked events an operator asked to retry, each in a unit of work that also
+    /// removes it from the parked events (the checkpoint stays); one that fails again is
+    /// parked again with its new error.
+    async fn retry_parked(
+        &mut self,
+        lease: &S::Lease,
+        checkpoint: Option<Checkpoint>,
+    ) -> RunResult<(), P> {
+        // Parked events lie before the checkpoint: none without one.
+        let Some(at) = checkpoint else { return Ok(()) };
+        let due = self
+            .store
+            .due_for_retry(P::NAME, self.options.batch_size)
+            .await
+            .map_err(Self::store_error)?;
+        for parked in due {
+            let record = &parked.record;
+            let mut tx = self.store.begin(lease).await.map_err(Self::store_error)?;
+            let mut outcome = <P::Handles as HandledEvents<P, S::Tx>>::dispatch(
+                &mut self.projection,
+                record,
+                &mut tx,
+            )
+            .await;
+            if outcome.is_ok() {
+                outcome = <P::Handles as HandledEvents<P, S::Tx>>::end_of_batch(
+                    &mut self.projection,
+                    &mut tx,
+                )
+                .await
+                .map_err(DispatchFailure::Handler);
+            }
+            match outcome {
+                Ok(()) => {
+                    if let Err(source) = self.store.unpark(&mut tx, P::NAME, record.position).await
+                    {
+                        self.store.rollback(tx).await;
+                        return Err(Self::store_error(source));
+                    }
+                    self.store
+                        .commit(tx, P::NAME, Some(at), at)
+                        .await
+                        .map_err(Self::store_error)?;
+                    tracing::info!(
+                        projection = P::NAME,
+                        position = record.position.0,
+                        "projection applied a parked event on retry"
+                    );
+                    metrics::counter!(names::PROJECTION_EVENTS, "projection" => P::NAME)
+                        .increment(1);
+                }
+                Err(failure) => {
+                    self.store.rollback(tx).await;
+                    let error = failed::<P>(record, 1, failure);
+                    self.park(lease, record, &error, 1, Some(at), at).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies `events` in one unit of work, runs the end-of-batch hook, and commits it with
@@ -719,6 +822,26 @@ where
             .await
             .map_err(Self::store_error)?;
         Ok(Ok(()))
+    }
+}
+
+/// The error of `record` failing `attempts` times, the last with `failure`.
+fn failed<P: Projection>(
+    record: &RecordedEvent,
+    attempts: u32,
+    failure: DispatchFailure<P::Error>,
+) -> ProjectionError<P::Error> {
+    ProjectionError::Failed {
+        projection: P::NAME,
+        name: record.name.clone(),
+        stream: record.stream_id.clone(),
+        version: record.version,
+        position: record.position,
+        attempts,
+        source: match failure {
+            DispatchFailure::Decode(e) => HandlerError::Decode(e),
+            DispatchFailure::Handler(e) => HandlerError::Handler(e),
+        },
     }
 }
 

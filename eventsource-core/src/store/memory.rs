@@ -1,6 +1,6 @@
 //! An in-memory store: the embedded default, and the reference for the store semantics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use crate::envelope::{
     Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
 use crate::error::StoreError;
-use crate::projection::ProjectionStore;
+use crate::projection::{ParkedEvent, ParkedSelection, ProjectionStore};
 use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 
 /// An event and snapshot store held in memory, safe to share between tasks.
@@ -47,6 +47,8 @@ struct Inner {
     leases: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Projections that ran here (took a lease), and whether a reset of each is pending.
     resets: HashMap<String, bool>,
+    /// Parked events by projection, by position.
+    parked: HashMap<String, BTreeMap<Position, ParkedEvent>>,
     transactions: u64,
 }
 
@@ -345,6 +347,7 @@ impl ProjectionStore for MemoryStore {
         if to == Checkpoint::START {
             inner.checkpoints.remove(projection);
             inner.resets.insert(projection.to_owned(), false);
+            inner.parked.remove(projection);
         } else {
             inner.checkpoints.insert(projection.to_owned(), to);
         }
@@ -367,6 +370,107 @@ impl ProjectionStore for MemoryStore {
         Ok(self.lock().resets.get(projection).copied().unwrap_or(false))
     }
 
+    async fn park(
+        &self,
+        (): &mut (),
+        projection: &str,
+        record: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let parked = inner.parked.entry(projection.to_owned()).or_default();
+        let earlier = parked.get(&record.position).map_or(0, |p| p.attempts);
+        parked.insert(
+            record.position,
+            ParkedEvent {
+                projection: projection.to_owned(),
+                record: record.clone(),
+                error: ParkedEvent::bounded_error(error),
+                attempts: earlier.saturating_add(attempts),
+                parked_at: Utc::now(),
+                retry_requested: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        (): &mut (),
+        projection: &str,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        if let Some(parked) = self.lock().parked.get_mut(projection) {
+            parked.remove(&position);
+        }
+        Ok(())
+    }
+
+    async fn parked(&self, projection: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {
+        let inner = self.lock();
+        let mut names: Vec<&String> = inner
+            .parked
+            .keys()
+            .filter(|name| projection.is_none_or(|p| p == name.as_str()))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .flat_map(|name| inner.parked[name].values().cloned())
+            .collect())
+    }
+
+    async fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Some(parked) = inner.parked.get_mut(projection) else {
+            return Ok(0);
+        };
+        let mut marked = 0;
+        for event in parked.values_mut() {
+            if selected(which, event.record.position) {
+                event.retry_requested = true;
+                marked += 1;
+            }
+        }
+        Ok(marked)
+    }
+
+    async fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Some(parked) = inner.parked.get_mut(projection) else {
+            return Ok(0);
+        };
+        let before = parked.len();
+        parked.retain(|&position, _| !selected(which, position));
+        Ok((before - parked.len()) as u64)
+    }
+
+    async fn due_for_retry(
+        &self,
+        projection: &str,
+        max: usize,
+    ) -> Result<Vec<ParkedEvent>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .parked
+            .get(projection)
+            .into_iter()
+            .flat_map(|parked| parked.values())
+            .filter(|p| p.retry_requested)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
     async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
         let inner = self.lock();
         let count = inner
@@ -387,5 +491,13 @@ impl ProjectionStore for MemoryStore {
         // No read horizon here: every appended event is readable at once.
         let mut newest = self.head.subscribe();
         let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head)).await;
+    }
+}
+
+/// Whether `which` selects the parked event at `position`.
+fn selected(which: ParkedSelection, position: Position) -> bool {
+    match which {
+        ParkedSelection::All => true,
+        ParkedSelection::At(at) => at == position,
     }
 }
