@@ -2,10 +2,10 @@
 //! at the start of every batch.
 
 use eventsource_core::{LogFilter, StoreError};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 use crate::error::store_error;
-use crate::sql::{LEASE_HELD, LEASE_KEY, LEASE_LOCK};
+use crate::sql::{LEASE_KEY, LEASE_LOCK};
 use crate::store::PostgresStore;
 
 /// Ownership of one projection: a session-level advisory lock on a connection of its own.
@@ -96,37 +96,31 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let projection = lease.projection.as_str();
         let context = || format!("checking the lease of projection `{projection}`");
-        let locked = self
+        // One round trip: the row lock first, then the lease test (see `sql::Statements::fence`).
+        let leased: Option<bool> = self
             .sql()
-            .lock_checkpoint
+            .fence
             .query()
             .bind(projection)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| store_error(context(), e))?;
-        if locked.is_none() {
-            return Err(StoreError::LeaseLost {
-                projection: projection.to_owned(),
-                reason: "its checkpoint row was deleted".to_owned(),
-            });
-        }
-        // After the row lock, so that a new holder registering meanwhile waits for this batch.
-        let held: bool = sqlx::query_scalar(LEASE_HELD)
             .bind(lease.pid)
             .bind(lease.key)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
+            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
             .map_err(|e| store_error(context(), e))?;
-        if held {
-            Ok(())
-        } else {
-            Err(StoreError::LeaseLost {
+        match leased {
+            Some(true) => Ok(()),
+            Some(false) => Err(StoreError::LeaseLost {
                 projection: projection.to_owned(),
                 reason: format!(
                     "the session holding it (server process {}) no longer holds the lock",
                     lease.pid
                 ),
-            })
+            }),
+            None => Err(StoreError::LeaseLost {
+                projection: projection.to_owned(),
+                reason: "its checkpoint row was deleted".to_owned(),
+            }),
         }
     }
 }

@@ -296,8 +296,10 @@ pub(crate) struct Statements {
     /// Registers `$1` reading names `$2` and categories `$3` (a row at (0, 0) if it has none).
     /// Takes the row lock, so it waits for a batch the previous lease holder has in flight.
     pub(crate) register_projection: Statement,
-    /// Locks the checkpoint row of `$1` until the transaction ends (a batch's first statement).
-    pub(crate) lock_checkpoint: Statement,
+    /// A batch's first statement: locks the checkpoint row of `$1` until the transaction ends,
+    /// then says whether session `$2` still holds the lease lock of key `$3`. No row when the
+    /// checkpoint row is gone.
+    pub(crate) fence: Statement,
     /// Marks projection `$1` for a rebuild; no row when it is unknown.
     pub(crate) request_reset: Statement,
     /// Parks for `$1` the event at `$2` (`$3` id, `$4` stream, `$5` version, `$6` name) with
@@ -415,8 +417,20 @@ impl Statements {
                      event_names = EXCLUDED.event_names, categories = EXCLUDED.categories"
             )
             .into(),
-            lock_checkpoint: format!(
-                "SELECT 1 FROM {checkpoints} WHERE projection = $1 FOR UPDATE"
+            // The lock is taken in the subquery (kept apart by its FOR UPDATE), before the
+            // outer row is projected; the lease test is a subplan correlated with that row, so
+            // it runs after the lock is held, also when the lock had to wait for a new lease
+            // holder's registration (which then has the advisory lock): never on a stale view.
+            fence: format!(
+                "SELECT EXISTS ( \
+                     SELECT 1 FROM pg_catalog.pg_locks l \
+                      WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2 \
+                        AND l.objsubid = 1 \
+                        AND l.classid::bigint = ($3::bigint >> 32) & 4294967295 \
+                        AND l.objid::bigint = $3::bigint & 4294967295 \
+                        AND locked.held IS NOT NULL \
+                 ) AS leased \
+                 FROM (SELECT 1 AS held FROM {checkpoints} WHERE projection = $1 FOR UPDATE) AS locked"
             )
             .into(),
             park: format!(
@@ -480,13 +494,6 @@ pub(crate) const LEASE_KEY: &str = "SELECT hashtextextended($1, 0)";
 /// another session holds it; returns the session's process id.
 pub(crate) const LEASE_LOCK: &str =
     "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1::bigint)) AS taken";
-
-/// Whether session `$1` still holds the advisory lock of key `$2` (whose high and low halves
-/// pg_locks shows as `classid` and `objid`, with `objsubid` 1 for a single bigint key).
-pub(crate) const LEASE_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks \
-      WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1 \
-        AND classid::bigint = ($2::bigint >> 32) & 4294967295 \
-        AND objid::bigint = $2::bigint & 4294967295)";
 
 /// How long the oldest open transaction holding an id has been running: while it runs, global
 /// reads stop at it. Prepared (two-phase) transactions count too.
