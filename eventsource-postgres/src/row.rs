@@ -45,12 +45,9 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let raw_position: i64 = column(row, "position", "position", corrupt)?;
     let position = u64::try_from(raw_position)
         .map_err(|_| corrupt(format!("negative position {raw_position}")))?;
-    let name: String = column(
-        row,
-        "name",
-        &format!("event name at position {position}"),
-        corrupt,
-    )?;
+    let name: String = column(row, "name", "event name", |e| {
+        corrupt(format!("at position {position}: {e}"))
+    })?;
     // From here on the message names the event and its position too (built only on failure:
     // this runs for every row a catch-up reads).
     let corrupt = |what: String| {
