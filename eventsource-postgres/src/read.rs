@@ -107,6 +107,9 @@ impl EventStore for PostgresStore {
                     events.push(decode_event(row)?);
                 }
             }
+            // The statement leaves the order to its index scan (see `sql::read_all`); a stable
+            // sort of rows already in order is one pass.
+            events.sort_by_key(|e| e.checkpoint);
             let now = Instant::now();
             if !held_back || events.len() >= max_count || now >= deadline {
                 return Ok(events);
