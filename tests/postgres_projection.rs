@@ -13,7 +13,7 @@ use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{
     Checkpoint, HandlerError, LogFilter, NewEvent, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions,
+    ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions, StoreError,
 };
 use serde_json::json;
 use support::fresh_pg_store;
@@ -576,4 +576,48 @@ async fn a_reset_request_rebuilds_instead_of_doubling_the_read_model() {
     stop.send(()).unwrap();
     live.await.unwrap().unwrap();
     assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_found_before_a_batch_starts() {
+    let store = fresh_pg_store().await;
+    let filter = LogFilter::all().name("ledger.posted");
+    let lease = store.acquire_lease("ledger", &filter).await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
+    store.rollback(tx).await;
+
+    // The lease session ended by an administrator.
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(lease.backend_pid())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    let lost = store.begin(&lease).await.unwrap_err();
+    assert!(
+        matches!(&lost, StoreError::LeaseLost { projection, reason }
+            if projection == "ledger" && reason.contains("no longer holds")),
+        "{lost}"
+    );
+    assert!(!lost.is_transient());
+    drop(lease);
+
+    // Its checkpoint row deleted by hand.
+    let lease = store.acquire_lease("ledger", &filter).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM \"{}\".checkpoints",
+        store.schema().as_str()
+    )))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let gone = store.begin(&lease).await.unwrap_err();
+    assert!(
+        matches!(&gone, StoreError::LeaseLost { reason, .. } if reason.contains("deleted")),
+        "{gone}"
+    );
+    // The pool's connections are healthy afterwards (no transaction left aborted).
+    for _ in 0..12 {
+        store.head_position().await.unwrap();
+    }
 }

@@ -134,15 +134,7 @@ impl ProjectionStore for PostgresStore {
     }
 
     async fn begin(&self, lease: &PostgresLease) -> Result<PostgresTx, StoreError> {
-        let mut tx = self.pool().begin().await.map_err(self.failed(format!(
-            "starting a transaction of projection `{}`",
-            lease.projection()
-        )))?;
-        if let Err(error) = self.fence(&mut tx, lease).await {
-            let _ = tx.rollback().await;
-            return Err(error);
-        }
-        Ok(tx)
+        self.begin_fenced(lease).await
     }
 
     async fn commit(

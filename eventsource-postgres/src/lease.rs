@@ -2,10 +2,11 @@
 //! at the start of every batch.
 
 use eventsource_core::{LogFilter, StoreError};
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 
+use crate::checkpoint::PostgresTx;
 use crate::error::store_error;
-use crate::sql::{LEASE_KEY, LEASE_LOCK};
+use crate::sql::{CHECKPOINT_ROW_GONE, LEASE_KEY, LEASE_LOCK, LEASE_LOST};
 use crate::store::PostgresStore;
 
 /// Ownership of one projection: a session-level advisory lock on a connection of its own.
@@ -13,18 +14,17 @@ use crate::store::PostgresStore;
 ///
 /// The lock goes with its connection: when the connection dies (a network cut, an
 /// administrator's `pg_terminate_backend`, `idle_session_timeout`, a server restart) another
-/// runner can take the lease. Every batch therefore starts by locking the projection's
-/// checkpoint row and then checking, from the batch's own transaction, that this lease's
-/// session still holds the lock: a runner that lost its lease finds out before it applies
-/// anything ([`StoreError::LeaseLost`]), and the next holder, which takes the same row lock
-/// when it registers, waits until a batch already under way has committed or rolled back. So
-/// two runners never process batches at once.
+/// runner can take the lease. Every batch therefore starts by locking the projection's checkpoint row and then checking, from the batch's own
+/// transaction, that this lease's session still holds the lock: a runner that lost its lease
+/// finds out before it applies anything ([`StoreError::LeaseLost`]), and the next holder,
+/// which takes the same row lock when it registers, waits until a batch already under way has
+/// committed or rolled back. So two runners never process batches at once.
 #[derive(Debug)]
 pub struct PostgresLease {
     _connection: PgConnection,
     projection: String,
-    key: i64,
     pid: i32,
+    key: i64,
 }
 
 impl PostgresLease {
@@ -82,45 +82,48 @@ impl PostgresStore {
         Ok(PostgresLease {
             _connection: connection,
             projection: projection.to_owned(),
-            key,
             pid,
+            key,
         })
     }
 
-    /// Locks the checkpoint row of the lease's projection in `tx`, then checks that the lease
-    /// is still held.
-    pub(crate) async fn fence(
+    /// Begins a batch's transaction for the holder of `lease`: the checkpoint row locked, then
+    /// the lease checked (see `sql::Statements::lease_fence`), before any handler runs.
+    pub(crate) async fn begin_fenced(
         &self,
-        tx: &mut PgConnection,
         lease: &PostgresLease,
-    ) -> Result<(), StoreError> {
+    ) -> Result<PostgresTx, StoreError> {
         let projection = lease.projection.as_str();
-        let context = || format!("checking the lease of projection `{projection}`");
-        // One round trip: the row lock first, then the lease test (see `sql::Statements::fence`).
-        let leased: Option<bool> = self
+        let context = || format!("starting a batch of projection `{projection}`");
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| store_error(context(), e))?;
+        let fenced = self
             .sql()
-            .fence
+            .lease_fence
             .query()
             .bind(projection)
             .bind(lease.pid)
             .bind(lease.key)
-            .fetch_optional(&mut *tx)
-            .await
-            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-            .map_err(|e| store_error(context(), e))?;
-        match leased {
-            Some(true) => Ok(()),
-            Some(false) => Err(StoreError::LeaseLost {
-                projection: projection.to_owned(),
-                reason: format!(
-                    "the session holding it (server process {}) no longer holds the lock",
-                    lease.pid
-                ),
-            }),
-            None => Err(StoreError::LeaseLost {
-                projection: projection.to_owned(),
-                reason: "its checkpoint row was deleted".to_owned(),
-            }),
-        }
+            .execute(&mut *tx)
+            .await;
+        let Err(error) = fenced else { return Ok(tx) };
+        let _ = tx.rollback().await;
+        let lost = |reason: String| StoreError::LeaseLost {
+            projection: projection.to_owned(),
+            reason,
+        };
+        Err(match error.as_database_error().and_then(|db| db.code()) {
+            Some(code) if code == LEASE_LOST => lost(format!(
+                "the session holding it (server process {}) no longer holds the lock",
+                lease.pid
+            )),
+            Some(code) if code == CHECKPOINT_ROW_GONE => {
+                lost("its checkpoint row was deleted".to_owned())
+            }
+            _ => store_error(context(), error),
+        })
     }
 }

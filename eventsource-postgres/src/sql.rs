@@ -300,12 +300,13 @@ pub(crate) struct Statements {
     /// Registers `$1` reading names `$2` and categories `$3` (a row at (0, 0) if it has none).
     /// Takes the row lock, so it waits for a batch the previous lease holder has in flight.
     pub(crate) register_projection: Statement,
-    /// A batch's first statement: locks the checkpoint row of `$1` until the transaction ends,
-    /// then says whether session `$2` still holds the lease lock of key `$3`. No row when the
-    /// checkpoint row is gone.
-    pub(crate) fence: Statement,
     /// Marks projection `$1` for a rebuild; no row when it is unknown.
     pub(crate) request_reset: Statement,
+    /// The first statement of a runner's batch: `lease_fence()` of migration 2 locks the
+    /// checkpoint row of `$1`, then checks that session `$2` still holds the lease lock of key
+    /// `$3` (SQLSTATE [`LEASE_LOST`] or [`CHECKPOINT_ROW_GONE`] if not). A function, so that
+    /// the order (lock, then check) is the order of its statements, not a planner's choice.
+    pub(crate) lease_fence: Statement,
     /// Parks for `$1` the event at `$2` (`$3` id, `$4` stream, `$5` version, `$6` name) with
     /// error `$7` after `$8` attempts; parking it again replaces the error and adds attempts.
     pub(crate) park: Statement,
@@ -421,22 +422,6 @@ impl Statements {
                      event_names = EXCLUDED.event_names, categories = EXCLUDED.categories"
             )
             .into(),
-            // The lock is taken in the subquery (kept apart by its FOR UPDATE), before the
-            // outer row is projected; the lease test is a subplan correlated with that row, so
-            // it runs after the lock is held, also when the lock had to wait for a new lease
-            // holder's registration (which then has the advisory lock): never on a stale view.
-            fence: format!(
-                "SELECT EXISTS ( \
-                     SELECT 1 FROM pg_catalog.pg_locks l \
-                      WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2 \
-                        AND l.objsubid = 1 \
-                        AND l.classid::bigint = ($3::bigint >> 32) & 4294967295 \
-                        AND l.objid::bigint = $3::bigint & 4294967295 \
-                        AND locked.held IS NOT NULL \
-                 ) AS leased \
-                 FROM (SELECT 1 AS held FROM {checkpoints} WHERE projection = $1 FOR UPDATE) AS locked"
-            )
-            .into(),
             park: format!(
                 "INSERT INTO {parked} AS p \
                      (projection, position, event_id, stream_id, version, name, error, attempts) \
@@ -469,6 +454,7 @@ impl Statements {
                 "DELETE FROM {parked} WHERE projection = $1 AND ($2::bigint IS NULL OR position = $2)"
             )
             .into(),
+            lease_fence: format!("SELECT {s}.lease_fence($1, $2, $3)").into(),
             request_reset: format!(
                 "UPDATE {checkpoints} SET reset_requested_at = coalesce(reset_requested_at, now()) \
                  WHERE projection = $1"
@@ -490,6 +476,11 @@ pub(crate) fn migration(template: &str, schema: &SchemaName) -> String {
 /// Serializes the migrations of schema `$1` across processes; released at commit or rollback.
 pub(crate) const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('eventsource-postgres migrate ' || $1, 0))";
+
+/// SQLSTATE of `lease_fence()` when the lease session no longer holds the lock.
+pub(crate) const LEASE_LOST: &str = "ES010";
+/// SQLSTATE of `lease_fence()` when the projection's checkpoint row is gone.
+pub(crate) const CHECKPOINT_ROW_GONE: &str = "ES011";
 
 /// The advisory-lock key of lease name `$1`.
 pub(crate) const LEASE_KEY: &str = "SELECT hashtextextended($1, 0)";

@@ -300,7 +300,7 @@ async fn status_counts_the_store_and_its_checkpoints() {
 async fn hostile_projection_names_are_values() {
     let store = fresh_store().await;
     let admin = store.admin();
-    let hostile = "x'); DROP TABLE checkpoints; --\"ü";
+    let hostile = "x'); DROP TABLE checkpoints; --\"ü\\'\\\\E'";
     let lease = store
         .acquire_lease(hostile, &LogFilter::all().name(hostile))
         .await
