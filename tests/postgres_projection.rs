@@ -593,6 +593,17 @@ async fn a_lost_lease_is_found_before_a_batch_starts() {
         .await
         .unwrap();
     assert!(ended);
+    // The lock goes when the session's process exits, a moment after it is told to.
+    wait_until("the lease session to end", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1)",
+        )
+        .bind(lease.backend_pid())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    })
+    .await;
     let lost = store.begin(&lease).await.unwrap_err();
     assert!(
         matches!(&lost, StoreError::LeaseLost { projection, reason }
