@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
 use crate::row::{count, decode_checkpoint, transaction_id, value};
-use crate::sql::{AdminStatements, PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, bigint};
+use crate::sql::{PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, Statements, bigint};
 use crate::store::PostgresStore;
 
 /// The tables of an event store, in the order they are reported missing.
@@ -79,7 +79,7 @@ pub struct SchemaStatus {
 impl SchemaStatus {
     /// Fails unless the schema and every table of the event store exist:
     /// [`PostgresError::SchemaMissing`] or [`PostgresError::NotMigrated`].
-    pub fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
+    pub(crate) fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
         let schema = schema.to_owned();
         if !self.exists {
             return Err(PostgresError::SchemaMissing { schema });
@@ -163,9 +163,9 @@ impl PostgresAdmin {
         &self.store
     }
 
-    /// The admin API's statements.
-    pub(crate) fn admin_sql(&self) -> &AdminStatements {
-        &self.store.sql().admin
+    /// The store's statements.
+    pub(crate) fn sql(&self) -> &Statements {
+        self.store.sql()
     }
 
     /// A failure of one of the admin API's statements, for `map_err`.
@@ -280,7 +280,7 @@ impl PostgresAdmin {
     /// How many events and streams the store holds, and when the newest event was recorded.
     pub async fn counts(&self) -> Result<Counts, PostgresError> {
         let what = "the counts of the store";
-        let row = self.row(self.admin_sql().counts.query(), what).await?;
+        let row = self.row(self.sql().counts.query(), what).await?;
         Ok(Counts {
             events: count(&row, "events", what)?,
             streams: count(&row, "streams", what)?,
@@ -291,9 +291,7 @@ impl PostgresAdmin {
     /// Every projection's checkpoint and how many events follow it, by name.
     pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
         let what = "the projection checkpoints";
-        let rows = self
-            .rows(self.admin_sql().checkpoints.query(), what)
-            .await?;
+        let rows = self.rows(self.sql().checkpoints.query(), what).await?;
         rows.iter()
             .map(|row| {
                 let projection: String = value(row, "projection", what)?;
@@ -375,17 +373,18 @@ impl PostgresAdmin {
         after: Checkpoint,
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
-        let query = self.admin_sql().count_after.after(after, filter);
+        let query = self.sql().count_after.after(after, filter);
         let what = format!("the count of events after {after}");
         let row = self.row(query, &what).await?;
         count(&row, "count", &what)
     }
 
     /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
-    /// after global `position`, to follow the log from there: just before the oldest
-    /// transaction that wrote, or may still write, such an event. The log is in transaction
-    /// order, so reading from it returns some events of later transactions with lower
-    /// positions too: drop those by position.
+    /// after global `position`, to follow the log from there: just before `position` in the
+    /// oldest transaction that wrote such an event, or before every event of the oldest
+    /// transaction still open (which may yet write one). The log is in transaction order, so
+    /// reading from it returns some events of later transactions with lower positions too:
+    /// drop those by position.
     pub async fn checkpoint_from_position(
         &self,
         position: Position,
@@ -394,7 +393,7 @@ impl PostgresAdmin {
             return Ok(Checkpoint::START);
         }
         let query = self
-            .admin_sql()
+            .sql()
             .first_transaction_from
             .query()
             .bind(bigint(position.0));
@@ -402,12 +401,16 @@ impl PostgresAdmin {
         let row = self.row(query, &what).await?;
         let oldest: Option<String> = value(&row, "oldest", &what)?;
         let horizon: String = value(&row, "horizon", &what)?;
-        let mut transaction = transaction_id(&horizon, &what)?;
-        if let Some(oldest) = oldest {
-            transaction = transaction.min(transaction_id(&oldest, &what)?);
-        }
-        // Positions start at 1: (transaction, 0) is before every event of that transaction.
-        Ok(Checkpoint::from_parts(transaction, 0))
+        let horizon = transaction_id(&horizon, &what)?;
+        let oldest = oldest.map(|t| transaction_id(&t, &what)).transpose()?;
+        Ok(match oldest {
+            // Every transaction older than the horizon has ended: none but `oldest` and later
+            // ones hold an event at or after `position`, and within `oldest` events are in
+            // position order (a bulk import of millions of events is one transaction).
+            Some(oldest) if oldest < horizon => Checkpoint::from_parts(oldest, position.0 - 1),
+            // Positions start at 1: (transaction, 0) is before every event of that transaction.
+            _ => Checkpoint::from_parts(horizon, 0),
+        })
     }
 
     /// What `eventsource status` shows: the schema version (which must be current), counts,

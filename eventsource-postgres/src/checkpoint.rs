@@ -307,7 +307,7 @@ impl ProjectionStore for PostgresStore {
 
     async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
         // The admin API's count: every committed event, visible or held back.
-        let query = self.sql().admin.count_after.after(after, filter);
+        let query = self.sql().count_after.after(after, filter);
         let count: i64 = self
             .scalar(query, format!("counting the events after {after}"))
             .await?;

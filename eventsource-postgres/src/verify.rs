@@ -9,7 +9,7 @@ use crate::admin::PostgresAdmin;
 use crate::error::{PostgresError, excerpt};
 use crate::migrate::SCHEMA_VERSION;
 use crate::row::{transaction_id, value};
-use crate::sql::EVENT_TRIGGERS;
+use crate::sql::{EVENT_TRIGGERS, Statement};
 
 mod report;
 pub use report::{Check, Finding, ScanProgress, Severity, VerifyReport};
@@ -115,7 +115,7 @@ impl PostgresAdmin {
         progress: &mut (impl FnMut(ScanProgress) + Send),
     ) -> Result<(), PostgresError> {
         let total = self.counts().await?.events;
-        let page = &self.store().sql().admin.scan_page;
+        let page = &self.store().sql().scan_page;
         let mut cursor = (String::new(), i64::MIN);
         let mut open: Option<OpenStream> = None;
         let mut scanned = 0u64;
@@ -159,13 +159,31 @@ impl PostgresAdmin {
         Ok(())
     }
 
+    /// The first rows of a statement listing problems (at most as many as a report keeps),
+    /// counting those left out as problems of `report`.
+    async fn first_rows(
+        &self,
+        statement: &Statement,
+        what: &str,
+        report: &mut VerifyReport,
+    ) -> Result<Vec<PgRow>, PostgresError> {
+        let limit = VerifyReport::MAX_FINDINGS as i64;
+        let rows = self.rows(statement.query().bind(limit), what).await?;
+        if let Some(first) = rows.first() {
+            let total: i64 = value(first, "total", what)?;
+            report.left_out(u64::try_from(total - rows.len() as i64).unwrap_or(0));
+        }
+        Ok(rows)
+    }
+
     /// A head row in `streams` with no events behind it.
     async fn check_heads_without_events(
         &self,
         report: &mut VerifyReport,
     ) -> Result<(), PostgresError> {
-        let query = self.admin_sql().heads_without_events.query();
-        for row in self.rows(query, "stream heads without events").await? {
+        let statement = &self.sql().heads_without_events;
+        let what = "stream heads without events";
+        for row in self.first_rows(statement, what, report).await? {
             let stream: String = value(&row, "stream_id", "a stream head")?;
             let version: i64 = value(&row, "version", "a stream head")?;
             report.add(
@@ -182,9 +200,12 @@ impl PostgresAdmin {
     /// Positions and event ids are unique (constraints guarantee it unless someone dropped
     /// them).
     async fn check_unique(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let admin = self.admin_sql();
+        let admin = self.sql();
         let what = "repeated positions";
-        for row in self.rows(admin.repeated_positions.query(), what).await? {
+        for row in self
+            .first_rows(&admin.repeated_positions, what, report)
+            .await?
+        {
             let (position, count, holders) = repeated::<i64>(&row, what)?;
             let mut finding = Finding::problem(
                 Check::Positions,
@@ -197,7 +218,10 @@ impl PostgresAdmin {
             report.add(finding);
         }
         let what = "repeated event ids";
-        for row in self.rows(admin.repeated_event_ids.query(), what).await? {
+        for row in self
+            .first_rows(&admin.repeated_event_ids, what, report)
+            .await?
+        {
             let (id, count, holders) = repeated::<String>(&row, what)?;
             report.add(Finding::problem(
                 Check::EventIds,
@@ -212,7 +236,7 @@ impl PostgresAdmin {
 
     /// No checkpoint points past the head of the log (e.g. after restoring an older backup).
     async fn check_checkpoints(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let query = self.admin_sql().checkpoints_and_head.query();
+        let query = self.sql().checkpoints_and_head.query();
         for row in self.rows(query, "the checkpoints").await? {
             report.checkpoints += 1;
             let projection: String = value(&row, "projection", "a checkpoint")?;
@@ -238,9 +262,7 @@ impl PostgresAdmin {
     /// skip them, until the cluster's counter passes them.
     async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let what = "the newest transaction ids";
-        let row = self
-            .row(self.admin_sql().transaction_ids.query(), what)
-            .await?;
+        let row = self.row(self.sql().transaction_ids.query(), what).await?;
         let next: String = value(&row, "next", what)?;
         let next = transaction_id(&next, what)?;
         for (column, place) in [("events", "an event"), ("checkpoints", "a checkpoint")] {
