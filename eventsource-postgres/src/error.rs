@@ -221,7 +221,24 @@ impl fmt::Display for Seconds {
 mod tests {
     use std::time::Duration;
 
-    use super::Seconds;
+    use super::{Seconds, is_transient, store_error};
+
+    #[test]
+    fn lost_connections_and_pool_timeouts_are_transient_the_rest_is_not() {
+        let reset = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            ))
+        };
+        assert!(is_transient(&reset()));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::PoolClosed));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::Protocol("unexpected message".into())));
+        assert!(store_error("reading", reset()).is_transient());
+        assert!(!store_error("reading", sqlx::Error::RowNotFound).is_transient());
+    }
 
     #[test]
     fn durations_read_as_an_operator_writes_them() {
