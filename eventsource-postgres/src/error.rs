@@ -235,7 +235,9 @@ mod tests {
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
         assert!(!is_transient(&sqlx::Error::PoolClosed));
         assert!(!is_transient(&sqlx::Error::RowNotFound));
-        assert!(!is_transient(&sqlx::Error::Protocol("unexpected message".into())));
+        assert!(!is_transient(&sqlx::Error::Protocol(
+            "unexpected message".into()
+        )));
         assert!(store_error("reading", reset()).is_transient());
         assert!(!store_error("reading", sqlx::Error::RowNotFound).is_transient());
     }
