@@ -57,11 +57,14 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         ))
     };
 
-    let transaction: String = column(row, "transaction_id", "transaction id", corrupt)?;
+    // Borrowed from the row: no allocation per event.
+    let transaction: &str = row
+        .try_get("transaction_id")
+        .map_err(|e| corrupt(format!("transaction id: {e}")))?;
     let transaction: u64 = transaction.parse().map_err(|_| {
         corrupt(format!(
             "transaction id `{}` is not a number",
-            excerpt(&transaction)
+            excerpt(transaction)
         ))
     })?;
     let schema_version: i64 = column(row, "schema_version", "schema version", corrupt)?;

@@ -5,6 +5,21 @@
 //! global log from the projection's checkpoint, decodes each event to its current type and
 //! dispatches it. Where the store is transactional (PostgreSQL) the handler's writes and the
 //! checkpoint commit in one transaction, so each event is applied exactly once.
+//!
+//! What an operator can rely on:
+//! - **Resets never double-apply.** [`ProjectionStore::request_reset`] (the CLI's `projection
+//!   reset`) marks the checkpoint; it then only moves back to the start, with the
+//!   projection's [`Reset`] hook in the same unit of work. See
+//!   [`ProjectionRunner::rebuild_on_reset`].
+//! - **Honest lag.** [`ProjectionStatus::lag`] and the lag gauge count the events the
+//!   projection handles: 0 when it is caught up.
+//! - **Outages and lost leases.** [`ProjectionRunner::run`] retries transient store failures
+//!   ([`StoreError::is_transient`]) with backoff and waits for its lease again when it lost
+//!   it; the lease is checked before every batch.
+//! - **Batched writes.** `type Handles = Batched<(A, B)>` and a [`Flush`] impl write a whole
+//!   batch in one statement.
+//! - **Dead letters, opt-in.** [`FailurePolicy::Park`] parks an event that keeps failing and
+//!   goes on; parked events are listed, retried and discarded through the store.
 
 use std::future::Future;
 use std::time::Duration;
