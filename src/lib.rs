@@ -39,8 +39,9 @@ pub use eventsource_core::{
 
 // Projections: read models fed from the global log.
 pub use eventsource_core::{
-    CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
+    ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 
 // Errors.

@@ -35,8 +35,9 @@ pub use event::{DecodeFailure, Event, EventEnum};
 pub use harness::GivenWhenThen;
 pub use limits::{InvalidAppend, Limits};
 pub use projection::{
-    CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
+    ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;

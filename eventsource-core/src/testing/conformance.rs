@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
     AppendError, Appended, Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, Position, Repository,
-    Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore, StoreError, StreamId, Version,
+    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, ParkedSelection, Position,
+    ProjectionStore, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore,
+    StoreError, StreamId, Version,
 };
 
 /// The bound every store under test meets.
@@ -1081,4 +1082,167 @@ pub async fn conflict_retries_are_bounded<S: TestStore>(store: S) {
         80,
         "each command either landed or reported a conflict"
     );
+}
+
+/// The projection side of a store: checkpoints move by compare-and-set, a reset request only
+/// lets the checkpoint go back to the start (which clears it and forgets parked events), lag
+/// counts only the events a filter passes, and parked events are listed, retried and
+/// discarded.
+pub async fn projection_checkpoints_resets_and_parked_events<S>(store: S)
+where
+    S: TestStore + ProjectionStore,
+{
+    let s = stream("p");
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(&[1, 2, 3]))
+        .await
+        .unwrap();
+    let other = NewEvent::new("counter.renamed", 1, json!({ "name": "x" }));
+    store
+        .append(&s, ExpectedVersion::Any, vec![other])
+        .await
+        .unwrap();
+    let events = store
+        .read_all(Checkpoint::START, 10, &LogFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 4);
+    let added_only = LogFilter::all().name(ADDED);
+    assert_eq!(
+        store
+            .count_after(Checkpoint::START, &added_only)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .count_after(events[2].checkpoint, &added_only)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_after(events[2].checkpoint, &LogFilter::all())
+            .await
+            .unwrap(),
+        1
+    );
+
+    assert!(
+        !store.request_reset("p").await.unwrap(),
+        "unknown projection"
+    );
+    let lease = store.acquire_lease("p", &added_only).await.unwrap();
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    let tx = store.begin(&lease).await.unwrap();
+    store
+        .commit(tx, "p", None, events[0].checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_checkpoint("p").await.unwrap(),
+        Some(events[0].checkpoint)
+    );
+    // Compare-and-set.
+    let tx = store.begin(&lease).await.unwrap();
+    let moved = store
+        .commit(tx, "p", None, events[1].checkpoint)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(moved, StoreError::CheckpointMoved { .. }),
+        "{moved}"
+    );
+
+    // A parked event, committed with the checkpoint past it.
+    let mut tx = store.begin(&lease).await.unwrap();
+    store
+        .park(&mut tx, "p", &events[1], "boom", 3)
+        .await
+        .unwrap();
+    store
+        .commit(tx, "p", Some(events[0].checkpoint), events[1].checkpoint)
+        .await
+        .unwrap();
+    let parked = store.parked(Some("p")).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        (parked[0].record.position, parked[0].attempts),
+        (events[1].position, 3)
+    );
+    assert_eq!(
+        (parked[0].error.as_str(), parked[0].retry_requested),
+        ("boom", false)
+    );
+    assert!(store.due_for_retry("p", 10).await.unwrap().is_empty());
+    let at = ParkedSelection::At(events[1].position);
+    assert_eq!(store.retry_parked("p", at).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .retry_parked("p", ParkedSelection::At(events[0].position))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.due_for_retry("p", 10).await.unwrap().len(), 1);
+    // Parked again (a retry that failed): the error replaced, the attempts added.
+    let mut tx = store.begin(&lease).await.unwrap();
+    store
+        .park(&mut tx, "p", &events[1], "boom again", 1)
+        .await
+        .unwrap();
+    let at_cp = Some(events[1].checkpoint);
+    store
+        .commit(tx, "p", at_cp, events[1].checkpoint)
+        .await
+        .unwrap();
+    let parked = store.parked(None).await.unwrap();
+    assert_eq!(
+        (parked[0].error.as_str(), parked[0].attempts),
+        ("boom again", 4)
+    );
+    assert!(!parked[0].retry_requested);
+
+    // A reset request: only the start is allowed, and it clears the request and the parked.
+    assert!(store.request_reset("p").await.unwrap());
+    assert!(store.reset_requested("p").await.unwrap());
+    let tx = store.begin(&lease).await.unwrap();
+    let refused = store
+        .commit(tx, "p", at_cp, events[2].checkpoint)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResetRequested { .. }),
+        "{refused}"
+    );
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), at_cp);
+    let tx = store.begin(&lease).await.unwrap();
+    store
+        .commit(tx, "p", at_cp, Checkpoint::START)
+        .await
+        .unwrap();
+    assert!(!store.reset_requested("p").await.unwrap());
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    assert!(store.parked(None).await.unwrap().is_empty());
+
+    // Discard.
+    let mut tx = store.begin(&lease).await.unwrap();
+    store
+        .park(&mut tx, "p", &events[0], "boom", 1)
+        .await
+        .unwrap();
+    store
+        .commit(tx, "p", None, events[0].checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .discard_parked("p", ParkedSelection::All)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.parked(Some("p")).await.unwrap().is_empty());
 }

@@ -34,7 +34,8 @@ pub fn run<F: Future>(future: F) -> F::Output {
 }
 
 /// Expands to one `#[test]` per conformance case, each given a fresh store by `$factory`, an
-/// `async fn() -> S` (or a path to one) where `S: EventStore + SnapshotStore + Clone`.
+/// `async fn() -> S` (or a path to one) where `S: EventStore + SnapshotStore + ProjectionStore
+/// + Clone`.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:path) => {
@@ -72,6 +73,7 @@ macro_rules! conformance_tests {
             execute_carries_correlation_and_causation,
             idempotency_key_executes_once,
             conflict_retries_are_bounded,
+            projection_checkpoints_resets_and_parked_events,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
