@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use eventsource_core::{Checkpoint, EventStore, LogFilter, Position};
 use sqlx::Row;
 
+use crate::clock::{Rebased, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
 use crate::row::{count, decode_checkpoint, transaction_id};
@@ -99,6 +100,12 @@ pub struct Migrated {
     pub from_version: i64,
     /// The schema version now.
     pub to_version: i64,
+    /// Set when the store had been restored or moved from another PostgreSQL cluster and its
+    /// global order was re-based onto this one.
+    pub rebased: Option<Rebased>,
+    /// Whether the store's tables held events but no planner statistics (a restore brings
+    /// none) and were analyzed.
+    pub analyzed: bool,
 }
 
 /// How big a store is, from [`PostgresAdmin::counts`].
@@ -231,12 +238,22 @@ impl PostgresAdmin {
     /// [`PostgresStore::migrate`], saying from which schema version to which.
     pub async fn migrate(&self) -> Result<Migrated, PostgresError> {
         let from_version = self.schema_status().await?.version.unwrap_or(0);
-        self.store.migrate().await?;
+        let outcome = self.store.migrate_reporting().await?;
         let to_version = self.schema_status().await?.version.unwrap_or(0);
         Ok(Migrated {
             from_version,
             to_version,
+            rebased: outcome.rebased,
+            analyzed: outcome.analyzed,
         })
+    }
+
+    /// Where the store's logical transaction ids stand against the cluster: its offset, the
+    /// newest stored id, the read horizon and the cluster's next id. A store that does not
+    /// [fit](TransactionClock::fits) was restored or moved from another cluster and needs
+    /// [`migrate`](Self::migrate).
+    pub async fn clock(&self) -> Result<TransactionClock, PostgresError> {
+        self.store.read_clock().await
     }
 
     /// How many events and streams the store holds, and when the newest event was recorded.
@@ -261,7 +278,11 @@ impl PostgresAdmin {
     }
 
     /// Every projection's checkpoint and how many events follow it, by name.
+    ///
+    /// Fails with [`PostgresError::ClusterMoved`] when the store does not fit the cluster: the
+    /// counts would be wrong (a projection missing events would show 0 behind).
     pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
+        self.store.ensure_fits().await?;
         let rows = self
             .store
             .sql()
@@ -331,6 +352,7 @@ impl PostgresAdmin {
         after: Checkpoint,
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
+        self.store.ensure_fits().await?;
         let query = self
             .store
             .sql()
@@ -338,7 +360,7 @@ impl PostgresAdmin {
             .count_after
             .pick(filter)
             .query()
-            .bind(after.transaction().to_string())
+            .bind(bigint(after.transaction()))
             .bind(bigint(after.position().0));
         let row = bind_filter(query, filter)
             .fetch_one(self.store.pool())
@@ -359,6 +381,7 @@ impl PostgresAdmin {
         if position.0 <= 1 {
             return Ok(Checkpoint::START);
         }
+        self.store.ensure_fits().await?;
         let row = self
             .store
             .sql()
@@ -372,11 +395,16 @@ impl PostgresAdmin {
                 "finding the events at or after position {position}"
             )))?;
         let context = format!("the transactions at or after position {position}");
-        let oldest: Option<String> = row.try_get("oldest").map_err(self.failed(&context))?;
-        let horizon: String = row.try_get("horizon").map_err(self.failed(&context))?;
-        let mut transaction = transaction_id(&horizon, &context)?;
+        let oldest: Option<i64> = row.try_get("oldest").map_err(self.failed(&context))?;
+        let horizon: Option<i64> = row.try_get("horizon").map_err(self.failed(&context))?;
+        let horizon = horizon.ok_or_else(|| PostgresError::Corrupt {
+            what: context.clone(),
+            problem: "the row of table `transaction_offset` is missing: run `eventsource migrate`"
+                .to_owned(),
+        })?;
+        let mut transaction = transaction_id(horizon, &context)?;
         if let Some(oldest) = oldest {
-            transaction = transaction.min(transaction_id(&oldest, &context)?);
+            transaction = transaction.min(transaction_id(oldest, &context)?);
         }
         // Positions start at 1: (transaction, 0) is before every event of that transaction.
         Ok(Checkpoint::from_parts(transaction, 0))
@@ -384,8 +412,12 @@ impl PostgresAdmin {
 
     /// What `eventsource status` shows: the schema version (which must be current), counts,
     /// the head of the log, the horizon lag and every checkpoint.
+    ///
+    /// Fails with [`PostgresError::ClusterMoved`] when the store was restored or moved from
+    /// another cluster and not migrated since: its lags would be wrong.
     pub async fn status(&self) -> Result<StoreStatus, PostgresError> {
         let schema_version = self.require_current_schema().await?;
+        self.store.ensure_fits().await?;
         Ok(StoreStatus {
             schema_version,
             counts: self.counts().await?,

@@ -31,6 +31,7 @@ impl PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let batch = Batch::encode(stream, events)?;
+        self.ensure_fits_store().await?;
         self.call_append(conn, stream, expected, &batch)
             .await
             .map_err(AppendFailure::into_store_error)
@@ -44,6 +45,8 @@ impl PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let batch = Batch::encode(stream, events)?;
+        // New events would sort before restored ones in a store moved from another cluster.
+        self.ensure_fits_store().await?;
         // The common case in one statement; every other outcome (a conflict, a retry of stored
         // ids, a duplicate, a batch repeating an id) from the `append()` function.
         if batch.repeated_id().is_none()

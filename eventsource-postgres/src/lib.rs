@@ -35,11 +35,12 @@
 
 // Leaves first: none of these imports a module below it.
 mod error;
-mod migrate;
-mod notify;
-mod row;
 mod schema;
 mod sql;
+mod row;
+mod notify;
+mod clock;
+mod migrate;
 mod store;
 // Each adds one concern to `PostgresStore`.
 mod admin;
@@ -54,6 +55,7 @@ pub use admin::{Counts, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaSta
 pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;
+pub use clock::{Rebased, TransactionClock};
 pub use error::PostgresError;
 pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;

@@ -20,6 +20,7 @@ impl PostgresStore {
     /// open. Seeing other roles' transactions needs the `pg_read_all_stats` role (or superuser);
     /// without it the figure covers only the store's own role.
     pub async fn horizon_lag(&self) -> Result<Duration, StoreError> {
+        self.ensure_fits_store().await?;
         let seconds: f64 = sqlx::query_scalar(HORIZON_LAG)
             .fetch_one(self.pool())
             .await
@@ -34,12 +35,13 @@ impl PostgresStore {
         checkpoint: Checkpoint,
         filter: &LogFilter,
     ) -> Result<bool, StoreError> {
+        self.ensure_fits_store().await?;
         let query = self
             .sql()
             .unread
             .pick(filter)
             .query()
-            .bind(checkpoint.transaction().to_string())
+            .bind(bigint(checkpoint.transaction()))
             .bind(bigint(checkpoint.position().0));
         bind_filter(query, filter)
             .fetch_one(self.pool())
@@ -72,6 +74,7 @@ impl EventStore for PostgresStore {
         if max_count == 0 {
             return Ok(Vec::new());
         }
+        self.ensure_fits_store().await?;
         let rows = self
             .sql()
             .read_stream
@@ -94,6 +97,7 @@ impl EventStore for PostgresStore {
         if max_count == 0 {
             return Ok(Vec::new());
         }
+        self.ensure_fits_store().await?;
         let statement = self.sql().read_all.pick(filter);
         let failed = || self.failed(format!("reading the global log after {after}"));
         // Committed events may wait beyond the horizon for an older transaction to end; give it
@@ -104,7 +108,7 @@ impl EventStore for PostgresStore {
         loop {
             let query = statement
                 .query()
-                .bind(after.transaction().to_string())
+                .bind(bigint(after.transaction()))
                 .bind(bigint(after.position().0));
             let rows = bind_filter(query, filter)
                 .bind(bigint(max_count))
@@ -152,6 +156,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
+        self.ensure_fits_store().await?;
         let position: i64 = self
             .sql()
             .head_position

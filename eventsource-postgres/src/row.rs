@@ -44,12 +44,11 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     // From here on the message names the event and its position too.
     let corrupt = |what: String| corrupt(format!("event `{name}` at position {position}: {what}"));
 
-    let transaction: String = row
+    let transaction: i64 = row
         .try_get("transaction_id")
         .map_err(|e| corrupt(format!("transaction id: {e}")))?;
-    let transaction: u64 = transaction
-        .parse()
-        .map_err(|_| corrupt(format!("transaction id `{transaction}` is not a number")))?;
+    let transaction = u64::try_from(transaction)
+        .map_err(|_| corrupt(format!("negative transaction id {transaction}")))?;
     let event_id: Uuid = row
         .try_get("event_id")
         .map_err(|e| corrupt(format!("event id: {e}")))?;
@@ -142,13 +141,10 @@ pub(crate) fn count(row: &PgRow, column: &str, what: &str) -> Result<u64, Postgr
     })
 }
 
-/// A transaction id the server printed as text.
-pub(crate) fn transaction_id(text: &str, what: &str) -> Result<u64, PostgresError> {
-    text.parse().map_err(|_| PostgresError::Corrupt {
+/// A stored (logical) transaction id, which is never negative.
+pub(crate) fn transaction_id(value: i64, what: &str) -> Result<u64, PostgresError> {
+    u64::try_from(value).map_err(|_| PostgresError::Corrupt {
         what: what.to_owned(),
-        problem: format!(
-            "transaction id `{}` is not a number",
-            text.chars().take(32).collect::<String>()
-        ),
+        problem: format!("transaction id {value} is negative"),
     })
 }

@@ -99,14 +99,21 @@ impl ByFilter {
     }
 }
 
-/// The columns `row::decode_event` reads. The `xid8` transaction id travels as text: the driver
-/// has no type for it.
-const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, stream_id, version, \
+/// The columns `row::decode_event` reads.
+const EVENT_COLUMNS: &str = "position, transaction_id, stream_id, version, \
      event_id, name, schema_version, payload, metadata, recorded_at";
 
-/// A page of the global log after a checkpoint (`$1` transaction as text, `$2` position), only
-/// below the oldest running transaction (the horizon), so that a transaction committing late
-/// never lands behind a reader's checkpoint. Every row also says whether committed events
+/// The store's transaction offset (see the crate docs, "Global order"), as a scalar subquery
+/// of a statement on schema `s`: read in the statement's own snapshot, like the ids it
+/// compares with.
+fn offset(s: &str) -> String {
+    format!("(SELECT o.value FROM {s}.transaction_offset o)")
+}
+
+/// A page of the global log after a checkpoint (`$1` logical transaction, `$2` position), only
+/// below the oldest running transaction (the horizon, as a logical id: the cluster's
+/// `pg_snapshot_xmin` plus the store's offset), so that a transaction committing late never
+/// lands behind a reader's checkpoint. Every row also says whether committed events
 /// matching the filter wait beyond the horizon (`held_back`); an empty page is one row of
 /// NULLs with that flag.
 ///
@@ -120,24 +127,26 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, s
 fn read_all(schema: &str, filter: &str, limit: usize) -> String {
     let held_back_filter = filter.replace("{t}", "l");
     let filter = filter.replace("{t}", "e");
+    let offset = offset(schema);
     format!(
         "WITH horizon AS MATERIALIZED ( \
              SELECT x.xmin, EXISTS ( \
                  SELECT 1 FROM {schema}.events l \
                   WHERE (l.transaction_id, l.position) > ( \
-                            CASE WHEN x.xmin > $1::text::xid8 THEN x.xmin ELSE $1::text::xid8 END, \
-                            CASE WHEN x.xmin > $1::text::xid8 THEN -1 ELSE $2 END \
+                            CASE WHEN x.xmin > $1::bigint THEN x.xmin ELSE $1::bigint END, \
+                            CASE WHEN x.xmin > $1::bigint THEN -1 ELSE $2 END \
                         ){held_back_filter} \
              ) AS held_back \
-             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x \
+             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
+                       AS xmin) x \
          ) \
-         SELECT h.held_back, p.xid::text AS transaction_id, p.position, p.stream_id, p.version, \
+         SELECT h.held_back, p.xid AS transaction_id, p.position, p.stream_id, p.version, \
                 p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at \
            FROM horizon h LEFT JOIN LATERAL ( \
                 SELECT e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
                        e.name, e.schema_version, e.payload, e.metadata, e.recorded_at \
                   FROM {schema}.events e \
-                 WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2) \
+                 WHERE (e.transaction_id, e.position) > ($1::bigint, $2) \
                    AND e.transaction_id < h.xmin{filter} \
                  ORDER BY e.transaction_id, e.position \
                  LIMIT ${limit} \
@@ -156,15 +165,21 @@ fn read_all(schema: &str, filter: &str, limit: usize) -> String {
 /// One statement rather than the plpgsql function: no interpreter, no up-front id lookup (the
 /// unique index checks the ids anyway) and no NOTIFY inside the transaction (see
 /// `PostgresStore::append`); measured in BENCHMARKS.md.
+///
+/// The logical transaction id is computed once per statement (the column's default,
+/// `logical_xact_id()`, would run a SQL function per row).
 fn append_fast(schema: &str, head: &str) -> Statement {
+    let offset = offset(schema);
     format!(
         "WITH head AS ({head} RETURNING s.version), \
          inserted AS ( \
              INSERT INTO {schema}.events \
-                 (stream_id, version, event_id, name, schema_version, payload, metadata) \
-             SELECT $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
+                 (transaction_id, stream_id, version, event_id, name, schema_version, payload, \
+                  metadata) \
+             SELECT x.id, $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
                     t.schema_version, t.payload, t.metadata \
                FROM head h, \
+                    (SELECT pg_current_xact_id()::text::bigint + {offset} AS id) x, \
                     unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
                         WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord) \
               ORDER BY t.ord \
@@ -266,7 +281,7 @@ pub(crate) struct Statements {
     pub(crate) append_fast: FastAppend,
     /// `$1` stream, `$2` first version, `$3` limit.
     pub(crate) read_stream: Statement,
-    /// `$1` transaction, `$2` position, then the filter's values, then the limit.
+    /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
     pub(crate) read_all: ByFilter,
     /// Whether events passing the filter exist after (`$1` transaction, `$2` position).
     pub(crate) unread: ByFilter,
@@ -287,6 +302,20 @@ pub(crate) struct Statements {
     pub(crate) update_checkpoint: Statement,
     /// What the admin API asks.
     pub(crate) admin: AdminStatements,
+    /// The store's clock: its transaction offset (NULL when the row is missing), the newest
+    /// stored logical transaction id, and the cluster's `xmin` and `xmax` (raw xids).
+    pub(crate) clock: Statement,
+    /// Keeps appends out (readers go on) until the end of the transaction.
+    pub(crate) lock_events: Statement,
+    /// Puts the offset row back (at 0) if someone deleted it.
+    pub(crate) offset_row: Statement,
+    /// Raises the offset to `$1`, never lowering it; returns the new value.
+    pub(crate) raise_offset: Statement,
+    /// Whether events exist but the planner has no statistics on them (`$1` the schema), as
+    /// after a restore.
+    pub(crate) needs_analyze: Statement,
+    /// Gathers the planner's statistics on the store's tables.
+    pub(crate) analyze: Statement,
 }
 
 impl Statements {
@@ -322,7 +351,7 @@ impl Statements {
             unread: ByFilter::new(2, |filter, _| {
                 format!(
                     "SELECT EXISTS (SELECT 1 FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){})",
+                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){})",
                     filter.replace("{t}", "e")
                 )
             }),
@@ -374,6 +403,35 @@ impl Statements {
             )
             .into(),
             admin: AdminStatements::new(s),
+            clock: format!(
+                "SELECT (SELECT o.value FROM {s}.transaction_offset o) AS offset_value, \
+                        (SELECT max(transaction_id) FROM {s}.events) AS newest, \
+                        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax"
+            )
+            .into(),
+            lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE").into(),
+            offset_row: format!(
+                "INSERT INTO {s}.transaction_offset (singleton, value) VALUES (true, 0) \
+                 ON CONFLICT (singleton) DO NOTHING"
+            )
+            .into(),
+            raise_offset: format!(
+                "UPDATE {s}.transaction_offset SET value = greatest(value, $1), raised_at = now() \
+                 RETURNING value"
+            )
+            .into(),
+            needs_analyze: format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.events) \
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stats \
+                                     WHERE schemaname = $1 AND tablename = 'events')"
+            )
+            .into(),
+            analyze: format!(
+                "ANALYZE {s}.events, {s}.streams, {s}.checkpoints, {s}.snapshots, \
+                         {s}.transaction_offset"
+            )
+            .into(),
         }
     }
 }

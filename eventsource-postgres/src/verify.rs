@@ -274,20 +274,41 @@ impl PostgresAdmin {
             .await
             .map_err(self.failed("verify: reading the newest transaction ids"))?;
         let what = "the newest transaction ids";
-        let next: String = get(&row, "next", what)?;
-        let next = transaction_id(&next, what)?;
-        for (column, place) in [("events", "an event"), ("checkpoints", "a checkpoint")] {
-            let newest: Option<String> = get(&row, column, what)?;
-            let Some(newest) = newest else { continue };
-            let newest = transaction_id(&newest, what)?;
-            if newest >= next {
-                report.add(Finding::problem(
-                    Check::TransactionIds,
-                    format!(
-                        "{place} was written by transaction {newest}, but this cluster's next transaction id is {next}: the store was restored into another cluster, and global reads do not return events in their order until the ids are rewritten"
-                    ),
-                ));
-            }
+        let schema = self.store().schema();
+        let next: Option<i64> = get(&row, "next", what)?;
+        let Some(next) = next else {
+            report.add(Finding::problem(
+                Check::TransactionIds,
+                format!(
+                    "the row of table `transaction_offset` is missing, so the store cannot order new events: run `eventsource migrate --schema {schema}` to put it back"
+                ),
+            ));
+            return Ok(());
+        };
+        let next = transaction_id(next, what)?;
+        let newest: Option<i64> = get(&row, "events", what)?;
+        if let Some(newest) = newest.map(|n| transaction_id(n, what)).transpose()?
+            && newest >= next
+        {
+            report.add(Finding::problem(
+                Check::TransactionIds,
+                format!(
+                    "an event was written by transaction {newest}, but this cluster's next transaction is {next}: the store was restored or moved from another cluster, so global reads hide events and sort new ones before old ones; run `eventsource migrate --schema {schema}` to re-base the order"
+                ),
+            ));
+        }
+        // A checkpoint beyond every event and the cluster (written by hand, or with a
+        // checkpoint from elsewhere): its projection skips what comes before it.
+        let checkpoint: Option<i64> = get(&row, "checkpoints", what)?;
+        if let Some(checkpoint) = checkpoint.map(|c| transaction_id(c, what)).transpose()?
+            && checkpoint > next
+        {
+            report.add(Finding::problem(
+                Check::TransactionIds,
+                format!(
+                    "a checkpoint is at transaction {checkpoint}, beyond this cluster's next transaction {next}: its projection skips events until the cluster gets there; reset that checkpoint (`eventsource projection reset`) to rebuild the projection"
+                ),
+            ));
         }
         Ok(())
     }

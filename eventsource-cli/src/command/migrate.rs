@@ -26,9 +26,17 @@ pub(crate) async fn run(
                 "from_version": before,
                 "schema_version": after,
                 "applied": after - before,
+                "rebased": migrated.rebased.map(|r| json!({
+                    "newest_event": r.newest_event,
+                    "from_offset": r.from_offset,
+                    "to_offset": r.to_offset,
+                })),
+                "analyzed": migrated.analyzed,
             }),
         )?;
-    } else if before == after {
+        return Ok(Outcome::Success);
+    }
+    if before == after {
         writeln!(
             out,
             "schema `{schema}` is up to date (schema version {after})"
@@ -37,6 +45,19 @@ pub(crate) async fn run(
         writeln!(
             out,
             "migrated schema `{schema}` from schema version {before} to {after}"
+        )?;
+    }
+    if let Some(rebased) = migrated.rebased {
+        writeln!(
+            out,
+            "the store was restored or moved from another cluster: re-based its transaction order (offset {} -> {}; new events sort after transaction {}, checkpoints unchanged)",
+            rebased.from_offset, rebased.to_offset, rebased.newest_event
+        )?;
+    }
+    if migrated.analyzed {
+        writeln!(
+            out,
+            "the tables had no planner statistics (a restored store?): analyzed them"
         )?;
     }
     Ok(Outcome::Success)

@@ -1,6 +1,6 @@
 //! The statements of the admin API (`admin.rs`, `verify.rs`).
 
-use super::{ByFilter, Statement};
+use super::{ByFilter, Statement, offset};
 
 /// Whether schema `$1` exists.
 pub(crate) const SCHEMA_EXISTS: &str =
@@ -40,7 +40,8 @@ pub(crate) struct AdminStatements {
     pub(crate) repeated_event_ids: Statement,
     /// Every checkpoint with the head of the log.
     pub(crate) checkpoints_and_head: Statement,
-    /// The newest transaction id in the events and checkpoints, and the cluster's next one.
+    /// The newest logical transaction id in the events and checkpoints, and the next one the
+    /// cluster would give (NULL when the offset row is missing).
     pub(crate) transaction_ids: Statement,
 }
 
@@ -60,14 +61,14 @@ impl AdminStatements {
                 "SELECT c.projection, c.transaction_id, c.position, c.updated_at, \
                         (SELECT count(*) FROM {s}.events e \
                           WHERE (e.transaction_id, e.position) \
-                              > (c.transaction_id::text::xid8, c.position)) AS behind \
+                              > (c.transaction_id, c.position)) AS behind \
                    FROM {s}.checkpoints c ORDER BY c.projection"
             )
             .into(),
             count_after: ByFilter::new(2, |filter, _| {
                 format!(
                     "SELECT count(*) FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){}",
+                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
                     filter.replace("{t}", "e")
                 )
             }),
@@ -75,9 +76,11 @@ impl AdminStatements {
             // has ended, so its events are visible; a younger one may still commit an event at
             // or after `$1`.
             first_transaction_from: format!(
-                "SELECT (SELECT transaction_id::text FROM {s}.events WHERE position >= $1 \
+                "SELECT (SELECT transaction_id FROM {s}.events WHERE position >= $1 \
                           ORDER BY transaction_id LIMIT 1) AS oldest, \
-                        pg_snapshot_xmin(pg_current_snapshot())::text AS horizon"
+                        pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
+                            AS horizon",
+                offset = offset(s)
             )
             .into(),
             scan_page: format!(
@@ -111,9 +114,10 @@ impl AdminStatements {
             )
             .into(),
             transaction_ids: format!(
-                "SELECT (SELECT max(transaction_id)::text FROM {s}.events) AS events, \
-                        (SELECT max(transaction_id)::text FROM {s}.checkpoints) AS checkpoints, \
-                        pg_snapshot_xmax(pg_current_snapshot())::text AS next"
+                "SELECT (SELECT max(transaction_id) FROM {s}.events) AS events, \
+                        (SELECT max(transaction_id) FROM {s}.checkpoints) AS checkpoints, \
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint + {offset} AS next",
+                offset = offset(s)
             )
             .into(),
         }
