@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use eventsource_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
-use eventsource_postgres::PostgresStore;
+use eventsource_postgres::{PostgresStore, SCHEMA_VERSION};
 use eventsource_postgres::sqlx::{self, AssertSqlSafe};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -235,7 +235,7 @@ async fn migrate_creates_the_store_and_then_has_nothing_to_do() {
     ));
     assert_eq!(
         first.trim(),
-        format!("migrated schema `{schema}` from schema version 0 to 1")
+        format!("migrated schema `{schema}` from schema version 0 to {SCHEMA_VERSION}")
     );
     let again = json_of(&success(run(
         bare_cli().env("DATABASE_URL", database_url()),
@@ -243,7 +243,7 @@ async fn migrate_creates_the_store_and_then_has_nothing_to_do() {
     )));
     assert_eq!(
         again,
-        json!({ "schema": schema, "from_version": 1, "schema_version": 1, "applied": 0 })
+        json!({ "schema": schema, "from_version": SCHEMA_VERSION, "schema_version": SCHEMA_VERSION, "applied": 0 })
     );
     let status = json_of(&success(run(
         bare_cli().env("DATABASE_URL", database_url()),
@@ -260,13 +260,13 @@ async fn status_shows_counts_head_lag_and_projection_checkpoints() {
     sql(
         &store,
         "INSERT INTO {s}.checkpoints (projection, transaction_id, position) \
-         SELECT 'balances', transaction_id::text::bigint, position FROM {s}.events WHERE position = 4",
+         SELECT 'balances', transaction_id, position FROM {s}.events WHERE position = 4",
     )
     .await;
 
     let status = json_of(&success(run(&mut cli(&store), &["status", "--json"])));
     assert_eq!(status["schema"], json!(store.schema().as_str()));
-    assert_eq!(status["schema_version"], json!(1));
+    assert_eq!(status["schema_version"], json!(SCHEMA_VERSION));
     assert_eq!(status["events"], json!(6));
     assert_eq!(status["streams"], json!(3));
     assert_eq!(status["head_position"], json!(6));
@@ -660,7 +660,7 @@ async fn projection_list_and_reset() {
     sql(
         &store,
         "INSERT INTO {s}.checkpoints (projection, transaction_id, position) \
-         SELECT 'balances', transaction_id::text::bigint, position FROM {s}.events WHERE position = 6; \
+         SELECT 'balances', transaction_id, position FROM {s}.events WHERE position = 6; \
          INSERT INTO {s}.checkpoints (projection, transaction_id, position) VALUES ('audit', 0, 0)",
     )
     .await;

@@ -287,7 +287,8 @@ impl PostgresAdmin {
         };
         let next = transaction_id(next, what)?;
         let newest: Option<i64> = get(&row, "events", what)?;
-        if let Some(newest) = newest.map(|n| transaction_id(n, what)).transpose()?
+        let newest = newest.map(|n| transaction_id(n, what)).transpose()?;
+        if let Some(newest) = newest
             && newest >= next
         {
             report.add(Finding::problem(
@@ -297,11 +298,13 @@ impl PostgresAdmin {
                 ),
             ));
         }
-        // A checkpoint beyond every event and the cluster (written by hand, or with a
-        // checkpoint from elsewhere): its projection skips what comes before it.
+        // A checkpoint beyond the cluster and every event (written by hand, or with a
+        // checkpoint from elsewhere; one among the events is re-based with them): its
+        // projection skips what comes before it.
         let checkpoint: Option<i64> = get(&row, "checkpoints", what)?;
         if let Some(checkpoint) = checkpoint.map(|c| transaction_id(c, what)).transpose()?
             && checkpoint > next
+            && newest.is_none_or(|newest| checkpoint > newest)
         {
             report.add(Finding::problem(
                 Check::TransactionIds,

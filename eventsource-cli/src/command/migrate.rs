@@ -19,21 +19,24 @@ pub(crate) async fn run(
     let (before, after) = (migrated.from_version, migrated.to_version);
     let schema = admin.store().schema().as_str();
     if json {
-        output::json(
-            out,
-            &json!({
-                "schema": schema,
-                "from_version": before,
-                "schema_version": after,
-                "applied": after - before,
-                "rebased": migrated.rebased.map(|r| json!({
-                    "newest_event": r.newest_event,
-                    "from_offset": r.from_offset,
-                    "to_offset": r.to_offset,
-                })),
-                "analyzed": migrated.analyzed,
-            }),
-        )?;
+        let mut document = json!({
+            "schema": schema,
+            "from_version": before,
+            "schema_version": after,
+            "applied": after - before,
+        });
+        // Only when they happened (a restored store): the usual document stays as it was.
+        if let Some(r) = migrated.rebased {
+            document["rebased"] = json!({
+                "newest_event": r.newest_event,
+                "from_offset": r.from_offset,
+                "to_offset": r.to_offset,
+            });
+        }
+        if migrated.analyzed {
+            document["analyzed"] = json!(true);
+        }
+        output::json(out, &document)?;
         return Ok(Outcome::Success);
     }
     if before == after {
