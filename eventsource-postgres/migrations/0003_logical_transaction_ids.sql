@@ -48,3 +48,116 @@ ALTER TABLE __SCHEMA__.events
     ALTER COLUMN transaction_id DROP DEFAULT,
     ALTER COLUMN transaction_id TYPE bigint USING transaction_id::text::bigint,
     ALTER COLUMN transaction_id SET DEFAULT __SCHEMA__.logical_xact_id();
+
+-- append() as in 0001, but computing the logical transaction id once per batch (the column's
+-- default calls a SQL function per row).
+-- Appends a batch to a stream in one statement: checks for a retry of stored ids, checks the
+-- expected version while moving the stream head (so a losing writer draws no positions),
+-- inserts the rows, and notifies listeners.
+--
+-- p_expected: NULL = any version, -1 = the stream must exist, n >= 0 = exactly version n
+-- (0 = no stream).
+--
+-- outcome: 'appended' | 'replayed' (all ids already stored by one earlier append of this
+-- stream, nothing written) | 'conflict' (actual_version says where the stream is) |
+-- 'duplicate' (event_id is stored at existing_stream / existing_version).
+CREATE OR REPLACE FUNCTION __SCHEMA__.append(
+    p_stream_id text,
+    p_expected bigint,
+    p_event_ids uuid[],
+    p_names text[],
+    p_schema_versions bigint[],
+    p_payloads jsonb[],
+    p_metadata jsonb[],
+    OUT outcome text,
+    OUT first_version bigint,
+    OUT last_version bigint,
+    OUT first_position bigint,
+    OUT last_position bigint,
+    OUT actual_version bigint,
+    OUT event_id uuid,
+    OUT existing_stream text,
+    OUT existing_version bigint
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_count integer := cardinality(p_event_ids);
+BEGIN
+    IF v_count IS NULL OR v_count = 0 THEN
+        RAISE EXCEPTION 'append to stream % has no events', p_stream_id USING ERRCODE = 'ES002';
+    END IF;
+    IF cardinality(p_names) <> v_count OR cardinality(p_schema_versions) <> v_count
+        OR cardinality(p_payloads) <> v_count OR cardinality(p_metadata) <> v_count THEN
+        RAISE EXCEPTION 'append to stream %: the event arrays differ in length', p_stream_id
+            USING ERRCODE = 'ES003';
+    END IF;
+
+    -- A retry of stored ids, checked first: a retry with a now stale expectation is still a retry.
+    IF EXISTS (SELECT 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)) THEN
+        SELECT * INTO outcome, first_version, last_version, first_position, last_position,
+                      event_id, existing_stream, existing_version
+          FROM __SCHEMA__.stored_batch(p_stream_id, p_event_ids);
+        RETURN;
+    END IF;
+
+    -- Check the expectation and move the head in one statement; the row lock it takes
+    -- serializes writers of this stream until commit.
+    IF p_expected IS NULL THEN
+        INSERT INTO __SCHEMA__.streams AS s (stream_id, version) VALUES (p_stream_id, v_count)
+            ON CONFLICT (stream_id) DO UPDATE SET version = s.version + v_count
+            RETURNING s.version INTO last_version;
+    ELSIF p_expected = 0 THEN
+        INSERT INTO __SCHEMA__.streams (stream_id, version) VALUES (p_stream_id, v_count)
+            ON CONFLICT (stream_id) DO NOTHING
+            RETURNING version INTO last_version;
+    ELSIF p_expected = -1 THEN
+        UPDATE __SCHEMA__.streams s SET version = s.version + v_count
+         WHERE s.stream_id = p_stream_id
+        RETURNING s.version INTO last_version;
+    ELSE
+        UPDATE __SCHEMA__.streams s SET version = s.version + v_count
+         WHERE s.stream_id = p_stream_id AND s.version = p_expected
+        RETURNING s.version INTO last_version;
+    END IF;
+
+    IF last_version IS NULL THEN
+        -- The writer we lost to may have been this batch's own first attempt, committed while
+        -- we waited for its lock: this statement's snapshot sees it.
+        IF EXISTS (SELECT 1 FROM __SCHEMA__.events e WHERE e.event_id = ANY (p_event_ids)) THEN
+            SELECT * INTO outcome, first_version, last_version, first_position, last_position,
+                          event_id, existing_stream, existing_version
+              FROM __SCHEMA__.stored_batch(p_stream_id, p_event_ids);
+            RETURN;
+        END IF;
+        outcome := 'conflict';
+        SELECT coalesce(max(s.version), 0) INTO actual_version
+          FROM __SCHEMA__.streams s WHERE s.stream_id = p_stream_id;
+        RETURN;
+    END IF;
+
+    first_version := last_version - v_count + 1;
+    actual_version := first_version - 1;
+
+    IF v_count > 1 AND cardinality(ARRAY(SELECT DISTINCT unnest(p_event_ids))) <> v_count THEN
+        -- Undo the head move: nothing of a rejected batch may stay.
+        RAISE EXCEPTION 'the batch for stream % repeats an event id', p_stream_id
+            USING ERRCODE = 'ES004', DETAIL = actual_version::text;
+    END IF;
+
+    WITH inserted AS (
+        INSERT INTO __SCHEMA__.events
+            (transaction_id, stream_id, version, event_id, name, schema_version, payload,
+             metadata)
+        SELECT (SELECT __SCHEMA__.logical_xact_id()), p_stream_id, first_version + t.ord - 1,
+               t.id, t.name, t.schema_version, t.payload, t.metadata
+          FROM unnest(p_event_ids, p_names, p_schema_versions, p_payloads, p_metadata)
+               WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord)
+         ORDER BY t.ord
+        RETURNING position
+    )
+    SELECT min(i.position), max(i.position) INTO first_position, last_position FROM inserted i;
+
+    PERFORM pg_notify('__CHANNEL__', last_position::text);
+    outcome := 'appended';
+END;
+$$;

@@ -27,8 +27,9 @@ impl PostgresAdmin {
     /// gaps or repeats and its head row equals its last version; every head has events;
     /// positions and event ids are unique; metadata is an object the store can decode; names
     /// and schema versions are sane; no checkpoint is past the head of the log; no transaction
-    /// id is beyond the cluster's (a store restored into another cluster). A payload that is
-    /// not a JSON object is a warning.
+    /// id is beyond the cluster's (a store restored into another cluster and not migrated
+    /// since, see [`PostgresError::ClusterMoved`]). A payload that is not a JSON object is a
+    /// warning.
     ///
     /// Reads every event once, in pages. Fails only when the schema holds no event store
     /// ([`PostgresError::SchemaMissing`], [`PostgresError::NotMigrated`]) or a query fails;
@@ -260,9 +261,9 @@ impl PostgresAdmin {
         Ok(())
     }
 
-    /// No stored transaction id is at or beyond the cluster's next one: such events (and
-    /// checkpoints) come from another cluster, and global reads would hold events back, or
-    /// skip them, until the cluster's counter passes them.
+    /// No stored (logical) transaction id is at or beyond the cluster's next one: such events
+    /// come from another cluster, and the store refuses to work until `migrate` re-bases it.
+    /// Also a checkpoint beyond the cluster and every event, and a missing offset row.
     async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let row = self
             .store()

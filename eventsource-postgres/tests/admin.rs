@@ -609,7 +609,18 @@ async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
     // Appends after the repair follow every restored event. (The racing ones that committed
     // before the repair took its lock sort among the restored events: they came through a
     // store instance that had found the store fitting before the "restore".)
-    append(&moved, "account-after", &["new"]).await;
+    // Through the `append()` function (`append_in`), whose insert computes the id itself.
+    let mut tx = moved.pool().begin().await.unwrap();
+    moved
+        .append_in(
+            &mut tx,
+            &StreamId::from_raw("account-after"),
+            ExpectedVersion::NoStream,
+            vec![event("new")],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     settle(&moved, 301).await;
     let mut after = Checkpoint::START;
     let mut all = Vec::new();
