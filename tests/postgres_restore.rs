@@ -24,8 +24,8 @@ use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection,
 use eventsource::postgres::{Check, PostgresError, PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{
-    Checkpoint, EventStore, ExpectedVersion, HandledEvents, LogFilter, NewEvent, Project, Projection,
-    ProjectionRunner, RecordedEvent, RunnerOptions, StoreError, StreamId, Version,
+    Checkpoint, EventStore, ExpectedVersion, HandledEvents, LogFilter, NewEvent, Project,
+    Projection, ProjectionRunner, RecordedEvent, RunnerOptions, StoreError, StreamId, Version,
 };
 use serde_json::json;
 
@@ -136,9 +136,11 @@ fn pg_tool(name: &str) -> PathBuf {
 
 /// A new database on the cluster of `cluster_url`; its URL.
 async fn create_database(cluster_url: &str, name: &str) -> String {
-    let mut conn = PgConnection::connect(cluster_url).await.unwrap_or_else(|e| {
-        panic!("the restore drill needs a reachable server at {cluster_url}: {e}")
-    });
+    let mut conn = PgConnection::connect(cluster_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the restore drill needs a reachable server at {cluster_url}: {e}")
+        });
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await
@@ -274,7 +276,11 @@ async fn assert_log_in_order(store: &PostgresStore, expected: usize) {
             break;
         }
         for event in &page {
-            assert!(event.checkpoint > after, "{} after {after}", event.checkpoint);
+            assert!(
+                event.checkpoint > after,
+                "{} after {after}",
+                event.checkpoint
+            );
             after = event.checkpoint;
             let previous = last.insert(event.stream_id.clone(), event.version);
             assert_eq!(
@@ -303,7 +309,8 @@ async fn behind(store: &PostgresStore, projection: &str) -> Option<u64> {
 /// `pg_restore`; returns how long both took.
 fn dump_and_restore(source: &str, target: &str) -> Duration {
     let started = Instant::now();
-    let file = std::env::temp_dir().join(format!("eventsource-drill-{}.dump", uuid::Uuid::now_v7()));
+    let file =
+        std::env::temp_dir().join(format!("eventsource-drill-{}.dump", uuid::Uuid::now_v7()));
     let status = std::process::Command::new(pg_tool("pg_dump"))
         .args(["--format=custom", "--schema", SCHEMA, "--file"])
         .arg(&file)

@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use eventsource_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
-use eventsource_postgres::{PostgresStore, SCHEMA_VERSION};
 use eventsource_postgres::sqlx::{self, AssertSqlSafe};
+use eventsource_postgres::{PostgresStore, SCHEMA_VERSION};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

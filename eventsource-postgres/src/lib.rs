@@ -75,13 +75,13 @@
 //!   ([`PostgresStore::append_in`]: at the commit of the caller's transaction).
 
 // Leaves first: none of these imports a module below it.
+mod clock;
 mod error;
+mod migrate;
+mod notify;
+mod row;
 mod schema;
 mod sql;
-mod row;
-mod notify;
-mod clock;
-mod migrate;
 mod store;
 // Each adds one concern to `PostgresStore`.
 mod admin;

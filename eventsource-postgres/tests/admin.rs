@@ -559,7 +559,10 @@ async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
     restore_events(&store, "account-old", 200, next - 1_000, 50).await;
     let projection_at = Checkpoint::from_parts((next - 1_000 + 100 * 50) as u64, 0);
     let tx = store.begin().await.unwrap();
-    store.commit(tx, "halfway", None, projection_at).await.unwrap();
+    store
+        .commit(tx, "halfway", None, projection_at)
+        .await
+        .unwrap();
 
     // A new instance (the flag of `store` says it fitted when it was migrated).
     let moved = store_in(store.schema().as_str()).await;
@@ -579,7 +582,10 @@ async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
         Err(PostgresError::ClusterMoved { .. })
     ));
     assert!(matches!(
-        moved.admin().count_after(Checkpoint::START, &LogFilter::all()).await,
+        moved
+            .admin()
+            .count_after(Checkpoint::START, &LogFilter::all())
+            .await,
         Err(PostgresError::ClusterMoved { .. })
     ));
     let report = moved.admin().verify().await.unwrap();
@@ -636,7 +642,9 @@ async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
         assert!(pair[0].checkpoint < pair[1].checkpoint);
     }
     for e in &all {
-        let previous = versions.insert(e.stream_id.clone(), e.version.0).unwrap_or(0);
+        let previous = versions
+            .insert(e.stream_id.clone(), e.version.0)
+            .unwrap_or(0);
         assert_eq!(e.version.0, previous + 1, "{}", e.stream_id);
     }
     // The halfway projection resumes on the restored events after its checkpoint, then on
@@ -652,7 +660,10 @@ async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
     assert_eq!(restored_after, 100);
     let last = all.last().unwrap();
     assert_eq!(last.stream_id.as_str(), "account-after");
-    assert_eq!(after_halfway.last().map(|e| e.event_id), Some(last.event_id));
+    assert_eq!(
+        after_halfway.last().map(|e| e.event_id),
+        Some(last.event_id)
+    );
     assert_eq!(
         moved.admin().checkpoints().await.unwrap()[0].behind,
         after_halfway.len() as u64,
