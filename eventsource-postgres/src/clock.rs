@@ -123,7 +123,9 @@ impl Reading {
     }
 }
 
-/// What [`rebase_if_moved`] did: the offset before and after.
+/// How [`PostgresStore::migrate`](crate::PostgresStore::migrate) re-based the global order of
+/// a store restored or moved from another cluster, from
+/// [`Migrated::rebased`](crate::Migrated::rebased).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rebased {
