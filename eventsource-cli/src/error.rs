@@ -77,7 +77,9 @@ fn advice(error: &PostgresError) -> String {
                 ": run `eventsource migrate --schema {schema}` first, or pass the --schema the application uses"
             )
         }
-        PostgresError::SchemaTooNew { .. } => ": install a newer `eventsource` CLI".into(),
+        PostgresError::SchemaTooNew { .. } => {
+            "; for this CLI: install a newer `eventsource`".into()
+        }
         _ => String::new(),
     }
 }

@@ -30,6 +30,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, ProjectionCommand};
 use crate::error::CliError;
+use crate::output::Output;
 
 /// What a command that ran to the end found.
 pub(crate) enum Outcome {
@@ -65,21 +66,22 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let admin = database::connect(cli).await?.admin();
+    let out = &mut Output::new(out, cli.json);
     if cli.command.needs_current_schema() {
         admin.require_current_schema().await?;
     }
     match &cli.command {
-        Command::Migrate => command::migrate::run(&admin, cli.json, out).await,
-        Command::Status => command::status::run(&admin, cli.json, out).await,
-        Command::Stream(args) => command::stream::run(admin.store(), args, cli.json, out).await,
-        Command::Log(args) => command::log::run(&admin, args, cli.json, out).await,
+        Command::Migrate => command::migrate::run(&admin, out).await,
+        Command::Status => command::status::run(&admin, out).await,
+        Command::Stream(args) => command::stream::run(admin.store(), args, out).await,
+        Command::Log(args) => command::log::run(&admin, args, out).await,
         Command::Projection(ProjectionCommand::List) => {
-            command::projection::list(&admin, cli.json, out).await
+            command::projection::list(&admin, out).await
         }
         Command::Projection(ProjectionCommand::Reset(args)) => {
-            command::projection::reset(&admin, args, cli.json, out).await
+            command::projection::reset(&admin, args, out).await
         }
-        Command::Verify(args) => command::verify::run(&admin, args, cli.json, out).await,
+        Command::Verify(args) => command::verify::run(&admin, args, out).await,
     }
 }
 

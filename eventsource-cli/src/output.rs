@@ -9,6 +9,30 @@ use serde_json::Value;
 
 use crate::error::CliError;
 
+/// Where a command writes, and whether as JSON (`--json`).
+pub(crate) struct Output<'o> {
+    writer: &'o mut dyn Write,
+    /// Print JSON for scripts.
+    pub(crate) json: bool,
+}
+
+impl<'o> Output<'o> {
+    /// Writes to `writer`, as JSON if `json`.
+    pub(crate) fn new(writer: &'o mut dyn Write, json: bool) -> Self {
+        Output { writer, json }
+    }
+}
+
+impl Write for Output<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
 /// An instant as people and scripts read it: RFC 3339, UTC, microseconds (as PostgreSQL stores them, so a time shown can be passed back exactly).
 pub(crate) fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)

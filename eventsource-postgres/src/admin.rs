@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eventsource_core::{Checkpoint, EventStore, LogFilter, Position};
-use sqlx::Row;
+use sqlx::postgres::PgRow;
 
 use crate::clock::{Rebased, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
-use crate::row::{count, decode_checkpoint, transaction_id};
-use crate::sql::{SCHEMA_EXISTS, SCHEMA_TABLES, bigint, bind_filter};
+use crate::row::{count, decode_checkpoint, transaction_id, value};
+use crate::sql::{PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, Statements, bigint};
 use crate::store::PostgresStore;
 
 /// The tables of an event store, in the order they are reported missing.
@@ -77,7 +77,7 @@ pub struct SchemaStatus {
 impl SchemaStatus {
     /// Fails unless the schema and every table of the event store exist:
     /// [`PostgresError::SchemaMissing`] or [`PostgresError::NotMigrated`].
-    pub fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
+    pub(crate) fn require_tables(&self, schema: &str) -> Result<(), PostgresError> {
         let schema = schema.to_owned();
         if !self.exists {
             return Err(PostgresError::SchemaMissing { schema });
@@ -157,21 +157,48 @@ impl PostgresAdmin {
         &self.store
     }
 
+    /// The store's statements.
+    pub(crate) fn sql(&self) -> &Statements {
+        self.store.sql()
+    }
+
     /// A failure of one of the admin API's statements, for `map_err`.
     pub(crate) fn failed(&self, what: &str) -> impl FnOnce(sqlx::Error) -> PostgresError {
         let context = format!("{what} (schema `{}`)", self.store.schema());
         move |source| PostgresError::database(context, source)
     }
 
+    /// The one row `query` returns; `what` it was doing if that fails.
+    pub(crate) async fn row(&self, query: PgQuery, what: &str) -> Result<PgRow, PostgresError> {
+        query
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(self.failed(what))
+    }
+
+    /// The rows `query` returns; `what` it was doing if that fails.
+    pub(crate) async fn rows(
+        &self,
+        query: PgQuery,
+        what: &str,
+    ) -> Result<Vec<PgRow>, PostgresError> {
+        query
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(self.failed(what))
+    }
+
     /// What the schema holds: whether it exists, which table is missing, its schema version.
     /// Assumes nothing, so it works on any schema, also one of a newer release.
     pub async fn schema_status(&self) -> Result<SchemaStatus, PostgresError> {
-        let (schema, pool) = (self.store.schema().as_str(), self.store.pool());
-        let exists: bool = sqlx::query_scalar(SCHEMA_EXISTS)
-            .bind(schema)
-            .fetch_one(pool)
-            .await
-            .map_err(self.failed("looking for the schema"))?;
+        let schema = self.store.schema().as_str();
+        let found = self
+            .row(
+                sqlx::query(SCHEMA_EXISTS).bind(schema),
+                "looking for the schema",
+            )
+            .await?;
+        let exists: bool = value(&found, 0, "whether the schema exists")?;
         if !exists {
             return Ok(SchemaStatus {
                 exists,
@@ -179,25 +206,23 @@ impl PostgresAdmin {
                 version: None,
             });
         }
-        let present: Vec<String> = sqlx::query_scalar(SCHEMA_TABLES)
-            .bind(schema)
-            .fetch_all(pool)
-            .await
-            .map_err(self.failed("listing the tables"))?;
+        let mut present = Vec::new();
+        let what = "the tables of the schema";
+        for row in self
+            .rows(sqlx::query(SCHEMA_TABLES).bind(schema), what)
+            .await?
+        {
+            present.push(value::<String>(&row, 0, what)?);
+        }
         let missing_table = TABLES
             .into_iter()
             .find(|table| !present.iter().any(|p| p == table));
         let version = if present.iter().any(|p| p == TABLES[0]) {
-            let version: Option<i64> = self
-                .store
-                .sql()
-                .schema_version
-                .query()
-                .fetch_one(pool)
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(self.failed("reading the schema version"))?;
-            Some(version.unwrap_or(0))
+            let what = "the schema version";
+            let row = self
+                .row(self.store.sql().schema_version.query(), what)
+                .await?;
+            Some(value::<Option<i64>>(&row, 0, what)?.unwrap_or(0))
         } else {
             None
         };
@@ -258,22 +283,12 @@ impl PostgresAdmin {
 
     /// How many events and streams the store holds, and when the newest event was recorded.
     pub async fn counts(&self) -> Result<Counts, PostgresError> {
-        let row = self
-            .store
-            .sql()
-            .admin
-            .counts
-            .query()
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(self.failed("counting events and streams"))?;
-        let read = |column: &str| count(&row, column, "the counts of the store");
+        let what = "the counts of the store";
+        let row = self.row(self.sql().counts.query(), what).await?;
         Ok(Counts {
-            events: read("events")?,
-            streams: read("streams")?,
-            last_recorded_at: row
-                .try_get("last_recorded_at")
-                .map_err(self.failed("reading the counts of the store"))?,
+            events: count(&row, "events", what)?,
+            streams: count(&row, "streams", what)?,
+            last_recorded_at: value(&row, "last_recorded_at", what)?,
         })
     }
 
@@ -283,26 +298,15 @@ impl PostgresAdmin {
     /// counts would be wrong (a projection missing events would show 0 behind).
     pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
         self.store.ensure_fits().await?;
-        let rows = self
-            .store
-            .sql()
-            .admin
-            .checkpoints
-            .query()
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(self.failed("reading the projection checkpoints"))?;
+        let what = "the projection checkpoints";
+        let rows = self.rows(self.sql().checkpoints.query(), what).await?;
         rows.iter()
             .map(|row| {
-                let read = self.failed("reading a checkpoint row");
-                let projection: String = row.try_get("projection").map_err(read)?;
-                let context = format!("the checkpoint of `{projection}`");
+                let projection: String = value(row, "projection", what)?;
                 Ok(ProjectionCheckpoint {
                     checkpoint: decode_checkpoint(&projection, row)?,
-                    behind: count(row, "behind", &context)?,
-                    updated_at: row
-                        .try_get("updated_at")
-                        .map_err(self.failed(&format!("reading {context}")))?,
+                    behind: count(row, "behind", what)?,
+                    updated_at: value(row, "updated_at", what)?,
                     projection,
                 })
             })
@@ -311,10 +315,7 @@ impl PostgresAdmin {
 
     /// The checkpoint of `projection`, if it has one.
     pub async fn checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, PostgresError> {
-        Ok(self
-            .store
-            .read_checkpoint(self.store.pool(), projection)
-            .await?)
+        Ok(self.store.read_checkpoint(projection).await?)
     }
 
     /// Deletes the checkpoint of `projection`, so that its runner rebuilds it from the start
@@ -327,19 +328,15 @@ impl PostgresAdmin {
         &self,
         projection: &str,
     ) -> Result<Option<Checkpoint>, PostgresError> {
-        let row = self
-            .store
-            .sql()
-            .delete_checkpoint
-            .query()
-            .bind(projection)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(self.failed(&format!(
-                "deleting the checkpoint of projection `{projection}`"
-            )))?;
-        Ok(row
-            .map(|row| decode_checkpoint(projection, &row))
+        let deleted = self
+            .rows(
+                self.store.sql().delete_checkpoint.query().bind(projection),
+                &format!("deleting the checkpoint of projection `{projection}`"),
+            )
+            .await?;
+        Ok(deleted
+            .first()
+            .map(|row| decode_checkpoint(projection, row))
             .transpose()?)
     }
 
@@ -353,27 +350,18 @@ impl PostgresAdmin {
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
         self.store.ensure_fits().await?;
-        let query = self
-            .store
-            .sql()
-            .admin
-            .count_after
-            .pick(filter)
-            .query()
-            .bind(bigint(after.transaction()))
-            .bind(bigint(after.position().0));
-        let row = bind_filter(query, filter)
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(self.failed(&format!("counting the events after {after}")))?;
-        count(&row, "count", &format!("the count of events after {after}"))
+        let query = self.sql().count_after.after(after, filter);
+        let what = format!("the count of events after {after}");
+        let row = self.row(query, &what).await?;
+        count(&row, "count", &what)
     }
 
     /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
-    /// after global `position`, to follow the log from there: just before the oldest
-    /// transaction that wrote, or may still write, such an event. The log is in transaction
-    /// order, so reading from it returns some events of later transactions with lower
-    /// positions too: drop those by position.
+    /// after global `position`, to follow the log from there: just before `position` in the
+    /// oldest transaction that wrote such an event, or before every event of the oldest
+    /// transaction still open (which may yet write one). The log is in transaction order, so
+    /// reading from it returns some events of later transactions with lower positions too:
+    /// drop those by position.
     pub async fn checkpoint_from_position(
         &self,
         position: Position,
@@ -382,32 +370,30 @@ impl PostgresAdmin {
             return Ok(Checkpoint::START);
         }
         self.store.ensure_fits().await?;
-        let row = self
-            .store
+        let query = self
             .sql()
-            .admin
             .first_transaction_from
             .query()
-            .bind(bigint(position.0))
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(self.failed(&format!(
-                "finding the events at or after position {position}"
-            )))?;
-        let context = format!("the transactions at or after position {position}");
-        let oldest: Option<i64> = row.try_get("oldest").map_err(self.failed(&context))?;
-        let horizon: Option<i64> = row.try_get("horizon").map_err(self.failed(&context))?;
+            .bind(bigint(position.0));
+        let what = format!("the transactions at or after position {position}");
+        let row = self.row(query, &what).await?;
+        let oldest: Option<i64> = value(&row, "oldest", &what)?;
+        let horizon: Option<i64> = value(&row, "horizon", &what)?;
         let horizon = horizon.ok_or_else(|| PostgresError::Corrupt {
-            what: context.clone(),
+            what: what.clone(),
             problem: "the row of table `transaction_offset` is missing: run `eventsource migrate`"
                 .to_owned(),
         })?;
-        let mut transaction = transaction_id(horizon, &context)?;
-        if let Some(oldest) = oldest {
-            transaction = transaction.min(transaction_id(oldest, &context)?);
-        }
-        // Positions start at 1: (transaction, 0) is before every event of that transaction.
-        Ok(Checkpoint::from_parts(transaction, 0))
+        let horizon = transaction_id(horizon, &what)?;
+        let oldest = oldest.map(|t| transaction_id(t, &what)).transpose()?;
+        Ok(match oldest {
+            // Every transaction older than the horizon has ended: none but `oldest` and later
+            // ones hold an event at or after `position`, and within `oldest` events are in
+            // position order (a bulk import of millions of events is one transaction).
+            Some(oldest) if oldest < horizon => Checkpoint::from_parts(oldest, position.0 - 1),
+            // Positions start at 1: (transaction, 0) is before every event of that transaction.
+            _ => Checkpoint::from_parts(horizon, 0),
+        })
     }
 
     /// What `eventsource status` shows: the schema version (which must be current), counts,

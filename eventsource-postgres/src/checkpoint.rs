@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
-use sqlx::{PgConnection, PgExecutor, Postgres};
+use sqlx::{PgConnection, Postgres};
 
 use crate::lease::PostgresLease;
 use crate::row::decode_checkpoint;
-use crate::sql::bigint;
+use crate::sql::{PgQuery, bigint};
 use crate::store::PostgresStore;
 
 /// How soon a live reader looks again while events it has not read exist (e.g. behind an
@@ -32,29 +32,23 @@ const UNREAD_RETRY: Duration = Duration::from_millis(50);
 /// ```
 pub type PostgresTx = sqlx::Transaction<'static, Postgres>;
 
-/// Checkpoint components as stored (`bigint` columns).
-fn parts(checkpoint: Checkpoint) -> (i64, i64) {
-    (
-        bigint(checkpoint.transaction()),
-        bigint(checkpoint.position().0),
-    )
+/// Binds the components of `checkpoint` as stored (two `bigint` columns: transaction id,
+/// position).
+fn bind_parts(query: PgQuery, checkpoint: Checkpoint) -> PgQuery {
+    query
+        .bind(bigint(checkpoint.transaction()))
+        .bind(bigint(checkpoint.position().0))
 }
 
 impl PostgresStore {
     /// The checkpoint of `projection`, if it has one.
     pub(crate) async fn read_checkpoint(
         &self,
-        executor: impl PgExecutor<'_>,
         projection: &str,
     ) -> Result<Option<Checkpoint>, StoreError> {
-        let row = self
-            .sql()
-            .load_checkpoint
-            .query()
-            .bind(projection)
-            .fetch_optional(executor)
-            .await
-            .map_err(self.failed(format!("reading the checkpoint of `{projection}`")))?;
+        let query = self.sql().load_checkpoint.query().bind(projection);
+        let what = format!("reading the checkpoint of `{projection}`");
+        let row = self.optional_row(query, what).await?;
         row.map(|row| decode_checkpoint(projection, &row))
             .transpose()
     }
@@ -68,53 +62,24 @@ impl PostgresStore {
         to: Checkpoint,
     ) -> Result<bool, sqlx::Error> {
         let sql = self.sql();
-        let (to_tx, to_pos) = parts(to);
-        let rows = match (expected, to == Checkpoint::START) {
-            (None, true) => {
-                let deleted = sql
-                    .delete_checkpoint
-                    .query()
-                    .bind(projection)
-                    .execute(&mut *tx)
-                    .await?;
-                // Nothing may have been there.
-                u64::from(deleted.rows_affected() == 0)
-            }
+        // Back to the start deletes the row; otherwise it is created or moved.
+        let query = match (expected, to == Checkpoint::START) {
+            (None, true) => sql.delete_checkpoint.query().bind(projection),
             (Some(expected), true) => {
-                let (tx_id, pos) = parts(expected);
-                sql.delete_checkpoint_at
-                    .query()
-                    .bind(projection)
-                    .bind(tx_id)
-                    .bind(pos)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
+                bind_parts(sql.delete_checkpoint_at.query().bind(projection), expected)
             }
-            (None, false) => sql
-                .insert_checkpoint
-                .query()
-                .bind(projection)
-                .bind(to_tx)
-                .bind(to_pos)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            (Some(expected), false) => {
-                let (tx_id, pos) = parts(expected);
-                sql.update_checkpoint
-                    .query()
-                    .bind(projection)
-                    .bind(to_tx)
-                    .bind(to_pos)
-                    .bind(tx_id)
-                    .bind(pos)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-            }
+            (None, false) => bind_parts(sql.insert_checkpoint.query().bind(projection), to),
+            (Some(expected), false) => bind_parts(
+                bind_parts(sql.update_checkpoint.query().bind(projection), to),
+                expected,
+            ),
         };
-        Ok(rows == 1)
+        let rows = query.execute(&mut *tx).await?.rows_affected();
+        Ok(match (expected, to == Checkpoint::START) {
+            // Nothing may have been there, and nothing must be.
+            (None, true) => rows == 0,
+            _ => rows == 1,
+        })
     }
 }
 
@@ -131,7 +96,7 @@ impl ProjectionStore for PostgresStore {
         // A checkpoint is a place in the global order: meaningless in a store that does not
         // fit its cluster.
         self.ensure_fits_store().await?;
-        self.read_checkpoint(self.pool(), projection).await
+        self.read_checkpoint(projection).await
     }
 
     async fn begin(&self) -> Result<PostgresTx, StoreError> {

@@ -73,6 +73,27 @@
 //!   [`Checkpoint`](eventsource_core::Checkpoint), not from a position.
 //! - Every append NOTIFYs [`PostgresStore::notify_channel`] once committed
 //!   ([`PostgresStore::append_in`]: at the commit of the caller's transaction).
+//!
+//! # Administration
+//!
+//! [`PostgresStore::admin`] gives a [`PostgresAdmin`]: schema diagnostics
+//! ([`PostgresAdmin::require_current_schema`]), counts and the head of the log
+//! ([`PostgresAdmin::status`]), projection checkpoints (list, reset), the events held back
+//! behind open transactions ([`PostgresAdmin::count_after`]) and integrity checks
+//! ([`PostgresAdmin::verify`]). The `eventsource` command-line tool is built on it and holds no
+//! SQL of its own; applications can call it too (health checks, dashboards, deploy scripts).
+//!
+//! ```no_run
+//! # use eventsource_postgres::PostgresStore;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::connect(&std::env::var("DATABASE_URL")?).await?;
+//! let admin = store.admin();
+//! admin.require_current_schema().await?; // a readiness check: migrated, and not too new
+//! for projection in admin.checkpoints().await? {
+//!     println!("{}: {} events behind", projection.projection, projection.behind);
+//! }
+//! # Ok(()) }
+//! ```
 
 // Leaves first: none of these imports a module below it.
 mod clock;

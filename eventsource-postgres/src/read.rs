@@ -10,7 +10,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::row::decode_event;
-use crate::sql::{HORIZON_LAG, bigint, bind_filter};
+use crate::sql::{HORIZON_LAG, bigint};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
@@ -36,18 +36,9 @@ impl PostgresStore {
         filter: &LogFilter,
     ) -> Result<bool, StoreError> {
         self.ensure_fits_store().await?;
-        let query = self
-            .sql()
-            .unread
-            .pick(filter)
-            .query()
-            .bind(bigint(checkpoint.transaction()))
-            .bind(bigint(checkpoint.position().0));
-        bind_filter(query, filter)
-            .fetch_one(self.pool())
+        let query = self.sql().unread.after(checkpoint, filter);
+        self.scalar(query, "looking for unread events".to_owned())
             .await
-            .and_then(|row| row.try_get(0))
-            .map_err(self.failed("looking for unread events".to_owned()))
     }
 }
 
@@ -75,16 +66,15 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         self.ensure_fits_store().await?;
-        let rows = self
+        let query = self
             .sql()
             .read_stream
             .query()
             .bind(stream.as_str())
             .bind(bigint(from.0))
-            .bind(bigint(max_count))
-            .fetch_all(self.pool())
-            .await
-            .map_err(self.failed(format!("reading stream `{stream}` from version {from}")))?;
+            .bind(bigint(max_count));
+        let what = format!("reading stream `{stream}` from version {from}");
+        let rows = self.rows(query, what).await?;
         rows.iter().map(decode_event).collect()
     }
 
@@ -98,31 +88,25 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         self.ensure_fits_store().await?;
-        let statement = self.sql().read_all.pick(filter);
-        let failed = || self.failed(format!("reading the global log after {after}"));
+        let what = || format!("reading the global log after {after}");
         // Committed events may wait beyond the horizon for an older transaction to end; give it
         // `horizon_wait` to do so (most transactions are short), so that a reader sees what was
         // committed before it asked. Never read past the horizon: that could skip events.
         let deadline = Instant::now() + self.horizon_wait();
         let mut pause = Duration::from_millis(2);
         loop {
-            let query = statement
-                .query()
-                .bind(bigint(after.transaction()))
-                .bind(bigint(after.position().0));
-            let rows = bind_filter(query, filter)
-                .bind(bigint(max_count))
-                .fetch_all(self.pool())
-                .await
-                .map_err(failed())?;
+            let query = self.sql().read_all.after(after, filter);
+            let rows = self.rows(query.bind(bigint(max_count)), what()).await?;
             let held_back = match rows.first() {
-                Some(row) => row.try_get::<bool, _>("held_back").map_err(failed())?,
+                Some(row) => row
+                    .try_get::<bool, _>("held_back")
+                    .map_err(self.failed(what()))?,
                 None => false,
             };
             let mut events = Vec::with_capacity(rows.len());
             for row in &rows {
                 // An empty page is one row of NULLs beside the flag.
-                let position: Option<i64> = row.try_get("position").map_err(failed())?;
+                let position: Option<i64> = row.try_get("position").map_err(self.failed(what()))?;
                 if position.is_some() {
                     events.push(decode_event(row)?);
                 }
@@ -137,15 +121,9 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        let version: i64 = self
-            .sql()
-            .stream_version
-            .query()
-            .bind(stream.as_str())
-            .fetch_one(self.pool())
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(self.failed(format!("reading the version of stream `{stream}`")))?;
+        let query = self.sql().stream_version.query().bind(stream.as_str());
+        let what = format!("reading the version of stream `{stream}`");
+        let version: i64 = self.scalar(query, what).await?;
         u64::try_from(version)
             .map(Version)
             .map_err(|_| StoreError::CorruptRow {
@@ -157,26 +135,17 @@ impl EventStore for PostgresStore {
 
     async fn head_position(&self) -> Result<Position, StoreError> {
         self.ensure_fits_store().await?;
+        let query = self.sql().head_position.query();
         let position: i64 = self
-            .sql()
-            .head_position
-            .query()
-            .fetch_one(self.pool())
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(self.failed("reading the head position".to_owned()))?;
+            .scalar(query, "reading the head position".into())
+            .await?;
         Ok(Position(u64::try_from(position).unwrap_or(0)))
     }
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let row = self
-            .sql()
-            .find_event
-            .query()
-            .bind(event_id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(self.failed(format!("finding event {event_id}")))?;
+        let query = self.sql().find_event.query().bind(event_id);
+        let what = format!("finding event {event_id}");
+        let row = self.optional_row(query, what).await?;
         row.as_ref().map(decode_event).transpose()
     }
 }

@@ -30,14 +30,9 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row = self
-            .sql()
-            .load_snapshot
-            .query()
-            .bind(stream.as_str())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(self.failed(format!("loading the snapshot of stream `{stream}`")))?;
+        let query = self.sql().load_snapshot.query().bind(stream.as_str());
+        let what = format!("loading the snapshot of stream `{stream}`");
+        let row = self.optional_row(query, what).await?;
         row.map(|row| decode_snapshot(stream, &row)).transpose()
     }
 }

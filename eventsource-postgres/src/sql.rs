@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 
-use eventsource_core::{ExpectedVersion, LogFilter, Version};
 use sqlx::postgres::PgArguments;
 use sqlx::{AssertSqlSafe, Postgres};
 
 use crate::schema::SchemaName;
 
-mod admin;
-pub(crate) use admin::{AdminStatements, EVENT_TRIGGERS, SCHEMA_EXISTS, SCHEMA_TABLES};
+mod family;
+use family::read_all;
+pub(crate) use family::{ByFilter, FastAppend, expected_version};
 
 /// A query on one of a store's statements, its values still to bind.
 pub(crate) type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
@@ -47,58 +47,6 @@ pub(crate) fn bigint<T: TryInto<i64>>(value: T) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
-/// Binds the categories, then the names, of `filter`, each only when the filter has any: the
-/// values of the `{t}` conditions of the statement [`ByFilter::pick`] chose.
-pub(crate) fn bind_filter(mut query: PgQuery, filter: &LogFilter) -> PgQuery {
-    if !filter.categories.is_empty() {
-        query = query.bind(filter.categories.as_slice());
-    }
-    if !filter.names.is_empty() {
-        query = query.bind(filter.names.as_slice());
-    }
-    query
-}
-
-/// One statement per shape of [`LogFilter`], so that each uses the index that serves it (all
-/// events, by category, by name) rather than one generic plan. The filter's values follow the
-/// statement's own parameters (see [`bind_filter`]).
-#[derive(Debug)]
-pub(crate) struct ByFilter {
-    all: Statement,
-    category: Statement,
-    name: Statement,
-    category_and_name: Statement,
-}
-
-impl ByFilter {
-    /// Builds the four statements from `build(filter, next)`: `filter` is the SQL condition
-    /// (with `{t}` for the table alias) and `next` the number of the first parameter after it.
-    /// `fixed` is the number of parameters before the filter's.
-    fn new(fixed: usize, build: impl Fn(&str, usize) -> String) -> Self {
-        let (one, two) = (fixed + 1, fixed + 2);
-        ByFilter {
-            all: build("", one).into(),
-            category: build(&format!(" AND {{t}}.category = ANY(${one})"), two).into(),
-            name: build(&format!(" AND {{t}}.name = ANY(${one})"), two).into(),
-            category_and_name: build(
-                &format!(" AND {{t}}.category = ANY(${one}) AND {{t}}.name = ANY(${two})"),
-                fixed + 3,
-            )
-            .into(),
-        }
-    }
-
-    /// The statement for `filter`.
-    pub(crate) fn pick(&self, filter: &LogFilter) -> &Statement {
-        match (filter.categories.is_empty(), filter.names.is_empty()) {
-            (true, true) => &self.all,
-            (false, true) => &self.category,
-            (true, false) => &self.name,
-            (false, false) => &self.category_and_name,
-        }
-    }
-}
-
 /// The columns `row::decode_event` reads.
 const EVENT_COLUMNS: &str = "position, transaction_id, stream_id, version, \
      event_id, name, schema_version, payload, metadata, recorded_at";
@@ -108,163 +56,6 @@ const EVENT_COLUMNS: &str = "position, transaction_id, stream_id, version, \
 /// compares with.
 fn offset(s: &str) -> String {
     format!("(SELECT o.value FROM {s}.transaction_offset o)")
-}
-
-/// A page of the global log after a checkpoint (`$1` logical transaction, `$2` position), only
-/// below the oldest running transaction (the horizon, as a logical id: the cluster's
-/// `pg_snapshot_xmin` plus the store's offset), so that a transaction committing late never
-/// lands behind a reader's checkpoint. Every row also says whether committed events
-/// matching the filter wait beyond the horizon (`held_back`); an empty page is one row of
-/// NULLs with that flag.
-///
-/// `filter` names the scanned table `{t}`; it is applied to both scans.
-///
-/// The `held_back` probe asks for a row after `max(checkpoint, (horizon, -1))` as one row
-/// comparison, the same rows as "after the checkpoint and at or beyond the horizon" (positions
-/// are positive): with the two bounds apart, the index scan starts at the checkpoint and walks
-/// every row up to the horizon, which made each page cost the rest of the log (a quadratic
-/// catch-up; see BENCHMARKS.md).
-fn read_all(schema: &str, filter: &str, limit: usize) -> String {
-    let held_back_filter = filter.replace("{t}", "l");
-    let filter = filter.replace("{t}", "e");
-    let offset = offset(schema);
-    format!(
-        "WITH horizon AS MATERIALIZED ( \
-             SELECT x.xmin, EXISTS ( \
-                 SELECT 1 FROM {schema}.events l \
-                  WHERE (l.transaction_id, l.position) > ( \
-                            CASE WHEN x.xmin > $1::bigint THEN x.xmin ELSE $1::bigint END, \
-                            CASE WHEN x.xmin > $1::bigint THEN -1 ELSE $2 END \
-                        ){held_back_filter} \
-             ) AS held_back \
-             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
-                       AS xmin) x \
-         ) \
-         SELECT h.held_back, p.xid AS transaction_id, p.position, p.stream_id, p.version, \
-                p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at \
-           FROM horizon h LEFT JOIN LATERAL ( \
-                SELECT e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
-                       e.name, e.schema_version, e.payload, e.metadata, e.recorded_at \
-                  FROM {schema}.events e \
-                 WHERE (e.transaction_id, e.position) > ($1::bigint, $2) \
-                   AND e.transaction_id < h.xmin{filter} \
-                 ORDER BY e.transaction_id, e.position \
-                 LIMIT ${limit} \
-           ) p ON true \
-          ORDER BY p.xid, p.position"
-    )
-}
-
-/// The common case of an append as one data-modifying statement: `head` moves the stream head
-/// (and yields the new version) only if the expectation holds; the rows are inserted only if it
-/// did, from the column arrays `$3`..`$7`. No row comes back when the head did not move, and a
-/// batch with an id that is already stored fails on the unique index (rolling the head back):
-/// the caller then asks the `append()` function, which tells a conflict from a retry or a
-/// duplicate. `$1` is the stream, `$2` the expected version (NULL unless `head` needs it).
-///
-/// One statement rather than the plpgsql function: no interpreter, no up-front id lookup (the
-/// unique index checks the ids anyway) and no NOTIFY inside the transaction (see
-/// `PostgresStore::append`); measured in BENCHMARKS.md.
-///
-/// The logical transaction id is computed once per statement (the column's default,
-/// `logical_xact_id()`, would run a SQL function per row).
-fn append_fast(schema: &str, head: &str) -> Statement {
-    let offset = offset(schema);
-    format!(
-        "WITH head AS ({head} RETURNING s.version), \
-         inserted AS ( \
-             INSERT INTO {schema}.events \
-                 (transaction_id, stream_id, version, event_id, name, schema_version, payload, \
-                  metadata) \
-             SELECT x.id, $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
-                    t.schema_version, t.payload, t.metadata \
-               FROM head h, \
-                    (SELECT pg_current_xact_id()::text::bigint + {offset} AS id) x, \
-                    unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
-                        WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord) \
-              ORDER BY t.ord \
-             RETURNING position \
-         ) \
-         SELECT h.version - cardinality($3::uuid[]) + 1 AS first_version, \
-                h.version AS last_version, \
-                (SELECT min(i.position) FROM inserted i) AS first_position, \
-                (SELECT max(i.position) FROM inserted i) AS last_position \
-           FROM head h"
-    )
-    .into()
-}
-
-/// The fast append statements, one per kind of expectation.
-#[derive(Debug)]
-pub(crate) struct FastAppend {
-    /// `ExpectedVersion::Any`: create or move the head.
-    any: Statement,
-    /// `ExpectedVersion::NoStream` (or `Exact(0)`): create the head.
-    no_stream: Statement,
-    /// `ExpectedVersion::StreamExists`: move an existing head.
-    stream_exists: Statement,
-    /// `ExpectedVersion::Exact(n)`, n >= 1: move the head from `$2`.
-    exact: Statement,
-}
-
-impl FastAppend {
-    fn new(s: &str) -> Self {
-        let move_head = "SET version = s.version + cardinality($3::uuid[])";
-        FastAppend {
-            any: append_fast(
-                s,
-                &format!(
-                    "INSERT INTO {s}.streams AS s (stream_id, version) \
-                     SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint IS NULL \
-                     ON CONFLICT (stream_id) DO UPDATE {move_head}"
-                ),
-            ),
-            no_stream: append_fast(
-                s,
-                &format!(
-                    "INSERT INTO {s}.streams AS s (stream_id, version) \
-                     SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint = 0 \
-                     ON CONFLICT (stream_id) DO NOTHING"
-                ),
-            ),
-            stream_exists: append_fast(
-                s,
-                &format!(
-                    "UPDATE {s}.streams AS s {move_head} \
-                     WHERE s.stream_id = $1 AND $2::bigint = -1"
-                ),
-            ),
-            exact: append_fast(
-                s,
-                &format!(
-                    "UPDATE {s}.streams AS s {move_head} \
-                     WHERE s.stream_id = $1 AND s.version = $2"
-                ),
-            ),
-        }
-    }
-
-    /// The statement for `expected`; its `$2` is [`expected_version`]`(expected)`.
-    pub(crate) fn pick(&self, expected: ExpectedVersion) -> &Statement {
-        match expected {
-            ExpectedVersion::Any => &self.any,
-            ExpectedVersion::StreamExists => &self.stream_exists,
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(Version(0)) => &self.no_stream,
-            ExpectedVersion::Exact(_) => &self.exact,
-        }
-    }
-}
-
-/// `expected` as the `p_expected` parameter of the `append()` function and `$2` of the fast
-/// append: NULL = any version, -1 = the stream must exist, n >= 0 = exactly version n (0 = no
-/// stream). No stream reaches a version beyond `i64::MAX`: such an expectation just conflicts.
-pub(crate) fn expected_version(expected: ExpectedVersion) -> Option<i64> {
-    match expected {
-        ExpectedVersion::Any => None,
-        ExpectedVersion::StreamExists => Some(-1),
-        ExpectedVersion::NoStream => Some(0),
-        ExpectedVersion::Exact(Version(v)) => Some(bigint(v)),
-    }
 }
 
 /// The SQL texts of a store.
@@ -300,8 +91,31 @@ pub(crate) struct Statements {
     pub(crate) insert_checkpoint: Statement,
     /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`).
     pub(crate) update_checkpoint: Statement,
-    /// What the admin API asks.
-    pub(crate) admin: AdminStatements,
+    // What the admin API (`admin.rs`, `verify.rs`) asks.
+    /// `events`, `streams`, `last_recorded_at`.
+    pub(crate) counts: Statement,
+    /// Every checkpoint with how many events follow it, by projection name.
+    pub(crate) checkpoints: Statement,
+    /// How many events passing the filter follow (`$1` transaction, `$2` position).
+    pub(crate) count_after: ByFilter,
+    /// The oldest transaction with an event at or after position `$1`, and the horizon.
+    pub(crate) first_transaction_from: Statement,
+    /// A page of events in (stream, version) order after (`$1` stream, `$2` version), `$3`
+    /// rows, with what the checks look at.
+    pub(crate) scan_page: Statement,
+    /// Stream heads without events. Like the next two: the first `$1` rows, each with the
+    /// `total` number of rows there are.
+    pub(crate) heads_without_events: Statement,
+    /// Positions held by several events, with (a few of) their holders.
+    pub(crate) repeated_positions: Statement,
+    /// Event ids stored several times, with (a few of) their holders.
+    pub(crate) repeated_event_ids: Statement,
+    /// Every checkpoint with the head of the log.
+    pub(crate) checkpoints_and_head: Statement,
+    /// The newest logical transaction id in the events and checkpoints, and the next one the
+    /// cluster would give (NULL when the offset row is missing).
+    pub(crate) transaction_ids: Statement,
+    // The transaction clock (`clock.rs`).
     /// The store's clock: its transaction offset (NULL when the row is missing), the newest
     /// stored logical transaction id, and the cluster's `xmin` and `xmax` (raw xids).
     pub(crate) clock: Statement,
@@ -323,6 +137,9 @@ impl Statements {
         let s = schema.quoted();
         let s = s.as_str();
         let checkpoints = format!("{s}.checkpoints");
+        // At most this many holders are named in a finding about a repeated position or id.
+        let holders = "array_to_string((array_agg(stream_id || ' v' || version \
+                        ORDER BY stream_id, version))[1:5], ', ')";
         Statements {
             create_schema: format!(
                 "CREATE SCHEMA IF NOT EXISTS {s}; \
@@ -402,7 +219,77 @@ impl Statements {
                  WHERE projection = $1 AND transaction_id = $4 AND position = $5"
             )
             .into(),
-            admin: AdminStatements::new(s),
+            counts: format!(
+                "SELECT (SELECT count(*) FROM {s}.events) AS events, \
+                        (SELECT count(*) FROM {s}.streams) AS streams, \
+                        (SELECT max(recorded_at) FROM {s}.events) AS last_recorded_at"
+            )
+            .into(),
+            checkpoints: format!(
+                "SELECT c.projection, c.transaction_id, c.position, c.updated_at, \
+                        (SELECT count(*) FROM {s}.events e \
+                          WHERE (e.transaction_id, e.position) \
+                              > (c.transaction_id, c.position)) AS behind \
+                   FROM {s}.checkpoints c ORDER BY c.projection"
+            )
+            .into(),
+            count_after: ByFilter::new(2, |filter, _| {
+                format!(
+                    "SELECT count(*) FROM {s}.events e \
+                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
+                    filter.replace("{t}", "e")
+                )
+            }),
+            // One statement, one snapshot: every transaction older than the snapshot's horizon
+            // has ended, so its events are visible; a younger one may still commit an event at
+            // or after `$1`.
+            first_transaction_from: format!(
+                "SELECT (SELECT transaction_id FROM {s}.events WHERE position >= $1 \
+                          ORDER BY transaction_id LIMIT 1) AS oldest, \
+                        pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
+                            AS horizon",
+                offset = offset(s)
+            )
+            .into(),
+            scan_page: format!(
+                "SELECT e.stream_id, e.version, e.position, e.name, e.schema_version, \
+                        jsonb_typeof(e.payload) AS payload_type, e.metadata, h.version AS head \
+                   FROM {s}.events e LEFT JOIN {s}.streams h ON h.stream_id = e.stream_id \
+                  WHERE (e.stream_id, e.version) > ($1, $2) \
+                  ORDER BY e.stream_id, e.version LIMIT $3"
+            )
+            .into(),
+            heads_without_events: format!(
+                "SELECT h.stream_id, h.version, count(*) OVER () AS total FROM {s}.streams h \
+                  WHERE NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.stream_id = h.stream_id) \
+                  ORDER BY h.stream_id LIMIT $1"
+            )
+            .into(),
+            repeated_positions: format!(
+                "SELECT position, count(*), {holders}, count(*) OVER () AS total \
+                   FROM {s}.events GROUP BY position HAVING count(*) > 1 \
+                  ORDER BY position LIMIT $1"
+            )
+            .into(),
+            repeated_event_ids: format!(
+                "SELECT event_id::text, count(*), {holders}, count(*) OVER () AS total \
+                   FROM {s}.events GROUP BY event_id HAVING count(*) > 1 \
+                  ORDER BY event_id LIMIT $1"
+            )
+            .into(),
+            checkpoints_and_head: format!(
+                "SELECT c.projection, c.transaction_id, c.position, \
+                        (SELECT coalesce(max(position), 0) FROM {s}.events) AS head \
+                   FROM {s}.checkpoints c ORDER BY c.projection"
+            )
+            .into(),
+            transaction_ids: format!(
+                "SELECT (SELECT max(transaction_id) FROM {s}.events) AS events, \
+                        (SELECT max(transaction_id) FROM {s}.checkpoints) AS checkpoints, \
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint + {offset} AS next",
+                offset = offset(s)
+            )
+            .into(),
             clock: format!(
                 "SELECT (SELECT o.value FROM {s}.transaction_offset o) AS offset_value, \
                         (SELECT max(transaction_id) FROM {s}.events) AS newest, \
@@ -443,6 +330,22 @@ pub(crate) fn migration(template: &str, schema: &SchemaName) -> String {
         .replace("__SCHEMA__", &schema.quoted())
         .replace("__CHANNEL__", &schema.channel())
 }
+
+/// Whether schema `$1` exists.
+pub(crate) const SCHEMA_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)";
+
+/// The tables of schema `$1`.
+pub(crate) const SCHEMA_TABLES: &str =
+    "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = $1";
+
+/// The user triggers on table `events` of schema `$1` and whether they fire (`O`rigin or
+/// `A`lways; `D`isabled, `R`eplica only).
+pub(crate) const EVENT_TRIGGERS: &str = "SELECT t.tgname::text AS name, t.tgenabled::text AS enabled \
+       FROM pg_catalog.pg_trigger t \
+       JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+      WHERE n.nspname = $1 AND c.relname = 'events' AND NOT t.tgisinternal";
 
 /// Serializes the migrations of schema `$1` across processes; released at commit or rollback.
 pub(crate) const MIGRATION_LOCK: &str =

@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eventsource_core::StoreError;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
 use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate;
 use crate::notify::Notifications;
 use crate::schema::SchemaName;
-use crate::sql::Statements;
+use crate::sql::{PgQuery, Statements};
 
 /// The default of [`PostgresStore::with_horizon_wait`].
 const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
@@ -320,5 +320,38 @@ impl PostgresStore {
     pub(crate) fn failed(&self, what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = format!("{what} (schema `{}`)", self.shared.schema);
         move |e| StoreError::backend(context, e)
+    }
+
+    /// The rows `query` returns on the pool; `what` the store was doing if that fails.
+    pub(crate) async fn rows(
+        &self,
+        query: PgQuery,
+        what: String,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        query.fetch_all(&self.pool).await.map_err(self.failed(what))
+    }
+
+    /// The row `query` returns, if any.
+    pub(crate) async fn optional_row(
+        &self,
+        query: PgQuery,
+        what: String,
+    ) -> Result<Option<PgRow>, StoreError> {
+        query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.failed(what))
+    }
+
+    /// The first column of the one row `query` returns.
+    pub(crate) async fn scalar<T>(&self, query: PgQuery, what: String) -> Result<T, StoreError>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    {
+        query
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(self.failed(what))
     }
 }

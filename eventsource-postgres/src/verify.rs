@@ -3,13 +3,12 @@
 
 use eventsource_core::Metadata;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::admin::PostgresAdmin;
 use crate::error::{PostgresError, excerpt};
 use crate::migrate::SCHEMA_VERSION;
-use crate::row::transaction_id;
+use crate::row::{transaction_id, value};
 use crate::sql::{EVENT_TRIGGERS, Statement};
 
 mod report;
@@ -72,30 +71,15 @@ impl PostgresAdmin {
         Ok(report)
     }
 
-    async fn fetch_all(
-        &self,
-        statement: &Statement,
-        what: &str,
-    ) -> Result<Vec<PgRow>, PostgresError> {
-        statement
-            .query()
-            .fetch_all(self.store().pool())
-            .await
-            .map_err(self.failed(&format!("verify: {what}")))
-    }
-
     /// The immutability triggers exist and fire (enabled `O`rigin or `A`lways).
     async fn check_triggers(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let schema = self.store().schema();
-        let rows = sqlx::query(EVENT_TRIGGERS)
-            .bind(schema.as_str())
-            .fetch_all(self.store().pool())
-            .await
-            .map_err(self.failed("verify: listing the triggers of `events`"))?;
+        let query = sqlx::query(EVENT_TRIGGERS).bind(schema.as_str());
+        let rows = self.rows(query, "the triggers of `events`").await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
-            let name: String = get(row, "name", "a trigger")?;
-            let enabled: String = get(row, "enabled", "a trigger")?;
+            let name: String = value(row, "name", "a trigger")?;
+            let enabled: String = value(row, "enabled", "a trigger")?;
             found.push((name, enabled));
         }
         for trigger in TRIGGERS {
@@ -132,19 +116,13 @@ impl PostgresAdmin {
         progress: &mut (impl FnMut(ScanProgress) + Send),
     ) -> Result<(), PostgresError> {
         let total = self.counts().await?.events;
-        let page = &self.store().sql().admin.scan_page;
+        let page = &self.store().sql().scan_page;
         let mut cursor = (String::new(), i64::MIN);
         let mut open: Option<OpenStream> = None;
         let mut scanned = 0u64;
         loop {
-            let rows = page
-                .query()
-                .bind(&cursor.0)
-                .bind(cursor.1)
-                .bind(PAGE)
-                .fetch_all(self.store().pool())
-                .await
-                .map_err(self.failed("verify: scanning the events"))?;
+            let query = page.query().bind(&cursor.0).bind(cursor.1).bind(PAGE);
+            let rows = self.rows(query, "a page of events").await?;
             for row in &rows {
                 let event = ScannedEvent::read(row)?;
                 report.events += 1;
@@ -182,18 +160,33 @@ impl PostgresAdmin {
         Ok(())
     }
 
+    /// The first rows of a statement listing problems (at most as many as a report keeps),
+    /// counting those left out as problems of `report`.
+    async fn first_rows(
+        &self,
+        statement: &Statement,
+        what: &str,
+        report: &mut VerifyReport,
+    ) -> Result<Vec<PgRow>, PostgresError> {
+        let limit = VerifyReport::MAX_FINDINGS as i64;
+        let rows = self.rows(statement.query().bind(limit), what).await?;
+        if let Some(first) = rows.first() {
+            let total: i64 = value(first, "total", what)?;
+            report.left_out(u64::try_from(total - rows.len() as i64).unwrap_or(0));
+        }
+        Ok(rows)
+    }
+
     /// A head row in `streams` with no events behind it.
     async fn check_heads_without_events(
         &self,
         report: &mut VerifyReport,
     ) -> Result<(), PostgresError> {
-        let statement = &self.store().sql().admin.heads_without_events;
-        for row in self
-            .fetch_all(statement, "looking for stream heads without events")
-            .await?
-        {
-            let stream: String = get(&row, "stream_id", "a stream head")?;
-            let version: i64 = get(&row, "version", "a stream head")?;
+        let statement = &self.sql().heads_without_events;
+        let what = "stream heads without events";
+        for row in self.first_rows(statement, what, report).await? {
+            let stream: String = value(&row, "stream_id", "a stream head")?;
+            let version: i64 = value(&row, "version", "a stream head")?;
             report.add(
                 Finding::problem(
                     Check::StreamHead,
@@ -208,31 +201,35 @@ impl PostgresAdmin {
     /// Positions and event ids are unique (constraints guarantee it unless someone dropped
     /// them).
     async fn check_unique(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let admin = &self.store().sql().admin;
-        let rows = self
-            .fetch_all(&admin.repeated_positions, "looking for repeated positions")
-            .await?;
-        for row in &rows {
-            let position: i64 = get(row, 0, "a repeated position")?;
-            let count: i64 = get(row, 1, "a repeated position")?;
-            let holders: String = get(row, 2, "a repeated position")?;
+        let admin = self.sql();
+        let what = "repeated positions";
+        for row in self
+            .first_rows(&admin.repeated_positions, what, report)
+            .await?
+        {
+            let (position, count, holders) = repeated::<i64>(&row, what)?;
             let mut finding = Finding::problem(
                 Check::Positions,
-                format!("position {position} is held by {count} events: {holders}"),
+                format!(
+                    "position {position} is held by {count} events: {}",
+                    excerpt(&holders)
+                ),
             );
             finding.position = Some(position);
             report.add(finding);
         }
-        let rows = self
-            .fetch_all(&admin.repeated_event_ids, "looking for repeated event ids")
-            .await?;
-        for row in &rows {
-            let id: String = get(row, 0, "a repeated event id")?;
-            let count: i64 = get(row, 1, "a repeated event id")?;
-            let holders: String = get(row, 2, "a repeated event id")?;
+        let what = "repeated event ids";
+        for row in self
+            .first_rows(&admin.repeated_event_ids, what, report)
+            .await?
+        {
+            let (id, count, holders) = repeated::<String>(&row, what)?;
             report.add(Finding::problem(
                 Check::EventIds,
-                format!("event id {id} is stored {count} times: {holders}"),
+                format!(
+                    "event id {id} is stored {count} times: {}",
+                    excerpt(&holders)
+                ),
             ));
         }
         Ok(())
@@ -240,12 +237,12 @@ impl PostgresAdmin {
 
     /// No checkpoint points past the head of the log (e.g. after restoring an older backup).
     async fn check_checkpoints(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let statement = &self.store().sql().admin.checkpoints_and_head;
-        for row in self.fetch_all(statement, "reading the checkpoints").await? {
+        let query = self.sql().checkpoints_and_head.query();
+        for row in self.rows(query, "the checkpoints").await? {
             report.checkpoints += 1;
-            let projection: String = get(&row, "projection", "a checkpoint")?;
-            let position: i64 = get(&row, "position", "a checkpoint")?;
-            let head: i64 = get(&row, "head", "a checkpoint")?;
+            let projection: String = value(&row, "projection", "a checkpoint")?;
+            let position: i64 = value(&row, "position", "a checkpoint")?;
+            let head: i64 = value(&row, "head", "a checkpoint")?;
             if position > head {
                 let mut finding = Finding::problem(
                     Check::Checkpoints,
@@ -265,18 +262,10 @@ impl PostgresAdmin {
     /// come from another cluster, and the store refuses to work until `migrate` re-bases it.
     /// Also a checkpoint beyond the cluster and every event, and a missing offset row.
     async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
-        let row = self
-            .store()
-            .sql()
-            .admin
-            .transaction_ids
-            .query()
-            .fetch_one(self.store().pool())
-            .await
-            .map_err(self.failed("verify: reading the newest transaction ids"))?;
         let what = "the newest transaction ids";
+        let row = self.row(self.sql().transaction_ids.query(), what).await?;
         let schema = self.store().schema();
-        let next: Option<i64> = get(&row, "next", what)?;
+        let next: Option<i64> = value(&row, "next", what)?;
         let Some(next) = next else {
             report.add(Finding::problem(
                 Check::TransactionIds,
@@ -287,7 +276,7 @@ impl PostgresAdmin {
             return Ok(());
         };
         let next = transaction_id(next, what)?;
-        let newest: Option<i64> = get(&row, "events", what)?;
+        let newest: Option<i64> = value(&row, "events", what)?;
         let newest = newest.map(|n| transaction_id(n, what)).transpose()?;
         if let Some(newest) = newest
             && newest >= next
@@ -302,7 +291,7 @@ impl PostgresAdmin {
         // A checkpoint beyond the cluster and every event (written by hand, or with a
         // checkpoint from elsewhere; one among the events is re-based with them): its
         // projection skips what comes before it.
-        let checkpoint: Option<i64> = get(&row, "checkpoints", what)?;
+        let checkpoint: Option<i64> = value(&row, "checkpoints", what)?;
         if let Some(checkpoint) = checkpoint.map(|c| transaction_id(c, what)).transpose()?
             && checkpoint > next
             && newest.is_none_or(|newest| checkpoint > newest)
@@ -318,17 +307,17 @@ impl PostgresAdmin {
     }
 }
 
-/// Reads column `column` of a row about `what`.
-fn get<T>(
-    row: &PgRow,
-    column: impl sqlx::ColumnIndex<PgRow>,
-    what: &str,
-) -> Result<T, PostgresError>
+/// A row of `repeated_positions` or `repeated_event_ids`: what is repeated, how often, and
+/// (a few of) the events holding it.
+fn repeated<K>(row: &PgRow, what: &str) -> Result<(K, i64, String), PostgresError>
 where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    K: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
-    row.try_get(column)
-        .map_err(|source| PostgresError::database(format!("verify: reading {what}"), source))
+    Ok((
+        value(row, 0, what)?,
+        value(row, 1, what)?,
+        value(row, 2, what)?,
+    ))
 }
 
 /// One row of the scan, with what the checks look at.
@@ -347,14 +336,14 @@ impl ScannedEvent {
     fn read(row: &PgRow) -> Result<Self, PostgresError> {
         let what = "an event row";
         Ok(ScannedEvent {
-            stream: get(row, "stream_id", what)?,
-            version: get(row, "version", what)?,
-            position: get(row, "position", what)?,
-            name: get(row, "name", what)?,
-            schema_version: get(row, "schema_version", what)?,
-            payload_type: get(row, "payload_type", what)?,
-            metadata: get(row, "metadata", what)?,
-            head: get(row, "head", what)?,
+            stream: value(row, "stream_id", what)?,
+            version: value(row, "version", what)?,
+            position: value(row, "position", what)?,
+            name: value(row, "name", what)?,
+            schema_version: value(row, "schema_version", what)?,
+            payload_type: value(row, "payload_type", what)?,
+            metadata: value(row, "metadata", what)?,
+            head: value(row, "head", what)?,
         })
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eventsource_core::{
     Checkpoint, EventStore, ExpectedVersion, LogFilter, Metadata, NewEvent, Position,
-    ProjectionStore, StreamId,
+    ProjectionStore, StoreError, StreamId,
 };
 use eventsource_postgres::sqlx::{self, AssertSqlSafe};
 use eventsource_postgres::{
@@ -236,6 +236,23 @@ async fn status_counts_the_store_and_its_checkpoints() {
     assert_eq!(admin.reset_checkpoint("balances").await.unwrap(), None);
     assert_eq!(store.load_checkpoint("balances").await.unwrap(), None);
     assert_eq!(admin.checkpoints().await.unwrap().len(), 1);
+
+    // A runner that was not stopped cannot move past the reset: its next commit fails.
+    let tx = store.begin().await.unwrap();
+    let error = store
+        .commit(
+            tx,
+            "balances",
+            Some(events[0].checkpoint),
+            events[1].checkpoint,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::CheckpointMoved { actual: None, .. }),
+        "{error:?}"
+    );
+    assert_eq!(store.load_checkpoint("balances").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,6 +351,27 @@ async fn the_checkpoint_from_a_position_misses_no_event_at_or_after_it() {
         let expected: Vec<u64> = (from..=10).collect();
         assert_eq!(positions, expected, "from position {from}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_from_a_position_skips_the_start_of_a_bulk_transaction() {
+    let store = fresh_store().await;
+    let names = vec!["deposited"; 50];
+    append(&store, "account-bulk", &names).await;
+    settle(&store, 50).await;
+    let checkpoint = store
+        .admin()
+        .checkpoint_from_position(Position(40))
+        .await
+        .unwrap();
+    let positions: Vec<u64> = store
+        .read_all(checkpoint, 100, &LogFilter::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position.0)
+        .collect();
+    assert_eq!(positions, (40..=50).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,4 +745,27 @@ async fn a_missing_offset_row_or_an_absurd_id_is_reported_not_guessed() {
         fresh.admin().status().await,
         Err(PostgresError::ClusterMoved { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_keeps_the_first_findings_and_counts_every_one() {
+    let store = fresh_store().await;
+    let many = VerifyReport::MAX_FINDINGS + 7;
+    sql(
+        &store,
+        &format!(
+            "INSERT INTO {{s}}.streams (stream_id, version) \
+             SELECT 'ghost-' || lpad(i::text, 6, '0'), 1 FROM generate_series(1, {many}) i"
+        ),
+    )
+    .await;
+    let report = store.admin().verify().await.unwrap();
+    assert_eq!(report.problems, many as u64);
+    assert_eq!(report.findings.len(), VerifyReport::MAX_FINDINGS);
+    assert!(report.findings_truncated());
+    assert_eq!(
+        report.findings[0].stream.as_deref(),
+        Some("ghost-000001"),
+        "in stream order"
+    );
 }

@@ -13,7 +13,7 @@ use eventsource_postgres::PostgresAdmin;
 use crate::Outcome;
 use crate::cli::LogArgs;
 use crate::error::CliError;
-use crate::output::{self, EventView};
+use crate::output::{self, EventView, Output};
 use crate::progress::Progress;
 
 /// Events read per query.
@@ -25,8 +25,7 @@ const HELD_BACK_POLL: Duration = Duration::from_millis(250);
 pub(crate) async fn run(
     admin: &PostgresAdmin,
     args: &LogArgs,
-    json: bool,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
     let store = admin.store();
     let mut filter = LogFilter::all();
@@ -49,7 +48,7 @@ pub(crate) async fn run(
         checkpoint: admin.checkpoint_from_position(from).await?,
         filter,
         remaining: args.limit.unwrap_or(u64::MAX),
-        printer: Printer::new(json && !args.follow, json, out)?,
+        printer: Printer::new(out.json && !args.follow, out.json, out)?,
     };
 
     // Catch up, with a progress bar when the output goes to a file or pipe.

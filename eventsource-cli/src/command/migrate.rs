@@ -7,18 +7,14 @@ use serde_json::json;
 
 use crate::Outcome;
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Output};
 
 /// Migrates and says from which schema version to which.
-pub(crate) async fn run(
-    admin: &PostgresAdmin,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
+pub(crate) async fn run(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<Outcome, CliError> {
     let migrated = admin.migrate().await?;
     let (before, after) = (migrated.from_version, migrated.to_version);
     let schema = admin.store().schema().as_str();
-    if json {
+    if out.json {
         let mut document = json!({
             "schema": schema,
             "from_version": before,

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::Outcome;
 use crate::cli::ResetArgs;
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Output};
 
 /// A projection's checkpoint and how far it is behind, as the output shows it.
 #[derive(Debug, Serialize)]
@@ -70,13 +70,9 @@ pub(crate) fn print_table(out: &mut dyn Write, rows: &[CheckpointView]) -> io::R
 }
 
 /// `projection list`.
-pub(crate) async fn list(
-    admin: &PostgresAdmin,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
+pub(crate) async fn list(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<Outcome, CliError> {
     let rows = checkpoints(admin).await?;
-    if json {
+    if out.json {
         output::json(out, &json!({ "projections": rows }))?;
     } else {
         print_table(out, &rows)?;
@@ -88,8 +84,7 @@ pub(crate) async fn list(
 pub(crate) async fn reset(
     admin: &PostgresAdmin,
     args: &ResetArgs,
-    json: bool,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
     let rows = checkpoints(admin).await?;
     let schema = admin.store().schema().to_string();
@@ -110,7 +105,7 @@ pub(crate) async fn reset(
         confirm(&row.name, &row.checkpoint, row.position)?;
     }
     let deleted = admin.reset_checkpoint(&args.name).await?;
-    if json {
+    if out.json {
         output::json(
             out,
             &json!({

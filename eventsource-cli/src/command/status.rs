@@ -8,21 +8,17 @@ use serde_json::json;
 use crate::Outcome;
 use crate::command::projection::{self, CheckpointView};
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Output};
 
 /// Prints the counts, head position, horizon lag and the projections' checkpoints.
-pub(crate) async fn run(
-    admin: &PostgresAdmin,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<Outcome, CliError> {
+pub(crate) async fn run(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<Outcome, CliError> {
     let status = admin.status().await?;
     let schema = admin.store().schema();
     let (counts, head, lag) = (status.counts, status.head_position, status.horizon_lag);
     let projections: Vec<CheckpointView> =
         status.checkpoints.iter().map(CheckpointView::new).collect();
 
-    if json {
+    if out.json {
         output::json(
             out,
             &json!({

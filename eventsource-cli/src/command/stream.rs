@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::Outcome;
 use crate::cli::StreamArgs;
 use crate::error::CliError;
-use crate::output::{self, EventView};
+use crate::output::{self, EventView, Output};
 
 /// Events read per query.
 const PAGE: usize = 500;
@@ -18,8 +18,7 @@ const PAGE: usize = 500;
 pub(crate) async fn run(
     store: &PostgresStore,
     args: &StreamArgs,
-    json: bool,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
     let stream = StreamId::from_raw(args.id.clone());
     let head = store.stream_version(&stream).await?;
@@ -59,7 +58,7 @@ pub(crate) async fn run(
     let version = events.last().map_or(0, |e| e.version.0);
     let travelling = args.to_version.is_some() || args.as_of.is_some();
 
-    if json {
+    if out.json {
         let views: Vec<EventView<'_>> = events.iter().map(EventView::new).collect();
         output::json(
             out,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::Outcome;
 use crate::cli::VerifyArgs;
 use crate::error::CliError;
-use crate::output;
+use crate::output::{self, Output};
 use crate::progress::Progress;
 
 /// A finding as the output shows it.
@@ -52,8 +52,7 @@ impl<'a> FindingView<'a> {
 pub(crate) async fn run(
     admin: &PostgresAdmin,
     args: &VerifyArgs,
-    json: bool,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
     let mut progress: Option<Progress> = None;
     let report = admin
@@ -80,7 +79,7 @@ pub(crate) async fn run(
         .iter()
         .map(|f| FindingView::new(f, args.strict))
         .collect();
-    if json {
+    if out.json {
         output::json(
             out,
             &serde_json::json!({

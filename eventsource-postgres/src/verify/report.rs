@@ -168,6 +168,11 @@ impl VerifyReport {
         (self.findings.len() as u64) < self.problems + self.warnings
     }
 
+    /// Counts `problems` found but not listed.
+    pub(super) fn left_out(&mut self, problems: u64) {
+        self.problems += problems;
+    }
+
     pub(super) fn add(&mut self, finding: Finding) {
         match finding.severity {
             Severity::Problem => self.problems += 1,
