@@ -79,7 +79,8 @@
 //! [`PostgresStore::admin`] gives a [`PostgresAdmin`]: schema diagnostics
 //! ([`PostgresAdmin::require_current_schema`]), counts and the head of the log
 //! ([`PostgresAdmin::status`]), projection checkpoints (list, reset), the events held back
-//! behind open transactions ([`PostgresAdmin::count_after`]) and integrity checks
+//! behind open transactions ([`PostgresAdmin::count_after`]), whether the store fits its
+//! cluster ([`PostgresAdmin::clock`], see "Global order") and integrity checks
 //! ([`PostgresAdmin::verify`]). The `eventsource` command-line tool is built on it and holds no
 //! SQL of its own; applications can call it too (health checks, dashboards, deploy scripts).
 //!
