@@ -442,8 +442,8 @@ async fn restore_into_a_cluster_behind_the_source() {
     assert_eq!(behind(&target, "fresh").await, Some(0));
     assert!(target.admin().verify().await.unwrap().is_ok());
     eprintln!(
-        "restore drill, target behind the source: source ids up to {:?} (offset {}), target counter {} -> offset {}; dump + restore {:.2} s, whole drill {:.2} s",
-        clock.newest_event,
+        "restore drill, target behind the source: source ids up to {} (offset {}), target counter {} -> offset {}; dump + restore {:.2} s, whole drill {:.2} s",
+        rebased.newest_event,
         rebased.from_offset,
         clock.next,
         rebased.to_offset,
