@@ -31,7 +31,7 @@ impl PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let batch = Batch::encode(stream, events)?;
-        self.ensure_fits_store().await?;
+        self.ensure_fits_on(conn).await?;
         self.call_append(conn, stream, expected, &batch)
             .await
             .map_err(AppendFailure::into_store_error)

@@ -278,6 +278,19 @@ impl PostgresStore {
         self.ensure_fits().await.map_err(StoreError::from)
     }
 
+    /// [`Self::ensure_fits_store`] on the caller's connection (`append_in`: the caller may
+    /// hold the pool's last connection in its transaction).
+    pub(crate) async fn ensure_fits_on(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        if self.fits_flag().load(Ordering::Acquire) {
+            return Ok(());
+        }
+        clock::read(conn, &self.shared.sql, &self.shared.schema)
+            .await?
+            .require_fit(&self.shared.schema)?;
+        self.fits_flag().store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// The connection pool, e.g. to write read models in the same database.
     pub fn pool(&self) -> &PgPool {
         &self.pool

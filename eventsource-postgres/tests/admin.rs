@@ -593,9 +593,11 @@ async fn restore_events(store: &PostgresStore, stream: &str, count: i64, first: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
     let store = fresh_store().await;
+    // Ids from half this cluster's counter to well above it (a fresh cluster starts near 700).
     let next = store.admin().clock().await.unwrap().next as i64;
-    restore_events(&store, "account-old", 200, next - 1_000, 50).await;
-    let projection_at = Checkpoint::from_parts((next - 1_000 + 100 * 50) as u64, 0);
+    let (first, step) = (next / 2, (next / 2 + 10_000) / 199);
+    restore_events(&store, "account-old", 200, first, step).await;
+    let projection_at = Checkpoint::from_parts((first + 100 * step) as u64, 0);
     let tx = store.begin().await.unwrap();
     store
         .commit(tx, "halfway", None, projection_at)
@@ -646,7 +648,7 @@ async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
     let migrated = moved.admin().migrate().await.unwrap();
     writers.await.unwrap();
     let rebased = migrated.rebased.expect("re-based");
-    assert_eq!(rebased.newest_event, (next - 1_000 + 199 * 50) as u64);
+    assert_eq!(rebased.newest_event, (first + 199 * step) as u64);
     assert!(moved.admin().clock().await.unwrap().fits());
     assert!(moved.admin().verify().await.unwrap().is_ok());
 
@@ -767,5 +769,38 @@ async fn verify_keeps_the_first_findings_and_counts_every_one() {
         report.findings[0].stream.as_deref(),
         Some("ghost-000001"),
         "in stream order"
+    );
+}
+
+/// The once-per-store check runs on the caller's connection in `append_in`: a caller holding
+/// the pool's only connection in its transaction does not wait for a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_in_checks_the_cluster_on_the_callers_connection() {
+    let migrated = fresh_store().await;
+    let store = PostgresStore::builder()
+        .schema(migrated.schema().as_str())
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&database_url())
+        .await
+        .unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    store
+        .append_in(
+            &mut tx,
+            &StreamId::from_raw("account-one"),
+            ExpectedVersion::NoStream,
+            vec![event("opened")],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .stream_version(&StreamId::from_raw("account-one"))
+            .await
+            .unwrap()
+            .0,
+        1
     );
 }
