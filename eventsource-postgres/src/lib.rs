@@ -61,6 +61,10 @@
 //! tables hold events but no planner statistics, as after a restore. See the README, "Backup
 //! and restore".
 //!
+//! Not covered: a distributed PostgreSQL whose nodes each keep a transaction counter (Citus
+//! with events spread over nodes) has no single `xmin` to read below; the order above assumes
+//! one cluster writes the store at a time.
+//!
 //! # Guarantees
 //!
 //! - An append is one statement for any batch size (plus a notification once committed); it

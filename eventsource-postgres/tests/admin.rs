@@ -804,3 +804,29 @@ async fn append_in_checks_the_cluster_on_the_callers_connection() {
         1
     );
 }
+
+/// Processes starting together on a moved store: each migrates, one re-bases, the others find
+/// it done; the offset is raised once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_of_a_moved_store_rebase_it_once() {
+    let store = fresh_store().await;
+    let next = store.admin().clock().await.unwrap().next as i64;
+    restore_events(&store, "account-old", 20, next + 5_000, 10).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let schema = store.schema().to_string();
+        tasks.push(tokio::spawn(async move {
+            let process = store_in(&schema).await;
+            process.admin().migrate().await.unwrap()
+        }));
+    }
+    let mut rebased = Vec::new();
+    for task in tasks {
+        rebased.extend(task.await.unwrap().rebased);
+    }
+    assert_eq!(rebased.len(), 1, "{rebased:?}");
+    let clock = store.admin().clock().await.unwrap();
+    assert_eq!(clock.offset, rebased[0].to_offset);
+    assert!(clock.fits());
+    assert!(clock.horizon > (next + 5_000 + 190) as u64);
+}
