@@ -13,8 +13,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/pg.sh
 
 # Durability is not under test here: fsync=off makes the suite faster.
+# A second, fresh cluster for the backup-and-restore drill (tests/postgres_restore.rs): stores
+# are dumped from one cluster and restored into the other, both ways. Started first, so that
+# DATABASE_URL, PG_DIR and PG_DATA describe the main cluster.
+pg_start eventsource_drill fsync=off
+RESTORE_CLUSTER_URL="$DATABASE_URL"
+# pg_dump and pg_restore live beside initdb; the drill runs them.
+PG_DUMP_BIN="$PG_BIN"
+export RESTORE_CLUSTER_URL PG_DUMP_BIN
 pg_start eventsource_test max_connections=200 fsync=off
-echo "scripts/test.sh: PostgreSQL $(pg_version) on $DATABASE_URL"
+echo "scripts/test.sh: PostgreSQL $(pg_version) on $DATABASE_URL (restore drill: $RESTORE_CLUSTER_URL)"
 
 cargo test --workspace --all-features "$@"
 

@@ -1150,3 +1150,60 @@ async fn parked_events_are_listed_retried_and_discarded() {
     )));
     assert_eq!(listed["parked"].as_array().unwrap().len(), 1);
 }
+
+/// A store restored from a cluster whose transaction counter is ahead of this one (simulated:
+/// events stored with transaction ids this cluster has not reached): `status` and `log` refuse
+/// and name the repair, `verify` reports it, `migrate` re-bases it, and then all agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moved_from_another_cluster_is_refused_until_migrate_rebases_it() {
+    let store = fresh_store().await;
+    seed(&store).await;
+    sql(
+        &store,
+        "INSERT INTO {s}.events (stream_id, version, event_id, name, schema_version, payload, \
+                                 metadata, transaction_id) \
+         SELECT 'account-restored', v, gen_random_uuid(), 'account.deposited', 1, \
+                '{\"amount\": 1}', '{}', pg_current_xact_id()::text::bigint + 100000 + v \
+           FROM generate_series(1, 3) v; \
+         INSERT INTO {s}.streams (stream_id, version) VALUES ('account-restored', 3); \
+         INSERT INTO {s}.checkpoints (projection, transaction_id, position) \
+         SELECT 'balances', transaction_id, position FROM {s}.events \
+          WHERE stream_id = 'account-restored' AND version = 3",
+    )
+    .await;
+
+    for args in [&["status"][..], &["log"][..], &["projection", "list"][..]] {
+        let error = failure(
+            run(&mut cli(&store), args),
+            "was restored or moved from another PostgreSQL cluster",
+        );
+        assert!(error.contains("eventsource migrate --schema"), "{error}");
+    }
+    let report = run(&mut cli(&store), &["verify", "--json"]);
+    assert_eq!(report.status.code(), Some(1));
+    let report = json_of(&String::from_utf8_lossy(&report.stdout));
+    assert_eq!(report["problems"], json!(1), "{report}");
+    assert_eq!(report["findings"][0]["check"], json!("transaction-ids"));
+
+    let migrated = json_of(&success(run(&mut cli(&store), &["--json", "migrate"])));
+    assert!(
+        migrated["rebased"]["to_offset"].as_u64().unwrap() > 0,
+        "{migrated}"
+    );
+    let again = json_of(&success(run(&mut cli(&store), &["--json", "migrate"])));
+    assert!(again.get("rebased").is_none(), "{again}");
+
+    let status = json_of(&success(run(&mut cli(&store), &["status", "--json"])));
+    assert_eq!(status["events"], json!(9));
+    assert_eq!(status["projections"][0]["behind"], json!(0));
+    append(
+        &store,
+        "account-ada",
+        vec![event("account.deposited", json!({ "amount": 1 }))],
+    )
+    .await;
+    let status = json_of(&success(run(&mut cli(&store), &["status", "--json"])));
+    assert_eq!(status["projections"][0]["behind"], json!(1), "{status}");
+    let verified = success(run(&mut cli(&store), &["verify"]));
+    assert!(verified.contains("no problems found"), "{verified}");
+}

@@ -10,6 +10,7 @@ use eventsource_core::{
 };
 use sqlx::postgres::PgRow;
 
+use crate::clock::{Rebased, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
 use crate::row::{count, decode_checkpoint, transaction_id, value};
@@ -102,6 +103,12 @@ pub struct Migrated {
     pub from_version: i64,
     /// The schema version now.
     pub to_version: i64,
+    /// Set when the store had been restored or moved from another PostgreSQL cluster and its
+    /// global order was re-based onto this one.
+    pub rebased: Option<Rebased>,
+    /// Whether the store's tables held events but no planner statistics (a restore brings
+    /// none) and were analyzed.
+    pub analyzed: bool,
 }
 
 /// How big a store is, from [`PostgresAdmin::counts`].
@@ -269,12 +276,22 @@ impl PostgresAdmin {
     /// [`PostgresStore::migrate`], saying from which schema version to which.
     pub async fn migrate(&self) -> Result<Migrated, PostgresError> {
         let from_version = self.schema_status().await?.version.unwrap_or(0);
-        self.store.migrate().await?;
+        let outcome = self.store.migrate_reporting().await?;
         let to_version = self.schema_status().await?.version.unwrap_or(0);
         Ok(Migrated {
             from_version,
             to_version,
+            rebased: outcome.rebased,
+            analyzed: outcome.analyzed,
         })
+    }
+
+    /// Where the store's logical transaction ids stand against the cluster: its offset, the
+    /// newest stored id, the read horizon and the cluster's next id. A store that does not
+    /// [fit](TransactionClock::fits) was restored or moved from another cluster and needs
+    /// [`migrate`](Self::migrate).
+    pub async fn clock(&self) -> Result<TransactionClock, PostgresError> {
+        self.store.read_clock().await
     }
 
     /// How many events and streams the store holds, and when the newest event was recorded.
@@ -289,7 +306,11 @@ impl PostgresAdmin {
     }
 
     /// Every projection's checkpoint and how many events follow it, by name.
+    ///
+    /// Fails with [`PostgresError::ClusterMoved`] when the store does not fit the cluster: the
+    /// counts would be wrong (a projection missing events would show 0 behind).
     pub async fn checkpoints(&self) -> Result<Vec<ProjectionCheckpoint>, PostgresError> {
+        self.store.ensure_fits().await?;
         let what = "the projection checkpoints";
         let rows = self.rows(self.sql().checkpoints.query(), what).await?;
         rows.iter()
@@ -373,6 +394,7 @@ impl PostgresAdmin {
         after: Checkpoint,
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
+        self.store.ensure_fits().await?;
         let query = self.sql().count_after.after(after, filter);
         let what = format!("the count of events after {after}");
         let row = self.row(query, &what).await?;
@@ -392,6 +414,7 @@ impl PostgresAdmin {
         if position.0 <= 1 {
             return Ok(Checkpoint::START);
         }
+        self.store.ensure_fits().await?;
         let query = self
             .sql()
             .first_transaction_from
@@ -399,10 +422,15 @@ impl PostgresAdmin {
             .bind(bigint(position.0));
         let what = format!("the transactions at or after position {position}");
         let row = self.row(query, &what).await?;
-        let oldest: Option<String> = value(&row, "oldest", &what)?;
-        let horizon: String = value(&row, "horizon", &what)?;
-        let horizon = transaction_id(&horizon, &what)?;
-        let oldest = oldest.map(|t| transaction_id(&t, &what)).transpose()?;
+        let oldest: Option<i64> = value(&row, "oldest", &what)?;
+        let horizon: Option<i64> = value(&row, "horizon", &what)?;
+        let horizon = horizon.ok_or_else(|| PostgresError::Corrupt {
+            what: what.clone(),
+            problem: "the row of table `transaction_offset` is missing: run `eventsource migrate`"
+                .to_owned(),
+        })?;
+        let horizon = transaction_id(horizon, &what)?;
+        let oldest = oldest.map(|t| transaction_id(t, &what)).transpose()?;
         Ok(match oldest {
             // Every transaction older than the horizon has ended: none but `oldest` and later
             // ones hold an event at or after `position`, and within `oldest` events are in
@@ -415,8 +443,12 @@ impl PostgresAdmin {
 
     /// What `eventsource status` shows: the schema version (which must be current), counts,
     /// the head of the log, the horizon lag and every checkpoint.
+    ///
+    /// Fails with [`PostgresError::ClusterMoved`] when the store was restored or moved from
+    /// another cluster and not migrated since: its lags would be wrong.
     pub async fn status(&self) -> Result<StoreStatus, PostgresError> {
         let schema_version = self.require_current_schema().await?;
+        self.store.ensure_fits().await?;
         Ok(StoreStatus {
             schema_version,
             counts: self.counts().await?,

@@ -33,6 +33,7 @@ impl PostgresStore {
     ) -> Result<Appended, StoreError> {
         self.limits().check_append(stream, &events)?;
         let batch = Batch::encode(stream, events)?;
+        self.ensure_fits_on(conn).await?;
         self.call_append(conn, stream, expected, &batch)
             .await
             .map_err(AppendFailure::into_store_error)
@@ -47,6 +48,8 @@ impl PostgresStore {
     ) -> Result<Appended, StoreError> {
         self.limits().check_append(stream, &events)?;
         let batch = Batch::encode(stream, events)?;
+        // New events would sort before restored ones in a store moved from another cluster.
+        self.ensure_fits_store().await?;
         // The common case in one statement; every other outcome (a conflict, a retry of stored
         // ids, a duplicate, a batch repeating an id) from the `append()` function.
         if batch.repeated_id().is_none()

@@ -130,6 +130,9 @@ impl ProjectionStore for PostgresStore {
     }
 
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
+        // A checkpoint is a place in the global order: meaningless in a store that does not
+        // fit its cluster.
+        self.ensure_fits_store().await?;
         self.read_checkpoint(projection).await
     }
 

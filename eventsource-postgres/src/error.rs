@@ -102,6 +102,23 @@ pub enum PostgresError {
         #[source]
         source: sqlx::Error,
     },
+    /// The store's events carry transaction ids this cluster has not reached: the store was
+    /// restored or moved from another PostgreSQL cluster (pg_dump / pg_restore, logical
+    /// replication, a dump into a managed database). Global reads would hide the restored
+    /// events and sort new ones before them, so the store refuses to read or append until
+    /// [`PostgresStore::migrate`](crate::PostgresStore::migrate) (the CLI: `eventsource
+    /// migrate`) has re-based its order. See the crate docs, "Global order".
+    #[error(
+        "schema `{schema}` was restored or moved from another PostgreSQL cluster: its newest event has transaction id {newest}, but this cluster's next is {next}, so global reads would hide events and sort new ones before old ones; re-base the order with `eventsource migrate --schema {schema}` (or `PostgresStore::migrate`) before using the store"
+    )]
+    ClusterMoved {
+        /// The store's schema.
+        schema: String,
+        /// The newest (logical) transaction id stored in `events`.
+        newest: u64,
+        /// The (logical) id of the cluster's next transaction.
+        next: u64,
+    },
     /// A value does not fit the column it is stored in.
     #[error("{what} {value} does not fit in a PostgreSQL bigint")]
     OutOfRange {

@@ -18,7 +18,52 @@
 //! `schema_migrations` table; a database migrated by a newer release is refused with
 //! [`PostgresError::SchemaTooNew`]. Tables: `streams` (the head version of each stream),
 //! `events` (immutable: a trigger rejects `UPDATE`, `DELETE` and `TRUNCATE`), `snapshots`,
-//! `checkpoints` (for projections), and the function `append()`.
+//! `checkpoints` (for projections), `transaction_offset` (one row, see "Global order"), and
+//! the functions `append()`, `logical_xact_id()`, `logical_xmin()` and `logical_xmax()`.
+//!
+//! # Global order
+//!
+//! The global log is ordered by `(transaction_id, position)`, the two parts of a
+//! [`Checkpoint`](eventsource_core::Checkpoint). `transaction_id` is a **logical transaction
+//! id**, a `bigint`:
+//!
+//! ```text
+//! transaction_id = pg_current_xact_id() + offset      (of the appending transaction)
+//! read barrier   = pg_snapshot_xmin(pg_current_snapshot()) + offset
+//! ```
+//!
+//! `offset` is a per-store value (the one row of `transaction_offset`, 0 until a repair raises
+//! it; it is never lowered). A global read returns only events below the barrier: every
+//! transaction with a lower id has ended, so nothing can commit later below a reader's
+//! checkpoint (gap safety). Within one cluster, `xid + offset` is monotone in the xid: the
+//! offset only rises, and only under `LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE`, taken
+//! when no append is in flight, with the new offset computed from the cluster's oldest running
+//! transaction, so even a transaction that started before the raise gets an id above every
+//! stored one. So the barrier keeps the guarantee of the plain xid it replaces, at no extra
+//! round trip per append.
+//!
+//! **Why it survives a move.** A physical backup, point-in-time recovery, a streaming replica
+//! and `pg_upgrade` keep the cluster's transaction counter: the stored ids stay valid as they
+//! are. `pg_dump`/`pg_restore`, logical replication, or a dump into a managed database copy the
+//! stored ids but not the counter; when the new cluster's counter is behind the newest stored
+//! id, new transactions would sort before restored events and the barrier would hide those.
+//! The store detects that (the newest stored id, read through the index, is at or beyond
+//! `pg_snapshot_xmax + offset`): before its first read or append, each store instance checks
+//! it once and refuses with [`PostgresError::ClusterMoved`], which names the repair;
+//! [`PostgresAdmin::verify`] reports it and [`PostgresAdmin::status`] refuses. The repair is
+//! [`PostgresStore::migrate`] (the CLI: `eventsource migrate`): it raises the offset to
+//! `newest stored id - oldest running xid + 1`, so that every new transaction sorts after every
+//! restored event and the restored events are below the barrier again. The stored ids and the
+//! checkpoints need no translation: they stay valid in the logical order, so a projection
+//! resumes exactly where it was. A repair writes one row, is idempotent, is logged through
+//! `tracing`, and lets readers go on. When the new cluster's counter is ahead of the source's,
+//! the store fits as restored and nothing changes. `migrate` also runs `ANALYZE` when the
+//! tables hold events but no planner statistics, as after a restore. See the README, "Backup
+//! and restore".
+//!
+//! Not covered: a distributed PostgreSQL whose nodes each keep a transaction counter (Citus
+//! with events spread over nodes) has no single `xmin` to read below; the order above assumes
+//! one cluster writes the store at a time.
 //!
 //! # Guarantees
 //!
@@ -38,7 +83,8 @@
 //! [`PostgresStore::admin`] gives a [`PostgresAdmin`]: schema diagnostics
 //! ([`PostgresAdmin::require_current_schema`]), counts and the head of the log
 //! ([`PostgresAdmin::status`]), projection checkpoints (list, reset), the events held back
-//! behind open transactions ([`PostgresAdmin::count_after`]) and integrity checks
+//! behind open transactions ([`PostgresAdmin::count_after`]), whether the store fits its
+//! cluster ([`PostgresAdmin::clock`], see "Global order") and integrity checks
 //! ([`PostgresAdmin::verify`]). The `eventsource` command-line tool is built on it and holds no
 //! SQL of its own; applications can call it too (health checks, dashboards, deploy scripts).
 //!
@@ -55,6 +101,7 @@
 //! ```
 
 // Leaves first: none of these imports a module below it.
+mod clock;
 mod error;
 mod migrate;
 mod notify;
@@ -75,6 +122,7 @@ pub use admin::{Counts, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaSta
 pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;
+pub use clock::{Rebased, TransactionClock};
 pub use error::{PostgresError, is_transient};
 pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;

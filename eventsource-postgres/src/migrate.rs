@@ -11,6 +11,7 @@
 
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
+use crate::clock::{self, Rebased};
 use crate::error::PostgresError;
 use crate::schema::SchemaName;
 use crate::sql::{self, MIGRATION_LOCK, Statements};
@@ -40,23 +41,45 @@ const MIGRATIONS: &[Migration] = &[
         description: "parked events (projection dead letters)",
         sql: include_str!("../migrations/0003_parked_events.sql"),
     },
+    Migration {
+        version: 4,
+        description: "logical transaction ids: a global order that survives moving the cluster",
+        sql: include_str!("../migrations/0004_logical_transaction_ids.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
-/// Creates `schema` if needed and applies the migrations it lacks.
+/// What one run of [`migrate`] did besides applying migrations.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Outcome {
+    /// The order was re-based onto this cluster (the store had moved).
+    pub(crate) rebased: Option<Rebased>,
+    /// The store's tables had no planner statistics and were analyzed.
+    pub(crate) analyzed: bool,
+}
+
+/// Creates `schema` if needed, applies the migrations it lacks, re-bases the transaction order
+/// if the store was moved from another cluster (see `clock::rebase_if_moved`), and analyzes
+/// the tables if they hold events but no statistics (a restore brings none).
 pub(crate) async fn migrate(
     pool: &PgPool,
     schema: &SchemaName,
     statements: &Statements,
-) -> Result<(), PostgresError> {
+) -> Result<Outcome, PostgresError> {
     let failed = |what: &str| {
         let context = format!("migrating schema `{schema}`: {what}");
         move |source| PostgresError::database(context, source)
     };
 
     let mut tx = pool.begin().await.map_err(failed("begin"))?;
+    // The re-base must see every append committed while it waited for its lock: a snapshot
+    // per statement, whatever the server's default.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("setting the isolation level"))?;
     sqlx::query(MIGRATION_LOCK)
         .bind(schema.as_str())
         .execute(&mut *tx)
@@ -103,8 +126,10 @@ pub(crate) async fn migrate(
             .await
             .map_err(failed)?;
     }
+    let rebased = clock::rebase_if_moved(&mut tx, statements, schema).await?;
     tx.commit().await.map_err(failed("commit"))?;
-    Ok(())
+    let analyzed = clock::analyze_if_needed(pool, statements, schema).await?;
+    Ok(Outcome { rebased, analyzed })
 }
 
 #[cfg(test)]
@@ -113,9 +138,10 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_up_to_the_schema_version() {
-        for (i, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.version, i as i64 + 1);
+        for pair in MIGRATIONS.windows(2) {
+            assert!(pair[0].version < pair[1].version);
         }
+        assert_eq!(MIGRATIONS.first().map(|m| m.version), Some(1));
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
     }
 }

@@ -20,6 +20,7 @@ impl PostgresStore {
     /// open. Seeing other roles' transactions needs the `pg_read_all_stats` role (or superuser);
     /// without it the figure covers only the store's own role.
     pub async fn horizon_lag(&self) -> Result<Duration, StoreError> {
+        self.ensure_fits_store().await?;
         let seconds: f64 = sqlx::query_scalar(HORIZON_LAG)
             .fetch_one(self.pool())
             .await
@@ -34,6 +35,7 @@ impl PostgresStore {
         checkpoint: Checkpoint,
         filter: &LogFilter,
     ) -> Result<bool, StoreError> {
+        self.ensure_fits_store().await?;
         let query = self.sql().unread.after(checkpoint, filter);
         self.scalar(query, "looking for unread events".to_owned())
             .await
@@ -63,6 +65,7 @@ impl EventStore for PostgresStore {
         if max_count == 0 || unstorable(stream) {
             return Ok(Vec::new());
         }
+        self.ensure_fits_store().await?;
         let query = self
             .sql()
             .read_stream
@@ -84,6 +87,7 @@ impl EventStore for PostgresStore {
         if max_count == 0 {
             return Ok(Vec::new());
         }
+        self.ensure_fits_store().await?;
         let what = || format!("reading the global log after {after}");
         // Committed events may wait beyond the horizon for an older transaction to end; give it
         // `horizon_wait` to do so (most transactions are short), so that a reader sees what was
@@ -136,6 +140,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
+        self.ensure_fits_store().await?;
         let query = self.sql().head_position.query();
         let position: i64 = self
             .scalar(query, "reading the head position".into())

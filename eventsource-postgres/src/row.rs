@@ -57,16 +57,9 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         ))
     };
 
-    // Borrowed from the row: no allocation per event.
-    let transaction: &str = row
-        .try_get("transaction_id")
-        .map_err(|e| corrupt(format!("transaction id: {e}")))?;
-    let transaction: u64 = transaction.parse().map_err(|_| {
-        corrupt(format!(
-            "transaction id `{}` is not a number",
-            excerpt(transaction)
-        ))
-    })?;
+    let transaction: i64 = column(row, "transaction_id", "transaction id", corrupt)?;
+    let transaction = u64::try_from(transaction)
+        .map_err(|_| corrupt(format!("negative transaction id {transaction}")))?;
     let schema_version: i64 = column(row, "schema_version", "schema version", corrupt)?;
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
@@ -177,10 +170,10 @@ pub(crate) fn count(row: &PgRow, column: &str, what: &str) -> Result<u64, Postgr
     })
 }
 
-/// A transaction id the server printed as text, in a row about `what`.
-pub(crate) fn transaction_id(text: &str, what: &str) -> Result<u64, PostgresError> {
-    text.parse().map_err(|_| PostgresError::Corrupt {
+/// A stored (logical) transaction id, which is never negative, in a row about `what`.
+pub(crate) fn transaction_id(value: i64, what: &str) -> Result<u64, PostgresError> {
+    u64::try_from(value).map_err(|_| PostgresError::Corrupt {
         what: what.to_owned(),
-        problem: format!("transaction id `{}` is not a number", excerpt(text)),
+        problem: format!("transaction id {value} is negative"),
     })
 }

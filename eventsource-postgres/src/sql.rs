@@ -47,17 +47,23 @@ pub(crate) fn bigint<T: TryInto<i64>>(value: T) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
-/// The columns `row::decode_event` reads. The `xid8` transaction id travels as text: the driver
-/// has no type for it.
-const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, stream_id, version, \
+/// The columns `row::decode_event` reads.
+const EVENT_COLUMNS: &str = "position, transaction_id, stream_id, version, \
      event_id, name, schema_version, payload, metadata, recorded_at";
 
 /// The columns `row::decode_parked` reads: the parked event's bookkeeping (`p`) and its stored
 /// row (`e`) under the names `row::decode_event` reads.
 const PARKED_COLUMNS: &str = "p.projection, p.error, p.attempts, p.parked_at, \
      p.retry_requested_at IS NOT NULL AS retry_requested, \
-     e.position, e.transaction_id::text AS transaction_id, e.stream_id, e.version, e.event_id, \
+     e.position, e.transaction_id, e.stream_id, e.version, e.event_id, \
      e.name, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
+/// The store's transaction offset (see the crate docs, "Global order"), as a scalar subquery
+/// of a statement on schema `s`: read in the statement's own snapshot, like the ids it
+/// compares with.
+fn offset(s: &str) -> String {
+    format!("(SELECT o.value FROM {s}.transaction_offset o)")
+}
 
 /// The SQL texts of a store.
 #[derive(Debug)]
@@ -73,7 +79,7 @@ pub(crate) struct Statements {
     pub(crate) append_fast: FastAppend,
     /// `$1` stream, `$2` first version, `$3` limit.
     pub(crate) read_stream: Statement,
-    /// `$1` transaction, `$2` position, then the filter's values, then the limit.
+    /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
     pub(crate) read_all: ByFilter,
     /// Whether events passing the filter exist after (`$1` transaction, `$2` position).
     pub(crate) unread: ByFilter,
@@ -139,8 +145,24 @@ pub(crate) struct Statements {
     pub(crate) repeated_event_ids: Statement,
     /// Every checkpoint with the head of the log.
     pub(crate) checkpoints_and_head: Statement,
-    /// The newest transaction id in the events and checkpoints, and the cluster's next one.
+    /// The newest logical transaction id in the events and checkpoints, and the next one the
+    /// cluster would give (NULL when the offset row is missing).
     pub(crate) transaction_ids: Statement,
+    // The transaction clock (`clock.rs`).
+    /// The store's clock: its transaction offset (NULL when the row is missing), the newest
+    /// stored logical transaction id, and the cluster's `xmin` and `xmax` (raw xids).
+    pub(crate) clock: Statement,
+    /// Keeps appends out (readers go on) until the end of the transaction.
+    pub(crate) lock_events: Statement,
+    /// Puts the offset row back (at 0) if someone deleted it.
+    pub(crate) offset_row: Statement,
+    /// Raises the offset to `$1`, never lowering it; returns the new value.
+    pub(crate) raise_offset: Statement,
+    /// Whether events exist but the planner has no statistics on them (`$1` the schema), as
+    /// after a restore.
+    pub(crate) needs_analyze: Statement,
+    /// Gathers the planner's statistics on the store's tables.
+    pub(crate) analyze: Statement,
 }
 
 impl Statements {
@@ -180,7 +202,7 @@ impl Statements {
             unread: ByFilter::new(2, |filter, _| {
                 format!(
                     "SELECT EXISTS (SELECT 1 FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){})",
+                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){})",
                     filter.replace("{t}", "e")
                 )
             }),
@@ -294,8 +316,8 @@ impl Statements {
                         (SELECT count(*) FROM {s}.events e \
                           WHERE (e.transaction_id, e.position) > \
                                 CASE WHEN c.reset_requested_at IS NULL \
-                                     THEN (c.transaction_id::text::xid8, c.position) \
-                                     ELSE ('0'::xid8, 0) END \
+                                     THEN (c.transaction_id, c.position) \
+                                     ELSE (0::bigint, 0::bigint) END \
                             AND (cardinality(c.event_names) = 0 OR e.name = ANY(c.event_names)) \
                             AND (cardinality(c.categories) = 0 OR e.category = ANY(c.categories)) \
                         ) AS behind \
@@ -305,7 +327,7 @@ impl Statements {
             count_after: ByFilter::new(2, |filter, _| {
                 format!(
                     "SELECT count(*) FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2){}",
+                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
                     filter.replace("{t}", "e")
                 )
             }),
@@ -313,9 +335,11 @@ impl Statements {
             // has ended, so its events are visible; a younger one may still commit an event at
             // or after `$1`.
             first_transaction_from: format!(
-                "SELECT (SELECT transaction_id::text FROM {s}.events WHERE position >= $1 \
+                "SELECT (SELECT transaction_id FROM {s}.events WHERE position >= $1 \
                           ORDER BY transaction_id LIMIT 1) AS oldest, \
-                        pg_snapshot_xmin(pg_current_snapshot())::text AS horizon"
+                        pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
+                            AS horizon",
+                offset = offset(s)
             )
             .into(),
             scan_page: format!(
@@ -351,9 +375,39 @@ impl Statements {
             )
             .into(),
             transaction_ids: format!(
-                "SELECT (SELECT max(transaction_id)::text FROM {s}.events) AS events, \
-                        (SELECT max(transaction_id)::text FROM {s}.checkpoints) AS checkpoints, \
-                        pg_snapshot_xmax(pg_current_snapshot())::text AS next"
+                "SELECT (SELECT max(transaction_id) FROM {s}.events) AS events, \
+                        (SELECT max(transaction_id) FROM {s}.checkpoints) AS checkpoints, \
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint + {offset} AS next",
+                offset = offset(s)
+            )
+            .into(),
+            clock: format!(
+                "SELECT (SELECT o.value FROM {s}.transaction_offset o) AS offset_value, \
+                        (SELECT max(transaction_id) FROM {s}.events) AS newest, \
+                        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, \
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax"
+            )
+            .into(),
+            lock_events: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE").into(),
+            offset_row: format!(
+                "INSERT INTO {s}.transaction_offset (singleton, value) VALUES (true, 0) \
+                 ON CONFLICT (singleton) DO NOTHING"
+            )
+            .into(),
+            raise_offset: format!(
+                "UPDATE {s}.transaction_offset SET value = greatest(value, $1), raised_at = now() \
+                 RETURNING value"
+            )
+            .into(),
+            needs_analyze: format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.events) \
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stats \
+                                     WHERE schemaname = $1 AND tablename = 'events')"
+            )
+            .into(),
+            analyze: format!(
+                "ANALYZE {s}.events, {s}.streams, {s}.checkpoints, {s}.snapshots, \
+                         {s}.transaction_offset"
             )
             .into(),
         }

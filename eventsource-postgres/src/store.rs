@@ -3,12 +3,14 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eventsource_core::{Limits, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
+use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate;
 use crate::notify::Notifications;
@@ -50,6 +52,8 @@ struct Shared {
     schema: SchemaName,
     sql: Statements,
     notifications: Arc<Notifications>,
+    /// Set once the store's events were found to fit the cluster (see `clock.rs`).
+    fits: AtomicBool,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -195,6 +199,7 @@ impl PostgresStore {
                 sql: Statements::new(&schema),
                 notifications: Notifications::new(schema.channel()),
                 schema,
+                fits: AtomicBool::new(false),
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             limits: Limits::default(),
@@ -240,10 +245,67 @@ impl PostgresStore {
     /// Creates the schema and its tables if needed and applies the migrations it lacks; safe to
     /// call on every start, also from several processes at once.
     ///
+    /// It also repairs a store restored or moved from another PostgreSQL cluster: if the
+    /// stored events carry transaction ids the cluster has not reached, it re-bases the global
+    /// order onto this cluster (see the crate docs, "Global order"; appends wait meanwhile,
+    /// reads go on; logged as a warning through `tracing`), and it runs `ANALYZE` when the
+    /// tables hold events but no planner statistics. Both are no-ops on a store that needs
+    /// neither. See [`PostgresAdmin::migrate`](crate::PostgresAdmin::migrate) for a report.
+    ///
     /// Fails with [`PostgresError::SchemaTooNew`] if a newer version of this library migrated
     /// the schema further than this version knows.
     pub async fn migrate(&self) -> Result<(), PostgresError> {
-        migrate::migrate(&self.pool, &self.shared.schema, &self.shared.sql).await
+        self.migrate_reporting().await.map(|_| ())
+    }
+
+    /// [`Self::migrate`], saying what it did besides applying migrations.
+    pub(crate) async fn migrate_reporting(&self) -> Result<migrate::Outcome, PostgresError> {
+        let outcome = migrate::migrate(&self.pool, &self.shared.schema, &self.shared.sql).await?;
+        // Re-based if it had to: the store fits the cluster now.
+        self.fits_flag().store(true, Ordering::Release);
+        Ok(outcome)
+    }
+
+    /// Set once the store was found to fit the cluster (see `clock.rs`).
+    fn fits_flag(&self) -> &AtomicBool {
+        &self.shared.fits
+    }
+
+    /// The store's transaction clock, read now.
+    pub(crate) async fn read_clock(&self) -> Result<TransactionClock, PostgresError> {
+        clock::read(&self.pool, &self.shared.sql, &self.shared.schema).await
+    }
+
+    /// Fails with [`PostgresError::ClusterMoved`] if the store's events do not fit the cluster
+    /// (it was restored or moved from another one and not migrated since). Asks the database
+    /// until the store fits, once per store and its clones; from then on it is a flag: within
+    /// one cluster, a store that fits keeps fitting. (A process whose connections are moved to
+    /// another cluster under it must start again, or call [`Self::migrate`].)
+    pub(crate) async fn ensure_fits(&self) -> Result<(), PostgresError> {
+        if self.fits_flag().load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.read_clock().await?.require_fit(&self.shared.schema)?;
+        self.fits_flag().store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`Self::ensure_fits`] for the store's own operations.
+    pub(crate) async fn ensure_fits_store(&self) -> Result<(), StoreError> {
+        self.ensure_fits().await.map_err(StoreError::from)
+    }
+
+    /// [`Self::ensure_fits_store`] on the caller's connection (`append_in`: the caller may
+    /// hold the pool's last connection in its transaction).
+    pub(crate) async fn ensure_fits_on(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        if self.fits_flag().load(Ordering::Acquire) {
+            return Ok(());
+        }
+        clock::read(conn, &self.shared.sql, &self.shared.schema)
+            .await?
+            .require_fit(&self.shared.schema)?;
+        self.fits_flag().store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The connection pool, e.g. to write read models in the same database.

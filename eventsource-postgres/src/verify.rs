@@ -26,8 +26,9 @@ impl PostgresAdmin {
     /// gaps or repeats and its head row equals its last version; every head has events;
     /// positions and event ids are unique; metadata is an object the store can decode; names
     /// and schema versions are sane; no checkpoint is past the head of the log; no transaction
-    /// id is beyond the cluster's (a store restored into another cluster). A payload that is
-    /// not a JSON object is a warning.
+    /// id is beyond the cluster's (a store restored into another cluster and not migrated
+    /// since, see [`PostgresError::ClusterMoved`]). A payload that is not a JSON object is a
+    /// warning.
     ///
     /// Reads every event once, in pages. Fails only when the schema holds no event store
     /// ([`PostgresError::SchemaMissing`], [`PostgresError::NotMigrated`]) or a query fails;
@@ -257,26 +258,50 @@ impl PostgresAdmin {
         Ok(())
     }
 
-    /// No stored transaction id is at or beyond the cluster's next one: such events (and
-    /// checkpoints) come from another cluster, and global reads would hold events back, or
-    /// skip them, until the cluster's counter passes them.
+    /// No stored (logical) transaction id is at or beyond the cluster's next one: such events
+    /// come from another cluster, and the store refuses to work until `migrate` re-bases it.
+    /// Also a checkpoint beyond the cluster and every event, and a missing offset row.
     async fn check_transaction_ids(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
         let what = "the newest transaction ids";
         let row = self.row(self.sql().transaction_ids.query(), what).await?;
-        let next: String = value(&row, "next", what)?;
-        let next = transaction_id(&next, what)?;
-        for (column, place) in [("events", "an event"), ("checkpoints", "a checkpoint")] {
-            let newest: Option<String> = value(&row, column, what)?;
-            let Some(newest) = newest else { continue };
-            let newest = transaction_id(&newest, what)?;
-            if newest >= next {
-                report.add(Finding::problem(
-                    Check::TransactionIds,
-                    format!(
-                        "{place} was written by transaction {newest}, but this cluster's next transaction id is {next}: the store was restored into another cluster, and global reads do not return events in their order until the ids are rewritten"
-                    ),
-                ));
-            }
+        let schema = self.store().schema();
+        let next: Option<i64> = value(&row, "next", what)?;
+        let Some(next) = next else {
+            report.add(Finding::problem(
+                Check::TransactionIds,
+                format!(
+                    "the row of table `transaction_offset` is missing, so the store cannot order new events: run `eventsource migrate --schema {schema}` to put it back"
+                ),
+            ));
+            return Ok(());
+        };
+        let next = transaction_id(next, what)?;
+        let newest: Option<i64> = value(&row, "events", what)?;
+        let newest = newest.map(|n| transaction_id(n, what)).transpose()?;
+        if let Some(newest) = newest
+            && newest >= next
+        {
+            report.add(Finding::problem(
+                Check::TransactionIds,
+                format!(
+                    "an event was written by transaction {newest}, but this cluster's next transaction is {next}: the store was restored or moved from another cluster, so global reads hide events and sort new ones before old ones; run `eventsource migrate --schema {schema}` to re-base the order"
+                ),
+            ));
+        }
+        // A checkpoint beyond the cluster and every event (written by hand, or with a
+        // checkpoint from elsewhere; one among the events is re-based with them): its
+        // projection skips what comes before it.
+        let checkpoint: Option<i64> = value(&row, "checkpoints", what)?;
+        if let Some(checkpoint) = checkpoint.map(|c| transaction_id(c, what)).transpose()?
+            && checkpoint > next
+            && newest.is_none_or(|newest| checkpoint > newest)
+        {
+            report.add(Finding::problem(
+                Check::TransactionIds,
+                format!(
+                    "a checkpoint is at transaction {checkpoint}, beyond this cluster's next transaction {next}: its projection skips events until the cluster gets there; reset that checkpoint (`eventsource projection reset`) to rebuild the projection"
+                ),
+            ));
         }
         Ok(())
     }

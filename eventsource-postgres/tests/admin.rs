@@ -641,6 +641,189 @@ async fn verify_accepts_metadata_the_store_wrote() {
     assert!(report.is_ok(), "{report:?}");
 }
 
+/// Inserts `count` events of stream `stream` (versions 1..=count) as a restore from another
+/// cluster would: with transaction ids `first`, `first + step`, ... of that cluster.
+async fn restore_events(store: &PostgresStore, stream: &str, count: i64, first: i64, step: i64) {
+    sql(
+        store,
+        &format!(
+            "INSERT INTO {{s}}.events (stream_id, version, event_id, name, schema_version, payload, \
+                                      metadata, transaction_id) \
+             SELECT '{stream}', v, gen_random_uuid(), 'restored', 1, '{{}}', '{{}}', {first} + (v - 1) * {step} \
+               FROM generate_series(1, {count}) v; \
+             INSERT INTO {{s}}.streams (stream_id, version) VALUES ('{stream}', {count});"
+        ),
+    )
+    .await;
+}
+
+/// A store "restored" from a cluster whose ids run from below this cluster's counter to above
+/// it (the issue's young store: source ids 726..1684, target at 760): a new store instance
+/// refuses until `migrate`; then new appends, also ones racing the repair, sort after every
+/// restored event and a reader from the start gets every event once, each stream in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_straddling_the_cluster_counter_is_refused_then_rebased() {
+    let store = fresh_store().await;
+    // Ids from half this cluster's counter to well above it (a fresh cluster starts near 700).
+    let next = store.admin().clock().await.unwrap().next as i64;
+    let (first, step) = (next / 2, (next / 2 + 10_000) / 199);
+    restore_events(&store, "account-old", 200, first, step).await;
+    let projection_at = Checkpoint::from_parts((first + 100 * step) as u64, 0);
+    let lease = store
+        .acquire_lease("halfway", &LogFilter::all())
+        .await
+        .unwrap();
+    let tx = store.begin(&lease).await.unwrap();
+    store
+        .commit(tx, "halfway", None, projection_at)
+        .await
+        .unwrap();
+
+    // A new instance (the flag of `store` says it fitted when it was migrated).
+    let moved = store_in(store.schema().as_str()).await;
+    let clock = moved.admin().clock().await.unwrap();
+    assert!(!clock.fits(), "{clock:?}");
+    let error = moved
+        .read_all(Checkpoint::START, 10, &LogFilter::all())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("eventsource migrate"), "{error}");
+    assert!(matches!(
+        moved.admin().status().await,
+        Err(PostgresError::ClusterMoved { .. })
+    ));
+    assert!(matches!(
+        moved.admin().checkpoints().await,
+        Err(PostgresError::ClusterMoved { .. })
+    ));
+    assert!(matches!(
+        moved
+            .admin()
+            .count_after(Checkpoint::START, &LogFilter::all())
+            .await,
+        Err(PostgresError::ClusterMoved { .. })
+    ));
+    let report = moved.admin().verify().await.unwrap();
+    assert_eq!(findings(&report, Check::TransactionIds).len(), 1);
+
+    // Appenders that started before the repair (their instance fitted) race it.
+    let racing = store.clone();
+    let writers = tokio::spawn(async move {
+        for i in 0..100 {
+            racing
+                .append(
+                    &StreamId::from_raw(format!("account-new-{}", i % 5)),
+                    ExpectedVersion::Any,
+                    vec![event("new")],
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let migrated = moved.admin().migrate().await.unwrap();
+    writers.await.unwrap();
+    let rebased = migrated.rebased.expect("re-based");
+    assert_eq!(rebased.newest_event, (first + 199 * step) as u64);
+    assert!(moved.admin().clock().await.unwrap().fits());
+    assert!(moved.admin().verify().await.unwrap().is_ok());
+
+    // Appends after the repair follow every restored event. (The racing ones that committed
+    // before the repair took its lock sort among the restored events: they came through a
+    // store instance that had found the store fitting before the "restore".)
+    // Through the `append()` function (`append_in`), whose insert computes the id itself.
+    let mut tx = moved.pool().begin().await.unwrap();
+    moved
+        .append_in(
+            &mut tx,
+            &StreamId::from_raw("account-after"),
+            ExpectedVersion::NoStream,
+            vec![event("new")],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    settle(&moved, 301).await;
+    let mut after = Checkpoint::START;
+    let mut all = Vec::new();
+    loop {
+        let page = moved.read_all(after, 64, &LogFilter::all()).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint;
+        all.extend(page);
+    }
+    assert_eq!(all.len(), 301);
+    let mut versions = std::collections::HashMap::new();
+    for pair in all.windows(2) {
+        assert!(pair[0].checkpoint < pair[1].checkpoint);
+    }
+    for e in &all {
+        let previous = versions
+            .insert(e.stream_id.clone(), e.version.0)
+            .unwrap_or(0);
+        assert_eq!(e.version.0, previous + 1, "{}", e.stream_id);
+    }
+    // The halfway projection resumes on the restored events after its checkpoint, then on
+    // the new one, which sorts after the last restored one.
+    let after_halfway = moved
+        .read_all(projection_at, 1_000, &LogFilter::all())
+        .await
+        .unwrap();
+    let restored_after = after_halfway
+        .iter()
+        .filter(|e| e.name == "restored")
+        .count();
+    assert_eq!(restored_after, 100);
+    let last = all.last().unwrap();
+    assert_eq!(last.stream_id.as_str(), "account-after");
+    assert_eq!(
+        after_halfway.last().map(|e| e.event_id),
+        Some(last.event_id)
+    );
+    assert_eq!(
+        moved.admin().checkpoints().await.unwrap()[0].behind,
+        after_halfway.len() as u64,
+        "status counts every event the projection has not applied"
+    );
+    // Idempotent.
+    let again = moved.admin().migrate().await.unwrap();
+    assert_eq!(again.rebased, None);
+}
+
+/// Damage, not a move: a missing offset row is refused with a message naming the repair,
+/// which puts it back; an id no cluster could have written is refused without a re-base.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_offset_row_or_an_absurd_id_is_reported_not_guessed() {
+    let store = fresh_store().await;
+    append(&store, "account-a", &["a"]).await;
+    sql(&store, "DELETE FROM {s}.transaction_offset").await;
+    let fresh = store_in(store.schema().as_str()).await;
+    let error = fresh
+        .append(
+            &StreamId::from_raw("account-a"),
+            ExpectedVersion::Any,
+            vec![event("b")],
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("transaction_offset"), "{error}");
+    assert!(error.to_string().contains("migrate"), "{error}");
+    let report = fresh.admin().verify().await.unwrap();
+    assert_eq!(findings(&report, Check::TransactionIds).len(), 1);
+    fresh.migrate().await.unwrap();
+    assert_eq!(fresh.admin().clock().await.unwrap().offset, 0);
+    append(&fresh, "account-a", &["b"]).await;
+
+    let absurd = fresh_store().await;
+    restore_events(&absurd, "account-x", 1, i64::MAX - 5, 1).await;
+    let error = absurd.admin().migrate().await.unwrap_err();
+    assert!(error.to_string().contains("too large"), "{error}");
+    let fresh = store_in(absurd.schema().as_str()).await;
+    assert!(matches!(
+        fresh.admin().status().await,
+        Err(PostgresError::ClusterMoved { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_keeps_the_first_findings_and_counts_every_one() {
     let store = fresh_store().await;
@@ -662,4 +845,63 @@ async fn verify_keeps_the_first_findings_and_counts_every_one() {
         Some("ghost-000001"),
         "in stream order"
     );
+}
+
+/// The once-per-store check runs on the caller's connection in `append_in`: a caller holding
+/// the pool's only connection in its transaction does not wait for a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_in_checks_the_cluster_on_the_callers_connection() {
+    let migrated = fresh_store().await;
+    let store = PostgresStore::builder()
+        .schema(migrated.schema().as_str())
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&database_url())
+        .await
+        .unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    store
+        .append_in(
+            &mut tx,
+            &StreamId::from_raw("account-one"),
+            ExpectedVersion::NoStream,
+            vec![event("opened")],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .stream_version(&StreamId::from_raw("account-one"))
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+}
+
+/// Processes starting together on a moved store: each migrates, one re-bases, the others find
+/// it done; the offset is raised once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_of_a_moved_store_rebase_it_once() {
+    let store = fresh_store().await;
+    let next = store.admin().clock().await.unwrap().next as i64;
+    restore_events(&store, "account-old", 20, next + 5_000, 10).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let schema = store.schema().to_string();
+        tasks.push(tokio::spawn(async move {
+            let process = store_in(&schema).await;
+            process.admin().migrate().await.unwrap()
+        }));
+    }
+    let mut rebased = Vec::new();
+    for task in tasks {
+        rebased.extend(task.await.unwrap().rebased);
+    }
+    assert_eq!(rebased.len(), 1, "{rebased:?}");
+    let clock = store.admin().clock().await.unwrap();
+    assert_eq!(clock.offset, rebased[0].to_offset);
+    assert!(clock.fits());
+    assert!(clock.horizon > (next + 5_000 + 190) as u64);
 }

@@ -33,16 +33,23 @@ pg_free_port() {
         || echo $((20000 + RANDOM % 20000))
 }
 
+# Every cluster pg_start started (their directories), stopped and deleted by pg_stop.
+PG_CLUSTERS=()
+
 pg_stop() {
-    local status=$?
-    if [[ -f "$PG_DATA/postmaster.pid" ]]; then
-        "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$PG_DIR"
+    local status=$? dir
+    for dir in "${PG_CLUSTERS[@]}"; do
+        if [[ -f "$dir/data/postmaster.pid" ]]; then
+            "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+        fi
+        rm -rf "$dir"
+    done
     exit "$status"
 }
 
 # pg_start DATABASE [SETTING=VALUE...]: each setting is passed to the server as `-c SETTING=VALUE`.
+# May be called several times (e.g. the restore drill's second cluster): the variables then
+# describe the last cluster started, and the trap stops them all.
 pg_start() {
     local database=$1 setting options
     shift
@@ -51,6 +58,7 @@ pg_start() {
     PG_DIR="$(mktemp -d -t eventsource-pg.XXXXXX)"
     PG_DATA="$PG_DIR/data"
     PG_PORT="$(pg_free_port)"
+    PG_CLUSTERS+=("$PG_DIR")
 
     as_pg=()
     if [[ "$(id -u)" == 0 ]]; then

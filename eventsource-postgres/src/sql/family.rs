@@ -3,7 +3,7 @@
 
 use eventsource_core::{Checkpoint, ExpectedVersion, LogFilter, Version};
 
-use super::{PgQuery, Statement, bigint};
+use super::{PgQuery, Statement, bigint, offset};
 
 /// One statement per shape of [`LogFilter`], so that each uses the index that serves it (all
 /// events, by category, by name) rather than one generic plan. The filter's values follow the
@@ -46,7 +46,7 @@ impl ByFilter {
         };
         let mut query = statement
             .query()
-            .bind(after.transaction().to_string())
+            .bind(bigint(after.transaction()))
             .bind(bigint(after.position().0));
         if !filter.categories.is_empty() {
             query = query.bind(filter.categories.as_slice());
@@ -58,9 +58,10 @@ impl ByFilter {
     }
 }
 
-/// A page of the global log after a checkpoint (`$1` transaction as text, `$2` position), only
-/// below the oldest running transaction (the horizon), so that a transaction committing late
-/// never lands behind a reader's checkpoint. Every row also says whether committed events
+/// A page of the global log after a checkpoint (`$1` logical transaction, `$2` position), only
+/// below the oldest running transaction (the horizon, as a logical id: the cluster's
+/// `pg_snapshot_xmin` plus the store's offset), so that a transaction committing late never
+/// lands behind a reader's checkpoint. Every row also says whether committed events
 /// matching the filter wait beyond the horizon (`held_back`); an empty page is one row of
 /// NULLs with that flag.
 ///
@@ -79,24 +80,26 @@ impl ByFilter {
 pub(super) fn read_all(schema: &str, filter: &str, limit: usize) -> String {
     let held_back_filter = filter.replace("{t}", "l");
     let filter = filter.replace("{t}", "e");
+    let offset = offset(schema);
     format!(
         "WITH horizon AS MATERIALIZED ( \
              SELECT x.xmin, EXISTS ( \
                  SELECT 1 FROM {schema}.events l \
                   WHERE (l.transaction_id, l.position) > ( \
-                            CASE WHEN x.xmin > $1::text::xid8 THEN x.xmin ELSE $1::text::xid8 END, \
-                            CASE WHEN x.xmin > $1::text::xid8 THEN -1 ELSE $2 END \
+                            CASE WHEN x.xmin > $1::bigint THEN x.xmin ELSE $1::bigint END, \
+                            CASE WHEN x.xmin > $1::bigint THEN -1 ELSE $2 END \
                         ){held_back_filter} \
              ) AS held_back \
-             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x \
+             FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
+                       AS xmin) x \
          ) \
-         SELECT h.held_back, p.xid::text AS transaction_id, p.position, p.stream_id, p.version, \
+         SELECT h.held_back, p.xid AS transaction_id, p.position, p.stream_id, p.version, \
                 p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at \
            FROM horizon h LEFT JOIN LATERAL ( \
                 SELECT e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
                        e.name, e.schema_version, e.payload, e.metadata, e.recorded_at \
                   FROM {schema}.events e \
-                 WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2) \
+                 WHERE (e.transaction_id, e.position) > ($1::bigint, $2) \
                    AND e.transaction_id < h.xmin{filter} \
                  ORDER BY e.transaction_id, e.position \
                  LIMIT ${limit} \
@@ -114,15 +117,21 @@ pub(super) fn read_all(schema: &str, filter: &str, limit: usize) -> String {
 /// One statement rather than the plpgsql function: no interpreter, no up-front id lookup (the
 /// unique index checks the ids anyway) and no NOTIFY inside the transaction (see
 /// `PostgresStore::append`); measured in BENCHMARKS.md.
+///
+/// The logical transaction id is computed once per statement (the column's default,
+/// `logical_xact_id()`, would run a SQL function per row).
 fn append_fast(schema: &str, head: &str) -> Statement {
+    let offset = offset(schema);
     format!(
         "WITH head AS ({head} RETURNING s.version), \
          inserted AS ( \
              INSERT INTO {schema}.events \
-                 (stream_id, version, event_id, name, schema_version, payload, metadata) \
-             SELECT $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
+                 (transaction_id, stream_id, version, event_id, name, schema_version, payload, \
+                  metadata) \
+             SELECT x.id, $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
                     t.schema_version, t.payload, t.metadata \
                FROM head h, \
+                    (SELECT pg_current_xact_id()::text::bigint + {offset} AS id) x, \
                     unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
                         WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord) \
               ORDER BY t.ord \

@@ -53,8 +53,10 @@ pub enum Check {
     EventIds,
     /// A checkpoint is past the head of the log.
     Checkpoints,
-    /// Transaction ids above the cluster's: the store was restored into another cluster, and
-    /// global reads hold those events back until the cluster's counter passes them.
+    /// Transaction ids above the cluster's: the store was restored or moved from another
+    /// cluster and not migrated since (`PostgresStore::migrate` re-bases it; until then the
+    /// store refuses to read or append), or a checkpoint is beyond every event and the
+    /// cluster; or the offset row of the global order is missing.
     TransactionIds,
 }
 
