@@ -2,6 +2,7 @@
 //! appends typed events and takes snapshots.
 
 mod execute;
+mod idempotency;
 mod load;
 mod write;
 
