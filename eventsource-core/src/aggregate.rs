@@ -49,7 +49,7 @@ pub trait Aggregate:
     /// [`ExecuteError::IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused).
     ///
     /// `#[derive(Aggregate)]` returns the command's name (its variant) with a digest of its
-    /// content when the command implements `Serialize` (or else `Hash`); see
+    /// content when the command implements `Serialize`; see
     /// [`CommandFingerprint`] for the rule. The default, for hand-written aggregates, is
     /// `None`: a repeated key is then not compared, only replayed.
     fn command_fingerprint(command: &Self::Command) -> Option<CommandFingerprint> {

@@ -4,21 +4,25 @@
 //! # The rule
 //!
 //! A fingerprint is the command's **name** (the variant of the aggregate's command enum, e.g.
-//! `Deposit`) and, where the command's content can be read, a **digest** of it:
-//!
-//! - a command that implements `serde::Serialize` is digested from its JSON (object keys
-//!   sorted, so a map's iteration order does not matter);
-//! - otherwise one that implements `std::hash::Hash` is digested from what it feeds a hasher
-//!   (integers written little-endian at a fixed width, so the digest is the same on every
-//!   platform);
-//! - otherwise there is no digest, and only the name is compared.
+//! `Deposit`) and, where the command implements `serde::Serialize`, a **digest** of its JSON
+//! form (object keys sorted at every level, so a map's iteration order does not matter).
+//! A command without `Serialize` is compared by name only: derive `Serialize` on it to have
+//! its content compared too.
 //!
 //! Two fingerprints [match](CommandFingerprint::matches) when the names are equal and, if both
 //! have a digest, the digests are equal. `#[derive(Aggregate)]` computes the fingerprint for
 //! every command ([`Aggregate::command_fingerprint`](crate::Aggregate::command_fingerprint));
 //! a hand-written aggregate may override that method, and
 //! [`CommandMetadata::command_fingerprint`](crate::CommandMetadata::command_fingerprint)
-//! replaces it for one execution.
+//! replaces it for one execution ([`CommandFingerprint::hashed`] digests a `Hash` value for
+//! such cases).
+//!
+//! What to keep stable: a command's name and its serialized form. Renaming a command, or
+//! changing its serialized shape, makes a retry of an execution stored before the change
+//! [`IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused). A field that should
+//! not count (a client timestamp, a trace id) belongs in the metadata, or is skipped with
+//! `#[serde(skip_serializing)]`. A value that serializes differently each time (a `HashSet`,
+//! whose JSON is a list in iteration order) must not be part of a serialized command.
 //!
 //! Digests are SHA-1 based (UUID v5): stable across processes, builds and platforms, which
 //! matters because they are stored in the events and compared with retries sent years later.
@@ -76,7 +80,10 @@ impl CommandFingerprint {
         }
     }
 
-    /// The name and a digest of what `content` feeds a hasher.
+    /// The name and a digest of what `content` feeds a hasher (integers little-endian at a
+    /// fixed width, so the digest is the same on every platform). It relies on the standard
+    /// library's `Hash` impls, which Rust does not promise to keep byte-for-byte across
+    /// releases: prefer [`serialized`](Self::serialized) for fingerprints stored for long.
     pub fn hashed<T: Hash + ?Sized>(name: impl Into<String>, content: &T) -> Self {
         let mut hasher = StableHasher(Vec::with_capacity(64));
         content.hash(&mut hasher);
@@ -212,10 +219,10 @@ impl Hasher for StableHasher {
     }
 }
 
-/// How `#[derive(Aggregate)]` picks a command's digest without knowing which traits the
-/// command implements: method resolution tries `FingerprintBySerialize` (on `&&Probe`) first,
-/// then `FingerprintByHash` (on `&Probe`), then `FingerprintByName` (on `Probe`); an impl whose
-/// bound does not hold is skipped. Generated code calls `(&&&Probe(command)).fingerprint(name)`.
+/// How `#[derive(Aggregate)]` digests a command without knowing whether it implements
+/// `Serialize`: method resolution tries `FingerprintBySerialize` (on `&Probe`) first, then
+/// `FingerprintByName` (on `Probe`); an impl whose bound does not hold is skipped. Generated
+/// code calls `(&&FingerprintProbe(command)).command_fingerprint(name)`.
 #[doc(hidden)]
 pub struct FingerprintProbe<'a, T: ?Sized>(pub &'a T);
 
@@ -224,20 +231,9 @@ pub trait FingerprintBySerialize {
     fn command_fingerprint(&self, name: &'static str) -> CommandFingerprint;
 }
 
-impl<T: Serialize + ?Sized> FingerprintBySerialize for &&FingerprintProbe<'_, T> {
+impl<T: Serialize + ?Sized> FingerprintBySerialize for &FingerprintProbe<'_, T> {
     fn command_fingerprint(&self, name: &'static str) -> CommandFingerprint {
         CommandFingerprint::serialized(name, self.0)
-    }
-}
-
-#[doc(hidden)]
-pub trait FingerprintByHash {
-    fn command_fingerprint(&self, name: &'static str) -> CommandFingerprint;
-}
-
-impl<T: Hash + ?Sized> FingerprintByHash for &FingerprintProbe<'_, T> {
-    fn command_fingerprint(&self, name: &'static str) -> CommandFingerprint {
-        CommandFingerprint::hashed(name, self.0)
     }
 }
 
@@ -258,26 +254,25 @@ mod tests {
     use serde_json::json;
     use std::collections::HashMap;
 
-    #[derive(Serialize, Hash)]
-    struct Both {
+    #[derive(Serialize)]
+    struct Serializable {
         amount: u64,
     }
     #[derive(Hash)]
-    struct HashOnly {
-        amount: u64,
-    }
-    struct Neither;
+    struct HashOnly;
 
     #[allow(unused_imports)]
-    use super::{FingerprintByHash as _, FingerprintByName as _, FingerprintBySerialize as _};
+    use super::{FingerprintByName as _, FingerprintBySerialize as _};
 
     #[test]
-    fn the_probe_prefers_serialize_then_hash_then_the_name() {
-        let both = (&&&FingerprintProbe(&Both { amount: 1 })).command_fingerprint("Both");
-        assert!(both.digest.as_deref().is_some_and(|d| d.starts_with("json:")));
-        let hashed = (&&&FingerprintProbe(&HashOnly { amount: 1 })).command_fingerprint("H");
-        assert!(hashed.digest.as_deref().is_some_and(|d| d.starts_with("hash:")));
-        let named = (&&&FingerprintProbe(&Neither)).command_fingerprint("N");
+    fn the_probe_digests_serializable_commands_and_names_the_others() {
+        let serializable =
+            (&&FingerprintProbe(&Serializable { amount: 1 })).command_fingerprint("S");
+        assert_eq!(
+            serializable,
+            CommandFingerprint::serialized("S", &json!({ "amount": 1 }))
+        );
+        let named = (&&FingerprintProbe(&HashOnly)).command_fingerprint("N");
         assert_eq!(named, CommandFingerprint::named("N"));
     }
 

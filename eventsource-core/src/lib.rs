@@ -52,8 +52,7 @@ pub mod __private {
     pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
     pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::fingerprint::{
-        CommandFingerprint, FingerprintByHash, FingerprintByName, FingerprintBySerialize,
-        FingerprintProbe,
+        CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
     };
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
 }

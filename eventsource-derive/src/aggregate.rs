@@ -66,6 +66,7 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
             (quote!(_services), arms.collect())
         };
     let distinct_names = distinct_names(aggregate);
+    let command_fingerprint = command_fingerprint(aggregate);
 
     quote! {
         #enums
@@ -98,10 +99,38 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
                         #(#handle_arms)*
                     }
                 }
+
+                #command_fingerprint
             }
 
             #distinct_names
         };
+    }
+}
+
+/// `Aggregate::command_fingerprint`: the command's variant name, with a digest of its content
+/// where the command implements `Serialize` (chosen by method resolution on a probe, which
+/// skips the digest impl when the bound does not hold).
+fn command_fingerprint(aggregate: &ast::Aggregate) -> TokenStream {
+    let private = private(aggregate);
+    let command_enum = &aggregate.command_enum;
+    let arms = aggregate.commands.items.iter().map(|Member { variant, .. }| {
+        let name = variant.to_string();
+        quote! {
+            #command_enum::#variant(ref command) =>
+                (&&#private::FingerprintProbe(command)).command_fingerprint(#name),
+        }
+    });
+    quote! {
+        fn command_fingerprint(
+            command: &#command_enum,
+        ) -> ::core::option::Option<#private::CommandFingerprint> {
+            #[allow(unused_imports)]
+            use #private::{FingerprintByName as _, FingerprintBySerialize as _};
+            ::core::option::Option::Some(match *command {
+                #(#arms)*
+            })
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub use super::idempotency::{
     idempotent_repeat_is_not_rejected_by_its_own_execution,
     idempotent_repeat_on_a_warm_cache_applies_nothing_twice,
     idempotent_repeat_reports_the_state_as_of_its_append,
+    idempotent_retry_after_a_lost_reply_reports_the_first_run,
     idempotent_repeat_without_events_reports_the_execution, reused_idempotency_key_is_refused,
 };
 

@@ -6,6 +6,7 @@
 //! before that write would have.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
@@ -25,11 +26,13 @@ fn keyed(key: &str) -> CommandMetadata {
 /// The competing execution a [`LateStore`] performs during its first lookup.
 type Competitor = (String, CounterCommand, CommandMetadata);
 
-/// A store whose first `find_event` lets a competitor write first (see the module docs).
+/// A store whose first `find_event` lets a competitor write first (see the module docs), and
+/// whose append can lose its reply (the events are stored, the caller sees an error).
 #[derive(Clone)]
 struct LateStore<S> {
     inner: S,
     competitor: Arc<Mutex<Option<Competitor>>>,
+    lose_reply: Arc<AtomicBool>,
 }
 
 impl<S: TestStore> LateStore<S> {
@@ -37,6 +40,7 @@ impl<S: TestStore> LateStore<S> {
         LateStore {
             inner,
             competitor: Arc::default(),
+            lose_reply: Arc::default(),
         }
     }
 
@@ -52,7 +56,14 @@ impl<S: TestStore> EventStore for LateStore<S> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<crate::Appended, StoreError> {
-        self.inner.append(stream, expected, events).await
+        let written = self.inner.append(stream, expected, events).await?;
+        if self.lose_reply.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::backend(
+                format!("appending to stream `{stream}`"),
+                "connection reset after the commit",
+            ));
+        }
+        Ok(written)
     }
     async fn read_stream(
         &self,
@@ -201,6 +212,31 @@ pub async fn reused_idempotency_key_is_refused<S: TestStore>(store: S) {
         .await
         .unwrap_err();
     assert!(error.to_string().len() < 2_000, "{error}");
+}
+
+/// The append committed but its reply was lost: the caller saw a store error. Its retry gets
+/// the original outcome.
+pub async fn idempotent_retry_after_a_lost_reply_reports_the_first_run<S: TestStore>(store: S) {
+    let late = LateStore::new(store);
+    let repo = Repository::<Counter, _>::new(late.clone()).with_cache(std::num::NonZeroUsize::MIN);
+    repo.execute("x", CounterCommand::Add(1)).await.unwrap();
+    late.lose_reply.store(true, Ordering::SeqCst);
+    let lost = repo
+        .execute_with("x", CounterCommand::Add(5), keyed("req-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, ExecuteError::Store(StoreError::Backend { .. })), "{lost}");
+    for _ in 0..2 {
+        let retry = repo
+            .execute_with("x", CounterCommand::Add(5), keyed("req-1"))
+            .await
+            .unwrap();
+        assert!(retry.replayed);
+        assert_eq!(retry.events, [CounterEvent::Added { amount: 5 }]);
+        assert_eq!((retry.version, retry.state.value), (Version(2), 6));
+    }
+    let next = repo.execute("x", CounterCommand::Add(1)).await.unwrap();
+    assert_eq!((next.version, next.state.value), (Version(3), 7));
 }
 
 /// The competitor stored the key after this caller's lookup; this caller's decision, on a

@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             idempotent_repeat_without_events_reports_the_execution,
             idempotent_repeat_on_a_warm_cache_applies_nothing_twice,
             concurrent_idempotent_callers_share_one_outcome,
+            idempotent_retry_after_a_lost_reply_reports_the_first_run,
             conflict_retries_are_bounded,
         );
     };
