@@ -64,7 +64,11 @@ impl CommandMetadata {
         self
     }
 
-    /// Sets the idempotency key.
+    /// Sets the idempotency key: the command is decided and written once per stream, and
+    /// every repeat gets that execution's outcome; the same key with a different command is
+    /// [`ExecuteError::IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused). The
+    /// key is stored in the events' metadata (keep personal data out of it). See
+    /// [`Repository::execute_with`](crate::Repository::execute_with) for the rules.
     #[must_use]
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
