@@ -122,6 +122,8 @@ fn command_fingerprint(aggregate: &ast::Aggregate) -> TokenStream {
         }
     });
     quote! {
+        // An aggregate without commands has an empty enum: the `match` never returns.
+        #[allow(unreachable_code)]
         fn command_fingerprint(
             command: &#command_enum,
         ) -> ::core::option::Option<#private::CommandFingerprint> {
