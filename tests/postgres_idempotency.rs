@@ -45,7 +45,10 @@ async fn the_key_lookup_is_an_index_scan() {
         .await
         .unwrap();
     let id = repo.history("a").await.unwrap()[0].record.event_id;
-    assert_eq!(store.find_event(id).await.unwrap().unwrap().version, done.version);
+    assert_eq!(
+        store.find_event(id).await.unwrap().unwrap().version,
+        done.version
+    );
     let explain = format!(
         "EXPLAIN SELECT * FROM \"{}\".events WHERE event_id = $1",
         store.schema()

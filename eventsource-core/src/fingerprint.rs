@@ -265,6 +265,8 @@ mod tests {
     use super::{FingerprintByName as _, FingerprintBySerialize as _};
 
     #[test]
+    // The borrows choose the impl (what clippy calls needless is the point of the probe).
+    #[allow(clippy::needless_borrow)]
     fn the_probe_digests_serializable_commands_and_names_the_others() {
         let serializable =
             (&&FingerprintProbe(&Serializable { amount: 1 })).command_fingerprint("S");

@@ -114,13 +114,17 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
 fn command_fingerprint(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let command_enum = &aggregate.command_enum;
-    let arms = aggregate.commands.items.iter().map(|Member { variant, .. }| {
-        let name = variant.to_string();
-        quote! {
-            #command_enum::#variant(ref command) =>
-                (&&#private::FingerprintProbe(command)).command_fingerprint(#name),
-        }
-    });
+    let arms = aggregate
+        .commands
+        .items
+        .iter()
+        .map(|Member { variant, .. }| {
+            let name = variant.to_string();
+            quote! {
+                #command_enum::#variant(ref command) =>
+                    (&&#private::FingerprintProbe(command)).command_fingerprint(#name),
+            }
+        });
     quote! {
         // An aggregate without commands has an empty enum: the `match` never returns.
         #[allow(unreachable_code)]

@@ -130,7 +130,10 @@ where
                 let repo = Repository::<Account, _>::new(store).retry_on_conflict(100);
                 let (key, command): (String, AccountCommand) = match task {
                     0..=3 => (format!("w80-{round}"), Withdraw { amount: 80 }.into()),
-                    4 | 5 => (format!("w30-{round}-{task}"), Withdraw { amount: 30 }.into()),
+                    4 | 5 => (
+                        format!("w30-{round}-{task}"),
+                        Withdraw { amount: 30 }.into(),
+                    ),
                     _ => (format!("d5-{round}"), Deposit { amount: 5 }.into()),
                 };
                 let mut answers = Vec::new();
@@ -161,7 +164,7 @@ where
                             Some(key.as_str()),
                             "round {round}: the version is this key's append"
                         );
-                        assert_eq!(done.events, [last.event.clone()]);
+                        assert_eq!(done.events, std::slice::from_ref(&last.event));
                         if attempt == 1 {
                             assert!(done.replayed, "round {round}, key {key}: a retry replays");
                         }
@@ -183,7 +186,10 @@ where
                             "round {round}: a deposit is never rejected"
                         );
                         let AccountError::InsufficientFunds { balance, requested } = source;
-                        assert!(balance < requested, "round {round}: {balance} < {requested}");
+                        assert!(
+                            balance < requested,
+                            "round {round}: {balance} < {requested}"
+                        );
                         rejected += 1;
                         (Answer::Rejected, false)
                     }
@@ -219,14 +225,27 @@ where
                     accepted += 1;
                 }
                 None => {
-                    assert!(key.starts_with("w80"), "round {round}, key {key}: {answers:?}");
+                    assert!(
+                        key.starts_with("w80"),
+                        "round {round}, key {key}: {answers:?}"
+                    );
                 }
             }
         }
         let history = repo.history(&id).await.unwrap();
-        assert_eq!(history.len(), 1 + writes, "round {round}: only the reported writes");
+        assert_eq!(
+            history.len(),
+            1 + writes,
+            "round {round}: only the reported writes"
+        );
         let loaded = repo.load(&id).await.unwrap();
-        assert_eq!(loaded.state, repo.load_at(&id, loaded.version).await.unwrap().state);
+        assert_eq!(
+            loaded.state,
+            repo.load_at(&id, loaded.version).await.unwrap().state
+        );
     }
-    assert!(accepted > 0 && rejected > 0 && replayed > 0, "a mixed run: {accepted} {rejected} {replayed}");
+    assert!(
+        accepted > 0 && rejected > 0 && replayed > 0,
+        "a mixed run: {accepted} {rejected} {replayed}"
+    );
 }

@@ -59,17 +59,25 @@ pub(crate) async fn lookup(url: &str, table: &mut Table, rounds: usize) -> Resul
     let misses: Vec<Uuid> = (0..KEYED as u64)
         .map(|i| Uuid::new_v5(&NAMESPACE, &(u64::MAX - i).to_le_bytes()))
         .collect();
-    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN {SELECT_BY_ID}"
-    )))
-    .bind(hits[0])
-    .fetch_all(&raw)
-    .await?;
-    println!("idempotency lookup plan at 1,000,000 events: {}", plan.join(" | "));
+    let plan: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {SELECT_BY_ID}")))
+            .bind(hits[0])
+            .fetch_all(&raw)
+            .await?;
+    println!(
+        "idempotency lookup plan at 1,000,000 events: {}",
+        plan.join(" | ")
+    );
 
     for (scenario, ids) in [
-        ("idempotency lookup, key stored (a retry), 1,000,000 events", &hits),
-        ("idempotency lookup, key not stored (a first run), 1,000,000 events", &misses),
+        (
+            "idempotency lookup, key stored (a retry), 1,000,000 events",
+            &hits,
+        ),
+        (
+            "idempotency lookup, key not stored (a first run), 1,000,000 events",
+            &misses,
+        ),
     ] {
         let mut contest = Contest::new(
             &[

@@ -141,8 +141,9 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                     // A concurrent caller with the same key may have stored the first
                     // execution after the lookup above, and this decision seen it: report that
                     // execution rather than a rejection it caused.
-                    if let Some(done) =
-                        self.earlier_execution(&stream_id, key.as_ref(), decisions).await?
+                    if let Some(done) = self
+                        .earlier_execution(&stream_id, key.as_ref(), decisions)
+                        .await?
                     {
                         return Ok(done);
                     }
@@ -226,8 +227,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                         return Ok(done);
                     }
                     if from_cache {
-                        metrics::counter!(names::CACHE_STALE, "aggregate" => A::NAME)
-                            .increment(1);
+                        metrics::counter!(names::CACHE_STALE, "aggregate" => A::NAME).increment(1);
                         stale_cache_hits += 1;
                         continue;
                     }

@@ -18,13 +18,12 @@ use crate::{
 };
 
 pub use super::idempotency::{
-    concurrent_idempotent_callers_share_one_outcome,
-    idempotency_key_is_kept_in_the_metadata,
+    concurrent_idempotent_callers_share_one_outcome, idempotency_key_is_kept_in_the_metadata,
     idempotent_repeat_is_not_rejected_by_its_own_execution,
     idempotent_repeat_on_a_warm_cache_applies_nothing_twice,
     idempotent_repeat_reports_the_state_as_of_its_append,
-    idempotent_retry_after_a_lost_reply_reports_the_first_run,
-    idempotent_repeat_without_events_reports_the_execution, reused_idempotency_key_is_refused,
+    idempotent_repeat_without_events_reports_the_execution,
+    idempotent_retry_after_a_lost_reply_reports_the_first_run, reused_idempotency_key_is_refused,
 };
 
 /// The bound every store under test meets.

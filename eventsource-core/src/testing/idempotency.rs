@@ -15,8 +15,8 @@ use super::conformance::TestStore;
 use super::fixture::{Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
     Checkpoint, CommandFingerprint, CommandMetadata, EventStore, ExecuteError, ExpectedVersion,
-    LogFilter, NewEvent, Position, RecordedEvent, Repository, Snapshot, SnapshotStore,
-    StoreError, StreamId, Version,
+    LogFilter, NewEvent, Position, RecordedEvent, Repository, Snapshot, SnapshotStore, StoreError,
+    StreamId, Version,
 };
 
 fn keyed(key: &str) -> CommandMetadata {
@@ -146,7 +146,9 @@ pub async fn idempotent_repeat_reports_the_state_as_of_its_append<S: TestStore>(
         .unwrap();
     assert!(!first.replayed);
     for amount in [1, 2, 3, 4] {
-        repo.execute("x", CounterCommand::Add(amount)).await.unwrap();
+        repo.execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
     }
     let again = repo
         .execute_with("x", CounterCommand::Add(5), keyed("req-1"))
@@ -225,7 +227,10 @@ pub async fn idempotent_retry_after_a_lost_reply_reports_the_first_run<S: TestSt
         .execute_with("x", CounterCommand::Add(5), keyed("req-1"))
         .await
         .unwrap_err();
-    assert!(matches!(lost, ExecuteError::Store(StoreError::Backend { .. })), "{lost}");
+    assert!(
+        matches!(lost, ExecuteError::Store(StoreError::Backend { .. })),
+        "{lost}"
+    );
     for _ in 0..2 {
         let retry = repo
             .execute_with("x", CounterCommand::Add(5), keyed("req-1"))
@@ -254,7 +259,10 @@ pub async fn idempotent_repeat_is_not_rejected_by_its_own_execution<S: TestStore
         .unwrap();
     assert!(done.replayed);
     assert_eq!(done.events, [CounterEvent::Added { amount: 5 }]);
-    assert_eq!((done.version, done.state.value), (Version(2), Counter::LIMIT));
+    assert_eq!(
+        (done.version, done.state.value),
+        (Version(2), Counter::LIMIT)
+    );
     // Without the key's execution, the rejection stands (and is not remembered).
     let rejected = repo
         .execute_with("x", CounterCommand::Add(1), keyed("req-2"))
@@ -351,7 +359,10 @@ pub async fn concurrent_idempotent_callers_share_one_outcome<S: TestStore>(store
             match result {
                 Ok(done) => {
                     let refold = repo.load_at(&id, done.version).await.unwrap();
-                    assert_eq!(done.state, refold.state, "round {round}: state at the version");
+                    assert_eq!(
+                        done.state, refold.state,
+                        "round {round}: state at the version"
+                    );
                     assert_eq!(done.events, [CounterEvent::Added { amount: 10 }]);
                     assert_eq!(done.version, Version(2), "round {round}");
                     if !done.replayed {
@@ -363,7 +374,11 @@ pub async fn concurrent_idempotent_callers_share_one_outcome<S: TestStore>(store
                     }
                 }
                 Err(ExecuteError::Rejected { version, .. }) => {
-                    assert_eq!(version, Version(2), "round {round}: rejected after the winner");
+                    assert_eq!(
+                        version,
+                        Version(2),
+                        "round {round}: rejected after the winner"
+                    );
                     if is_shared {
                         shared.push(None);
                     }
