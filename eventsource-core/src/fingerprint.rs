@@ -1,31 +1,7 @@
 //! Command fingerprints: how a repeated idempotency key tells the same command from a
 //! different one.
 //!
-//! # The rule
-//!
-//! A fingerprint is the command's **name** (the variant of the aggregate's command enum, e.g.
-//! `Deposit`) and, where the command implements `serde::Serialize`, a **digest** of its JSON
-//! form (object keys sorted at every level, so a map's iteration order does not matter).
-//! A command without `Serialize` is compared by name only: derive `Serialize` on it to have
-//! its content compared too.
-//!
-//! Two fingerprints [match](CommandFingerprint::matches) when the names are equal and, if both
-//! have a digest, the digests are equal. `#[derive(Aggregate)]` computes the fingerprint for
-//! every command ([`Aggregate::command_fingerprint`](crate::Aggregate::command_fingerprint));
-//! a hand-written aggregate may override that method, and
-//! [`CommandMetadata::command_fingerprint`](crate::CommandMetadata::command_fingerprint)
-//! replaces it for one execution ([`CommandFingerprint::hashed`] digests a `Hash` value for
-//! such cases).
-//!
-//! What to keep stable: a command's name and its serialized form. Renaming a command, or
-//! changing its serialized shape, makes a retry of an execution stored before the change
-//! [`IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused). A field that should
-//! not count (a client timestamp, a trace id) belongs in the metadata, or is skipped with
-//! `#[serde(skip_serializing)]`. A value that serializes differently each time (a `HashSet`,
-//! whose JSON is a list in iteration order) must not be part of a serialized command.
-//!
-//! Digests are SHA-1 based (UUID v5): stable across processes, builds and platforms, which
-//! matters because they are stored in the events and compared with retries sent years later.
+//! See [`CommandFingerprint`] for the rule.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -35,7 +11,33 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// What identifies a command for idempotency: its name and, where possible, a digest of its
-/// content (see the [module docs](self) for the rule).
+/// content.
+///
+/// # The rule
+///
+/// A fingerprint is the command's **name** (the variant of the aggregate's command enum, e.g.
+/// `Deposit`) and, where the command implements `serde::Serialize`, a **digest** of its JSON
+/// form (object keys sorted at every level, so a map's iteration order does not matter).
+/// A command without `Serialize` is compared by name only: derive `Serialize` on it to have
+/// its content compared too.
+///
+/// Two fingerprints [match](CommandFingerprint::matches) when the names are equal and, if both
+/// have a digest, the digests are equal. `#[derive(Aggregate)]` computes the fingerprint for
+/// every command ([`Aggregate::command_fingerprint`](crate::Aggregate::command_fingerprint));
+/// a hand-written aggregate may override that method, and
+/// [`CommandMetadata::command_fingerprint`](crate::CommandMetadata::command_fingerprint)
+/// replaces it for one execution ([`CommandFingerprint::hashed`] digests a `Hash` value for
+/// such cases).
+///
+/// What to keep stable: a command's name and its serialized form. Renaming a command, or
+/// changing its serialized shape, makes a retry of an execution stored before the change
+/// [`IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused). A field that should
+/// not count (a client timestamp, a trace id) belongs in the metadata, or is skipped with
+/// `#[serde(skip_serializing)]`. A value that serializes differently each time (a `HashSet`,
+/// whose JSON is a list in iteration order) must not be part of a serialized command.
+///
+/// Digests are SHA-1 based (UUID v5): stable across processes, builds and platforms, which
+/// matters because they are stored in the events and compared with retries sent years later.
 ///
 /// Stored in the metadata of the events a keyed command writes
 /// ([`Metadata::command`](crate::Metadata::command)).
