@@ -14,6 +14,10 @@ pub use eventsource_core::{
 pub use eventsource_derive::Event;
 
 #[cfg(feature = "derive")]
+#[doc = include_str!("docs/derive_event_enum.md")]
+pub use eventsource_derive::EventEnum;
+
+#[cfg(feature = "derive")]
 #[doc = include_str!("docs/derive_aggregate.md")]
 pub use eventsource_derive::Aggregate;
 
@@ -29,13 +33,15 @@ pub use eventsource_core::{
 
 // The store contract and the in-memory store.
 pub use eventsource_core::{
-    Appended, EventStore, LogFilter, MemoryStore, Snapshot, SnapshotStore, StreamPages,
+    Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot, SnapshotStore,
+    StreamPages,
 };
 
 // Projections: read models fed from the global log.
 pub use eventsource_core::{
-    CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
+    ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 
 // Errors.
@@ -47,7 +53,7 @@ pub use eventsource_core::{
 // Given/when/then tests.
 pub use eventsource_core::{GivenWhenThen, harness};
 
-pub use eventsource_core::{observe, upcast};
+pub use eventsource_core::{limits, observe, upcast};
 
 #[cfg(feature = "testing")]
 pub use eventsource_core::{conformance_tests, testing};
@@ -86,5 +92,5 @@ pub mod prelude {
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};
     #[cfg(feature = "derive")]
-    pub use eventsource_derive::{Aggregate, Event};
+    pub use eventsource_derive::{Aggregate, Event, EventEnum};
 }

@@ -74,3 +74,56 @@ async fn a_reused_key_is_refused_with_the_content_compared() {
 async fn concurrent_callers_on_the_memory_store() {
     concurrent_account_rounds(MemoryStore::new(), 40).await;
 }
+
+// An aggregate that names its own command enum: the fingerprint is the enum's name plus the
+// digest of its JSON, which names the variant, so variants and contents are told apart.
+
+#[derive(Clone, Debug, Serialize)]
+enum LedgerCommand {
+    Credit { amount: u64 },
+    Debit { amount: u64 },
+}
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "ledger", events(account::Deposited), commands = LedgerCommand)]
+struct Ledger {
+    total: u64,
+}
+
+impl Apply<account::Deposited> for Ledger {
+    fn apply(&mut self, e: &account::Deposited) {
+        self.total += e.amount;
+    }
+}
+
+impl Handle<LedgerCommand> for Ledger {
+    fn handle(&self, command: LedgerCommand) -> Result<Events<Self>, std::convert::Infallible> {
+        let amount = match command {
+            LedgerCommand::Credit { amount } | LedgerCommand::Debit { amount } => amount,
+        };
+        Ok(Events::one(account::Deposited { amount }))
+    }
+}
+
+#[tokio::test]
+async fn a_users_command_enum_is_fingerprinted_by_its_json() {
+    let credit = Ledger::command_fingerprint(&LedgerCommand::Credit { amount: 5 }).unwrap();
+    assert_eq!(
+        credit,
+        CommandFingerprint::serialized("LedgerCommand", &LedgerCommand::Credit { amount: 5 })
+    );
+    let debit = Ledger::command_fingerprint(&LedgerCommand::Debit { amount: 5 }).unwrap();
+    assert!(!credit.matches(&debit), "the variant is part of the JSON");
+    let ledgers = Repository::<Ledger, _>::new(MemoryStore::new());
+    ledgers
+        .execute_with(1, LedgerCommand::Credit { amount: 5 }, keyed("k"))
+        .await
+        .unwrap();
+    let reused = ledgers
+        .execute_with(1, LedgerCommand::Debit { amount: 5 }, keyed("k"))
+        .await;
+    assert!(matches!(
+        reused,
+        Err(ExecuteError::IdempotencyKeyReused { .. })
+    ));
+}

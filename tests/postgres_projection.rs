@@ -13,7 +13,7 @@ use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{
     Checkpoint, HandlerError, LogFilter, NewEvent, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions,
+    ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions, StoreError,
 };
 use serde_json::json;
 use support::fresh_pg_store;
@@ -138,6 +138,7 @@ fn options() -> RunnerOptions {
         max_retries: 2,
         backoff: Duration::from_millis(5),
         poll_interval: Duration::from_millis(200),
+        ..RunnerOptions::default()
     }
 }
 
@@ -440,4 +441,194 @@ async fn a_live_runner_is_woken_by_notifications_not_by_polling() {
     stop.send(()).unwrap();
     live.await.unwrap().unwrap();
     assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parking_runner_parks_the_poison_event_in_the_batch_transaction_and_goes_on() {
+    let store = fresh_pg_store().await;
+    let ledger = Ledger::new(&store).await;
+    store
+        .append(
+            &StreamId::new("ledger", "p"),
+            ExpectedVersion::NoStream,
+            (1..=30).map(posted).collect(),
+        )
+        .await
+        .unwrap();
+    *ledger.poison.lock().unwrap() = Some(17);
+    let mut runner = ProjectionRunner::new(ledger.clone(), store.clone())
+        .with_options(RunnerOptions {
+            batch_size: 10,
+            failure_policy: eventsource::FailurePolicy::Park,
+            ..options()
+        })
+        .rebuild_on_reset();
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(done.applied, 30);
+    assert_eq!(ledger.totals(&store).await.0, 29, "all but the poison");
+    assert_eq!(runner.status().await.unwrap().lag, 0);
+    let parked = store.parked(None).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].projection, "ledger");
+    assert_eq!(parked[0].record.version, Version(17));
+    assert_eq!(parked[0].attempts, 3);
+    assert!(
+        parked[0].error.contains("refusing amount 17"),
+        "{}",
+        parked[0].error
+    );
+    let at = eventsource::ParkedSelection::At(parked[0].record.position);
+
+    // Fixed and retried: applied exactly once (the ledger's key would refuse a second time).
+    *ledger.poison.lock().unwrap() = None;
+    assert_eq!(store.retry_parked("ledger", at).await.unwrap(), 1);
+    assert!(store.parked(None).await.unwrap()[0].retry_requested);
+    assert_eq!(runner.catch_up().await.unwrap().applied, 0);
+    assert!(store.parked(None).await.unwrap().is_empty());
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+
+    // A rebuild applies everything again and forgets parked events.
+    *ledger.poison.lock().unwrap() = Some(5);
+    store
+        .append(
+            &StreamId::new("ledger", "p"),
+            ExpectedVersion::Any,
+            vec![posted(5_000)],
+        )
+        .await
+        .unwrap();
+    *ledger.poison.lock().unwrap() = Some(5_000);
+    runner.catch_up().await.unwrap();
+    assert_eq!(store.parked(Some("ledger")).await.unwrap().len(), 1);
+    *ledger.poison.lock().unwrap() = None;
+    runner.rebuild(|_| {}).await.unwrap();
+    assert!(store.parked(None).await.unwrap().is_empty());
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_request_rebuilds_instead_of_doubling_the_read_model() {
+    let store = fresh_pg_store().await;
+    let ledger = Ledger::new(&store).await;
+    store
+        .append(
+            &StreamId::new("ledger", "r"),
+            ExpectedVersion::NoStream,
+            (1..=12).map(posted).collect(),
+        )
+        .await
+        .unwrap();
+    let mut plain = ProjectionRunner::new(ledger.clone(), store.clone()).with_options(options());
+    plain.catch_up().await.unwrap();
+    let before = ledger.totals(&store).await;
+    assert_eq!(before, store_totals(&store).await);
+
+    // What `eventsource projection reset ledger --yes` does.
+    let was = store.admin().request_reset("ledger").await.unwrap();
+    assert!(was.is_some());
+    let refused = plain.catch_up().await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ProjectionError::ResetRequested {
+                projection: "ledger"
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(
+        ledger.totals(&store).await,
+        before,
+        "nothing replayed on top"
+    );
+    assert_eq!(plain.status().await.unwrap().lag, 12);
+
+    let mut rebuilding = ProjectionRunner::new(ledger.clone(), store.clone())
+        .with_options(options())
+        .rebuild_on_reset();
+    assert_eq!(rebuilding.catch_up().await.unwrap().applied, 12);
+    assert_eq!(ledger.totals(&store).await, before, "rebuilt, not doubled");
+    let status = rebuilding.status().await.unwrap();
+    assert!(!status.reset_requested);
+    assert_eq!(status.lag, 0);
+
+    // Asked for while a runner is live: its next commit is refused, then it rebuilds.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let live =
+        tokio::spawn(async move { rebuilding.run(async { stopped.await.unwrap_or(()) }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.admin().request_reset("ledger").await.unwrap();
+    store
+        .append(
+            &StreamId::new("ledger", "r"),
+            ExpectedVersion::Any,
+            vec![posted(100)],
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the live runner to rebuild and apply the new event",
+        || async {
+            ledger.totals(&store).await.0 == 13 && !store.reset_requested("ledger").await.unwrap()
+        },
+    )
+    .await;
+    stop.send(()).unwrap();
+    live.await.unwrap().unwrap();
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_found_before_a_batch_starts() {
+    let store = fresh_pg_store().await;
+    let filter = LogFilter::all().name("ledger.posted");
+    let lease = store.acquire_lease("ledger", &filter).await.unwrap();
+    let tx = store.begin(&lease).await.unwrap();
+    store.rollback(tx).await;
+
+    // The lease session ended by an administrator.
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(lease.backend_pid())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    // The lock goes when the session's process exits, a moment after it is told to.
+    wait_until("the lease session to end", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1)",
+        )
+        .bind(lease.backend_pid())
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    let lost = store.begin(&lease).await.unwrap_err();
+    assert!(
+        matches!(&lost, StoreError::LeaseLost { projection, reason }
+            if projection == "ledger" && reason.contains("no longer holds")),
+        "{lost}"
+    );
+    assert!(!lost.is_transient());
+    drop(lease);
+
+    // Its checkpoint row deleted by hand.
+    let lease = store.acquire_lease("ledger", &filter).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM \"{}\".checkpoints",
+        store.schema().as_str()
+    )))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let gone = store.begin(&lease).await.unwrap_err();
+    assert!(
+        matches!(&gone, StoreError::LeaseLost { reason, .. } if reason.contains("deleted")),
+        "{gone}"
+    );
+    // The pool's connections are healthy afterwards (no transaction left aborted).
+    for _ in 0..12 {
+        store.head_position().await.unwrap();
+    }
 }

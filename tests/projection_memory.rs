@@ -102,6 +102,7 @@ fn fast() -> RunnerOptions {
         max_retries: 2,
         backoff: Duration::from_millis(1),
         poll_interval: Duration::from_millis(20),
+        ..RunnerOptions::default()
     }
 }
 
@@ -317,4 +318,226 @@ async fn two_runners_of_one_projection_never_double_apply() {
     assert_eq!(applied, 200);
     let positions = totals.applied.lock().unwrap().clone();
     assert_eq!(positions, (1..=200).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn lag_and_progress_count_only_the_projections_events() {
+    let store = MemoryStore::new();
+    for i in 1..=6 {
+        deposit(&store, "a", i).await;
+    }
+    // The newest events of the log are not the projection's.
+    noise(&store).await;
+    noise(&store).await;
+    let totals = Totals::default();
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    let before = runner.status().await.unwrap();
+    assert_eq!(before.lag, 6, "the renames are not counted");
+    let mut reports = Vec::new();
+    runner.catch_up_with(|p| reports.push(p)).await.unwrap();
+    let last = reports.last().unwrap();
+    assert_eq!(
+        (last.done, last.total),
+        (6, 6),
+        "progress reaches its total"
+    );
+    assert!(reports.iter().all(|p| p.total == 6), "{reports:?}");
+    let after = runner.status().await.unwrap();
+    assert_eq!(after.lag, 0, "caught up although the head is a rename");
+    assert!(after.head.0 > after.checkpoint.unwrap().position().0);
+    // Exactly one page: the run ends at its total too.
+    for i in 1..=4 {
+        deposit(&store, "b", i).await;
+    }
+    let mut reports = Vec::new();
+    runner.catch_up_with(|p| reports.push(p)).await.unwrap();
+    let last = reports.last().unwrap();
+    assert_eq!((last.done, last.total), (4, 4), "{reports:?}");
+}
+
+#[tokio::test]
+async fn a_requested_reset_is_never_replayed_on_top_of_the_read_model() {
+    let store = MemoryStore::new();
+    for i in 1..=5 {
+        deposit(&store, "a", i).await;
+    }
+    let totals = Totals::default();
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15);
+
+    assert!(store.request_reset(Totals::NAME).await.unwrap());
+    assert!(!store.request_reset("never-ran").await.unwrap());
+    let status = runner.status().await.unwrap();
+    assert!(status.reset_requested);
+    assert_eq!(status.lag, 5, "a reset projection has everything to apply");
+    // A runner that cannot rebuild refuses, before applying anything.
+    deposit(&store, "a", 100).await;
+    let refused = runner.catch_up().await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ProjectionError::ResetRequested {
+                projection: "totals"
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("rebuild"), "{refused}");
+    assert_eq!(totals.sums()["account-a"], 15, "nothing applied on top");
+
+    // One that can rebuilds: reset hook, then the whole log.
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone())
+        .with_options(fast())
+        .rebuild_on_reset();
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(done.applied, 6);
+    assert_eq!(totals.sums()["account-a"], 115);
+    assert!(!runner.status().await.unwrap().reset_requested);
+    // And the next start just catches up.
+    assert_eq!(runner.catch_up().await.unwrap().applied, 0);
+    assert_eq!(totals.sums()["account-a"], 115);
+}
+
+#[tokio::test]
+async fn a_reset_asked_for_during_a_live_run_rebuilds_it() {
+    let store = MemoryStore::new();
+    for i in 1..=3 {
+        deposit(&store, "a", i).await;
+    }
+    let totals = Totals::default();
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone())
+        .with_options(fast())
+        .rebuild_on_reset();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let live = tokio::spawn(async move { runner.run(async { stopped.await.unwrap_or(()) }).await });
+    while totals.sums().get("account-a") != Some(&6) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(store.request_reset(Totals::NAME).await.unwrap());
+    deposit(&store, "a", 10).await;
+    while totals.sums().get("account-a") != Some(&16) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    live.await.unwrap().unwrap();
+    assert_eq!(totals.sums()["account-a"], 16, "rebuilt, not doubled");
+    assert_eq!(totals.applied.lock().unwrap().len(), 4);
+}
+
+/// Buffers amounts and writes them in `flush`, counting the flushes.
+#[derive(Default, Clone)]
+struct Paged {
+    buffer: Vec<i64>,
+    written: Arc<Mutex<Vec<Vec<i64>>>>,
+}
+
+impl Projection for Paged {
+    const NAME: &'static str = "paged";
+    type Handles = eventsource::Batched<(Deposited,)>;
+    type Error = Refused;
+}
+impl Project<Deposited> for Paged {
+    async fn project(
+        &mut self,
+        e: Deposited,
+        _: &RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), Refused> {
+        self.buffer.push(e.amount);
+        Ok(())
+    }
+}
+impl eventsource::Flush for Paged {
+    async fn flush(&mut self, _: &mut ()) -> Result<(), Refused> {
+        let page = std::mem::take(&mut self.buffer);
+        self.written.lock().unwrap().push(page);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_batched_projection_is_flushed_before_each_commit() {
+    let store = MemoryStore::new();
+    for i in 1..=5 {
+        deposit(&store, "a", i).await;
+    }
+    let paged = Paged::default();
+    let mut runner = ProjectionRunner::new(paged.clone(), store.clone()).with_options(fast());
+    assert_eq!(runner.catch_up().await.unwrap().applied, 5);
+    // The in-memory store commits every event on its own, so every page holds one event.
+    let written = paged.written.lock().unwrap().clone();
+    assert_eq!(written, vec![vec![1], vec![2], vec![3], vec![4], vec![5]]);
+    assert!(runner.projection().buffer.is_empty());
+}
+
+#[tokio::test]
+async fn a_parking_runner_goes_on_and_applies_a_parked_event_when_retried() {
+    let store = MemoryStore::new();
+    for amount in [1, 2, 3, 4, 5] {
+        deposit(&store, "a", amount).await;
+    }
+    let totals = Totals::default();
+    *totals.poison.lock().unwrap() = Some(3);
+    let mut runner =
+        ProjectionRunner::new(totals.clone(), store.clone()).with_options(RunnerOptions {
+            failure_policy: eventsource::FailurePolicy::Park,
+            ..fast()
+        });
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 12, "everything but the poison");
+    assert_eq!(done.applied, 5, "the parked event counts as handled");
+    let status = runner.status().await.unwrap();
+    assert_eq!(status.lag, 0);
+
+    let parked = store.parked(Some(Totals::NAME)).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    let event = &parked[0];
+    assert_eq!(event.record.version, Version(3));
+    assert_eq!(event.attempts, 3, "the first try and two retries");
+    assert!(event.error.contains("refusing amount 3"), "{}", event.error);
+    assert!(!event.retry_requested);
+    assert!(store.parked(Some("other")).await.unwrap().is_empty());
+
+    // Retried while still failing: parked again, with one more attempt.
+    let position = eventsource::ParkedSelection::At(event.record.position);
+    assert_eq!(store.retry_parked(Totals::NAME, position).await.unwrap(), 1);
+    runner.catch_up().await.unwrap();
+    let again = store.parked(None).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 4));
+    assert!(!again[0].retry_requested);
+
+    // Fixed, then retried: applied once, and no longer parked.
+    *totals.poison.lock().unwrap() = None;
+    store.retry_parked(Totals::NAME, position).await.unwrap();
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15);
+    assert!(store.parked(None).await.unwrap().is_empty());
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15, "applied once");
+
+    // Discarded: never applied.
+    *totals.poison.lock().unwrap() = Some(6);
+    deposit(&store, "a", 6).await;
+    runner.catch_up().await.unwrap();
+    let all = eventsource::ParkedSelection::All;
+    assert_eq!(store.discard_parked(Totals::NAME, all).await.unwrap(), 1);
+    assert_eq!(store.retry_parked(Totals::NAME, all).await.unwrap(), 0);
+    *totals.poison.lock().unwrap() = None;
+    runner.catch_up().await.unwrap();
+    assert_eq!(totals.sums()["account-a"], 15);
+}
+
+#[tokio::test]
+async fn the_default_policy_still_stops_at_a_poison_event() {
+    let store = MemoryStore::new();
+    for amount in [1, 2, 3] {
+        deposit(&store, "a", amount).await;
+    }
+    let totals = Totals::default();
+    *totals.poison.lock().unwrap() = Some(2);
+    let mut runner = ProjectionRunner::new(totals.clone(), store.clone()).with_options(fast());
+    let error = runner.catch_up().await.unwrap_err();
+    assert!(matches!(error, ProjectionError::Failed { .. }), "{error}");
+    assert!(store.parked(None).await.unwrap().is_empty());
 }

@@ -1,20 +1,28 @@
 //! Decode: a stored row (a `RecordedEvent`, whose JSON payload the driver has parsed) to the
 //! current event type through the framework's `decode_event`, with no upcast (the row is at the
 //! current version 3) and through the two-step chain v1 -> v2 -> v3; beside a hand-written
-//! `serde_json` decode of the same payloads.
+//! `serde_json` decode of the same payloads. The same rows are also decoded as the variant of an
+//! event enum (`#[derive(EventEnum)]`), against the same baselines.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
-use eventsource::{Checkpoint, Metadata, Position, RecordedEvent, StreamId, Version, decode_event};
-use eventsource_bench::fixture::{Account, Deposited, DepositedV1, DepositedV2};
-use eventsource_bench::measure::criterion_median_ns;
+use eventsource::{
+    Checkpoint, EventEnum, Metadata, Position, RecordedEvent, StreamId, Version, decode_event,
+};
+use eventsource_bench::fixture::{
+    Account, AccountEvent, Deposited, DepositedV1, DepositedV2, LedgerEvent,
+};
+use eventsource_bench::measure::{Contest, criterion_median_ns, median, quantile};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 const ROWS: u64 = 10_000;
 const GROUP: &str = "decode_10k_rows";
+/// Rounds of the side-by-side comparison (the first few are warm-up).
+const ROUNDS: usize = 40;
+const WARM_UP: usize = 4;
 
 fn row(n: u64, schema_version: u32, payload: Value) -> RecordedEvent {
     RecordedEvent {
@@ -80,8 +88,71 @@ fn main() {
             }
         })
     });
+    group.bench_function("event_enum_no_upcast", |b| {
+        b.iter(|| {
+            for record in black_box(&current) {
+                let event =
+                    LedgerEvent::decode(&record.name, record.schema_version, &record.payload);
+                black_box(event.ok());
+            }
+        })
+    });
+    group.bench_function("event_enum_2_step_upcast", |b| {
+        b.iter(|| {
+            for record in black_box(&v1) {
+                let event =
+                    LedgerEvent::decode(&record.name, record.schema_version, &record.payload);
+                black_box(event.ok());
+            }
+        })
+    });
     group.finish();
     criterion.final_summary();
+
+    // Criterion measures one function after the other; on a shared machine that drifts. The
+    // ratios are also taken side by side: every contestant in every round, in rotating order,
+    // the median of the per-round ratios to the hand-written decode.
+    type Decode = fn(&RecordedEvent) -> bool;
+    // Both through `EventEnum::decode`: the generated `AccountEvent` over the struct events,
+    // and the derived `LedgerEvent`.
+    let struct_events: Decode =
+        |r| AccountEvent::decode(&r.name, r.schema_version, &r.payload).is_ok();
+    let event_enum: Decode = |r| LedgerEvent::decode(&r.name, r.schema_version, &r.payload).is_ok();
+    let by_hand: Decode = |r| Deposited::deserialize(&r.payload).is_ok();
+    let by_hand_2_step: Decode = |r| {
+        DepositedV1::deserialize(&r.payload)
+            .map(|v1| Deposited::from(DepositedV2::from(v1)))
+            .is_ok()
+    };
+    println!();
+    for (what, rows, hand) in [
+        ("no upcast (v3)", &current, by_hand),
+        ("2-step upcast (v1 -> v3)", &v1, by_hand_2_step),
+    ] {
+        let contestants = [event_enum, struct_events, hand];
+        let mut contest = Contest::new(&["event enum", "struct events", "by hand"], WARM_UP);
+        for round in 0..ROUNDS {
+            for who in contest.order(round) {
+                let decode = contestants[who];
+                let start = std::time::Instant::now();
+                for record in rows {
+                    black_box(decode(black_box(record)));
+                }
+                contest.record(round, who, ROWS, start.elapsed());
+            }
+        }
+        for (who, name) in [(0, "event enum"), (1, "struct events")] {
+            let ratios = contest.paired_ratios(who, 2);
+            println!(
+                "DECODE interleaved, {what}: {name} / hand-written serde = {:.2} (median of {} rounds, interquartile {:.2}-{:.2}; {:.2} M events/s)",
+                median(&ratios),
+                ratios.len(),
+                quantile(&ratios, 0.25),
+                quantile(&ratios, 0.75),
+                1e-6 / contest.median(who),
+            );
+        }
+    }
 
     println!();
     for (framework, baseline, what) in [
@@ -94,6 +165,16 @@ fn main() {
             "framework_2_step_upcast",
             "hand_written_serde_2_step",
             "2-step upcast (v1 -> v3)",
+        ),
+        (
+            "event_enum_no_upcast",
+            "hand_written_serde",
+            "event enum, no upcast (v3)",
+        ),
+        (
+            "event_enum_2_step_upcast",
+            "hand_written_serde_2_step",
+            "event enum, 2-step upcast (v1 -> v3)",
         ),
     ] {
         if let (Some(f), Some(b)) = (

@@ -152,3 +152,41 @@ pub fn nth_event(n: u64) -> AccountEvent {
         n => deposited(n % 13 + 1).into(),
     }
 }
+
+/// The same account events as one enum (`#[derive(EventEnum)]`, named apart from the
+/// aggregate's generated `AccountEvent`): `account.deposited` is the variant `Deposited`, at
+/// version 3, whose older versions decode through [`DepositedV2`].
+#[derive(EventEnum, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(prefix = "account.")]
+pub enum LedgerEvent {
+    /// An account was opened.
+    Opened {
+        /// Who owns it.
+        owner: String,
+    },
+    /// Money came in (schema version 3).
+    #[event(version = 3, previous = DepositedV2)]
+    Deposited {
+        /// In cents.
+        amount: u64,
+        /// ISO 4217 code.
+        currency: String,
+        /// Free text, added in version 3.
+        memo: Option<String>,
+    },
+    /// Money went out.
+    Withdrawn {
+        /// In cents.
+        amount: u64,
+    },
+}
+
+impl From<DepositedV2> for LedgerEvent {
+    fn from(old: DepositedV2) -> Self {
+        LedgerEvent::Deposited {
+            amount: old.amount,
+            currency: old.currency,
+            memo: None,
+        }
+    }
+}

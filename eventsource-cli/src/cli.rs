@@ -122,11 +122,59 @@ pub(crate) struct LogArgs {
 /// `projection` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProjectionCommand {
-    /// Every projection's checkpoint and how many events it has still to apply.
+    /// Every projection's checkpoint, how many of the events it reads it has still to apply, and
+    /// whether a reset is pending.
     List,
-    /// Delete a projection's checkpoint, so that the application rebuilds it from the start of
-    /// the log. Stop the application's runner for it first; its read-model tables are not touched.
+    /// Ask for a projection to be rebuilt. Its checkpoint is marked, not deleted, and from
+    /// then on only moves back to the start: the next runner start clears the read model with
+    /// the projection's reset hook in the same transaction as the checkpoint and applies the
+    /// whole log again (runners built with `rebuild_on_reset()`, or `rebuild()`), and any
+    /// other runner refuses to run until it is rebuilt. A running runner's next commit is
+    /// refused. Events are never applied twice on top of the old read model.
     Reset(ResetArgs),
+    /// Events projections parked instead of stopping (`FailurePolicy::Park`), with their
+    /// errors: every projection's, or one's.
+    Parked(ParkedArgs),
+    /// Ask a projection's runner to apply parked events again, at its next catch-up (a live
+    /// runner within its poll interval); one that fails again is parked again.
+    Retry(ParkedActionArgs),
+    /// Delete parked events for good: the projection never applies them.
+    Discard(DiscardArgs),
+}
+
+/// Arguments of `projection parked`.
+#[derive(Debug, Args)]
+pub(crate) struct ParkedArgs {
+    /// Only this projection's parked events.
+    pub(crate) name: Option<String>,
+}
+
+/// Which parked events of which projection.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["position", "all"])))]
+pub(crate) struct ParkedActionArgs {
+    /// The projection's name.
+    pub(crate) name: String,
+
+    /// The parked event at this global position.
+    #[arg(long, value_name = "POSITION", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) position: Option<u64>,
+
+    /// Every parked event of the projection.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+/// Arguments of `projection discard`.
+#[derive(Debug, Args)]
+pub(crate) struct DiscardArgs {
+    /// Which parked events.
+    #[command(flatten)]
+    pub(crate) which: ParkedActionArgs,
+
+    /// Do not ask for confirmation (needed when not run from a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 /// Arguments of `projection reset`.

@@ -49,6 +49,30 @@ pub(crate) enum CliError {
         /// The projection.
         name: String,
     },
+    /// `projection discard` without `--yes` and without a terminal to ask on.
+    #[error(
+        "refusing to discard parked events of projection `{name}` without confirmation: pass --yes (no terminal to ask on)"
+    )]
+    DiscardNotConfirmed {
+        /// The projection.
+        name: String,
+    },
+    /// The operator answered no to discarding.
+    #[error("parked events of projection `{name}` were not discarded")]
+    DiscardDeclined {
+        /// The projection.
+        name: String,
+    },
+    /// `projection retry` or `discard` named an event that is not parked.
+    #[error("projection `{name}` has no parked event at position {position} in schema `{schema}`")]
+    NotParked {
+        /// The projection.
+        name: String,
+        /// The position asked for.
+        position: u64,
+        /// The schema looked into.
+        schema: String,
+    },
     /// The operator answered no.
     #[error("projection `{name}` was not reset")]
     Declined {

@@ -81,6 +81,15 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Projection(ProjectionCommand::Reset(args)) => {
             command::projection::reset(&admin, args, out).await
         }
+        Command::Projection(ProjectionCommand::Parked(args)) => {
+            command::projection::parked(&admin, args, out).await
+        }
+        Command::Projection(ProjectionCommand::Retry(args)) => {
+            command::projection::retry(&admin, args, out).await
+        }
+        Command::Projection(ProjectionCommand::Discard(args)) => {
+            command::projection::discard(&admin, args, out).await
+        }
         Command::Verify(args) => command::verify::run(&admin, args, out).await,
     }
 }

@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use eventsource_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
-use eventsource_postgres::PostgresStore;
 use eventsource_postgres::sqlx::{self, AssertSqlSafe};
+use eventsource_postgres::{PostgresStore, SCHEMA_VERSION};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -238,7 +238,7 @@ async fn migrate_creates_the_store_and_then_has_nothing_to_do() {
     ));
     assert_eq!(
         first.trim(),
-        format!("migrated schema `{schema}` from schema version 0 to 1")
+        format!("migrated schema `{schema}` from schema version 0 to {SCHEMA_VERSION}")
     );
     let again = json_of(&success(run(
         bare_cli().env("DATABASE_URL", database_url()),
@@ -246,7 +246,7 @@ async fn migrate_creates_the_store_and_then_has_nothing_to_do() {
     )));
     assert_eq!(
         again,
-        json!({ "schema": schema, "from_version": 1, "schema_version": 1, "applied": 0 })
+        json!({ "schema": schema, "from_version": SCHEMA_VERSION, "schema_version": SCHEMA_VERSION, "applied": 0 })
     );
     let status = json_of(&success(run(
         bare_cli().env("DATABASE_URL", database_url()),
@@ -269,7 +269,7 @@ async fn status_shows_counts_head_lag_and_projection_checkpoints() {
 
     let status = json_of(&success(run(&mut cli(&store), &["status", "--json"])));
     assert_eq!(status["schema"], json!(store.schema().as_str()));
-    assert_eq!(status["schema_version"], json!(1));
+    assert_eq!(status["schema_version"], json!(SCHEMA_VERSION));
     assert_eq!(status["events"], json!(6));
     assert_eq!(status["streams"], json!(3));
     assert_eq!(status["head_position"], json!(6));
@@ -675,7 +675,10 @@ async fn projection_list_and_reset() {
         &store,
         "INSERT INTO {s}.checkpoints (projection, transaction_id, position) \
          SELECT 'balances', transaction_id::text::bigint, position FROM {s}.events WHERE position = 6; \
-         INSERT INTO {s}.checkpoints (projection, transaction_id, position) VALUES ('audit', 0, 0)",
+         INSERT INTO {s}.checkpoints (projection, transaction_id, position) VALUES ('audit', 0, 0); \
+         INSERT INTO {s}.checkpoints (projection, transaction_id, position, event_names) \
+         SELECT 'openings', transaction_id::text::bigint, position, '{account.opened}' \
+           FROM {s}.events WHERE position = 1",
     )
     .await;
 
@@ -688,10 +691,16 @@ async fn projection_list_and_reset() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["audit", "balances"]);
+    assert_eq!(names, ["audit", "balances", "openings"]);
     assert_eq!(projections[0]["behind"], json!(6));
     assert_eq!(projections[0]["checkpoint"], json!("0:0"));
     assert_eq!(projections[1]["behind"], json!(0));
+    assert_eq!(
+        projections[2]["behind"],
+        json!(1),
+        "only the openings after its checkpoint"
+    );
+    assert_eq!(projections[1]["reset_requested_at"], json!(null));
     let text = success(run(&mut cli(&store), &["projection", "list"]));
     assert!(text.starts_with("PROJECTION  CHECKPOINT"), "{text}");
     assert!(text.contains("\naudit  "), "{text}");
@@ -705,7 +714,8 @@ async fn projection_list_and_reset() {
         &mut cli(&store),
         &["--json", "projection", "list"],
     )));
-    assert_eq!(list["projections"].as_array().unwrap().len(), 2);
+    assert_eq!(list["projections"].as_array().unwrap().len(), 3);
+    assert_eq!(list["projections"][1]["reset_requested_at"], json!(null));
 
     failure(
         run(
@@ -719,27 +729,40 @@ async fn projection_list_and_reset() {
         &mut cli(&store),
         &["projection", "reset", "balances", "--yes"],
     ));
-    assert!(text.starts_with("reset projection `balances`"), "{text}");
+    assert!(
+        text.starts_with("reset requested for projection `balances`"),
+        "{text}"
+    );
+    assert!(text.contains("never applied again on top"), "{text}");
     let reset = json_of(&success(run(
         &mut cli(&store),
         &["--json", "projection", "reset", "audit", "-y"],
     )));
     assert_eq!(reset["reset"], json!(true));
     assert_eq!(reset["previous_checkpoint"], json!("0:0"));
-    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM \"{}\".checkpoints",
-        store.schema()
-    )))
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert_eq!(left, 0);
-    let text = success(run(&mut cli(&store), &["projection", "list"]));
-    assert_eq!(text.trim(), "no projection checkpoints");
-    failure(
-        run(&mut cli(&store), &["projection", "reset", "audit", "--yes"]),
-        "no projection has one",
+    // Nothing deleted: both are marked, and have the whole log to apply again.
+    let list = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "list"],
+    )));
+    let projections = list["projections"].as_array().unwrap();
+    assert_eq!(projections.len(), 3);
+    assert!(projections[0]["reset_requested_at"].is_string());
+    assert!(projections[1]["reset_requested_at"].is_string());
+    assert_eq!(projections[1]["behind"], json!(6));
+    assert_eq!(
+        projections[1]["position"],
+        json!(6),
+        "the checkpoint stays where it was"
     );
+    assert_eq!(projections[2]["reset_requested_at"], json!(null));
+    let text = success(run(&mut cli(&store), &["projection", "list"]));
+    assert!(text.contains("pending since"), "{text}");
+    // Asking again is harmless.
+    success(run(
+        &mut cli(&store),
+        &["projection", "reset", "audit", "--yes"],
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1031,4 +1054,113 @@ async fn bad_arguments_exit_with_status_two() {
         &["--json", "stream", "account-x", "--to-version", "9"],
     )));
     assert_eq!(trail["version"], json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_are_listed_retried_and_discarded() {
+    let store = fresh_store().await;
+    seed(&store).await;
+    let text = success(run(&mut cli(&store), &["projection", "parked"]));
+    assert_eq!(text.trim(), "no parked events");
+    // What a runner with `FailurePolicy::Park` leaves behind.
+    sql(
+        &store,
+        "INSERT INTO {s}.parked_events \
+             (projection, position, event_id, stream_id, version, name, error, attempts) \
+         SELECT p.name, e.position, e.event_id, e.stream_id, e.version, e.name, \
+                'projection stopped at event: the handler failed:\nrefusing ' || e.position, 3 \
+           FROM {s}.events e, (VALUES ('balances'), ('audit')) AS p(name) \
+          WHERE e.position IN (2, 4)",
+    )
+    .await;
+
+    let listed = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "parked", "balances"],
+    )));
+    let parked = listed["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0]["position"], json!(2));
+    assert_eq!(parked[0]["stream"], json!("account-ada"));
+    assert_eq!(parked[0]["attempts"], json!(3));
+    assert_eq!(parked[0]["retry_requested"], json!(false));
+    assert!(parked[0]["error"].as_str().unwrap().ends_with("refusing 2"));
+    let text = success(run(&mut cli(&store), &["projection", "parked"]));
+    assert!(text.starts_with("PROJECTION  POSITION"), "{text}");
+    assert_eq!(text.lines().count(), 5, "a header and four events: {text}");
+    assert!(
+        text.contains("the handler failed: refusing 4"),
+        "one line per event: {text}"
+    );
+
+    // Retry: one event, or all; a position that is not parked is an error.
+    let marked = json_of(&success(run(
+        &mut cli(&store),
+        &[
+            "--json",
+            "projection",
+            "retry",
+            "balances",
+            "--position",
+            "2",
+        ],
+    )));
+    assert_eq!(marked["marked"], json!(1));
+    failure(
+        run(
+            &mut cli(&store),
+            &["projection", "retry", "balances", "--position", "3"],
+        ),
+        "projection `balances` has no parked event at position 3",
+    );
+    let neither = run(&mut cli(&store), &["projection", "retry", "balances"]);
+    assert_eq!(neither.status.code(), Some(2));
+    assert!(
+        stderr(&neither).contains("--position"),
+        "{}",
+        stderr(&neither)
+    );
+    let text = success(run(
+        &mut cli(&store),
+        &["projection", "retry", "audit", "--all"],
+    ));
+    assert!(
+        text.starts_with("marked 2 parked event(s) of projection `audit`"),
+        "{text}"
+    );
+    let listed = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "parked"],
+    )));
+    let retry: Vec<bool> = listed["parked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["retry_requested"].as_bool().unwrap())
+        .collect();
+    // audit 2, audit 4, balances 2, balances 4.
+    assert_eq!(retry, [true, true, true, false]);
+
+    // Discard asks first.
+    failure(
+        run(
+            &mut cli(&store),
+            &["projection", "discard", "audit", "--all"],
+        ),
+        "refusing to discard parked events of projection `audit` without confirmation",
+    );
+    let discarded = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "discard", "audit", "--all", "--yes"],
+    )));
+    assert_eq!(discarded["discarded"], json!(2));
+    success(run(
+        &mut cli(&store),
+        &["projection", "discard", "balances", "--position", "4", "-y"],
+    ));
+    let listed = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "projection", "parked"],
+    )));
+    assert_eq!(listed["parked"].as_array().unwrap().len(), 1);
 }

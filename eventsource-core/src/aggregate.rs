@@ -64,7 +64,7 @@ pub trait Aggregate:
 /// a listed event without one is a compile error naming the event and the aggregate.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not apply the event `{E}`",
-    label = "`{E}` is listed in `events(...)` but `{Self}` has no `Apply<{E}>` impl",
+    label = "`{E}` is named in `events` but `{Self}` has no `Apply<{E}>` impl",
     note = "fold the event into the state: `impl Apply<{E}> for {Self} {{ fn apply(&mut self, event: &{E}) {{ ... }} }}`"
 )]
 pub trait Apply<E> {

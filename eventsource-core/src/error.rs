@@ -1,4 +1,14 @@
 //! Errors of the store contract and the repository. Each names what a person needs to act.
+//!
+//! # Transient and permanent store errors
+//!
+//! [`StoreError::is_transient`] says whether repeating the operation can succeed without
+//! anybody changing anything: the connection was lost or refused, the pool timed out, the
+//! server is shutting down or restarting, the database aborted a transaction on a
+//! serialization failure or a deadlock. Adapters report those as [`StoreError::Transient`];
+//! everything else (a conflict, a corrupt row, a permission or schema problem, a driver error
+//! nobody has classified) is permanent, and retrying it only repeats the failure. The
+//! projection runner retries transient errors with backoff and stops on permanent ones.
 
 use crate::envelope::{ExpectedVersion, Position, StreamId, Version};
 use crate::event::DecodeFailure;
@@ -73,7 +83,40 @@ pub enum StoreError {
         /// Where it was.
         actual: Option<crate::Checkpoint>,
     },
-    /// The backend (database, network) failed.
+    /// The backend failed in a way a retry can cure: the connection was lost or refused, the
+    /// pool timed out, the server is shutting down, a serialization failure or a deadlock
+    /// aborted the transaction. Nothing was committed by the failed operation (or, for a lost
+    /// connection during a commit, the outcome is unknown and the operation must be idempotent
+    /// to be retried, as appends with event ids and projection commits are).
+    #[error("{context} (transient, a retry may succeed): {}", crate::limits::bounded(&source.to_string()))]
+    Transient {
+        /// What the store was doing.
+        context: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A projection runner no longer holds its lease (its lease connection died, or an
+    /// administrator ended it), so another runner may be active. Nothing was committed; the
+    /// runner must take the lease again before it goes on.
+    #[error("projection `{projection}` lost its lease: {reason}")]
+    LeaseLost {
+        /// The projection.
+        projection: String,
+        /// How the loss showed.
+        reason: String,
+    },
+    /// A reset of the projection was requested (`eventsource projection reset`,
+    /// `ProjectionStore::request_reset`): its checkpoint only moves again when it is rebuilt
+    /// from the start, so that no event is applied on top of the old read model.
+    #[error(
+        "projection `{projection}` has a reset pending: it must be rebuilt from the start of the log before it applies more events"
+    )]
+    ResetRequested {
+        /// The projection.
+        projection: String,
+    },
+    /// The backend (database, network) failed, and retrying is not expected to help.
     #[error("{context}: {}", crate::limits::bounded(&source.to_string()))]
     Backend {
         /// What the store was doing.
@@ -85,12 +128,36 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A backend failure while doing `context`.
+    /// A permanent backend failure while doing `context`.
     pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
         StoreError::Backend {
             context: context.into(),
             source: source.into(),
         }
+    }
+
+    /// A transient backend failure while doing `context` (see [`StoreError::Transient`]).
+    pub fn transient(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Transient {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether repeating the operation may succeed without anybody changing anything: true
+    /// only for [`StoreError::Transient`], which adapters report for a lost or refused
+    /// connection, a pool timeout, a server shutting down or restarting, a serialization
+    /// failure and a deadlock. Everything else (conflicts, corrupt rows, permissions, schema
+    /// problems, unclassified driver errors) is permanent: a retry only repeats it.
+    ///
+    /// ```
+    /// # use eventsource_core::StoreError;
+    /// let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+    /// assert!(StoreError::transient("reading the log", lost).is_transient());
+    /// assert!(!StoreError::backend("reading the log", "permission denied").is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
     }
 }
 
@@ -125,6 +192,16 @@ pub enum LoadError {
     /// A stored event did not decode.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// Time travel to a version the stream has not reached.
+    #[error("stream `{stream}` has no version {requested}: it is at version {head}")]
+    VersionNotFound {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version asked for.
+        requested: Version,
+        /// The stream's version.
+        head: Version,
+    },
 }
 
 /// Why a command was not executed. Nothing was written in any of these cases.

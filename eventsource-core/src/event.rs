@@ -31,7 +31,14 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn decode_version(version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
 }
 
-/// The set of events one aggregate owns: usually the derived `<Aggregate>Event` enum.
+/// The set of events one aggregate owns: the `<Aggregate>Event` enum that
+/// `#[aggregate(events(A, B))]` generates, or an enum of your own with `#[derive(EventEnum)]`
+/// whose variants are the events (`#[aggregate(events = CartEvent)]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event enum",
+    label = "`{Self}` does not implement `EventEnum`",
+    note = "derive it on an enum whose variants are events: `#[derive(EventEnum, Serialize, Deserialize, Clone)]`; event structs are listed instead: `#[aggregate(events({Self}, ...))]`"
+)]
 pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
     /// The names of every event of the set.
     const NAMES: &'static [&'static str];

@@ -21,6 +21,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upcast;
+mod variant;
 
 pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
@@ -36,8 +37,9 @@ pub use fingerprint::CommandFingerprint;
 pub use harness::GivenWhenThen;
 pub use limits::{InvalidAppend, Limits};
 pub use projection::{
-    CaughtUp, HandledEvents, HandlerError, Progress, Project, Projection, ProjectionError,
-    ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
+    ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use store::memory::MemoryStore;
@@ -55,4 +57,5 @@ pub mod __private {
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
     };
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
+    pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

@@ -492,9 +492,10 @@ mod tests {
     use super::*;
 
     fn nested(depth: usize) -> Value {
+        // Built by hand: `json!([value])` would serialize `value` again, recursively.
         let mut value = json!(1);
         for _ in 0..depth {
-            value = json!([value]);
+            value = Value::Array(vec![value]);
         }
         value
     }
@@ -628,7 +629,8 @@ mod tests {
         let err = limits
             .check_append(&stream, &[event(json!("x".repeat(3000)))])
             .unwrap_err();
-        assert!(matches!(err, InvalidAppend::TooLarge { bytes: 3002, .. }));
+        // 3,002 bytes of payload (a string and its quotes) and `{}` of empty metadata.
+        assert!(matches!(err, InvalidAppend::TooLarge { bytes: 3004, .. }));
     }
 
     #[test]

@@ -12,10 +12,15 @@
 //! | `eventsource_cache_stale_total` | counter | commands | `aggregate` | cached aggregates found stale by a conflicting append, then reloaded |
 //! | `eventsource_snapshot_hits_total` | counter | loads | `aggregate` | loads that started from a snapshot |
 //! | `eventsource_snapshot_misses_total` | counter | loads | `aggregate` | loads of snapshotting aggregates that found no usable snapshot |
+//! | `eventsource_snapshots_ignored_total` | counter | snapshots | `aggregate`, `reason` | stored snapshots a load did not trust (`reason`: `fingerprint`, the state's shape changed; `undecodable`; `ahead`, past the stream's head) |
 //! | `eventsource_projection_events_total` | counter | events | `projection` | events applied by a projection |
-//! | `eventsource_projection_lag_events` | gauge | events | `projection` | events between the projection's checkpoint and the log's head |
+//! | `eventsource_projection_lag_events` | gauge | events | `projection` | events the projection handles that it has still to apply (0 when caught up) |
 //! | `eventsource_projection_horizon_lag_seconds` | gauge | seconds | `projection` | age of the oldest open write transaction (events not yet visible) |
 //! | `eventsource_projection_failures_total` | counter | failures | `projection` | times a projection stopped on a failing event |
+//! | `eventsource_projection_store_retries_total` | counter | failures | `projection` | transient store failures a running projection rode out (retried after backoff) |
+//! | `eventsource_projection_leases_lost_total` | counter | losses | `projection` | times a runner found its lease gone and went back to waiting for it |
+//! | `eventsource_projection_parked_total` | counter | events | `projection` | failing events parked (dead-lettered) under `FailurePolicy::Park` |
+//! | `eventsource_projection_rebuilds_total` | counter | rebuilds | `projection` | read models cleared and rebuilt from the start (`rebuild()`, or a pending reset) |
 //!
 //! | span | level | fields |
 //! |---|---|---|
@@ -50,6 +55,8 @@ pub mod names {
     pub const SNAPSHOT_HITS: &str = "eventsource_snapshot_hits_total";
     /// Counter of loads that found no usable snapshot.
     pub const SNAPSHOT_MISSES: &str = "eventsource_snapshot_misses_total";
+    /// Counter of stored snapshots a load ignored, by reason.
+    pub const SNAPSHOTS_IGNORED: &str = "eventsource_snapshots_ignored_total";
     /// Counter of events applied by projections.
     pub const PROJECTION_EVENTS: &str = "eventsource_projection_events_total";
     /// Gauge of a projection's lag, events.
@@ -58,6 +65,14 @@ pub mod names {
     pub const PROJECTION_HORIZON_LAG: &str = "eventsource_projection_horizon_lag_seconds";
     /// Counter of projection stops on failing events.
     pub const PROJECTION_FAILURES: &str = "eventsource_projection_failures_total";
+    /// Counter of transient store failures a running projection retried.
+    pub const PROJECTION_STORE_RETRIES: &str = "eventsource_projection_store_retries_total";
+    /// Counter of leases a projection runner found lost.
+    pub const PROJECTION_LEASES_LOST: &str = "eventsource_projection_leases_lost_total";
+    /// Counter of events parked by projections (`FailurePolicy::Park`).
+    pub const PROJECTION_PARKED: &str = "eventsource_projection_parked_total";
+    /// Counter of projection rebuilds (read model cleared, log applied from the start).
+    pub const PROJECTION_REBUILDS: &str = "eventsource_projection_rebuilds_total";
 }
 
 /// Runs a store's `append` body inside the `eventsource.append` span and records the append

@@ -51,16 +51,8 @@ pub fn decode_first<T: Event + DeserializeOwned>(
 ) -> Result<T, DecodeFailure> {
     if version == T::VERSION {
         DecodeFailure::parse(version, payload)
-    } else if version > T::VERSION {
-        Err(DecodeFailure::VersionTooNew {
-            found: version,
-            latest: T::VERSION,
-        })
     } else {
-        Err(DecodeFailure::UnknownVersion {
-            found: version,
-            latest: T::VERSION,
-        })
+        Err(version_mismatch(version, T::VERSION))
     }
 }
 
@@ -74,25 +66,47 @@ where
     if version == T::VERSION {
         return DecodeFailure::parse(version, payload);
     }
-    if version > T::VERSION {
-        return Err(DecodeFailure::VersionTooNew {
-            found: version,
-            latest: T::VERSION,
-        });
-    }
-    let previous = P::decode_version(version, payload).map_err(|failure| match failure {
-        // Report the newest version of the chain, not the oldest one that gave up.
-        DecodeFailure::UnknownVersion { found, .. } => DecodeFailure::UnknownVersion {
-            found,
-            latest: T::VERSION,
-        },
-        other => other,
-    })?;
+    let previous = decode_previous::<P>(version, T::VERSION, payload)?;
     T::upcast(previous).map_err(|error| DecodeFailure::Upcast {
         event: T::NAME,
         from: P::VERSION,
         to: T::VERSION,
         message: error.to_string(),
+    })
+}
+
+/// Why a payload stored at `version` is not the single version `latest` a step of the chain
+/// decodes directly.
+pub(crate) fn version_mismatch(version: u32, latest: u32) -> DecodeFailure {
+    if version > latest {
+        DecodeFailure::VersionTooNew {
+            found: version,
+            latest,
+        }
+    } else {
+        DecodeFailure::UnknownVersion {
+            found: version,
+            latest,
+        }
+    }
+}
+
+/// Decodes a payload stored at `version` as `P`, the previous version of an event whose newest
+/// version is `latest` (a newer `version` is refused here).
+pub(crate) fn decode_previous<P: Event>(
+    version: u32,
+    latest: u32,
+    payload: &Value,
+) -> Result<P, DecodeFailure> {
+    if version > latest {
+        return Err(version_mismatch(version, latest));
+    }
+    P::decode_version(version, payload).map_err(|failure| match failure {
+        // Report the newest version of the chain, not the oldest one that gave up.
+        DecodeFailure::UnknownVersion { found, .. } => {
+            DecodeFailure::UnknownVersion { found, latest }
+        }
+        other => other,
     })
 }
 

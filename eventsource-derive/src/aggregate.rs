@@ -1,27 +1,21 @@
 //! `#[derive(Aggregate)]`: the event and command enums, the fold and command dispatch, and the
 //! `Aggregate` impl.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::DeriveInput;
 use syn::spanned::Spanned;
 
 use crate::event::{literal_message, text};
-use crate::internals::ast::{self, Member};
+use crate::event_enum::EventEnumImpl;
+use crate::internals::ast::{self, Declared, Member};
 use crate::internals::{check, ctxt::Ctxt};
 
 pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
     let cx = Ctxt::new();
     let aggregate = ast::Aggregate::from_syn(&cx, input);
     check::aggregate(&cx, &aggregate);
-    match cx.check() {
-        Ok(()) => generate(&aggregate),
-        Err(error) => {
-            let error = error.into_compile_error();
-            let stub = stub(&aggregate);
-            quote!(#error #stub)
-        }
-    }
+    cx.finish(|| generate(&aggregate), || stub(&aggregate))
 }
 
 fn generate(aggregate: &ast::Aggregate) -> TokenStream {
@@ -29,10 +23,8 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     let ident = aggregate.ident;
     let name = &aggregate.name;
     let fingerprint = &aggregate.state_fingerprint;
-    let event_enum = &aggregate.event_enum;
-    let command_enum = &aggregate.command_enum;
-    let events = aggregate.event_members();
-    let commands = &aggregate.commands.items;
+    let event_type = aggregate.event_type();
+    let command_type = aggregate.command_type();
     let error = error_type(aggregate);
     let services = services_type(aggregate);
     let snapshot = match aggregate.snapshot.as_ref().and_then(|s| s.every.as_ref()) {
@@ -41,30 +33,17 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     };
 
     let enums = enums(aggregate);
-    let event_set = event_set(aggregate);
-    let apply_arms = events.iter().map(|Member { path, variant }| {
-        quote_spanned! {path.span()=>
-            #event_enum::#variant(ref event) => <Self as #private::Apply<#path>>::apply(self, event),
-        }
-    });
-    let (services_param, handle_arms): (TokenStream, Vec<TokenStream>) =
-        if aggregate.services.is_some() {
-            let arms = commands.iter().map(|Member { path, variant }| {
-                quote_spanned! {path.span()=>
-                    #command_enum::#variant(command) =>
-                        <Self as #private::HandleWith<#path>>::handle(self, command, services),
-                }
-            });
-            (quote!(services), arms.collect())
-        } else {
-            let arms = commands.iter().map(|Member { path, variant }| {
-                quote_spanned! {path.span()=>
-                    #command_enum::#variant(command) =>
-                        <Self as #private::Handle<#path>>::handle(self, command),
-                }
-            });
-            (quote!(_services), arms.collect())
-        };
+    let event_set = match &aggregate.events {
+        Some(Declared::Listed(_)) => event_set(aggregate),
+        Some(Declared::Enum(..)) | None => TokenStream::new(),
+    };
+    let fold = fold(aggregate);
+    let services_param = if aggregate.services.is_some() {
+        quote!(services)
+    } else {
+        quote!(_services)
+    };
+    let dispatch = dispatch(aggregate);
     let distinct_names = distinct_names(aggregate);
     let command_fingerprint = command_fingerprint(aggregate);
 
@@ -78,26 +57,22 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
                 const NAME: &'static str = #name;
                 const SNAPSHOT: #private::SnapshotPolicy = #snapshot;
                 const STATE_FINGERPRINT: &'static str = #fingerprint;
-                type Event = #event_enum;
-                type Command = #command_enum;
+                type Event = #event_type;
+                type Command = #command_type;
                 type Error = #error;
                 type Services = #services;
 
                 #[inline]
-                fn evolve(&mut self, event: &#event_enum) {
-                    match *event {
-                        #(#apply_arms)*
-                    }
+                fn evolve(&mut self, event: &#event_type) {
+                    #fold
                 }
 
                 fn decide(
                     &self,
-                    command: #command_enum,
+                    command: #command_type,
                     #services_param: &#services,
                 ) -> ::core::result::Result<#private::Events<Self>, #error> {
-                    match command {
-                        #(#handle_arms)*
-                    }
+                    #dispatch
                 }
 
                 #command_fingerprint
@@ -108,39 +83,91 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     }
 }
 
-/// `Aggregate::command_fingerprint`: the command's variant name, with a digest of its content
-/// where the command implements `Serialize` (chosen by method resolution on a probe, which
-/// skips the digest impl when the bound does not hold).
-fn command_fingerprint(aggregate: &ast::Aggregate) -> TokenStream {
+/// The body of `evolve`: a `match` over the listed events, each to its `Apply` impl, or the
+/// user's event enum to `Apply<Enum>`.
+fn fold(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
-    let command_enum = &aggregate.command_enum;
-    let arms = aggregate
-        .commands
-        .items
-        .iter()
-        .map(|Member { variant, .. }| {
-            let name = variant.to_string();
-            quote! {
-                #command_enum::#variant(ref command) =>
-                    (&&#private::FingerprintProbe(command)).command_fingerprint(#name),
-            }
-        });
-    quote! {
-        // An aggregate without commands has an empty enum: the `match` never returns.
-        #[allow(unreachable_code)]
-        fn command_fingerprint(
-            command: &#command_enum,
-        ) -> ::core::option::Option<#private::CommandFingerprint> {
-            #[allow(unused_imports)]
-            use #private::{FingerprintByName as _, FingerprintBySerialize as _};
-            ::core::option::Option::Some(match *command {
-                #(#arms)*
-            })
+    match &aggregate.events {
+        Some(Declared::Enum(ty)) => quote_spanned! {ty.span()=>
+            <Self as #private::Apply<#ty>>::apply(self, event)
+        },
+        Some(Declared::Listed(_)) | None => {
+            let event_enum = &aggregate.event_enum;
+            let arms = aggregate.event_members().iter().map(|Member { path, variant }| {
+                quote_spanned! {path.span()=>
+                    #event_enum::#variant(ref event) => <Self as #private::Apply<#path>>::apply(self, event),
+                }
+            });
+            quote!(match *event { #(#arms)* })
         }
     }
 }
 
-/// `<Name>Event` and `<Name>Command`, with `From` each member and a `Debug` that shows the
+/// `Aggregate::command_fingerprint`: the command's name, with a digest of its content where
+/// the command implements `Serialize` (chosen by method resolution on a probe, which skips the
+/// digest impl when the bound does not hold). For listed commands the name is the variant's;
+/// for the user's own command enum it is the enum's (its variants are then told apart by the
+/// digest, whose JSON names the variant, so only when the enum implements `Serialize`).
+fn command_fingerprint(aggregate: &ast::Aggregate) -> TokenStream {
+    let private = private(aggregate);
+    let command_type = aggregate.command_type();
+    let probe =
+        |name: &str| quote!((&&#private::FingerprintProbe(command)).command_fingerprint(#name));
+    let body = match &aggregate.commands {
+        Declared::Enum(ty) => {
+            let name = text(ty);
+            let name = name.rsplit("::").next().unwrap_or(&name).to_owned();
+            probe(&name)
+        }
+        Declared::Listed(members) => {
+            let command_enum = &aggregate.command_enum;
+            let arms = members.items.iter().map(|Member { variant, .. }| {
+                let call = probe(&variant.to_string());
+                quote!(#command_enum::#variant(ref command) => #call,)
+            });
+            quote!(match *command { #(#arms)* })
+        }
+    };
+    quote! {
+        // An aggregate without commands has an empty enum: the `match` never returns.
+        #[allow(unreachable_code)]
+        fn command_fingerprint(
+            command: &#command_type,
+        ) -> ::core::option::Option<#private::CommandFingerprint> {
+            #[allow(unused_imports)]
+            use #private::{FingerprintByName as _, FingerprintBySerialize as _};
+            ::core::option::Option::Some(#body)
+        }
+    }
+}
+
+/// The body of `decide`: a `match` over the listed commands, each to its `Handle` (or
+/// `HandleWith`) impl, or the user's command enum to `Handle<Enum>`.
+fn dispatch(aggregate: &ast::Aggregate) -> TokenStream {
+    let private = private(aggregate);
+    // Spanned at the command's type, where a missing `Handle` impl is reported.
+    let call = |path: &dyn ToTokens, span: Span| {
+        if aggregate.services.is_some() {
+            quote_spanned!(span=> <Self as #private::HandleWith<#path>>::handle(self, command, services))
+        } else {
+            quote_spanned!(span=> <Self as #private::Handle<#path>>::handle(self, command))
+        }
+    };
+    match &aggregate.commands {
+        Declared::Enum(ty) => call(ty, ty.span()),
+        Declared::Listed(members) => {
+            let command_enum = &aggregate.command_enum;
+            let arms = members.items.iter().map(|Member { path, variant }| {
+                let call = call(path, path.span());
+                quote!(#command_enum::#variant(command) => #call,)
+            });
+            quote!(match command { #(#arms)* })
+        }
+    }
+}
+
+/// `<Name>Event` and `<Name>Command` (each unless the user names an enum of their own), with
+/// `From` each member and a `Debug` that shows the
 /// member itself (`Deposited { amount: 5 }`, not `Deposited(Deposited { amount: 5 })`).
 fn enums(aggregate: &ast::Aggregate) -> TokenStream {
     let ident = aggregate.ident;
@@ -153,14 +180,26 @@ fn enums(aggregate: &ast::Aggregate) -> TokenStream {
     let command_doc = format!(
         "The commands of `{ident}`: one variant per command listed in `#[aggregate(commands(...))]` (generated by `#[derive(Aggregate)]`)."
     );
-    let event_enum_def = member_enum(event_enum, vis, &event_doc, aggregate.event_members(), true);
-    let command_enum_def = member_enum(
-        command_enum,
-        vis,
-        &command_doc,
-        &aggregate.commands.items,
-        false,
-    );
+    let event_enum_def = match &aggregate.events {
+        Some(Declared::Enum(..)) => None,
+        Some(Declared::Listed(_)) | None => Some(member_enum(
+            event_enum,
+            vis,
+            &event_doc,
+            aggregate.event_members(),
+            true,
+        )),
+    };
+    let command_enum_def = match &aggregate.commands {
+        Declared::Enum(..) => None,
+        Declared::Listed(members) => Some(member_enum(
+            command_enum,
+            vis,
+            &command_doc,
+            &members.items,
+            false,
+        )),
+    };
     quote!(#event_enum_def #command_enum_def)
 }
 
@@ -245,42 +284,19 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             }
         }
     });
-    quote! {
-        #[automatically_derived]
-        impl #private::EventEnum for #event_enum {
-            const NAMES: &'static [&'static str] = &[#(#names),*];
-
-            fn name(&self) -> &'static str {
-                match *self {
-                    #(#name_arms)*
-                }
-            }
-
-            fn schema_version(&self) -> u32 {
-                match *self {
-                    #(#version_arms)*
-                }
-            }
-
-            fn encode(&self) -> ::core::result::Result<
-                #private::serde_json::Value,
-                #private::serde_json::Error,
-            > {
-                match *self {
-                    #(#encode_arms)*
-                }
-            }
-
-            fn decode(
-                name: &str,
-                version: u32,
-                payload: &#private::serde_json::Value,
-            ) -> ::core::result::Result<Self, #private::DecodeFailure> {
-                #(#decoders)*
-                ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
-            }
-        }
+    let event_set = EventEnumImpl {
+        names: quote!(#(#names),*),
+        name: quote!(match *self { #(#name_arms)* }),
+        schema_version: quote!(match *self { #(#version_arms)* }),
+        encode: quote!(match *self { #(#encode_arms)* }),
+        decode: quote! {
+            #(#decoders)*
+            ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
+        },
+        bounds: TokenStream::new(),
     }
+    .impl_for(&private, event_enum);
+    quote!(#[automatically_derived] #event_set)
 }
 
 /// One `const` assertion per pair of events that their stored names differ (the names are
@@ -321,11 +337,19 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let ident = aggregate.ident;
     let name = &aggregate.name;
+    let event_type = aggregate.event_type();
+    let command_type = aggregate.command_type();
     let event_enum = &aggregate.event_enum;
-    let command_enum = &aggregate.command_enum;
     let error = error_type(aggregate);
     let services = services_type(aggregate);
     let enums = enums(aggregate);
+    // The user's own event enum has its own impl (or its derive's stub).
+    let event_set = match &aggregate.events {
+        Some(Declared::Enum(..)) => None,
+        Some(Declared::Listed(_)) | None => {
+            Some(EventEnumImpl::stub().impl_for(&private, event_enum))
+        }
+    };
     // Only a struct can meet `Aggregate`'s bounds (`Default` ...): for other shapes the impl
     // would only add errors.
     let aggregate_impl = matches!(aggregate.input.data, syn::Data::Struct(_)).then(|| {
@@ -333,16 +357,16 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
             impl #private::Aggregate for #ident {
                 const NAME: &'static str = #name;
                 const STATE_FINGERPRINT: &'static str = "";
-                type Event = #event_enum;
-                type Command = #command_enum;
+                type Event = #event_type;
+                type Command = #command_type;
                 type Error = #error;
                 type Services = #services;
-                fn evolve(&mut self, _: &#event_enum) {
+                fn evolve(&mut self, _: &#event_type) {
                     ::core::unimplemented!()
                 }
                 fn decide(
                     &self,
-                    _: #command_enum,
+                    _: #command_type,
                     _: &#services,
                 ) -> ::core::result::Result<#private::Events<Self>, #error> {
                     ::core::unimplemented!()
@@ -353,28 +377,7 @@ fn stub(aggregate: &ast::Aggregate) -> TokenStream {
     quote! {
         #enums
         const _: () = {
-            impl #private::EventEnum for #event_enum {
-                const NAMES: &'static [&'static str] = &[];
-                fn name(&self) -> &'static str {
-                    ::core::unimplemented!()
-                }
-                fn schema_version(&self) -> u32 {
-                    ::core::unimplemented!()
-                }
-                fn encode(&self) -> ::core::result::Result<
-                    #private::serde_json::Value,
-                    #private::serde_json::Error,
-                > {
-                    ::core::unimplemented!()
-                }
-                fn decode(
-                    _: &str,
-                    _: u32,
-                    _: &#private::serde_json::Value,
-                ) -> ::core::result::Result<Self, #private::DecodeFailure> {
-                    ::core::unimplemented!()
-                }
-            }
+            #event_set
             #aggregate_impl
         };
     }

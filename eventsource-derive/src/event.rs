@@ -16,63 +16,62 @@ pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenSt
     let cx = Ctxt::new();
     let event = ast::Event::from_syn(&cx, input);
     check::event(&cx, &event);
-    // The lock is consulted only for a well-formed event: a name or version with a mistake
-    // would be checked (or recorded) under the wrong key.
-    let track_lock = if cx.has_errors() {
-        TokenStream::new()
-    } else {
-        lock::check(&cx, &event, source_file)
+    let lock_attr = lock::LockAttr {
+        path: event.lock.as_ref(),
+        ident: event.ident,
+        source_file,
     };
-    match cx.check() {
-        Ok(()) => {
+    let track_lock = lock::check(&cx, &lock_attr, &[subject(&event)]);
+    cx.finish(
+        || {
             let generated = generate(&event);
             quote!(#generated const _: () = { #track_lock };)
-        }
-        Err(error) => {
-            let error = error.into_compile_error();
-            let stub = stub(&event);
-            quote!(#error #stub)
-        }
+        },
+        || stub(&event),
+    )
+}
+
+/// The lock's view of the event.
+fn subject<'a>(event: &ast::Event<'a>) -> lock::Subject<'a> {
+    let fields = match &event.input.data {
+        syn::Data::Struct(data) => &data.fields,
+        syn::Data::Enum(_) | syn::Data::Union(_) => &syn::Fields::Unit,
+    };
+    lock::Subject {
+        name: event.event.name.value(),
+        version: event.event.version,
+        ident: event.ident,
+        attrs: serde_attrs(&event.input.attrs),
+        fields,
+        shape: Shape::of(event.input),
+        is_variant: false,
     }
+}
+
+/// The `#[serde(...)]` attributes among `attrs`.
+pub(crate) fn serde_attrs(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
+    attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("serde"))
+        .collect()
 }
 
 fn generate(event: &ast::Event) -> TokenStream {
     let ident = event.ident;
     let private = private(event);
-    let name = &event.name;
-    let version = event.version;
+    let name = &event.event.name;
+    let version = event.event.version;
     let shape = Shape::of(event.input).to_string();
     let fingerprint = hash(&shape);
-    let (decode, chain_checks) = match &event.previous {
+    let (decode, chain_checks) = match &event.event.previous {
         None => (
             quote!(#private::decode_first::<Self>(version, payload)),
             TokenStream::new(),
         ),
-        Some(previous) => {
-            let span = previous.span();
-            let previous_text = text(previous);
-            let expected = version - 1;
-            let name_message = literal_message(format!(
-                "`{previous_text}`, the `previous` of `{ident}`, has another event name than `{}`: a version chain keeps one name",
-                name.value()
-            ));
-            let version_message = literal_message(format!(
-                "`{previous_text}`, the `previous` of `{ident}` (version {version}), is not version {expected}: each step of a version chain is exactly one version lower"
-            ));
-            (
-                quote_spanned!(span=> #private::decode_upcast::<#previous, Self>(version, payload)),
-                quote_spanned! {span=>
-                    const _: () = ::core::assert!(
-                        #private::str_eq(<#previous as #private::Event>::NAME, #name),
-                        #name_message
-                    );
-                    const _: () = ::core::assert!(
-                        <#previous as #private::Event>::VERSION == #expected,
-                        #version_message
-                    );
-                },
-            )
-        }
+        Some(previous) => (
+            quote_spanned!(previous.span()=> #private::decode_upcast::<#previous, Self>(version, payload)),
+            chain_checks(&private, &event.event, &format!("`{ident}`")),
+        ),
     };
     quote! {
         const _: () = {
@@ -95,6 +94,40 @@ fn generate(event: &ast::Event) -> TokenStream {
     }
 }
 
+/// `const` assertions that the `previous` of `event` (described as `subject` in messages) has
+/// the same name and is exactly one version lower: its constants belong to another type, so
+/// only the compiler's const evaluation can compare them.
+pub(crate) fn chain_checks(
+    private: &TokenStream,
+    event: &ast::Versioned,
+    subject: &str,
+) -> TokenStream {
+    let Some(previous) = &event.previous else {
+        return TokenStream::new();
+    };
+    let span = previous.span();
+    let previous_text = text(previous);
+    let (name, version) = (&event.name, event.version);
+    let expected = version.saturating_sub(1);
+    let name_message = literal_message(format!(
+        "`{previous_text}`, the `previous` of {subject}, has another event name than `{}`: a version chain keeps one name",
+        name.value()
+    ));
+    let version_message = literal_message(format!(
+        "`{previous_text}`, the `previous` of {subject} (version {version}), is not version {expected}: each step of a version chain is exactly one version lower"
+    ));
+    quote_spanned! {span=>
+        const _: () = ::core::assert!(
+            #private::str_eq(<#previous as #private::Event>::NAME, #name),
+            #name_message
+        );
+        const _: () = ::core::assert!(
+            <#previous as #private::Event>::VERSION == #expected,
+            #version_message
+        );
+    }
+}
+
 /// After an error: the impl with the declared constants, so that uses of the event elsewhere
 /// do not add errors of their own.
 fn stub(event: &ast::Event) -> TokenStream {
@@ -103,8 +136,8 @@ fn stub(event: &ast::Event) -> TokenStream {
     }
     let ident = event.ident;
     let private = private(event);
-    let name = &event.name;
-    let version = event.version;
+    let name = &event.event.name;
+    let version = event.event.version;
     quote! {
         const _: () = {
             impl #private::Event for #ident {

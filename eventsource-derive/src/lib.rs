@@ -1,14 +1,18 @@
-//! Derive macros of the eventsource framework: `#[derive(Event)]` and `#[derive(Aggregate)]`.
+//! Derive macros of the eventsource framework: `#[derive(Event)]`, `#[derive(EventEnum)]` and
+//! `#[derive(Aggregate)]`.
 //!
 //! Use them through the `eventsource` crate, whose documentation describes every attribute and
 //! shows what is generated. Each macro parses its input (`internals::attr`, `internals::ast`),
-//! checks it (`internals::check`), and generates code (`event`, `aggregate`); errors are
+//! checks it (`internals::check`), and generates code (`event`, `event_enum`, `aggregate`); errors are
 //! collected and reported together, beside stub impls that keep them from cascading.
 
 mod aggregate;
 mod debug;
 mod event;
+mod event_enum;
 mod internals;
+
+use std::path::Path;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -17,11 +21,15 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    // `lock = "..."` is relative to the file the event is defined in, as `include_str!` is.
-    let source_file = proc_macro::Span::call_site().local_file();
-    let output = event::expand(&input, source_file.as_deref());
-    debug::print("Event", &input.ident, &output);
-    output.into()
+    run("Event", &input, event::expand)
+}
+
+/// Derives `eventsource::EventEnum` for an enum whose variants are events; see the
+/// `eventsource` crate for the attributes.
+#[proc_macro_derive(EventEnum, attributes(event))]
+pub fn derive_event_enum(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    run("EventEnum", &input, event_enum::expand)
 }
 
 /// Derives `eventsource::Aggregate`, its event and command enums; see the `eventsource` crate
@@ -29,7 +37,19 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    let output = aggregate::expand(&input);
-    debug::print("Aggregate", &input.ident, &output);
+    run("Aggregate", &input, |input, _| aggregate::expand(input))
+}
+
+/// Expands `input` with the derive's `expand`, given the file the input is defined in (which
+/// `lock = "..."` is relative to, as `include_str!` paths are), and prints the expansion if
+/// `EVENTSOURCE_MACROS_DEBUG` asks for it.
+fn run(
+    derive: &str,
+    input: &DeriveInput,
+    expand: impl FnOnce(&DeriveInput, Option<&Path>) -> proc_macro2::TokenStream,
+) -> TokenStream {
+    let source_file = proc_macro::Span::call_site().local_file();
+    let output = expand(input, source_file.as_deref());
+    debug::print(derive, &input.ident, &output);
     output.into()
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use eventsource_core::{Checkpoint, EventStore, LogFilter, Position};
+use eventsource_core::{
+    Checkpoint, EventStore, LogFilter, ParkedEvent, ParkedSelection, Position, ProjectionStore,
+};
 use sqlx::postgres::PgRow;
 
 use crate::error::PostgresError;
@@ -37,7 +39,8 @@ impl PostgresStore {
 /// a health check, a dashboard, a deployment script) asks of a live store.
 ///
 /// Cloning is cheap: it shares the store's pool. Every method reads, except
-/// [`migrate`](Self::migrate) and [`reset_checkpoint`](Self::reset_checkpoint).
+/// [`migrate`](Self::migrate), [`request_reset`](Self::request_reset),
+/// [`retry_parked`](Self::retry_parked) and [`discard_parked`](Self::discard_parked).
 ///
 /// ```no_run
 /// # use eventsource_postgres::PostgresStore;
@@ -119,11 +122,21 @@ pub struct Counts {
 pub struct ProjectionCheckpoint {
     /// The projection's name.
     pub projection: String,
-    /// Where it resumes.
+    /// Where it resumes ([`Checkpoint::START`] for a projection whose runner registered it but
+    /// has not committed yet, or just rebuilt it).
     pub checkpoint: Checkpoint,
-    /// Committed events after its checkpoint in log order, whether it handles them or not
-    /// (including those still behind the read horizon).
+    /// Committed events the projection reads (the event names and categories its runner
+    /// registered; every event for a projection registered before schema version 2) after its
+    /// checkpoint, including those still behind the read horizon: 0 when it is caught up.
+    /// When a reset is pending, every such event of the log.
     pub behind: u64,
+    /// When a reset was requested ([`PostgresAdmin::request_reset`]) and the projection has
+    /// not been rebuilt since.
+    pub reset_requested_at: Option<DateTime<Utc>>,
+    /// The event names its runner reads (empty: all).
+    pub event_names: Vec<String>,
+    /// The stream categories its runner reads (empty: all).
+    pub categories: Vec<String>,
     /// When the checkpoint last moved.
     pub updated_at: DateTime<Utc>,
 }
@@ -285,6 +298,9 @@ impl PostgresAdmin {
                 Ok(ProjectionCheckpoint {
                     checkpoint: decode_checkpoint(&projection, row)?,
                     behind: count(row, "behind", what)?,
+                    reset_requested_at: value(row, "reset_requested_at", what)?,
+                    event_names: value(row, "event_names", what)?,
+                    categories: value(row, "categories", what)?,
                     updated_at: value(row, "updated_at", what)?,
                     projection,
                 })
@@ -297,26 +313,55 @@ impl PostgresAdmin {
         Ok(self.store.read_checkpoint(projection).await?)
     }
 
-    /// Deletes the checkpoint of `projection`, so that its runner rebuilds it from the start
-    /// of the log the next time it starts (stop the runner first: a running one keeps its
-    /// position in memory and fails its next commit with
-    /// [`StoreError::CheckpointMoved`](eventsource_core::StoreError::CheckpointMoved)). The
-    /// read model's tables are not touched. Returns the deleted checkpoint, `None` when the
-    /// projection had none.
-    pub async fn reset_checkpoint(
+    /// Asks for `projection` to be rebuilt (what `eventsource projection reset` does), and
+    /// returns its checkpoint at that moment; `None` when the store knows no such projection.
+    ///
+    /// Nothing is deleted: the checkpoint stays where it is, marked, and from now on it only
+    /// moves back to the start, together with the projection's
+    /// [`Reset`](eventsource_core::Reset) hook clearing the read model in the same
+    /// transaction. So the next start of a runner built with
+    /// [`rebuild_on_reset`](eventsource_core::ProjectionRunner::rebuild_on_reset) (or a call
+    /// of [`rebuild`](eventsource_core::ProjectionRunner::rebuild)) rebuilds it; any other
+    /// runner refuses to catch up with
+    /// [`ProjectionError::ResetRequested`](eventsource_core::ProjectionError::ResetRequested).
+    /// A runner that is running finds out at its next commit, which is refused. Events are
+    /// never applied a second time on top of the old read model.
+    pub async fn request_reset(
         &self,
         projection: &str,
     ) -> Result<Option<Checkpoint>, PostgresError> {
-        let deleted = self
-            .rows(
-                self.store.sql().delete_checkpoint.query().bind(projection),
-                &format!("deleting the checkpoint of projection `{projection}`"),
-            )
-            .await?;
-        Ok(deleted
-            .first()
-            .map(|row| decode_checkpoint(projection, row))
-            .transpose()?)
+        let checkpoint = self.store.read_checkpoint(projection).await?;
+        let known = self.store.request_reset(projection).await?;
+        Ok(known.then(|| checkpoint.unwrap_or(Checkpoint::START)))
+    }
+
+    /// The parked events of `projection` (of every projection with `None`): events a runner
+    /// with [`FailurePolicy::Park`](eventsource_core::FailurePolicy::Park) could not apply,
+    /// with their errors.
+    pub async fn parked(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<ParkedEvent>, PostgresError> {
+        Ok(self.store.parked(projection).await?)
+    }
+
+    /// Asks the runner of `projection` to apply parked events again at its next catch-up
+    /// (one that fails again is parked again); returns how many were marked.
+    pub async fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, PostgresError> {
+        Ok(self.store.retry_parked(projection, which).await?)
+    }
+
+    /// Deletes parked events of `projection` for good; returns how many.
+    pub async fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, PostgresError> {
+        Ok(self.store.discard_parked(projection, which).await?)
     }
 
     /// How many committed events passing `filter` follow `after` in log order. After a

@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::error::excerpt;
+use crate::error::{excerpt, store_error};
 use crate::sql::{PgQuery, expected_version};
 use crate::store::PostgresStore;
 
@@ -86,7 +86,7 @@ impl PostgresStore {
             Ok(Some(row)) => decode_appended(&row, stream, false).map(Some),
             Ok(None) => Ok(None),
             Err(error) if is_stored_id(&error) => Ok(None),
-            Err(error) => Err(StoreError::backend(
+            Err(error) => Err(store_error(
                 format!("appending to stream `{stream}`"),
                 error,
             )),
@@ -218,7 +218,7 @@ enum AppendFailure {
 impl AppendFailure {
     fn from_sqlx(error: sqlx::Error, stream: &StreamId, batch: &Batch) -> Self {
         let backend = |error| {
-            AppendFailure::Store(StoreError::backend(
+            AppendFailure::Store(store_error(
                 format!("appending to stream `{stream}`"),
                 error,
             ))

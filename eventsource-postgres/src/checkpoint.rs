@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use eventsource_core::{Checkpoint, LogFilter, Position, ProjectionStore, StoreError};
-use sqlx::{PgConnection, Postgres};
+use eventsource_core::{
+    Checkpoint, LogFilter, ParkedEvent, ParkedSelection, Position, ProjectionStore, RecordedEvent,
+    StoreError,
+};
+use sqlx::{PgConnection, Postgres, Row};
 
+use crate::error::store_error;
 use crate::lease::PostgresLease;
-use crate::row::decode_checkpoint;
-use crate::sql::{PgQuery, bigint};
+use crate::row::{decode_checkpoint, decode_parked};
+use crate::sql::bigint;
 use crate::store::PostgresStore;
 
 /// How soon a live reader looks again while events it has not read exist (e.g. behind an
@@ -32,16 +36,17 @@ const UNREAD_RETRY: Duration = Duration::from_millis(50);
 /// ```
 pub type PostgresTx = sqlx::Transaction<'static, Postgres>;
 
-/// Binds the components of `checkpoint` as stored (two `bigint` columns: transaction id,
-/// position).
-fn bind_parts(query: PgQuery, checkpoint: Checkpoint) -> PgQuery {
-    query
-        .bind(bigint(checkpoint.transaction()))
-        .bind(bigint(checkpoint.position().0))
+/// Checkpoint components as stored (`bigint` columns).
+fn parts(checkpoint: Checkpoint) -> (i64, i64) {
+    (
+        bigint(checkpoint.transaction()),
+        bigint(checkpoint.position().0),
+    )
 }
 
 impl PostgresStore {
-    /// The checkpoint of `projection`, if it has one.
+    /// The checkpoint of `projection`, if it has one (a registered projection that has not
+    /// committed, or was just rebuilt, is at (0, 0): none).
     pub(crate) async fn read_checkpoint(
         &self,
         projection: &str,
@@ -49,11 +54,14 @@ impl PostgresStore {
         let query = self.sql().load_checkpoint.query().bind(projection);
         let what = format!("reading the checkpoint of `{projection}`");
         let row = self.optional_row(query, what).await?;
-        row.map(|row| decode_checkpoint(projection, &row))
-            .transpose()
+        let checkpoint = row
+            .map(|row| decode_checkpoint(projection, &row))
+            .transpose()?;
+        Ok(checkpoint.filter(|&c| c != Checkpoint::START))
     }
 
-    /// Moves the checkpoint inside `tx`; `Ok(false)` when it was not at `expected`.
+    /// Moves the checkpoint inside `tx`; `Ok(false)` when it was not at `expected`, or a reset
+    /// is pending and `to` is not the start.
     async fn move_checkpoint(
         &self,
         tx: &mut PgConnection,
@@ -62,24 +70,49 @@ impl PostgresStore {
         to: Checkpoint,
     ) -> Result<bool, sqlx::Error> {
         let sql = self.sql();
-        // Back to the start deletes the row; otherwise it is created or moved.
-        let query = match (expected, to == Checkpoint::START) {
-            (None, true) => sql.delete_checkpoint.query().bind(projection),
-            (Some(expected), true) => {
-                bind_parts(sql.delete_checkpoint_at.query().bind(projection), expected)
+        let (to_tx, to_pos) = parts(to);
+        let rows = match expected.filter(|&c| c != Checkpoint::START) {
+            None => {
+                sql.start_checkpoint
+                    .query()
+                    .bind(projection)
+                    .bind(to_tx)
+                    .bind(to_pos)
+                    .execute(&mut *tx)
+                    .await?
             }
-            (None, false) => bind_parts(sql.insert_checkpoint.query().bind(projection), to),
-            (Some(expected), false) => bind_parts(
-                bind_parts(sql.update_checkpoint.query().bind(projection), to),
-                expected,
-            ),
+            Some(expected) => {
+                let (tx_id, pos) = parts(expected);
+                sql.move_checkpoint
+                    .query()
+                    .bind(projection)
+                    .bind(to_tx)
+                    .bind(to_pos)
+                    .bind(tx_id)
+                    .bind(pos)
+                    .execute(&mut *tx)
+                    .await?
+            }
         };
-        let rows = query.execute(&mut *tx).await?.rows_affected();
-        Ok(match (expected, to == Checkpoint::START) {
-            // Nothing may have been there, and nothing must be.
-            (None, true) => rows == 0,
-            _ => rows == 1,
-        })
+        Ok(rows.rows_affected() == 1)
+    }
+
+    /// Whether a reset of `projection` is pending.
+    pub(crate) async fn read_reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
+        let query = self.sql().reset_requested.query().bind(projection);
+        let what = format!("reading the reset state of `{projection}`");
+        match self.optional_row(query, what.clone()).await? {
+            Some(row) => row.try_get::<bool, _>(0).map_err(self.failed(what)),
+            None => Ok(false),
+        }
+    }
+}
+
+/// The position `which` selects, as the `$2` of the parked-event statements (NULL: all).
+fn selected_position(which: ParkedSelection) -> Option<i64> {
+    match which {
+        ParkedSelection::All => None,
+        ParkedSelection::At(position) => Some(bigint(position.0)),
     }
 }
 
@@ -88,19 +121,20 @@ impl ProjectionStore for PostgresStore {
     type Lease = PostgresLease;
     const TRANSACTIONAL: bool = true;
 
-    async fn acquire_lease(&self, projection: &str) -> Result<PostgresLease, StoreError> {
-        self.take_lease(projection).await
+    async fn acquire_lease(
+        &self,
+        projection: &str,
+        filter: &LogFilter,
+    ) -> Result<PostgresLease, StoreError> {
+        self.take_lease(projection, filter).await
     }
 
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         self.read_checkpoint(projection).await
     }
 
-    async fn begin(&self) -> Result<PostgresTx, StoreError> {
-        self.pool()
-            .begin()
-            .await
-            .map_err(|e| StoreError::backend("starting a projection transaction", e))
+    async fn begin(&self, lease: &PostgresLease) -> Result<PostgresTx, StoreError> {
+        self.begin_fenced(lease).await
     }
 
     async fn commit(
@@ -114,9 +148,24 @@ impl ProjectionStore for PostgresStore {
         let moved = self
             .move_checkpoint(&mut tx, projection, expected, to)
             .await
-            .map_err(|e| StoreError::backend(context(), e))?;
+            .map_err(|e| store_error(context(), e))?;
+        if moved && to == Checkpoint::START {
+            // A rebuild applies the parked events again.
+            self.sql()
+                .unpark_all
+                .query()
+                .bind(projection)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| store_error(context(), e))?;
+        }
         if !moved {
             let _ = tx.rollback().await;
+            if to != Checkpoint::START && self.read_reset_requested(projection).await? {
+                return Err(StoreError::ResetRequested {
+                    projection: projection.to_owned(),
+                });
+            }
             let actual = self.load_checkpoint(projection).await?;
             return Err(StoreError::CheckpointMoved {
                 projection: projection.to_owned(),
@@ -124,15 +173,145 @@ impl ProjectionStore for PostgresStore {
                 actual,
             });
         }
-        tx.commit()
-            .await
-            .map_err(|e| StoreError::backend(context(), e))
+        tx.commit().await.map_err(|e| store_error(context(), e))
     }
 
     async fn rollback(&self, tx: PostgresTx) {
         // A failed rollback leaves nothing behind either: the server aborts the transaction
         // when the connection goes.
         let _ = tx.rollback().await;
+    }
+
+    async fn request_reset(&self, projection: &str) -> Result<bool, StoreError> {
+        let marked = self
+            .sql()
+            .request_reset
+            .query()
+            .bind(projection)
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(format!("requesting a reset of `{projection}`")))?;
+        Ok(marked.rows_affected() > 0)
+    }
+
+    async fn reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
+        self.read_reset_requested(projection).await
+    }
+
+    async fn park(
+        &self,
+        tx: &mut PostgresTx,
+        projection: &str,
+        record: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        self.sql()
+            .park
+            .query()
+            .bind(projection)
+            .bind(bigint(record.position.0))
+            .bind(record.event_id)
+            .bind(record.stream_id.as_str())
+            .bind(bigint(record.version.0))
+            .bind(record.name.as_str())
+            .bind(ParkedEvent::bounded_error(error))
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .execute(&mut **tx)
+            .await
+            .map_err(self.failed(format!(
+                "parking the event at position {} for projection `{projection}`",
+                record.position
+            )))?;
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        tx: &mut PostgresTx,
+        projection: &str,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        self.sql()
+            .unpark
+            .query()
+            .bind(projection)
+            .bind(bigint(position.0))
+            .execute(&mut **tx)
+            .await
+            .map_err(self.failed(format!(
+                "unparking the event at position {position} for projection `{projection}`"
+            )))?;
+        Ok(())
+    }
+
+    async fn parked(&self, projection: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {
+        let query = self.sql().parked.query().bind(projection);
+        let rows = self
+            .rows(query, "reading the parked events".to_owned())
+            .await?;
+        rows.iter().map(decode_parked).collect()
+    }
+
+    async fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let query = self
+            .sql()
+            .retry_parked
+            .query()
+            .bind(projection)
+            .bind(selected_position(which));
+        let marked = query
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(format!("marking parked events of `{projection}` for retry")))?;
+        Ok(marked.rows_affected())
+    }
+
+    async fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let query = self
+            .sql()
+            .discard_parked
+            .query()
+            .bind(projection)
+            .bind(selected_position(which));
+        let deleted = query
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(format!("discarding parked events of `{projection}`")))?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn due_for_retry(
+        &self,
+        projection: &str,
+        max: usize,
+    ) -> Result<Vec<ParkedEvent>, StoreError> {
+        let query = self
+            .sql()
+            .due_for_retry
+            .query()
+            .bind(projection)
+            .bind(bigint(max));
+        let what = format!("reading the parked events of `{projection}` to retry");
+        let rows = self.rows(query, what).await?;
+        rows.iter().map(decode_parked).collect()
+    }
+
+    async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
+        // The admin API's count: every committed event, visible or held back.
+        let query = self.sql().count_after.after(after, filter);
+        let count: i64 = self
+            .scalar(query, format!("counting the events after {after}"))
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn wait_for_append(
@@ -142,7 +321,8 @@ impl ProjectionStore for PostgresStore {
         filter: &LogFilter,
         timeout: Duration,
     ) {
-        let mut newest = self.notifications().subscribe(self.pool());
+        let mut heard = self.notifications().subscribe(self.pool());
+        let reconnects = heard.borrow().reconnects;
         // Matching events after the checkpoint that the reader has not seen: held behind an
         // older open transaction (whose end announces nothing) or committed since it read,
         // possibly before the listener could hear of them. Look again soon rather than wait
@@ -151,7 +331,9 @@ impl ProjectionStore for PostgresStore {
             tokio::time::sleep(UNREAD_RETRY.min(timeout)).await;
             return;
         }
-        let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head.0)).await;
+        // A reconnect of the listener wakes too: notifications sent meanwhile were lost.
+        let woken = heard.wait_for(|a| a.newest > head.0 || a.reconnects != reconnects);
+        let _ = tokio::time::timeout(timeout, woken).await;
     }
 
     async fn horizon_lag(&self) -> Result<Duration, StoreError> {

@@ -144,10 +144,52 @@ impl PostgresError {
 impl From<PostgresError> for StoreError {
     fn from(error: PostgresError) -> Self {
         match error {
-            PostgresError::Database { context, source } => StoreError::backend(context, source),
+            PostgresError::Database { context, source } => store_error(context, source),
             PostgresError::Store(error) => error,
+            // Refused or timed out: the server may come back. Refused credentials do not.
+            other @ PostgresError::ConnectTimeout { .. } => {
+                StoreError::transient("connecting to PostgreSQL", other)
+            }
+            PostgresError::Connect { ref source, .. } if is_transient(source) => {
+                StoreError::transient("connecting to PostgreSQL", error)
+            }
             other => StoreError::backend("PostgreSQL store", other),
         }
+    }
+}
+
+/// Whether a retry of what failed with `error` can succeed without anybody changing anything:
+/// the basis of [`StoreError::is_transient`] for this store, public so that applications can
+/// classify errors of their own queries (a projection handler's, say) the same way.
+///
+/// Transient: I/O errors (connection reset, refused, broken pipe, end of stream), a pool
+/// timeout, a crashed connection worker, and server errors of SQLSTATE class 08 (connection
+/// exception), `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now
+/// (starting up, in recovery), `57P05` idle session timeout, `25P03` idle-in-transaction
+/// timeout, `53300` too many connections, `40001` serialization failure and `40P01`
+/// deadlock. Everything else is permanent: constraint violations, syntax, permissions,
+/// undefined tables, decoding, a closed pool, configuration.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "53300" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
+    }
+}
+
+/// A store error for `error` while doing `context`: [`StoreError::Transient`] when
+/// [`is_transient`] says a retry can help, [`StoreError::Backend`] otherwise.
+pub(crate) fn store_error(context: impl Into<String>, error: sqlx::Error) -> StoreError {
+    if is_transient(&error) {
+        StoreError::transient(context, error)
+    } else {
+        StoreError::backend(context, error)
     }
 }
 
@@ -179,7 +221,26 @@ impl fmt::Display for Seconds {
 mod tests {
     use std::time::Duration;
 
-    use super::Seconds;
+    use super::{Seconds, is_transient, store_error};
+
+    #[test]
+    fn lost_connections_and_pool_timeouts_are_transient_the_rest_is_not() {
+        let reset = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            ))
+        };
+        assert!(is_transient(&reset()));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::PoolClosed));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::Protocol(
+            "unexpected message".into()
+        )));
+        assert!(store_error("reading", reset()).is_transient());
+        assert!(!store_error("reading", sqlx::Error::RowNotFound).is_transient());
+    }
 
     #[test]
     fn durations_read_as_an_operator_writes_them() {

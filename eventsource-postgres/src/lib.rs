@@ -75,7 +75,7 @@ pub use admin::{Counts, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaSta
 pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;
-pub use error::PostgresError;
+pub use error::{PostgresError, is_transient};
 pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;
 pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};

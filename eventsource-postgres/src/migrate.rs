@@ -24,14 +24,26 @@ struct Migration {
 }
 
 /// In version order; never edit a released migration, add one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "event store: streams, events, snapshots, checkpoints, append()",
-    sql: include_str!("../migrations/0001_event_store.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "event store: streams, events, snapshots, checkpoints, append()",
+        sql: include_str!("../migrations/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "projection control: registered filters, reset requests",
+        sql: include_str!("../migrations/0002_projection_control.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "parked events (projection dead letters)",
+        sql: include_str!("../migrations/0003_parked_events.sql"),
+    },
+];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Creates `schema` if needed and applies the migrations it lacks.
 pub(crate) async fn migrate(

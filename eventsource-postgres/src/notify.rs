@@ -21,6 +21,17 @@ const NOTIFY_COALESCE: Duration = Duration::from_millis(2);
 /// How long the shared listener stays connected with nobody waiting before it closes.
 const IDLE_LISTENER: Duration = Duration::from_secs(30);
 
+/// What the shared listener heard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Announced {
+    /// The newest position announced on the channel.
+    pub(crate) newest: u64,
+    /// How many times the listener reconnected after losing its connection. Notifications
+    /// sent while it was away are lost, so each reconnect wakes every waiter once to look
+    /// at the log again.
+    pub(crate) reconnects: u64,
+}
+
 /// The notifications of one store (shared by its clones): its channel, the sending side and
 /// the shared listener.
 #[derive(Debug)]
@@ -31,8 +42,9 @@ pub(crate) struct Notifications {
     appended: AtomicU64,
     /// Whether a task is sending (and will look at `appended` again before it stops).
     sending: AtomicBool,
-    /// The newest position announced on the channel, fed by the shared listener.
-    announced: watch::Sender<u64>,
+    /// What the shared listener heard: the newest position announced on the channel, and
+    /// how often it reconnected.
+    announced: watch::Sender<Announced>,
     /// Whether the shared listener is running.
     listening: AtomicBool,
 }
@@ -43,7 +55,7 @@ impl Notifications {
             channel,
             appended: AtomicU64::new(0),
             sending: AtomicBool::new(false),
-            announced: watch::Sender::new(0),
+            announced: watch::Sender::new(Announced::default()),
             listening: AtomicBool::new(false),
         })
     }
@@ -107,7 +119,7 @@ impl Notifications {
     /// A receiver of the positions announced on the channel, through one LISTEN connection per
     /// store that live readers share: started by the first subscriber, closed when nobody has
     /// waited for a while. A wake-up is a hint; readers also poll.
-    pub(crate) fn subscribe(self: &Arc<Self>, pool: &PgPool) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(self: &Arc<Self>, pool: &PgPool) -> watch::Receiver<Announced> {
         let receiver = self.announced.subscribe();
         if !self.listening.swap(true, Ordering::SeqCst) {
             tokio::spawn(Arc::clone(self).feed(pool.clone()));
@@ -117,29 +129,43 @@ impl Notifications {
 
     /// Feeds `announced` until nobody has waited for [`IDLE_LISTENER`].
     async fn feed(self: Arc<Self>, pool: PgPool) {
+        // Whether the connection was lost since the listener last listened.
+        let mut lost = false;
         loop {
             let Ok(mut listener) = self.listen(&pool).await else {
                 // The server is unreachable: readers poll meanwhile; try again later.
+                lost = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if self.announced.receiver_count() == 0 {
                     break;
                 }
                 continue;
             };
+            if std::mem::take(&mut lost) {
+                self.reconnected();
+            }
             loop {
-                match tokio::time::timeout(IDLE_LISTENER, listener.recv()).await {
-                    Ok(Ok(notice)) => {
+                // `try_recv`, not `recv`: `recv` reconnects without saying so, and the
+                // notifications sent meanwhile are lost without anybody looking again.
+                match tokio::time::timeout(IDLE_LISTENER, listener.try_recv()).await {
+                    Ok(Ok(Some(notice))) => {
                         // The payload is the newest committed position; a notice without one
                         // is left to the readers' polling.
                         if let Ok(position) = notice.payload().parse::<u64>() {
-                            self.announced.send_if_modified(|newest| {
-                                let newer = position > *newest;
-                                *newest = (*newest).max(position);
+                            self.announced.send_if_modified(|heard| {
+                                let newer = position > heard.newest;
+                                heard.newest = heard.newest.max(position);
                                 newer
                             });
                         }
                     }
-                    Ok(Err(_)) => break, // connection lost: reconnect
+                    // The connection was lost and has been re-established (eagerly).
+                    Ok(Ok(None)) => self.reconnected(),
+                    Ok(Err(_)) => {
+                        // Lost, and reconnecting failed: start over.
+                        lost = true;
+                        break;
+                    }
                     Err(_) if self.announced.receiver_count() == 0 => {
                         self.listening.store(false, Ordering::SeqCst);
                         return;
@@ -149,5 +175,10 @@ impl Notifications {
             }
         }
         self.listening.store(false, Ordering::SeqCst);
+    }
+
+    /// Wakes every waiter once after a reconnect: what was announced meanwhile is lost.
+    fn reconnected(&self) {
+        self.announced.send_modify(|heard| heard.reconnects += 1);
     }
 }

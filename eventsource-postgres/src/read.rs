@@ -23,7 +23,7 @@ impl PostgresStore {
         let seconds: f64 = sqlx::query_scalar(HORIZON_LAG)
             .fetch_one(self.pool())
             .await
-            .map_err(|e| StoreError::backend("measuring the horizon lag", e))?;
+            .map_err(|e| crate::error::store_error("measuring the horizon lag", e))?;
         Ok(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::ZERO))
     }
 
@@ -107,6 +107,9 @@ impl EventStore for PostgresStore {
                     events.push(decode_event(row)?);
                 }
             }
+            // The statement leaves the order to its index scan (see `sql::read_all`); a stable
+            // sort of rows already in order is one pass.
+            events.sort_by_key(|e| e.checkpoint);
             let now = Instant::now();
             if !held_back || events.len() >= max_count || now >= deadline {
                 return Ok(events);

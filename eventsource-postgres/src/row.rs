@@ -2,11 +2,12 @@
 
 use crate::error::{PostgresError, excerpt};
 use eventsource_core::{
-    Checkpoint, Metadata, Position, RecordedEvent, Snapshot, StoreError, StreamId, Version,
+    Checkpoint, Metadata, ParkedEvent, Position, RecordedEvent, Snapshot, StoreError, StreamId,
+    Version,
 };
-use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 
 /// Column `column` of `row`; a value that does not decode is reported by `corrupt` with the
 /// column's `label`.
@@ -44,29 +45,38 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let raw_position: i64 = column(row, "position", "position", corrupt)?;
     let position = u64::try_from(raw_position)
         .map_err(|_| corrupt(format!("negative position {raw_position}")))?;
-    let name: String = column(
-        row,
-        "name",
-        &format!("event name at position {position}"),
-        corrupt,
-    )?;
-    // From here on the message names the event and its position too.
-    let at = format!("event `{}` at position {position}", excerpt(&name));
-    let corrupt = |what: String| corrupt(format!("{at}: {what}"));
+    let name: String = column(row, "name", "event name", |e| {
+        corrupt(format!("at position {position}: {e}"))
+    })?;
+    // From here on the message names the event and its position too (built only on failure:
+    // this runs for every row a catch-up reads).
+    let corrupt = |what: String| {
+        corrupt(format!(
+            "event `{}` at position {position}: {what}",
+            excerpt(&name)
+        ))
+    };
 
-    let transaction: String = column(row, "transaction_id", "transaction id", corrupt)?;
+    // Borrowed from the row: no allocation per event.
+    let transaction: &str = row
+        .try_get("transaction_id")
+        .map_err(|e| corrupt(format!("transaction id: {e}")))?;
     let transaction: u64 = transaction.parse().map_err(|_| {
         corrupt(format!(
             "transaction id `{}` is not a number",
-            excerpt(&transaction)
+            excerpt(transaction)
         ))
     })?;
     let schema_version: i64 = column(row, "schema_version", "schema version", corrupt)?;
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
-    let metadata: Value = column(row, "metadata", "metadata", corrupt)?;
-    let metadata: Metadata = serde_json::from_value(metadata)
-        .map_err(|e| corrupt(format!("metadata is not an envelope's metadata: {e}")))?;
+    // Straight from the bytes, without a `Value` tree in between.
+    let Json(metadata): Json<Metadata> = column(
+        row,
+        "metadata",
+        "metadata is not an envelope's metadata",
+        corrupt,
+    )?;
     Ok(RecordedEvent {
         event_id: column(row, "event_id", "event id", corrupt)?,
         stream_id: stream_id.clone(),
@@ -79,6 +89,27 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         recorded_at: column(row, "recorded_at", "recorded_at", corrupt)?,
         name,
     })
+}
+
+/// Decodes a row selected with `sql::PARKED_COLUMNS`.
+pub(crate) fn decode_parked(row: &PgRow) -> Result<ParkedEvent, StoreError> {
+    let record = decode_event(row)?;
+    let (stream, version, position) = (record.stream_id.clone(), record.version, record.position);
+    let corrupt = |message: String| StoreError::CorruptRow {
+        stream: stream.clone(),
+        version,
+        message: format!("parked event at position {position}: {message}"),
+    };
+    let projection: String = column(row, "projection", "projection", corrupt)?;
+    let error: String = column(row, "error", "error", corrupt)?;
+    let attempts: i32 = column(row, "attempts", "attempts", corrupt)?;
+    let parked_at = column(row, "parked_at", "parked_at", corrupt)?;
+    let retry_requested = column(row, "retry_requested", "retry_requested", corrupt)?;
+    let mut parked = ParkedEvent::new(projection, record, &error);
+    parked.attempts = u32::try_from(attempts).unwrap_or(0);
+    parked.parked_at = parked_at;
+    parked.retry_requested = retry_requested;
+    Ok(parked)
 }
 
 /// Decodes a row selected by `Statements::load_snapshot`.

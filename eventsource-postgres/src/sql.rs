@@ -52,6 +52,13 @@ pub(crate) fn bigint<T: TryInto<i64>>(value: T) -> i64 {
 const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, stream_id, version, \
      event_id, name, schema_version, payload, metadata, recorded_at";
 
+/// The columns `row::decode_parked` reads: the parked event's bookkeeping (`p`) and its stored
+/// row (`e`) under the names `row::decode_event` reads.
+const PARKED_COLUMNS: &str = "p.projection, p.error, p.attempts, p.parked_at, \
+     p.retry_requested_at IS NOT NULL AS retry_requested, \
+     e.position, e.transaction_id::text AS transaction_id, e.stream_id, e.version, e.event_id, \
+     e.name, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
 /// The SQL texts of a store.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -75,20 +82,46 @@ pub(crate) struct Statements {
     pub(crate) find_event: Statement,
     pub(crate) save_snapshot: Statement,
     pub(crate) load_snapshot: Statement,
-    /// `$1` projection.
+    /// `$1` projection: its checkpoint row ((0, 0) while registered without a checkpoint).
     pub(crate) load_checkpoint: Statement,
-    /// `$1` projection: remove it, wherever it is.
-    pub(crate) delete_checkpoint: Statement,
-    /// `$1` projection, only if at (`$2` transaction, `$3` position).
-    pub(crate) delete_checkpoint_at: Statement,
-    /// `$1` projection at (`$2`, `$3`), only if it has none.
-    pub(crate) insert_checkpoint: Statement,
-    /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`).
-    pub(crate) update_checkpoint: Statement,
+    /// `$1` projection from (0, 0) to (`$2` transaction, `$3` position), creating the row if
+    /// needed; refused while a reset is pending unless `$3` is 0 (a rebuild, which clears it).
+    pub(crate) start_checkpoint: Statement,
+    /// `$1` projection to (`$2`, `$3`), only if at (`$4`, `$5`); refused while a reset is
+    /// pending unless `$3` is 0 (a rebuild, which clears it).
+    pub(crate) move_checkpoint: Statement,
+    /// Whether a reset of `$1` is pending.
+    pub(crate) reset_requested: Statement,
+    /// Registers `$1` reading names `$2` and categories `$3` (a row at (0, 0) if it has none).
+    /// Takes the row lock, so it waits for a batch the previous lease holder has in flight.
+    pub(crate) register_projection: Statement,
+    /// Marks projection `$1` for a rebuild; no row when it is unknown.
+    pub(crate) request_reset: Statement,
+    /// The first statement of a runner's batch: `lease_fence()` of migration 2 locks the
+    /// checkpoint row of `$1`, then checks that session `$2` still holds the lease lock of key
+    /// `$3` (SQLSTATE [`LEASE_LOST`] or [`CHECKPOINT_ROW_GONE`] if not). A function, so that
+    /// the order (lock, then check) is the order of its statements, not a planner's choice.
+    pub(crate) lease_fence: Statement,
+    /// Parks for `$1` the event at `$2` (`$3` id, `$4` stream, `$5` version, `$6` name) with
+    /// error `$7` after `$8` attempts; parking it again replaces the error and adds attempts.
+    pub(crate) park: Statement,
+    /// Removes the parked event at `$2` of `$1`.
+    pub(crate) unpark: Statement,
+    /// Removes every parked event of `$1` (a rebuild).
+    pub(crate) unpark_all: Statement,
+    /// The parked events of `$1` (all when NULL), with their stored rows.
+    pub(crate) parked: Statement,
+    /// Up to `$2` parked events of `$1` marked for retry, by position.
+    pub(crate) due_for_retry: Statement,
+    /// Marks the parked events of `$1` (the one at `$2`, or all when NULL) for retry.
+    pub(crate) retry_parked: Statement,
+    /// Deletes the parked events of `$1` (the one at `$2`, or all when NULL).
+    pub(crate) discard_parked: Statement,
     // What the admin API (`admin.rs`, `verify.rs`) asks.
     /// `events`, `streams`, `last_recorded_at`.
     pub(crate) counts: Statement,
-    /// Every checkpoint with how many events follow it, by projection name.
+    /// Every checkpoint with how many of the events its projection reads follow it (all of them
+    /// while a reset is pending), by projection name.
     pub(crate) checkpoints: Statement,
     /// How many events passing the filter follow (`$1` transaction, `$2` position).
     pub(crate) count_after: ByFilter,
@@ -115,6 +148,7 @@ impl Statements {
         let s = schema.quoted();
         let s = s.as_str();
         let checkpoints = format!("{s}.checkpoints");
+        let parked = format!("{s}.parked_events");
         // At most this many holders are named in a finding about a repeated position or id.
         let holders = "array_to_string((array_agg(stream_id || ' v' || version \
                         ORDER BY stream_id, version))[1:5], ', ')";
@@ -178,23 +212,72 @@ impl Statements {
                 "SELECT transaction_id, position FROM {checkpoints} WHERE projection = $1"
             )
             .into(),
-            delete_checkpoint: format!(
-                "DELETE FROM {checkpoints} WHERE projection = $1 RETURNING transaction_id, position"
+            start_checkpoint: format!(
+                "INSERT INTO {checkpoints} AS c (projection, transaction_id, position) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (projection) DO UPDATE SET \
+                     transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, \
+                     updated_at = now(), \
+                     reset_requested_at = CASE WHEN EXCLUDED.position = 0 THEN NULL \
+                                               ELSE c.reset_requested_at END \
+                 WHERE c.transaction_id = 0 AND c.position = 0 \
+                   AND (c.reset_requested_at IS NULL OR EXCLUDED.position = 0)"
             )
             .into(),
-            delete_checkpoint_at: format!(
-                "DELETE FROM {checkpoints} \
-                 WHERE projection = $1 AND transaction_id = $2 AND position = $3"
+            move_checkpoint: format!(
+                "UPDATE {checkpoints} SET transaction_id = $2, position = $3, updated_at = now(), \
+                     reset_requested_at = CASE WHEN $3 = 0 THEN NULL ELSE reset_requested_at END \
+                 WHERE projection = $1 AND transaction_id = $4 AND position = $5 \
+                   AND (reset_requested_at IS NULL OR $3 = 0)"
             )
             .into(),
-            insert_checkpoint: format!(
-                "INSERT INTO {checkpoints} (projection, transaction_id, position) \
-                 VALUES ($1, $2, $3) ON CONFLICT (projection) DO NOTHING"
+            reset_requested: format!(
+                "SELECT reset_requested_at IS NOT NULL FROM {checkpoints} WHERE projection = $1"
             )
             .into(),
-            update_checkpoint: format!(
-                "UPDATE {checkpoints} SET transaction_id = $2, position = $3, updated_at = now() \
-                 WHERE projection = $1 AND transaction_id = $4 AND position = $5"
+            register_projection: format!(
+                "INSERT INTO {checkpoints} (projection, transaction_id, position, event_names, categories) \
+                 VALUES ($1, 0, 0, $2, $3) \
+                 ON CONFLICT (projection) DO UPDATE SET \
+                     event_names = EXCLUDED.event_names, categories = EXCLUDED.categories"
+            )
+            .into(),
+            park: format!(
+                "INSERT INTO {parked} AS p \
+                     (projection, position, event_id, stream_id, version, name, error, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (projection, position) DO UPDATE SET \
+                     error = EXCLUDED.error, attempts = p.attempts + EXCLUDED.attempts, \
+                     parked_at = now(), retry_requested_at = NULL"
+            )
+            .into(),
+            unpark: format!("DELETE FROM {parked} WHERE projection = $1 AND position = $2").into(),
+            unpark_all: format!("DELETE FROM {parked} WHERE projection = $1").into(),
+            parked: format!(
+                "SELECT {PARKED_COLUMNS} FROM {parked} p JOIN {s}.events e ON e.position = p.position \
+                  WHERE $1::text IS NULL OR p.projection = $1 \
+                  ORDER BY p.projection, p.position"
+            )
+            .into(),
+            due_for_retry: format!(
+                "SELECT {PARKED_COLUMNS} FROM {parked} p JOIN {s}.events e ON e.position = p.position \
+                  WHERE p.projection = $1 AND p.retry_requested_at IS NOT NULL \
+                  ORDER BY p.position LIMIT $2"
+            )
+            .into(),
+            retry_parked: format!(
+                "UPDATE {parked} SET retry_requested_at = now() \
+                  WHERE projection = $1 AND ($2::bigint IS NULL OR position = $2)"
+            )
+            .into(),
+            discard_parked: format!(
+                "DELETE FROM {parked} WHERE projection = $1 AND ($2::bigint IS NULL OR position = $2)"
+            )
+            .into(),
+            lease_fence: format!("SELECT {s}.lease_fence($1, $2, $3)").into(),
+            request_reset: format!(
+                "UPDATE {checkpoints} SET reset_requested_at = coalesce(reset_requested_at, now()) \
+                 WHERE projection = $1"
             )
             .into(),
             counts: format!(
@@ -203,11 +286,19 @@ impl Statements {
                         (SELECT max(recorded_at) FROM {s}.events) AS last_recorded_at"
             )
             .into(),
+            // Behind: the events the projection reads (its registered names and categories,
+            // all when none), after its checkpoint, or after the start when a reset is pending.
             checkpoints: format!(
                 "SELECT c.projection, c.transaction_id, c.position, c.updated_at, \
+                        c.reset_requested_at, c.event_names, c.categories, \
                         (SELECT count(*) FROM {s}.events e \
-                          WHERE (e.transaction_id, e.position) \
-                              > (c.transaction_id::text::xid8, c.position)) AS behind \
+                          WHERE (e.transaction_id, e.position) > \
+                                CASE WHEN c.reset_requested_at IS NULL \
+                                     THEN (c.transaction_id::text::xid8, c.position) \
+                                     ELSE ('0'::xid8, 0) END \
+                            AND (cardinality(c.event_names) = 0 OR e.name = ANY(c.event_names)) \
+                            AND (cardinality(c.categories) = 0 OR e.category = ANY(c.categories)) \
+                        ) AS behind \
                    FROM {s}.checkpoints c ORDER BY c.projection"
             )
             .into(),
@@ -297,9 +388,18 @@ pub(crate) const EVENT_TRIGGERS: &str = "SELECT t.tgname::text AS name, t.tgenab
 pub(crate) const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('eventsource-postgres migrate ' || $1, 0))";
 
-/// Takes the session-level advisory lock of key `$1` (a projection's lease); waits while
-/// another session holds it.
-pub(crate) const LEASE_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
+/// SQLSTATE of `lease_fence()` when the lease session no longer holds the lock.
+pub(crate) const LEASE_LOST: &str = "ES010";
+/// SQLSTATE of `lease_fence()` when the projection's checkpoint row is gone.
+pub(crate) const CHECKPOINT_ROW_GONE: &str = "ES011";
+
+/// The advisory-lock key of lease name `$1`.
+pub(crate) const LEASE_KEY: &str = "SELECT hashtextextended($1, 0)";
+
+/// Takes the session-level advisory lock of key `$1` (a projection's lease), waiting while
+/// another session holds it; returns the session's process id.
+pub(crate) const LEASE_LOCK: &str =
+    "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1::bigint)) AS taken";
 
 /// How long the oldest open transaction holding an id has been running: while it runs, global
 /// reads stop at it. Prepared (two-phase) transactions count too.

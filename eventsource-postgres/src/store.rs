@@ -287,7 +287,7 @@ impl PostgresStore {
     /// schema; for `map_err`.
     pub(crate) fn failed(&self, what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
         let context = format!("{what} (schema `{}`)", self.shared.schema);
-        move |e| StoreError::backend(context, e)
+        move |e| crate::error::store_error(context, e)
     }
 
     /// The rows `query` returns on the pool; `what` the store was doing if that fails.

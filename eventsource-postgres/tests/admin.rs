@@ -195,16 +195,36 @@ async fn status_counts_the_store_and_its_checkpoints() {
         .await
         .unwrap();
     // A projection that applied the first event, one at the start.
-    let tx = store.begin().await.unwrap();
+    let balances = store
+        .acquire_lease("balances", &LogFilter::all())
+        .await
+        .unwrap();
+    let tx = store.begin(&balances).await.unwrap();
     store
         .commit(tx, "balances", None, events[0].checkpoint)
         .await
         .unwrap();
-    let tx = store.begin().await.unwrap();
+    let audit = store
+        .acquire_lease("audit", &LogFilter::all())
+        .await
+        .unwrap();
+    let tx = store.begin(&audit).await.unwrap();
     store
         .commit(tx, "audit", None, events[2].checkpoint)
         .await
         .unwrap();
+    drop(audit);
+    // One that reads only openings: behind counts only those.
+    let openings = store
+        .acquire_lease("openings", &LogFilter::all().name("opened"))
+        .await
+        .unwrap();
+    let tx = store.begin(&openings).await.unwrap();
+    store
+        .commit(tx, "openings", None, events[0].checkpoint)
+        .await
+        .unwrap();
+    drop(openings);
 
     let status = admin.status().await.unwrap();
     assert_eq!(status.schema_version, SCHEMA_VERSION);
@@ -220,25 +240,63 @@ async fn status_counts_the_store_and_its_checkpoints() {
         checkpoints,
         [
             ("audit", events[2].checkpoint, 0),
-            ("balances", events[0].checkpoint, 2)
+            ("balances", events[0].checkpoint, 2),
+            ("openings", events[0].checkpoint, 1),
         ]
     );
+    assert_eq!(status.checkpoints[2].event_names, ["opened"]);
     assert_eq!(
         admin.checkpoint("balances").await.unwrap(),
         Some(events[0].checkpoint)
     );
 
-    // Reset returns what was deleted, once; a runner then starts from the beginning.
+    // A reset is a request: the checkpoint stays, marked, and only moves back to the start.
     assert_eq!(
-        admin.reset_checkpoint("balances").await.unwrap(),
+        admin.request_reset("balances").await.unwrap(),
         Some(events[0].checkpoint)
     );
-    assert_eq!(admin.reset_checkpoint("balances").await.unwrap(), None);
+    assert_eq!(admin.request_reset("nobody").await.unwrap(), None);
+    let listed = admin.checkpoints().await.unwrap();
+    assert!(listed[1].reset_requested_at.is_some());
+    assert_eq!(
+        listed[1].behind, 3,
+        "a reset projection has the whole log to apply"
+    );
+    assert!(store.reset_requested("balances").await.unwrap());
+    let tx = store.begin(&balances).await.unwrap();
+    let refused = store
+        .commit(
+            tx,
+            "balances",
+            Some(events[0].checkpoint),
+            events[1].checkpoint,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResetRequested { ref projection } if projection == "balances"),
+        "{refused}"
+    );
+    // The rebuild's commit (to the start) clears it.
+    let tx = store.begin(&balances).await.unwrap();
+    store
+        .commit(
+            tx,
+            "balances",
+            Some(events[0].checkpoint),
+            Checkpoint::START,
+        )
+        .await
+        .unwrap();
     assert_eq!(store.load_checkpoint("balances").await.unwrap(), None);
-    assert_eq!(admin.checkpoints().await.unwrap().len(), 1);
+    assert!(!store.reset_requested("balances").await.unwrap());
+    assert_eq!(
+        admin.checkpoints().await.unwrap()[1].reset_requested_at,
+        None
+    );
 
-    // A runner that was not stopped cannot move past the reset: its next commit fails.
-    let tx = store.begin().await.unwrap();
+    // A runner that was not stopped, still at the old checkpoint, cannot move past the rebuild.
+    let tx = store.begin(&balances).await.unwrap();
     let error = store
         .commit(
             tx,
@@ -259,8 +317,12 @@ async fn status_counts_the_store_and_its_checkpoints() {
 async fn hostile_projection_names_are_values() {
     let store = fresh_store().await;
     let admin = store.admin();
-    let hostile = "x'); DROP TABLE checkpoints; --\"ü";
-    let tx = store.begin().await.unwrap();
+    let hostile = "x'); DROP TABLE checkpoints; --\"ü\\'\\\\E'";
+    let lease = store
+        .acquire_lease(hostile, &LogFilter::all().name(hostile))
+        .await
+        .unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     store
         .commit(tx, hostile, None, Checkpoint::from_parts(1, 1))
         .await
@@ -268,11 +330,16 @@ async fn hostile_projection_names_are_values() {
     let listed = admin.checkpoints().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].projection, hostile);
+    assert_eq!(listed[0].event_names, [hostile]);
     assert_eq!(
-        admin.reset_checkpoint(hostile).await.unwrap(),
+        admin.request_reset(hostile).await.unwrap(),
         Some(Checkpoint::from_parts(1, 1))
     );
-    assert!(admin.checkpoints().await.unwrap().is_empty());
+    assert!(
+        admin.checkpoints().await.unwrap()[0]
+            .reset_requested_at
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +476,11 @@ async fn verify_locates_every_kind_of_damage() {
     let store = fresh_store().await;
     append(&store, "account-gap", &["a", "b", "c"]).await;
     append(&store, "account-ok", &["a"]).await;
-    let tx = store.begin().await.unwrap();
+    let lease = store
+        .acquire_lease("ahead", &LogFilter::all())
+        .await
+        .unwrap();
+    let tx = store.begin(&lease).await.unwrap();
     store
         .commit(tx, "ahead", None, Checkpoint::from_parts(1, 1_000))
         .await

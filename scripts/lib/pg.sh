@@ -1,6 +1,7 @@
 # A throwaway PostgreSQL cluster, shared by scripts/test.sh and scripts/bench.sh. Source it,
 # then call `pg_start NAME [extra postgres -c settings...]`; it sets PG_BIN, PG_DIR, PG_DATA,
-# PG_PORT and DATABASE_URL (database NAME) and installs a trap that stops the server and deletes
+# PG_PORT and DATABASE_URL (database NAME), exports all but PG_PORT (tests that restart the
+# server use PG_BIN, PG_DIR and PG_DATA), and installs a trap that stops the server and deletes
 # its directory on exit, also on failure.
 #
 # The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 only (and on
@@ -70,7 +71,7 @@ pg_start() {
     "${as_pg[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$database"
 
     DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$database"
-    export DATABASE_URL
+    export DATABASE_URL PG_BIN PG_DIR PG_DATA
 }
 
 # The server's version, e.g. `15.14`.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use eventsource::RunnerOptions;
 use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
+use eventsource::{Batched, Flush};
 use eventsource_bench::fixture::{Account, Deposited, Opened, Withdrawn, nth_event};
 use eventsource_bench::measure::{Contest, Table, Unit};
 use serde_json::Value;
@@ -29,27 +30,20 @@ const UPSERT: &str = "INSERT INTO bench_proj.balances AS b (stream_id, balance, 
 
 /// Balances per account, written to `bench_proj.balances` with one multi-row UPSERT per batch
 /// of the runner, in the batch's transaction (with the checkpoint): the changes of a batch are
-/// folded in memory and written when its last event is projected. (`Project` has no
-/// end-of-batch hook; the runner's batches are full `BATCH`es here, as `EVENTS` is a multiple.)
+/// folded in memory by the handlers and written by the end-of-batch hook (`Flush`).
 #[derive(Default)]
 struct Balances {
     pending: HashMap<String, (i64, i64)>,
-    seen: usize,
 }
 
 impl Balances {
     fn fold(&mut self, stream: &str, delta: i64) {
-        let entry = self.pending.entry(stream.to_owned()).or_default();
+        let entry = match self.pending.get_mut(stream) {
+            Some(entry) => entry,
+            None => self.pending.entry(stream.to_owned()).or_default(),
+        };
         entry.0 += delta;
         entry.1 += 1;
-        self.seen += 1;
-    }
-
-    async fn flush_if_batch_done(&mut self, tx: &mut PostgresTx) -> Result<(), sqlx::Error> {
-        if self.seen.is_multiple_of(BATCH) {
-            flush(&mut self.pending, &mut **tx).await?;
-        }
-        Ok(())
     }
 }
 
@@ -74,8 +68,17 @@ async fn flush(
 
 impl Projection for Balances {
     const NAME: &'static str = "bench_balances";
-    type Handles = (Opened, Deposited, Withdrawn);
+    type Handles = Batched<(Opened, Deposited, Withdrawn)>;
     type Error = sqlx::Error;
+}
+
+impl Flush<PostgresTx> for Balances {
+    async fn flush(&mut self, tx: &mut PostgresTx) -> Result<(), sqlx::Error> {
+        // Cleared also when the write fails: the runner applies the batch again.
+        let written = flush(&mut self.pending, &mut **tx).await;
+        self.pending.clear();
+        written
+    }
 }
 
 impl Project<Opened, PostgresTx> for Balances {
@@ -83,10 +86,10 @@ impl Project<Opened, PostgresTx> for Balances {
         &mut self,
         _: Opened,
         record: &RecordedEvent,
-        tx: &mut PostgresTx,
+        _: &mut PostgresTx,
     ) -> Result<(), sqlx::Error> {
         self.fold(record.stream_id.as_str(), 0);
-        self.flush_if_batch_done(tx).await
+        Ok(())
     }
 }
 
@@ -95,10 +98,10 @@ impl Project<Deposited, PostgresTx> for Balances {
         &mut self,
         event: Deposited,
         record: &RecordedEvent,
-        tx: &mut PostgresTx,
+        _: &mut PostgresTx,
     ) -> Result<(), sqlx::Error> {
         self.fold(record.stream_id.as_str(), event.amount as i64);
-        self.flush_if_batch_done(tx).await
+        Ok(())
     }
 }
 
@@ -107,10 +110,10 @@ impl Project<Withdrawn, PostgresTx> for Balances {
         &mut self,
         event: Withdrawn,
         record: &RecordedEvent,
-        tx: &mut PostgresTx,
+        _: &mut PostgresTx,
     ) -> Result<(), sqlx::Error> {
         self.fold(record.stream_id.as_str(), -(event.amount as i64));
-        self.flush_if_batch_done(tx).await
+        Ok(())
     }
 }
 
@@ -148,7 +151,8 @@ async fn raw_catch_up(pool: &PgPool) -> Result<u64, BoxError> {
         let mut pending: HashMap<String, (i64, i64)> = HashMap::new();
         for row in &rows {
             let delta = raw_delta(row.try_get("name")?, row.try_get("payload")?)?;
-            let entry = pending.entry(row.try_get("stream_id")?).or_default();
+            let stream: String = row.try_get("stream_id")?;
+            let entry = pending.entry(stream).or_default();
             entry.0 += delta;
             entry.1 += 1;
         }

@@ -1,21 +1,40 @@
 //! Projections: read models fed from the global log, with durable checkpoints.
 //!
 //! A projection names the events it handles once, as a tuple (`type Handles = (Opened,
-//! Deposited)`), and implements [`Project<E>`] for each; the [`ProjectionRunner`] reads the
-//! global log from the projection's checkpoint, decodes each event to its current type and
-//! dispatches it. Where the store is transactional (PostgreSQL) the handler's writes and the
+//! Deposited)`) or an event enum (`type Handles = AccountEvent`), and implements [`Project<E>`]
+//! for each; the [`ProjectionRunner`] reads the global log from the projection's checkpoint,
+//! decodes each event to its current type and dispatches it. Where the store is transactional (PostgreSQL) the handler's writes and the
 //! checkpoint commit in one transaction, so each event is applied exactly once.
+//!
+//! What an operator can rely on:
+//! - **Resets never double-apply.** [`ProjectionStore::request_reset`] (the CLI's `projection
+//!   reset`) marks the checkpoint; it then only moves back to the start, with the
+//!   projection's [`Reset`] hook in the same unit of work. See
+//!   [`ProjectionRunner::rebuild_on_reset`].
+//! - **Honest lag.** [`ProjectionStatus::lag`] and the lag gauge count the events the
+//!   projection handles: 0 when it is caught up.
+//! - **Outages and lost leases.** [`ProjectionRunner::run`] retries transient store failures
+//!   ([`StoreError::is_transient`]) with backoff and waits for its lease again when it lost
+//!   it; the lease is checked before every batch.
+//! - **Batched writes.** `type Handles = Batched<(A, B)>` and a [`Flush`] impl write a whole
+//!   batch in one statement.
+//! - **Dead letters, opt-in.** [`FailurePolicy::Park`] parks an event that keeps failing and
+//!   goes on; parked events are listed, retried and discarded through the store.
 
 use std::future::Future;
 use std::time::Duration;
 
 use crate::envelope::{Checkpoint, Position, RecordedEvent};
 use crate::error::StoreError;
-use crate::event::{DecodeFailure, Event};
+use crate::event::{DecodeFailure, Event, EventEnum};
 use crate::store::{EventStore, LogFilter};
 
+mod batch;
+mod parked;
 mod runner;
 
+pub use batch::{Batched, Flush};
+pub use parked::{FailurePolicy, ParkedEvent, ParkedSelection};
 pub use runner::{
     CaughtUp, Progress, ProjectionError, ProjectionRunner, ProjectionStatus, RunnerOptions,
 };
@@ -51,7 +70,8 @@ pub use runner::{
 pub trait Projection: Send + 'static {
     /// The projection's name, which keys its checkpoint. Changing it starts from scratch.
     const NAME: &'static str;
-    /// The events it handles, as a tuple of [`Event`] types, each with a [`Project`] impl.
+    /// The events it handles: a tuple of [`Event`] types, each with a [`Project`] impl, or one
+    /// [`EventEnum`] (e.g. a `#[derive(EventEnum)]` enum) with one `Project` impl for the enum.
     type Handles;
     /// Why a handler fails.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -90,7 +110,7 @@ pub enum HandlerError<E: std::error::Error + 'static> {
 }
 
 /// A tuple of event types and the dispatch of a stored event to the matching handler.
-/// Implemented for tuples of up to 12 [`Event`] types.
+/// Implemented for tuples of up to 12 [`Event`] types, and for every [`EventEnum`].
 pub trait HandledEvents<P: Projection, Tx> {
     /// The names of the events, used to filter the global log at the store.
     fn names() -> Vec<&'static str>;
@@ -102,6 +122,16 @@ pub trait HandledEvents<P: Projection, Tx> {
         record: &RecordedEvent,
         tx: &mut Tx,
     ) -> impl Future<Output = Result<(), HandlerError<P::Error>>> + Send;
+
+    /// Runs after the last event of a batch, before the commit: nothing for a plain tuple,
+    /// [`Flush::flush`] for [`Batched`].
+    fn end_of_batch(
+        projection: &mut P,
+        tx: &mut Tx,
+    ) -> impl Future<Output = Result<(), P::Error>> + Send {
+        let _ = (projection, tx);
+        async { Ok(()) }
+    }
 }
 
 macro_rules! event_list_for_tuple {
@@ -136,6 +166,35 @@ macro_rules! event_list_for_tuple {
     };
 }
 
+// An event enum handled as a whole (`type Handles = CartEvent`, one `Project<CartEvent>`): its
+// variants' names filter the log, and a record decodes through the enum. Coherent beside the
+// tuple impls because no tuple implements `EventEnum` (only this crate could write that impl).
+impl<P, Tx, E> HandledEvents<P, Tx> for E
+where
+    P: Projection + Project<E, Tx>,
+    Tx: Send,
+    E: EventEnum,
+{
+    fn names() -> Vec<&'static str> {
+        E::NAMES.to_vec()
+    }
+
+    async fn dispatch(
+        projection: &mut P,
+        record: &RecordedEvent,
+        tx: &mut Tx,
+    ) -> Result<(), HandlerError<P::Error>> {
+        if !E::NAMES.contains(&record.name.as_str()) {
+            return Ok(());
+        }
+        let event = E::decode(&record.name, record.schema_version, &record.payload)
+            .map_err(HandlerError::Decode)?;
+        <P as Project<E, Tx>>::project(projection, event, record, tx)
+            .await
+            .map_err(HandlerError::Handler)
+    }
+}
+
 event_list_for_tuple!(E1);
 event_list_for_tuple!(E1, E2);
 event_list_for_tuple!(E1, E2, E3);
@@ -149,8 +208,8 @@ event_list_for_tuple!(E1, E2, E3, E4, E5, E6, E7, E8, E9, E10);
 event_list_for_tuple!(E1, E2, E3, E4, E5, E6, E7, E8, E9, E10, E11);
 event_list_for_tuple!(E1, E2, E3, E4, E5, E6, E7, E8, E9, E10, E11, E12);
 
-/// What a store offers projections: durable checkpoints, a unit of work, a lease, and a
-/// wake-up on appends.
+/// What a store offers projections: durable checkpoints, a unit of work, a lease, resets and
+/// a wake-up on appends.
 pub trait ProjectionStore: EventStore + Clone {
     /// The unit of work handlers write into, committed together with the checkpoint.
     type Tx: Send;
@@ -162,24 +221,39 @@ pub trait ProjectionStore: EventStore + Clone {
     const TRANSACTIONAL: bool;
 
     /// Waits until this caller is the only runner of `projection` (across processes where the
-    /// store is shared), then holds it until the lease is dropped.
+    /// store is shared), then holds it until the lease is dropped. `filter` is what the runner
+    /// reads; stores record it so that operators see lag in the projection's own events.
+    ///
+    /// A lease can be lost (the connection holding it dies); [`begin`](Self::begin) then fails
+    /// with [`StoreError::LeaseLost`], and whatever the previous holder had in flight is
+    /// finished before a new holder gets the lease, so two runners never process a batch at
+    /// once.
     fn acquire_lease(
         &self,
         projection: &str,
+        filter: &LogFilter,
     ) -> impl Future<Output = Result<Self::Lease, StoreError>> + Send;
 
-    /// The projection's committed checkpoint (`None` if it never committed).
+    /// The projection's committed checkpoint (`None` if it never committed, or was rebuilt
+    /// and has not committed since).
     fn load_checkpoint(
         &self,
         projection: &str,
     ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
 
-    /// Starts a unit of work.
-    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// Starts a unit of work for the holder of `lease`. Fails with [`StoreError::LeaseLost`]
+    /// when the lease is gone, before any handler runs.
+    fn begin(
+        &self,
+        lease: &Self::Lease,
+    ) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
 
     /// Moves the checkpoint from `expected` to `to` (compare-and-set) and commits `tx` with
-    /// it. Moving it to [`Checkpoint::START`] deletes it (a rebuild). If the checkpoint is not
-    /// at `expected`, nothing commits and the error is [`StoreError::CheckpointMoved`].
+    /// it. Moving it to [`Checkpoint::START`] is a rebuild: it also clears a pending reset and
+    /// discards the projection's parked events (the rebuild applies them again).
+    /// If the checkpoint is not at `expected`, nothing commits and the error is
+    /// [`StoreError::CheckpointMoved`]; if a reset is pending and `to` is not the start, the
+    /// error is [`StoreError::ResetRequested`].
     fn commit(
         &self,
         tx: Self::Tx,
@@ -190,6 +264,79 @@ pub trait ProjectionStore: EventStore + Clone {
 
     /// Abandons `tx`.
     fn rollback(&self, tx: Self::Tx) -> impl Future<Output = ()> + Send;
+
+    /// Asks for `projection` to be rebuilt: from now on its checkpoint only moves to the
+    /// start (a rebuild, which runs the projection's [`Reset`] hook in the same unit of work),
+    /// so events are never applied again on top of the old read model. Returns false when the
+    /// store knows no projection of that name (it never ran).
+    fn request_reset(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether a reset of `projection` is pending (asked for and not yet rebuilt).
+    fn reset_requested(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Parks `record`, which `projection` failed to apply `attempts` times with `error`, in
+    /// `tx` (which the runner commits with the checkpoint moved past it). Parking an event
+    /// that is parked already replaces its error, adds the attempts and clears a retry
+    /// request.
+    fn park(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        record: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the parked event at `position` of `projection` in `tx` (it was applied).
+    fn unpark(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        position: Position,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The parked events of `projection` (of every projection with `None`), by projection and
+    /// position.
+    fn parked(
+        &self,
+        projection: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
+
+    /// Asks for parked events of `projection` to be applied again by its runner; returns how
+    /// many were marked.
+    fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes parked events of `projection` for good; returns how many.
+    fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `max` parked events of `projection` marked for retry, by position.
+    fn due_for_retry(
+        &self,
+        projection: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
+
+    /// How many committed events passing `filter` come after `after`: the events a projection
+    /// reading `filter` still has to apply (including any held behind an open transaction).
+    fn count_after(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Returns when there may be events passing `filter` to read after `checkpoint`, at the
     /// latest after `timeout`. `head` is the log's head position read *before* the reader

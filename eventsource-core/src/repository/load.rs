@@ -21,12 +21,23 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     }
 
     /// The state as it was at `version` (time travel); later events are ignored.
+    ///
+    /// A version the stream has not reached is [`LoadError::VersionNotFound`], not the
+    /// current state.
     pub async fn load_at(
         &self,
         id: impl fmt::Display,
         version: Version,
     ) -> Result<Loaded<A>, LoadError> {
-        self.load_stream(self.stream_id(id), Some(version)).await
+        let loaded = self.load_stream(self.stream_id(id), Some(version)).await?;
+        if loaded.version < version {
+            return Err(LoadError::VersionNotFound {
+                requested: version,
+                head: loaded.version,
+                stream: loaded.stream_id,
+            });
+        }
+        Ok(loaded)
     }
 
     /// The state as it was at time `at`: only events recorded at or before it are folded.
@@ -113,21 +124,65 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 
     async fn load_stream_in_span(
         &self,
-        stream_id: StreamId,
+        mut stream_id: StreamId,
         until: Option<Version>,
     ) -> Result<Loaded<A>, LoadError> {
-        let mut loaded = match self.usable_snapshot(&stream_id, until).await? {
-            Some((state, version)) => Loaded {
+        if let Some((state, version)) = self.usable_snapshot(&stream_id, until).await? {
+            let mut loaded = Loaded {
                 stream_id,
                 state,
                 version,
                 snapshot_version: Some(version),
                 events_folded: 0,
-            },
-            None => Loaded::new(stream_id),
-        };
+            };
+            if self.fold_after_snapshot(&mut loaded, until).await? {
+                return Ok(loaded);
+            }
+            // The snapshot claims a version the stream does not have (written against another
+            // store, or a stream that was restored from an older backup than its snapshots):
+            // trusting it would report a version no append can match. Refold from the start.
+            tracing::warn!(
+                aggregate = A::NAME,
+                stream = %loaded.stream_id,
+                snapshot_version = version.0,
+                "ignoring a snapshot past the stream's head; refolding the stream"
+            );
+            metrics::counter!(names::SNAPSHOTS_IGNORED, "aggregate" => A::NAME, "reason" => "ahead")
+                .increment(1);
+            stream_id = loaded.stream_id;
+        }
+        let mut loaded = Loaded::new(stream_id);
         self.fold_tail(&mut loaded, until, None).await?;
         Ok(loaded)
+    }
+
+    /// Folds the events after the snapshot in `loaded`, reading from the snapshot's own version
+    /// so that the stream proves it has that event: false (and nothing folded) when it does not.
+    /// The check costs one row more of the same read, not a query.
+    async fn fold_after_snapshot(
+        &self,
+        loaded: &mut Loaded<A>,
+        until: Option<Version>,
+    ) -> Result<bool, LoadError> {
+        let snapshot_version = loaded.version;
+        let mut pages = self
+            .store
+            .read_stream_pages(&loaded.stream_id, snapshot_version)
+            .until(until.unwrap_or(Version(u64::MAX)));
+        let mut first = true;
+        while let Some(page) = pages.next_page().await? {
+            for record in &page {
+                if first {
+                    first = false;
+                    if record.version != snapshot_version {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                loaded.fold(record)?;
+            }
+        }
+        Ok(!first)
     }
 
     /// The stored snapshot if it is usable: written for this state shape, decodable, and not
@@ -144,13 +199,24 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         let Some(snapshot) = self.store.load_snapshot(stream_id).await? else {
             return Ok(None);
         };
-        if snapshot.state_fingerprint != A::STATE_FINGERPRINT
-            || until.is_some_and(|until| snapshot.version > until)
-        {
+        if until.is_some_and(|until| snapshot.version > until) {
             return Ok(None);
         }
-        Ok(A::deserialize(&snapshot.state)
-            .ok()
-            .map(|state| (state, snapshot.version)))
+        let ignored = |reason: &'static str| {
+            metrics::counter!(names::SNAPSHOTS_IGNORED, "aggregate" => A::NAME, "reason" => reason)
+                .increment(1);
+            None
+        };
+        if snapshot.state_fingerprint != A::STATE_FINGERPRINT {
+            return Ok(ignored("fingerprint"));
+        }
+        // A snapshot of version 0 is the empty state: nothing to start from.
+        if snapshot.version == Version::NONE {
+            return Ok(None);
+        }
+        Ok(match A::deserialize(&snapshot.state) {
+            Ok(state) => Some((state, snapshot.version)),
+            Err(_) => ignored("undecodable"),
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! An in-memory store: the embedded default, and the reference for the store semantics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::envelope::{
 };
 use crate::error::StoreError;
 use crate::limits::Limits;
-use crate::projection::ProjectionStore;
+use crate::projection::{ParkedEvent, ParkedSelection, ProjectionStore};
 use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 
 /// An event and snapshot store held in memory, safe to share between tasks.
@@ -47,6 +47,10 @@ struct Inner {
     snapshots: HashMap<StreamId, Snapshot>,
     checkpoints: HashMap<String, Checkpoint>,
     leases: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Projections that ran here (took a lease), and whether a reset of each is pending.
+    resets: HashMap<String, bool>,
+    /// Parked events by projection, by position.
+    parked: HashMap<String, BTreeMap<Position, ParkedEvent>>,
     transactions: u64,
 }
 
@@ -311,16 +315,23 @@ impl ProjectionStore for MemoryStore {
     type Lease = tokio::sync::OwnedMutexGuard<()>;
     const TRANSACTIONAL: bool = false;
 
-    async fn acquire_lease(&self, projection: &str) -> Result<Self::Lease, StoreError> {
+    async fn acquire_lease(
+        &self,
+        projection: &str,
+        _: &LogFilter,
+    ) -> Result<Self::Lease, StoreError> {
         let lease = Arc::clone(self.lock().leases.entry(projection.to_owned()).or_default());
-        Ok(lease.lock_owned().await)
+        let lease = lease.lock_owned().await;
+        self.lock().resets.entry(projection.to_owned()).or_default();
+        Ok(lease)
     }
 
     async fn load_checkpoint(&self, projection: &str) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self.lock().checkpoints.get(projection).copied())
     }
 
-    async fn begin(&self) -> Result<(), StoreError> {
+    async fn begin(&self, _: &Self::Lease) -> Result<(), StoreError> {
+        // A lease held in this process cannot be lost.
         Ok(())
     }
 
@@ -333,6 +344,11 @@ impl ProjectionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let actual = inner.checkpoints.get(projection).copied();
+        if to != Checkpoint::START && inner.resets.get(projection).copied().unwrap_or(false) {
+            return Err(StoreError::ResetRequested {
+                projection: projection.to_owned(),
+            });
+        }
         if actual != expected {
             return Err(StoreError::CheckpointMoved {
                 projection: projection.to_owned(),
@@ -342,6 +358,8 @@ impl ProjectionStore for MemoryStore {
         }
         if to == Checkpoint::START {
             inner.checkpoints.remove(projection);
+            inner.resets.insert(projection.to_owned(), false);
+            inner.parked.remove(projection);
         } else {
             inner.checkpoints.insert(projection.to_owned(), to);
         }
@@ -349,6 +367,131 @@ impl ProjectionStore for MemoryStore {
     }
 
     async fn rollback(&self, (): ()) {}
+
+    async fn request_reset(&self, projection: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let known =
+            inner.checkpoints.contains_key(projection) || inner.resets.contains_key(projection);
+        if known {
+            inner.resets.insert(projection.to_owned(), true);
+        }
+        Ok(known)
+    }
+
+    async fn reset_requested(&self, projection: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().resets.get(projection).copied().unwrap_or(false))
+    }
+
+    async fn park(
+        &self,
+        (): &mut (),
+        projection: &str,
+        record: &RecordedEvent,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let parked = inner.parked.entry(projection.to_owned()).or_default();
+        let earlier = parked.get(&record.position).map_or(0, |p| p.attempts);
+        parked.insert(
+            record.position,
+            ParkedEvent {
+                projection: projection.to_owned(),
+                record: record.clone(),
+                error: ParkedEvent::bounded_error(error),
+                attempts: earlier.saturating_add(attempts),
+                parked_at: Utc::now(),
+                retry_requested: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn unpark(
+        &self,
+        (): &mut (),
+        projection: &str,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        if let Some(parked) = self.lock().parked.get_mut(projection) {
+            parked.remove(&position);
+        }
+        Ok(())
+    }
+
+    async fn parked(&self, projection: Option<&str>) -> Result<Vec<ParkedEvent>, StoreError> {
+        let inner = self.lock();
+        let mut names: Vec<&String> = inner
+            .parked
+            .keys()
+            .filter(|name| projection.is_none_or(|p| p == name.as_str()))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .flat_map(|name| inner.parked[name].values().cloned())
+            .collect())
+    }
+
+    async fn retry_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Some(parked) = inner.parked.get_mut(projection) else {
+            return Ok(0);
+        };
+        let mut marked = 0;
+        for event in parked.values_mut() {
+            if selected(which, event.record.position) {
+                event.retry_requested = true;
+                marked += 1;
+            }
+        }
+        Ok(marked)
+    }
+
+    async fn discard_parked(
+        &self,
+        projection: &str,
+        which: ParkedSelection,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Some(parked) = inner.parked.get_mut(projection) else {
+            return Ok(0);
+        };
+        let before = parked.len();
+        parked.retain(|&position, _| !selected(which, position));
+        Ok((before - parked.len()) as u64)
+    }
+
+    async fn due_for_retry(
+        &self,
+        projection: &str,
+        max: usize,
+    ) -> Result<Vec<ParkedEvent>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .parked
+            .get(projection)
+            .into_iter()
+            .flat_map(|parked| parked.values())
+            .filter(|p| p.retry_requested)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        let count = inner
+            .log
+            .iter()
+            .filter(|e| e.checkpoint > after && filter.matches(e))
+            .count();
+        Ok(count as u64)
+    }
 
     async fn wait_for_append(
         &self,
@@ -360,5 +503,13 @@ impl ProjectionStore for MemoryStore {
         // No read horizon here: every appended event is readable at once.
         let mut newest = self.head.subscribe();
         let _ = tokio::time::timeout(timeout, newest.wait_for(|&p| p > head)).await;
+    }
+}
+
+/// Whether `which` selects the parked event at `position`.
+fn selected(which: ParkedSelection, position: Position) -> bool {
+    match which {
+        ParkedSelection::All => true,
+        ParkedSelection::At(at) => at == position,
     }
 }

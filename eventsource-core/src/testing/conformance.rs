@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
     AppendError, Appended, Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, Position, Repository,
-    Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore, StoreError, StreamId, Version,
+    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, ParkedSelection, Position,
+    ProjectionStore, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore,
+    StoreError, StreamId, Version,
 };
 
 pub use super::idempotency::{
@@ -607,6 +608,36 @@ pub async fn stale_or_corrupt_snapshot_is_ignored<S: TestStore>(store: S) {
     }
 }
 
+pub async fn snapshot_ahead_of_the_stream_is_ignored<S: TestStore>(store: S) {
+    let repo = Repository::<Counter, _>::new(store.clone());
+    for amount in [10, 20] {
+        repo.execute("x", CounterCommand::Add(amount))
+            .await
+            .unwrap();
+    }
+    let s = stream("x");
+    let fingerprint = <Counter as crate::Aggregate>::STATE_FINGERPRINT;
+    // A snapshot claiming version 7 of a stream at version 2 (e.g. restored snapshots newer
+    // than the restored events).
+    store
+        .save_snapshot(snapshot(
+            &s,
+            7,
+            fingerprint,
+            json!({ "value": 999, "clears": 0 }),
+        ))
+        .await
+        .unwrap();
+    let loaded = repo.load("x").await.unwrap();
+    assert_eq!(
+        (loaded.state.value, loaded.version, loaded.snapshot_version),
+        (30, Version(2), None)
+    );
+    // Commands are decided on the stream's real version: no endless conflict.
+    let done = repo.execute("x", CounterCommand::Add(1)).await.unwrap();
+    assert_eq!((done.version, done.state.value), (Version(3), 31));
+}
+
 /// What a load folded: the value, the snapshot it started from, the events on top.
 fn folded(loaded: &Loaded<Counter>) -> (u64, Option<Version>, u64) {
     (
@@ -935,7 +966,13 @@ pub async fn time_travel_by_version_and_timestamp<S: TestStore>(store: S) {
     assert_eq!(at(2).await.unwrap().state.value, 3);
     let four = at(4).await.unwrap();
     assert_eq!((four.state.value, four.version), (15, Version(4)));
-    assert_eq!(at(99).await.unwrap().state.value, 31);
+    // Past the head is an error, not the current state.
+    match at(99).await {
+        Err(crate::LoadError::VersionNotFound {
+            requested, head, ..
+        }) => assert_eq!((requested, head), (Version(99), Version(5))),
+        other => panic!("expected VersionNotFound, got {other:?}"),
+    }
     let as_of = repo.load_as_of("x", times[2]).await.unwrap();
     assert_eq!((as_of.state.value, as_of.version), (7, Version(3)));
     let before = repo
@@ -1060,4 +1097,167 @@ pub async fn conflict_retries_are_bounded<S: TestStore>(store: S) {
         80,
         "each command either landed or reported a conflict"
     );
+}
+
+/// The projection side of a store: checkpoints move by compare-and-set, a reset request only
+/// lets the checkpoint go back to the start (which clears it and forgets parked events), lag
+/// counts only the events a filter passes, and parked events are listed, retried and
+/// discarded.
+pub async fn projection_checkpoints_resets_and_parked_events<S>(store: S)
+where
+    S: TestStore + ProjectionStore,
+{
+    let s = stream("p");
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(&[1, 2, 3]))
+        .await
+        .unwrap();
+    let other = NewEvent::new("counter.renamed", 1, json!({ "name": "x" }));
+    store
+        .append(&s, ExpectedVersion::Any, vec![other])
+        .await
+        .unwrap();
+    let events = store
+        .read_all(Checkpoint::START, 10, &LogFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 4);
+    let added_only = LogFilter::all().name(ADDED);
+    assert_eq!(
+        store
+            .count_after(Checkpoint::START, &added_only)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .count_after(events[2].checkpoint, &added_only)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_after(events[2].checkpoint, &LogFilter::all())
+            .await
+            .unwrap(),
+        1
+    );
+
+    assert!(
+        !store.request_reset("p").await.unwrap(),
+        "unknown projection"
+    );
+    let lease = store.acquire_lease("p", &added_only).await.unwrap();
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    let tx = store.begin(&lease).await.unwrap();
+    store
+        .commit(tx, "p", None, events[0].checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_checkpoint("p").await.unwrap(),
+        Some(events[0].checkpoint)
+    );
+    // Compare-and-set.
+    let tx = store.begin(&lease).await.unwrap();
+    let moved = store
+        .commit(tx, "p", None, events[1].checkpoint)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(moved, StoreError::CheckpointMoved { .. }),
+        "{moved}"
+    );
+
+    // A parked event, committed with the checkpoint past it.
+    let mut tx = store.begin(&lease).await.unwrap();
+    store
+        .park(&mut tx, "p", &events[1], "boom", 3)
+        .await
+        .unwrap();
+    store
+        .commit(tx, "p", Some(events[0].checkpoint), events[1].checkpoint)
+        .await
+        .unwrap();
+    let parked = store.parked(Some("p")).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        (parked[0].record.position, parked[0].attempts),
+        (events[1].position, 3)
+    );
+    assert_eq!(
+        (parked[0].error.as_str(), parked[0].retry_requested),
+        ("boom", false)
+    );
+    assert!(store.due_for_retry("p", 10).await.unwrap().is_empty());
+    let at = ParkedSelection::At(events[1].position);
+    assert_eq!(store.retry_parked("p", at).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .retry_parked("p", ParkedSelection::At(events[0].position))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.due_for_retry("p", 10).await.unwrap().len(), 1);
+    // Parked again (a retry that failed): the error replaced, the attempts added.
+    let mut tx = store.begin(&lease).await.unwrap();
+    store
+        .park(&mut tx, "p", &events[1], "boom again", 1)
+        .await
+        .unwrap();
+    let at_cp = Some(events[1].checkpoint);
+    store
+        .commit(tx, "p", at_cp, events[1].checkpoint)
+        .await
+        .unwrap();
+    let parked = store.parked(None).await.unwrap();
+    assert_eq!(
+        (parked[0].error.as_str(), parked[0].attempts),
+        ("boom again", 4)
+    );
+    assert!(!parked[0].retry_requested);
+
+    // A reset request: only the start is allowed, and it clears the request and the parked.
+    assert!(store.request_reset("p").await.unwrap());
+    assert!(store.reset_requested("p").await.unwrap());
+    let tx = store.begin(&lease).await.unwrap();
+    let refused = store
+        .commit(tx, "p", at_cp, events[2].checkpoint)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ResetRequested { .. }),
+        "{refused}"
+    );
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), at_cp);
+    let tx = store.begin(&lease).await.unwrap();
+    store
+        .commit(tx, "p", at_cp, Checkpoint::START)
+        .await
+        .unwrap();
+    assert!(!store.reset_requested("p").await.unwrap());
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), None);
+    assert!(store.parked(None).await.unwrap().is_empty());
+
+    // Discard.
+    let mut tx = store.begin(&lease).await.unwrap();
+    store
+        .park(&mut tx, "p", &events[0], "boom", 1)
+        .await
+        .unwrap();
+    store
+        .commit(tx, "p", None, events[0].checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .discard_parked("p", ParkedSelection::All)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.parked(Some("p")).await.unwrap().is_empty());
 }

@@ -35,7 +35,8 @@ pub fn run<F: Future>(future: F) -> F::Output {
 }
 
 /// Expands to one `#[test]` per conformance case, each given a fresh store by `$factory`, an
-/// `async fn() -> S` (or a path to one) where `S: EventStore + SnapshotStore + Clone`.
+/// `async fn() -> S` (or a path to one) where `S: EventStore + SnapshotStore + ProjectionStore
+/// + Clone`.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:path) => {
@@ -62,6 +63,7 @@ macro_rules! conformance_tests {
             snapshot_round_trip_moves_only_forward,
             repository_loads_snapshot_plus_tail,
             stale_or_corrupt_snapshot_is_ignored,
+            snapshot_ahead_of_the_stream_is_ignored,
             runtime_snapshot_policy_overrides_the_aggregates,
             snapshot_now_stores_the_current_state,
             typed_append_encodes_and_checks_the_expected_version,
@@ -80,6 +82,7 @@ macro_rules! conformance_tests {
             concurrent_idempotent_callers_share_one_outcome,
             idempotent_retry_after_a_lost_reply_reports_the_first_run,
             conflict_retries_are_bounded,
+            projection_checkpoints_resets_and_parked_events,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -24,12 +24,51 @@ const IN_AGGREGATE: &str = "`#[aggregate(...)]`";
 const IN_SNAPSHOT: &str = "`snapshot(...)`";
 
 const EVENT_KEYS: &[&str] = &["name", "version", "previous", "lock", "crate"];
+const EVENT_ENUM_KEYS: &[&str] = &["prefix", "lock", "crate"];
+const VARIANT_KEYS: &[&str] = &["name", "version", "previous"];
 const AGGREGATE_KEYS: &[&str] = &[
     "name", "error", "events", "commands", "snapshot", "services", "crate",
 ];
 const SNAPSHOT_KEYS: &[&str] = &["every"];
 
-/// What `#[event(...)]` says.
+/// Where an `#[event(...)]` attribute is written: each place has its own keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// On a struct deriving `Event`.
+    Struct,
+    /// On an enum deriving `EventEnum`.
+    Enum,
+    /// On a variant of such an enum.
+    Variant,
+}
+
+impl Place {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Place::Struct => EVENT_KEYS,
+            Place::Enum => EVENT_ENUM_KEYS,
+            Place::Variant => VARIANT_KEYS,
+        }
+    }
+
+    /// Where a key that belongs elsewhere goes, for the message.
+    fn elsewhere(self, key: &str) -> Option<&'static str> {
+        match self {
+            Place::Struct if key == "prefix" => Some(
+                "`prefix` is for an enum of events (`#[derive(EventEnum)]`); a struct event gives its whole name: `name = \"cart.item_added\"`",
+            ),
+            Place::Enum if VARIANT_KEYS.contains(&key) => Some(
+                "each variant is its own event: write `name`, `version` and `previous` on the variant, e.g. `#[event(version = 2, previous = ItemAddedV1)] ItemAdded { .. }`",
+            ),
+            Place::Variant if EVENT_ENUM_KEYS.contains(&key) => Some(
+                "`prefix`, `lock` and `crate` apply to the whole enum: write them in `#[event(...)]` on the enum",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What `#[event(...)]` says (on a struct, an enum or a variant: see [`Place`]).
 #[derive(Default)]
 pub(crate) struct EventAttrs {
     /// The valid keys that were written, even if their value was invalid (so that a bad value
@@ -38,6 +77,7 @@ pub(crate) struct EventAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(LitInt, u32)>,
     pub(crate) previous: Option<Type>,
+    pub(crate) prefix: Option<LitStr>,
     pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Option<Path>,
 }
@@ -49,8 +89,8 @@ pub(crate) struct AggregateAttrs {
     pub(crate) written: Vec<&'static str>,
     pub(crate) name: Option<LitStr>,
     pub(crate) error: Option<Type>,
-    pub(crate) events: Option<List>,
-    pub(crate) commands: Option<List>,
+    pub(crate) events: Option<Declared>,
+    pub(crate) commands: Option<Declared>,
     pub(crate) snapshot: Option<Snapshot>,
     pub(crate) services: Option<Type>,
     pub(crate) krate: Option<Path>,
@@ -63,6 +103,14 @@ pub(crate) struct List {
     pub(crate) items: Vec<Path>,
 }
 
+/// How an aggregate declares its events or commands: a list of types, each becoming a variant
+/// of a generated enum (`events(Opened, Deposited)`), or an enum of the user's own
+/// (`events = AccountEvent`).
+pub(crate) enum Declared {
+    List(List),
+    Enum(Type),
+}
+
 /// `snapshot(every = N)`.
 pub(crate) struct Snapshot {
     pub(crate) key: Path,
@@ -71,60 +119,65 @@ pub(crate) struct Snapshot {
     pub(crate) every: Option<(LitInt, u64)>,
 }
 
-/// Reads every `#[event(...)]` attribute of the type.
-pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute]) -> EventAttrs {
+/// Reads every `#[event(...)]` attribute of a type or variant written at `place`.
+pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute], place: Place) -> EventAttrs {
     let mut out = EventAttrs::default();
+    let valid = place.keys();
     for attr in attrs.iter().filter(|attr| attr.path().is_ident(EVENT)) {
         let result = attr.parse_nested_meta(|meta| {
             let key = &meta.path;
             out.written
-                .extend(EVENT_KEYS.iter().filter(|k| key.is_ident(*k)));
-            if key.is_ident("name") {
-                if let Some(value) = key_value(cx, &meta, "name = \"cart.item_added\"")? {
-                    set(
-                        cx,
-                        &mut out.name,
-                        key,
-                        IN_EVENT,
-                        parse_str(cx, value, "name", "name = \"cart.item_added\""),
-                    );
+                .extend(valid.iter().filter(|k| key.is_ident(*k)));
+            if !valid.iter().any(|k| key.is_ident(k)) {
+                let hint = key
+                    .get_ident()
+                    .and_then(|k| place.elsewhere(&k.to_string()));
+                match hint {
+                    Some(hint) => {
+                        let key_text = key.to_token_stream().to_string();
+                        cx.error_spanned_by(key, format!("`{key_text}` is not a key here: {hint}"));
+                        skip_value(meta.input)?;
+                    }
+                    None => unknown_key(cx, &meta, IN_EVENT, valid)?,
                 }
+            } else if key.is_ident("name") {
+                let example = "name = \"cart.item_added\"";
+                let slot = &mut out.name;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_str(cx, value, "name", example)
+                })?;
             } else if key.is_ident("version") {
-                if let Some(value) = key_value(cx, &meta, "version = 2")? {
-                    set(
-                        cx,
-                        &mut out.version,
-                        key,
-                        IN_EVENT,
-                        parse_int(cx, value, "version", "version = 2"),
-                    );
-                }
+                let example = "version = 2";
+                let slot = &mut out.version;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_int(cx, value, "version", example)
+                })?;
             } else if key.is_ident("previous") {
-                if let Some(value) = key_value(cx, &meta, "previous = ItemAddedV1")? {
-                    set(
-                        cx,
-                        &mut out.previous,
-                        key,
-                        IN_EVENT,
-                        parse_type(cx, value, "previous", "previous = ItemAddedV1"),
-                    );
-                }
+                let example = "previous = ItemAddedV1";
+                let slot = &mut out.previous;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_type(cx, value, "previous", example)
+                })?;
+            } else if key.is_ident("prefix") {
+                let example = "prefix = \"cart.\"";
+                let slot = &mut out.prefix;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_str(cx, value, "prefix", example)
+                })?;
             } else if key.is_ident("lock") {
-                if let Some(value) = key_value(cx, &meta, "lock = \"events.lock\"")? {
-                    set(
-                        cx,
-                        &mut out.lock,
-                        key,
-                        IN_EVENT,
-                        parse_str(cx, value, "lock", "lock = \"events.lock\""),
-                    );
-                }
+                let example = "lock = \"events.lock\"";
+                let slot = &mut out.lock;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_str(cx, value, "lock", example)
+                })?;
             } else if key.is_ident("crate") {
-                if let Some(value) = key_value(cx, &meta, "crate = \"eventsource\"")? {
-                    set(cx, &mut out.krate, key, IN_EVENT, parse_crate(cx, value));
-                }
+                let example = "crate = \"eventsource\"";
+                let slot = &mut out.krate;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_crate(cx, value)
+                })?;
             } else {
-                unknown_key(cx, &meta, IN_EVENT, EVENT_KEYS)?;
+                unknown_key(cx, &meta, IN_EVENT, valid)?;
             }
             Ok(())
         });
@@ -144,51 +197,37 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
             out.written
                 .extend(AGGREGATE_KEYS.iter().filter(|k| key.is_ident(*k)));
             if key.is_ident("name") {
-                if let Some(value) = key_value(cx, &meta, "name = \"cart\"")? {
-                    set(
-                        cx,
-                        &mut out.name,
-                        key,
-                        IN_AGGREGATE,
-                        parse_str(cx, value, "name", "name = \"cart\""),
-                    );
-                }
+                let example = "name = \"cart\"";
+                let slot = &mut out.name;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_str(cx, value, "name", example)
+                })?;
             } else if key.is_ident("error") {
-                if let Some(value) = key_value(cx, &meta, "error = CartError")? {
-                    set(
-                        cx,
-                        &mut out.error,
-                        key,
-                        IN_AGGREGATE,
-                        parse_type(cx, value, "error", "error = CartError"),
-                    );
-                }
+                let example = "error = CartError";
+                let slot = &mut out.error;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_type(cx, value, "error", example)
+                })?;
             } else if key.is_ident("services") {
-                if let Some(value) = key_value(cx, &meta, "services = Pricing")? {
-                    set(
-                        cx,
-                        &mut out.services,
-                        key,
-                        IN_AGGREGATE,
-                        parse_type(cx, value, "services", "services = Pricing"),
-                    );
-                }
+                let example = "services = Pricing";
+                let slot = &mut out.services;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_type(cx, value, "services", example)
+                })?;
             } else if key.is_ident("crate") {
-                if let Some(value) = key_value(cx, &meta, "crate = \"eventsource\"")? {
-                    set(
-                        cx,
-                        &mut out.krate,
-                        key,
-                        IN_AGGREGATE,
-                        parse_crate(cx, value),
-                    );
-                }
+                let example = "crate = \"eventsource\"";
+                let slot = &mut out.krate;
+                key_eq(cx, &meta, slot, IN_AGGREGATE, example, |value| {
+                    parse_crate(cx, value)
+                })?;
             } else if key.is_ident("events") {
-                let list = parse_list(cx, &meta, "events(CartOpened, ItemAdded)")?;
-                set(cx, &mut out.events, key, IN_AGGREGATE, list);
+                let examples = ("events(CartOpened, ItemAdded)", "events = CartEvent");
+                let declared = parse_declared(cx, &meta, examples)?;
+                set(cx, &mut out.events, key, IN_AGGREGATE, declared);
             } else if key.is_ident("commands") {
-                let list = parse_list(cx, &meta, "commands(OpenCart, AddItem)")?;
-                set(cx, &mut out.commands, key, IN_AGGREGATE, list);
+                let examples = ("commands(OpenCart, AddItem)", "commands = CartCommand");
+                let declared = parse_declared(cx, &meta, examples)?;
+                set(cx, &mut out.commands, key, IN_AGGREGATE, declared);
             } else if key.is_ident("snapshot") {
                 let snapshot = parse_snapshot(cx, &meta)?;
                 set(cx, &mut out.snapshot, key, IN_AGGREGATE, snapshot);
@@ -202,6 +241,35 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
         }
     }
     out
+}
+
+/// The keys written in the `#[serde(...)]` attributes among `attrs` (values skipped). A
+/// malformed `serde` attribute yields what was read before the mistake: serde reports it.
+pub(crate) fn serde_keys(attrs: &[Attribute]) -> Vec<Path> {
+    let mut keys = Vec::new();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            keys.push(meta.path.clone());
+            skip_value(meta.input)
+        });
+    }
+    keys
+}
+
+/// `key = value`: reads the value with `parse` (which reports a bad one) and stores it, or
+/// reports the key as a duplicate. `example` shows the key's form in messages.
+fn key_eq<T>(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    slot: &mut Option<T>,
+    within: &str,
+    example: &str,
+    parse: impl FnOnce(TokenStream) -> Option<T>,
+) -> syn::Result<()> {
+    if let Some(value) = key_value(cx, meta, example)? {
+        set(cx, slot, &meta.path, within, parse(value));
+    }
+    Ok(())
 }
 
 /// Stores a key's value, or reports the key as a duplicate (at its second occurrence).
@@ -329,6 +397,23 @@ fn parse_crate(cx: &Ctxt, value: TokenStream) -> Option<Path> {
         );
     }
     path
+}
+
+/// `key(A, B, ...)` or `key = Enum`; the examples show each form.
+fn parse_declared(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta,
+    (list_example, enum_example): (&str, &str),
+) -> syn::Result<Option<Declared>> {
+    if !meta.input.peek(Token![=]) {
+        let example = format!("{list_example}` or `{enum_example}");
+        return Ok(parse_list(cx, meta, &example)?.map(Declared::List));
+    }
+    let Some(value) = key_value(cx, meta, enum_example)? else {
+        return Ok(None);
+    };
+    let key = meta.path.to_token_stream().to_string();
+    Ok(parse_type(cx, value, &key, enum_example).map(Declared::Enum))
 }
 
 /// `key(A, B, ...)`: a parenthesized list of type paths.

@@ -1,15 +1,17 @@
 //! Rules across attributes and the input's shape, one `check_*` function each.
 //!
 //! Rules that need other types' constants (an event's `previous` has the same name and is one
-//! version lower; an aggregate's events have distinct names) cannot be decided here: the
-//! generators emit them as `const` assertions instead.
+//! version lower; an aggregate's listed events have distinct names) cannot be decided here: the
+//! generators emit them as `const` assertions instead. The names of an event enum's variants
+//! are all in its own input, so they are checked here.
 
 use std::collections::HashMap;
 
 use quote::ToTokens;
-use syn::{Data, DeriveInput};
+use syn::{Data, DeriveInput, Ident, LitStr};
 
-use crate::internals::ast::{Aggregate, Event, Members};
+use crate::internals::ast::{Aggregate, Declared, Event, EventEnum, Members, Versioned};
+use crate::internals::attr;
 use crate::internals::ctxt::Ctxt;
 
 /// Every check of `#[derive(Event)]`.
@@ -20,8 +22,41 @@ pub(crate) fn event(cx: &Ctxt, event: &Event) {
         "Event",
         "an event is one fact with one shape",
     );
-    check_event_name(cx, event);
-    check_version_chain(cx, event);
+    check_event_name(cx, &event.event.name);
+    check_version_chain(cx, &event.event, event.ident);
+    if let Data::Struct(data) = &event.input.data {
+        check_no_field_attrs(cx, &data.fields, "the struct");
+    }
+}
+
+/// Every check of `#[derive(EventEnum)]`.
+pub(crate) fn event_enum(cx: &Ctxt, events: &EventEnum) {
+    check_enum_shape(cx, events);
+    let prefix_ok = check_prefix(cx, events);
+    for variant in &events.variants {
+        // A malformed prefix is reported once, not again in every name made from it.
+        if prefix_ok || variant.name_written {
+            check_event_name(cx, &variant.event.name);
+        }
+        check_version_chain(cx, &variant.event, variant.ident);
+    }
+    check_distinct_variant_names(cx, events);
+    check_serde_representation(cx, events);
+    for variant in &events.variants {
+        check_no_field_attrs(cx, &variant.variant.fields, "the variant");
+    }
+}
+
+// `#[event(...)]` describes a whole event, so it is not written on a field (where it would be
+// ignored): `struct Opened { #[event(name = "x")] owner: String }` is rejected.
+fn check_no_field_attrs(cx: &Ctxt, fields: &syn::Fields, owner: &str) {
+    let attrs = fields.iter().flat_map(|field| &field.attrs);
+    for attr in attrs.filter(|attr| attr.path().is_ident(attr::EVENT)) {
+        cx.error_spanned_by(
+            attr,
+            format!("`#[event(...)]` describes a whole event: write it on {owner}, not on a field"),
+        );
+    }
 }
 
 /// Every check of `#[derive(Aggregate)]`.
@@ -34,18 +69,25 @@ pub(crate) fn aggregate(cx: &Ctxt, aggregate: &Aggregate) {
     );
     check_aggregate_name(cx, aggregate);
     check_events_listed(cx, aggregate);
-    if let Some(events) = &aggregate.events {
+    if let Some(Declared::Listed(events)) = &aggregate.events {
         check_listed_once(cx, events, "event");
     }
-    check_listed_once(cx, &aggregate.commands, "command");
+    if let Declared::Listed(commands) = &aggregate.commands {
+        check_listed_once(cx, commands, "command");
+    }
     check_snapshot(cx, aggregate);
 }
 
 // Only non-generic structs can be derived on: `enum Cart {..}`, `union U {..}` and
-// `struct Cart<T>` are rejected (a stored shape must be one concrete type).
+// `struct Cart<T>` are rejected (a stored shape must be one concrete type). An enum of events
+// derives `EventEnum` instead, which the message says.
 fn check_shape(cx: &Ctxt, input: &DeriveInput, derive: &str, why: &str) {
     match &input.data {
         Data::Struct(_) => {}
+        Data::Enum(data) if derive == "Event" => cx.error_spanned_by(
+            data.enum_token,
+            "`#[derive(Event)]` is for a struct: for an enum whose variants are events, derive `EventEnum` (each variant gets its own `#[event(name = \"...\", version = N)]`)",
+        ),
         Data::Enum(data) => cx.error_spanned_by(
             data.enum_token,
             format!("`#[derive({derive})]` supports structs only, not enums: {why}"),
@@ -55,6 +97,10 @@ fn check_shape(cx: &Ctxt, input: &DeriveInput, derive: &str, why: &str) {
             format!("`#[derive({derive})]` supports structs only, not unions: {why}"),
         ),
     }
+    check_not_generic(cx, input, derive);
+}
+
+fn check_not_generic(cx: &Ctxt, input: &DeriveInput, derive: &str) {
     if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
         cx.error_spanned_by(
             &input.generics,
@@ -65,24 +111,151 @@ fn check_shape(cx: &Ctxt, input: &DeriveInput, derive: &str, why: &str) {
     }
 }
 
+// `EventEnum` is derived on a non-generic enum with at least one variant: `struct Opened {..}`
+// (derive `Event`), `union U {..}`, `enum CartEvent<T> {..}` and `enum CartEvent {}` are
+// rejected.
+fn check_enum_shape(cx: &Ctxt, events: &EventEnum) {
+    match &events.input.data {
+        Data::Enum(data) if data.variants.is_empty() => cx.error_spanned_by(
+            events.ident,
+            "an event enum needs at least one variant: each variant is an event",
+        ),
+        Data::Enum(_) => {}
+        Data::Struct(data) => cx.error_spanned_by(
+            data.struct_token,
+            "`#[derive(EventEnum)]` is for an enum whose variants are events: for a struct, derive `Event`",
+        ),
+        Data::Union(data) => cx.error_spanned_by(
+            data.union_token,
+            "`#[derive(EventEnum)]` is for an enum whose variants are events, not a union",
+        ),
+    }
+    check_not_generic(cx, events.input, "EventEnum");
+}
+
+// A prefix is the start of a well-formed event name: ASCII letters, digits, `_`, `.` and `-`,
+// starting with a letter. `prefix = "cart."` is accepted; `prefix = ""` (leave it out) and
+// `prefix = "my cart/"` are rejected. Returns whether the prefix (if any) is well formed.
+fn check_prefix(cx: &Ctxt, events: &EventEnum) -> bool {
+    let Some(prefix) = &events.prefix else {
+        return true;
+    };
+    let text = prefix.value();
+    if text.is_empty() {
+        cx.error_spanned_by(
+            prefix,
+            "`prefix` is empty: leave it out, or give the names' common start, e.g. `prefix = \"cart.\"`",
+        );
+        return false;
+    }
+    if !well_formed_name(&text) {
+        cx.error_spanned_by(
+            prefix,
+            format!(
+                "malformed prefix `{text}`: event names use ASCII letters, digits, `_`, `.` and `-`, starting with a letter, e.g. `prefix = \"cart.\"`"
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+// Each variant is its own event, so no two variants of an enum have the same name:
+// `#[event(name = "cart.opened")] Opened, #[event(name = "cart.opened")] Reopened` is rejected
+// (older versions of an event are `previous` structs, not more variants).
+fn check_distinct_variant_names(cx: &Ctxt, events: &EventEnum) {
+    let mut seen = HashMap::new();
+    for variant in &events.variants {
+        let name = variant.event.name.value();
+        match seen.get(&name) {
+            None => {
+                seen.insert(name, variant.ident);
+            }
+            Some(first) => cx.error_spanned_by(
+                &variant.event.name,
+                format!(
+                    "variants `{first}` and `{}` have the same event name `{name}`: each variant is its own event with its own name (an older version of an event is a struct named in `previous`, not another variant)",
+                    variant.ident
+                ),
+            ),
+        }
+    }
+}
+
+/// `serde` keys of the enum that change how its variants are represented.
+const SERDE_ENUM_KEYS: &[&str] = &[
+    "tag",
+    "content",
+    "untagged",
+    "transparent",
+    "from",
+    "try_from",
+    "into",
+    "remote",
+    "variant_identifier",
+    "field_identifier",
+];
+/// `serde` keys of a variant that make it not an event that both encodes and decodes.
+const SERDE_VARIANT_KEYS: &[&str] = &[
+    "skip",
+    "skip_serializing",
+    "skip_deserializing",
+    "other",
+    "untagged",
+    "with",
+    "serialize_with",
+    "deserialize_with",
+];
+
+// Each variant is stored as the equivalent struct, which needs serde's default (externally
+// tagged) representation of the enum, every variant serializable and deserializable by its
+// own fields: `#[serde(tag = "type")]`, `untagged`, `into = ..` on the enum and
+// `#[serde(skip)]`, `other`, `with = ..` on a variant are rejected. Field attributes,
+// `rename_all_fields` and variant renames are fine (the stored name is the event's).
+fn check_serde_representation(cx: &Ctxt, events: &EventEnum) {
+    reject_serde_keys(cx, &events.input.attrs, SERDE_ENUM_KEYS, |key| {
+        format!(
+            "`#[serde({key})]` changes how the enum is serialized: each variant of an event enum is stored as its own event, which needs serde's default enum representation (the stored name says which variant it is)"
+        )
+    });
+    for variant in &events.variants {
+        reject_serde_keys(cx, &variant.variant.attrs, SERDE_VARIANT_KEYS, |key| {
+            format!(
+                "`#[serde({key})]` on variant `{}`: each variant of an event enum is an event that is stored and read back by its own fields",
+                variant.ident
+            )
+        });
+    }
+}
+
+/// Reports each of the `rejected` keys written in the `serde` attributes among `attrs`.
+fn reject_serde_keys(
+    cx: &Ctxt,
+    attrs: &[syn::Attribute],
+    rejected: &[&str],
+    message: impl Fn(&str) -> String,
+) {
+    for key in attr::serde_keys(attrs) {
+        if rejected.iter().any(|k| key.is_ident(k)) {
+            cx.error_spanned_by(&key, message(&key.to_token_stream().to_string()));
+        }
+    }
+}
+
 // An event name is non-empty, starts with an ASCII letter and uses only ASCII letters, digits,
 // `_`, `.` and `-`: `name = "cart.item_added"`, not `name = ""` or `name = "item added!"`.
-fn check_event_name(cx: &Ctxt, event: &Event) {
-    let name = event.name.value();
+fn check_event_name(cx: &Ctxt, name_lit: &LitStr) {
+    let name = name_lit.value();
     if name.is_empty() {
         cx.error_spanned_by(
-            &event.name,
+            name_lit,
             "event name is empty: name the fact, e.g. `name = \"cart.item_added\"`",
         );
         return;
     }
-    let well_formed = name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !well_formed {
+    if !well_formed_name(&name) {
         cx.error_spanned_by(
-            &event.name,
+            name_lit,
             format!(
                 "malformed event name `{name}`: use ASCII letters, digits, `_`, `.` and `-`, starting with a letter, e.g. `cart.item_added`"
             ),
@@ -90,14 +263,22 @@ fn check_event_name(cx: &Ctxt, event: &Event) {
     }
 }
 
+fn well_formed_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 // Versions start at 1; version 1 has no `previous` and every later version has one:
-// `version = 1, previous = X`, `version = 2` (alone) and `version = 0` are rejected.
-fn check_version_chain(cx: &Ctxt, event: &Event) {
+// `version = 1, previous = X`, `version = 2` (alone) and `version = 0` are rejected (on a
+// struct event and on each variant of an event enum alike).
+fn check_version_chain(cx: &Ctxt, event: &Versioned, ident: &Ident) {
     let version_span = || {
         event
             .version_lit
             .as_ref()
-            .map_or_else(|| event.ident.to_token_stream(), ToTokens::to_token_stream)
+            .map_or_else(|| ident.to_token_stream(), ToTokens::to_token_stream)
     };
     match (event.version, &event.previous) {
         (0, _) => cx.error_spanned_by(
@@ -146,9 +327,10 @@ fn check_events_listed(cx: &Ctxt, aggregate: &Aggregate) {
         None if aggregate.events_written => {}
         None => cx.error_spanned_by(
             aggregate.ident,
-            "missing `events(...)` in `#[aggregate(...)]`: list the events the aggregate records, e.g. `events(CartOpened, ItemAdded)`",
+            "missing `events(...)` in `#[aggregate(...)]`: list the events the aggregate records, e.g. `events(CartOpened, ItemAdded)`, or name an enum of them, `events = CartEvent`",
         ),
-        Some(events) if events.items.is_empty() => {
+        Some(Declared::Enum(..)) => {}
+        Some(Declared::Listed(events)) if events.items.is_empty() => {
             if let Some(key) = &events.key {
                 cx.error_spanned_by(
                     key,

@@ -3,7 +3,8 @@
 use std::cell::RefCell;
 use std::fmt::Display;
 
-use quote::ToTokens;
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote};
 
 /// The error sink of one derive invocation. Checked once with [`Ctxt::check`], which hands back
 /// all the errors combined into one `syn::Error` (each keeps its own span).
@@ -33,6 +34,23 @@ impl Ctxt {
     /// Whether an error was recorded so far.
     pub(crate) fn has_errors(&self) -> bool {
         !self.errors.borrow().is_empty()
+    }
+
+    /// The derive's output: `generate()` if no error was recorded, else every error beside
+    /// `stub()`, items that keep the errors from cascading into the user's other code.
+    pub(crate) fn finish(
+        self,
+        generate: impl FnOnce() -> TokenStream,
+        stub: impl FnOnce() -> TokenStream,
+    ) -> TokenStream {
+        match self.check() {
+            Ok(()) => generate(),
+            Err(error) => {
+                let error = error.into_compile_error();
+                let stub = stub();
+                quote!(#error #stub)
+            }
+        }
     }
 
     /// All the recorded errors, combined; `Ok` if there are none.

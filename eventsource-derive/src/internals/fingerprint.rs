@@ -13,7 +13,7 @@ use std::fmt;
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::{Attribute, Data, DeriveInput, Fields};
+use syn::{Attribute, Data, DeriveInput, Fields, Variant};
 
 /// The fingerprint of `input`'s shape: 16 lowercase hex digits.
 pub(crate) fn fingerprint(input: &DeriveInput) -> String {
@@ -25,7 +25,8 @@ pub(crate) fn hash(shape: &str) -> String {
     format!("{:016x}", fnv1a64(shape.as_bytes()))
 }
 
-/// A struct's serialized shape: its `serde` attributes and its fields, as canonical text.
+/// A struct's (or an event enum variant's) serialized shape: its `serde` attributes and its
+/// fields, as canonical text.
 ///
 /// Displays as e.g. `#[serde(rename_all="camelCase")]{owner:String;#[serde(default)]limit:u64}`,
 /// `(u64;String)` for a tuple struct and `unit` for a unit struct.
@@ -60,11 +61,21 @@ impl Shape {
     /// The shape of a derive input (a non-struct has only its attributes: it is rejected before
     /// its shape matters).
     pub(crate) fn of(input: &DeriveInput) -> Shape {
-        let attrs = serde_attrs(&input.attrs);
         let fields = match &input.data {
             Data::Struct(data) => &data.fields,
             Data::Enum(_) | Data::Union(_) => &Fields::Unit,
         };
+        Shape::new(serde_attrs(&input.attrs), fields)
+    }
+
+    /// The shape of one variant of an enum of events: the same as the equivalent struct's,
+    /// with the enum's `serde` attributes and then the variant's in place of the struct's.
+    pub(crate) fn of_variant(input: &DeriveInput, variant: &Variant) -> Shape {
+        let attrs = serde_attrs(&input.attrs) + &serde_attrs(&variant.attrs);
+        Shape::new(attrs, &variant.fields)
+    }
+
+    fn new(attrs: String, fields: &Fields) -> Shape {
         let kind = match fields {
             Fields::Named(_) => Kind::Named,
             Fields::Unnamed(_) => Kind::Tuple,
@@ -254,6 +265,46 @@ mod tests {
             "#[serde(deny_unknown_fields)]{sku:String;#[serde(default)]qty:u32}"
         );
         assert_eq!(shape.kind, Kind::Named);
+    }
+
+    #[test]
+    fn a_variant_has_the_shape_of_the_equivalent_struct() {
+        let input: syn::DeriveInput = match syn::parse_str(
+            "enum E { A { #[serde(default)] sku: String, qty: u32 }, B(u8, String), C }",
+        ) {
+            Ok(input) => input,
+            Err(error) => panic!("bad test input: {error}"),
+        };
+        let syn::Data::Enum(data) = &input.data else {
+            panic!("an enum")
+        };
+        let variants: Vec<Shape> = data
+            .variants
+            .iter()
+            .map(|variant| Shape::of_variant(&input, variant))
+            .collect();
+        assert_eq!(
+            variants,
+            [
+                shape("struct A { #[serde(default)] sku: String, qty: u32 }"),
+                shape("struct B(u8, String);"),
+                shape("struct C;"),
+            ]
+        );
+        // The enum's `serde` attributes come first, then the variant's.
+        let input: syn::DeriveInput = match syn::parse_str(
+            "#[serde(deny_unknown_fields)] enum E { #[serde(rename_all = \"camelCase\")] A { a_b: u8 } }",
+        ) {
+            Ok(input) => input,
+            Err(error) => panic!("bad test input: {error}"),
+        };
+        let syn::Data::Enum(data) = &input.data else {
+            panic!("an enum")
+        };
+        assert_eq!(
+            Shape::of_variant(&input, &data.variants[0]).to_string(),
+            "#[serde(deny_unknown_fields)]#[serde(rename_all=\"camelCase\")]{a_b:u8}"
+        );
     }
 
     #[test]

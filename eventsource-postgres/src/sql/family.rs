@@ -71,6 +71,11 @@ impl ByFilter {
 /// are positive): with the two bounds apart, the index scan starts at the checkpoint and walks
 /// every row up to the horizon, which made each page cost the rest of the log (a quadratic
 /// catch-up; see BENCHMARKS.md).
+///
+/// No ORDER BY outside the lateral page: it made the server sort every page again (0.3 ms of
+/// 0.7 ms per page of 500 in `EXPLAIN ANALYZE`), although the page comes out of its index scan
+/// in order; `PostgresStore::read_all` puts the rows in checkpoint order itself (a pass over
+/// rows already in order).
 pub(super) fn read_all(schema: &str, filter: &str, limit: usize) -> String {
     let held_back_filter = filter.replace("{t}", "l");
     let filter = filter.replace("{t}", "e");
@@ -95,8 +100,7 @@ pub(super) fn read_all(schema: &str, filter: &str, limit: usize) -> String {
                    AND e.transaction_id < h.xmin{filter} \
                  ORDER BY e.transaction_id, e.position \
                  LIMIT ${limit} \
-           ) p ON true \
-          ORDER BY p.xid, p.position"
+           ) p ON true"
     )
 }
 

@@ -4,9 +4,7 @@ use eventsource::prelude::*;
 #[event(name = "cart.opened")]
 struct Opened {}
 
-#[derive(Clone, Debug)]
-struct Open {}
-
+// `events = T` names an enum deriving `EventEnum`; a struct event is listed: `events(Opened)`.
 #[derive(Aggregate, Default, Serialize, Deserialize)]
 #[aggregate(name = "cart", events = Opened)]
 struct Cart {}

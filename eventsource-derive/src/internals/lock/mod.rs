@@ -11,6 +11,7 @@
 //! `[*]` holds entries for every crate. Each line is `<name> v<version> <fingerprint> <shape>`.
 //! The derive checks its (name, version) against the entry, and in `EVENTSOURCE_LOCK=update`
 //! mode writes the entries that are missing. The file is rewritten sorted, so diffs are stable.
+//! A mismatch is explained change by change (`explain`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,12 +20,14 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use proc_macro2::TokenStream;
-use quote::{ToTokens, quote};
-use syn::{Fields, LitStr};
+use quote::quote;
+use syn::{Attribute, Fields, Ident, LitStr};
 
-use crate::internals::ast::Event;
 use crate::internals::ctxt::Ctxt;
-use crate::internals::fingerprint::{Kind, Shape, hash};
+
+mod explain;
+use crate::internals::fingerprint::{Shape, hash};
+use explain::explain;
 
 /// The environment variable that selects the [`Mode`].
 pub(crate) const MODE_VARIABLE: &str = "EVENTSOURCE_LOCK";
@@ -181,10 +184,42 @@ struct Location {
     explicit: bool,
 }
 
-/// Checks `event` against its lock (and in update mode, records it). Returns the tokens that
-/// make cargo rebuild when the lock or the mode changes.
-pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> TokenStream {
-    let ident = event.ident;
+/// One event version to check against the lock: a struct deriving `Event`, or one variant of
+/// an enum deriving `EventEnum`.
+pub(crate) struct Subject<'a> {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    /// What errors about it point at when no narrower token applies: the struct's or the
+    /// variant's name.
+    pub(crate) ident: &'a Ident,
+    /// The `serde` attributes its shape includes (the struct's; the enum's, then the variant's).
+    pub(crate) attrs: Vec<&'a Attribute>,
+    pub(crate) fields: &'a Fields,
+    pub(crate) shape: Shape,
+    /// Whether it is a variant (messages then say "a tuple variant", not "a tuple struct").
+    pub(crate) is_variant: bool,
+}
+
+/// The lock one derive checks against.
+pub(crate) struct LockAttr<'a> {
+    /// `lock = "..."`, if written.
+    pub(crate) path: Option<&'a LitStr>,
+    /// The deriving type, which errors about the file as a whole point at.
+    pub(crate) ident: &'a Ident,
+    /// The file the type is defined in, which `lock = "..."` is relative to.
+    pub(crate) source_file: Option<&'a Path>,
+}
+
+/// Checks each subject against the lock (and in update mode, records the new and, in
+/// overwrite mode, the changed ones), unless an error was recorded already. Returns the tokens
+/// that make cargo rebuild when the lock or the mode changes.
+pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> TokenStream {
+    // The lock is consulted only for well-formed events: a name or version with a mistake
+    // would be checked (or recorded) under the wrong key.
+    if cx.has_errors() {
+        return TokenStream::new();
+    }
+    let ident = lock_attr.ident;
     let track_mode = quote! {
         const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
     };
@@ -195,16 +230,10 @@ pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Tok
             return track_mode;
         }
     };
-    let Some(location) = locate(cx, event, source_file) else {
+    let Some(location) = locate(cx, lock_attr) else {
         return track_mode;
     };
     let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
-    let shape = Shape::of(event.input);
-    let current = Entry {
-        fingerprint: hash(&shape.to_string()),
-        shape: shape.to_string(),
-    };
-    let name = event.name.value();
 
     let lock = match read(&location.path) {
         Ok(Some(text)) => match Lock::parse(&text) {
@@ -230,44 +259,59 @@ pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Tok
         }
     };
 
-    let locked = lock
-        .as_ref()
-        .and_then(|lock| lock.get(&krate, &name, event.version));
-    match locked {
-        Some(locked) if locked.fingerprint == current.fingerprint => {}
-        Some(_) if mode == Mode::Overwrite => {}
-        Some(locked) => explain(cx, event, &location.display, &locked.shape, &shape),
-        None if mode == Mode::Strict => cx.error_spanned_by(
-            ident,
-            format!(
-                "`{name}` v{} is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
-                event.version, location.display
+    let mut to_record = Vec::new();
+    let mut missing_file_reported = false;
+    for subject in subjects {
+        let current = Entry {
+            fingerprint: hash(&subject.shape.to_string()),
+            shape: subject.shape.to_string(),
+        };
+        let locked = lock
+            .as_ref()
+            .and_then(|lock| lock.get(&krate, &subject.name, subject.version));
+        match locked {
+            Some(locked) if locked.fingerprint == current.fingerprint => continue,
+            Some(_) if mode == Mode::Overwrite => {}
+            Some(locked) => explain(cx, subject, &location.display, &locked.shape),
+            None if mode == Mode::Strict => cx.error_spanned_by(
+                subject.ident,
+                format!(
+                    "`{}` v{} is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
+                    subject.name, subject.version, location.display
+                ),
             ),
-        ),
-        None if lock.is_none() && location.explicit && !mode.writes() => cx.error_spanned_by(
-            ident,
-            format!(
-                "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
-                location.display
-            ),
-        ),
-        None => {}
+            // Once per derive, not once per variant of an enum.
+            None if lock.is_none()
+                && location.explicit
+                && !mode.writes()
+                && !missing_file_reported =>
+            {
+                missing_file_reported = true;
+                cx.error_spanned_by(
+                    ident,
+                    format!(
+                        "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
+                        location.display
+                    ),
+                );
+            }
+            None => {}
+        }
+        to_record.push(((subject.name.clone(), subject.version), current));
     }
 
-    let needs_write = mode.writes()
+    if mode.writes()
         && !cx.has_errors()
-        && locked.is_none_or(|locked| locked.fingerprint != current.fingerprint);
-    if needs_write {
-        let key = (name, event.version);
-        if let Err(error) = record(&location.path, &krate, key, current) {
-            cx.error_spanned_by(
-                ident,
-                format!(
-                    "cannot write the schema lock `{}`: {error}",
-                    location.display
-                ),
-            );
-        }
+        && !to_record.is_empty()
+        && let Err(error) = record(&location.path, &krate, to_record)
+    {
+        cx.error_spanned_by(
+            ident,
+            format!(
+                "cannot write the schema lock `{}`: {error}",
+                location.display
+            ),
+        );
     }
     if !location.path.is_file() {
         return track_mode;
@@ -283,8 +327,8 @@ pub(crate) fn check(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Tok
 
 /// The lock file: `lock = "..."` relative to the source file, or `events.lock` in the crate root
 /// (none outside cargo).
-fn locate(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Option<Location> {
-    let Some(lit) = &event.lock else {
+fn locate(cx: &Ctxt, lock_attr: &LockAttr) -> Option<Location> {
+    let Some(lit) = lock_attr.path else {
         let root = std::env::var_os("CARGO_MANIFEST_DIR")?;
         return Some(Location {
             path: Path::new(&root).join(DEFAULT_FILE),
@@ -292,7 +336,7 @@ fn locate(cx: &Ctxt, event: &Event, source_file: Option<&Path>) -> Option<Locati
             explicit: false,
         });
     };
-    let Some(dir) = source_file.and_then(Path::parent) else {
+    let Some(dir) = lock_attr.source_file.and_then(Path::parent) else {
         cx.error_spanned_by(
             lit,
             "cannot resolve `lock = \"...\"`: the path is relative to the source file, which the compiler does not name here",
@@ -322,10 +366,14 @@ fn read(path: &Path) -> std::io::Result<Option<String>> {
     Ok(Some(text))
 }
 
-/// Adds (or replaces) one entry: read, merge and write back under an exclusive file lock, so
+/// Adds (or replaces) entries: read, merge and write back under an exclusive file lock, so
 /// that derives compiling in parallel (several crates of a package) do not lose each other's
-/// entries. The file is not touched if the entry is already there.
-fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io::Result<()> {
+/// entries. The file is not touched if the entries are already there.
+fn record(
+    path: &Path,
+    krate: &str,
+    new_entries: Vec<((String, u32), Entry)>,
+) -> std::io::Result<()> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -338,10 +386,16 @@ fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io
         file.read_to_string(&mut text)?;
         let mut lock = Lock::parse(&text).map_err(std::io::Error::other)?;
         let entries = lock.sections.entry(krate.to_owned()).or_default();
-        if entries.get(&key) == Some(&entry) {
+        let mut changed = false;
+        for (key, entry) in new_entries {
+            if entries.get(&key) != Some(&entry) {
+                entries.insert(key, entry);
+                changed = true;
+            }
+        }
+        if !changed {
             return Ok(());
         }
-        entries.insert(key, entry);
         let rendered = lock.render();
         file.set_len(0)?;
         file.rewind()?;
@@ -350,178 +404,6 @@ fn record(path: &Path, krate: &str, key: (String, u32), entry: Entry) -> std::io
     })();
     file.unlock()?;
     result
-}
-
-/// Reports how `current` differs from the `locked` shape, one error per change at the token
-/// that changed; the first also shows both shapes and what to do.
-fn explain(cx: &Ctxt, event: &Event, file: &str, locked: &str, current: &Shape) {
-    let name = event.name.value();
-    let version = event.version;
-    let ident = event.ident;
-    let changes = match Shape::parse(locked) {
-        Some(locked_shape) => changes(event, &locked_shape, current),
-        None => Vec::new(),
-    };
-    let changes = if changes.is_empty() {
-        vec![(ident.to_token_stream(), "its shape changed".to_owned())]
-    } else {
-        changes
-    };
-    for (index, (tokens, change)) in changes.into_iter().enumerate() {
-        let mut message = format!("`{name}` v{version} differs from its locked shape: {change}");
-        if index == 0 {
-            let _ = write!(
-                message,
-                "\n  locked in `{file}`: {locked}\n  now: {current}\n  a stored event keeps its shape forever: restore the locked shape, and make the new one version {} with `previous = <the version {version} type>`",
-                version + 1
-            );
-        }
-        cx.error_spanned_by(tokens, message);
-    }
-}
-
-/// Each difference, with the tokens to point at.
-fn changes(event: &Event, locked: &Shape, current: &Shape) -> Vec<(TokenStream, String)> {
-    let input = event.input;
-    let ident = input.ident.to_token_stream();
-    let mut out = Vec::new();
-    if locked.attrs != current.attrs {
-        let at = input
-            .attrs
-            .iter()
-            .find(|attr| attr.path().is_ident("serde"))
-            .map_or_else(|| ident.clone(), ToTokens::to_token_stream);
-        out.push((
-            at,
-            format!(
-                "the `serde` attributes of `{}` changed from {} to {}",
-                input.ident,
-                attrs_text(&locked.attrs),
-                attrs_text(&current.attrs)
-            ),
-        ));
-    }
-    if locked.kind != current.kind {
-        out.push((
-            ident,
-            format!(
-                "it changed from {} to {}",
-                kind_text(locked.kind),
-                kind_text(current.kind)
-            ),
-        ));
-        return out;
-    }
-    let syn::Data::Struct(data) = &input.data else {
-        return out;
-    };
-    let fields: Vec<&syn::Field> = match &data.fields {
-        Fields::Named(named) => named.named.iter().collect(),
-        Fields::Unnamed(unnamed) => unnamed.unnamed.iter().collect(),
-        Fields::Unit => Vec::new(),
-    };
-    // Fields are matched by name (by position in a tuple struct).
-    let label = |index: usize, field: &crate::internals::fingerprint::FieldShape| {
-        field.name.clone().unwrap_or_else(|| index.to_string())
-    };
-    let locked_fields: Vec<(String, _)> = locked
-        .fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (label(i, f), f))
-        .collect();
-    let current_fields: Vec<(String, _, _)> = current
-        .fields
-        .iter()
-        .zip(&fields)
-        .enumerate()
-        .map(|(i, (f, syn_field))| (label(i, f), f, *syn_field))
-        .collect();
-    let removed: Vec<_> = locked_fields
-        .iter()
-        .filter(|(name, _)| current_fields.iter().all(|(n, ..)| n != name))
-        .collect();
-    let added: Vec<_> = current_fields
-        .iter()
-        .filter(|(name, ..)| locked_fields.iter().all(|(n, _)| n != name))
-        .collect();
-    let field_at = |field: &syn::Field| {
-        field
-            .ident
-            .as_ref()
-            .map_or_else(|| field.ty.to_token_stream(), ToTokens::to_token_stream)
-    };
-    if let ([(old, old_field)], [(new, new_field, syn_field)]) = (&removed[..], &added[..])
-        && old_field.ty == new_field.ty
-        && old_field.attrs == new_field.attrs
-    {
-        out.push((
-            field_at(syn_field),
-            format!("field `{old}` was renamed to `{new}`"),
-        ));
-    } else {
-        for (old, old_field) in &removed {
-            out.push((
-                ident.clone(),
-                format!("field `{old}: {}` was removed", old_field.ty),
-            ));
-        }
-        for (new, new_field, syn_field) in &added {
-            out.push((
-                field_at(syn_field),
-                format!("field `{new}: {}` was added", new_field.ty),
-            ));
-        }
-    }
-    for (name, field, syn_field) in &current_fields {
-        let Some((_, old)) = locked_fields.iter().find(|(n, _)| n == name) else {
-            continue;
-        };
-        if old.ty != field.ty {
-            out.push((
-                syn_field.ty.to_token_stream(),
-                format!(
-                    "field `{name}` changed type from `{}` to `{}`",
-                    old.ty, field.ty
-                ),
-            ));
-        }
-        if old.attrs != field.attrs {
-            let at = syn_field
-                .attrs
-                .iter()
-                .find(|attr| attr.path().is_ident("serde"))
-                .map_or_else(|| field_at(syn_field), ToTokens::to_token_stream);
-            out.push((
-                at,
-                format!(
-                    "the `serde` attributes of field `{name}` changed from {} to {}",
-                    attrs_text(&old.attrs),
-                    attrs_text(&field.attrs)
-                ),
-            ));
-        }
-    }
-    if out.is_empty() && locked != current {
-        out.push((ident, "its fields were reordered".to_owned()));
-    }
-    out
-}
-
-fn attrs_text(attrs: &str) -> String {
-    if attrs.is_empty() {
-        "none".to_owned()
-    } else {
-        format!("`{attrs}`")
-    }
-}
-
-fn kind_text(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Named => "a struct with named fields",
-        Kind::Tuple => "a tuple struct",
-        Kind::Unit => "a unit struct",
-    }
 }
 
 #[cfg(test)]
@@ -535,9 +417,9 @@ mod tests {
             std::env::temp_dir().join(format!("eventsource-lock-{}.lock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let key = |name: &str, version| (name.to_owned(), version);
-        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
-        record(&path, "a", key("x.one", 1), entry("unit")).unwrap();
-        record(&path, "b", key("x.one", 1), entry("(u8)")).unwrap();
+        record(&path, "b", vec![(key("x.one", 2), entry("{a:u8}"))]).unwrap();
+        record(&path, "a", vec![(key("x.one", 1), entry("unit"))]).unwrap();
+        record(&path, "b", vec![(key("x.one", 1), entry("(u8)"))]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let body: Vec<&str> = text
             .lines()
@@ -553,9 +435,20 @@ mod tests {
                 format!("x.one v2 {} {{a:u8}}", hash("{a:u8}")),
             ]
         );
+        // Several entries (the variants of an enum) in one write.
+        let both = vec![
+            (key("y.two", 1), entry("unit")),
+            (key("y.one", 1), entry("unit")),
+        ];
+        record(&path, "a", both).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("y.one v1") && text.contains("y.two v1"),
+            "{text}"
+        );
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        record(&path, "b", key("x.one", 2), entry("{a:u8}")).unwrap();
+        record(&path, "b", vec![(key("x.one", 2), entry("{a:u8}"))]).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
             modified

@@ -1,0 +1,7 @@
+use eventsource::prelude::*;
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "cart", events = "CartEvent")]
+struct Cart {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use eventsource::prelude::*;
+
+#[derive(EventEnum, Serialize, Deserialize, Clone)]
+enum CartEvent {}
+
+fn main() {}
