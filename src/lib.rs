@@ -28,7 +28,7 @@ pub use eventsource_core::{
 
 // The repository: loading aggregates and executing commands.
 pub use eventsource_core::{
-    CommandMetadata, DecodedEvent, Executed, Loaded, Repository, decode_event,
+    CommandFingerprint, CommandMetadata, DecodedEvent, Executed, Loaded, Repository, decode_event,
 };
 
 // The store contract and the in-memory store.

@@ -497,6 +497,12 @@ async fn an_aggregate_can_name_its_own_command_enum() {
     assert_eq!(counters.load(1).await.unwrap().state.value, 2);
     counters.execute(1, CounterCommand::Reset).await.unwrap();
     assert_eq!(counters.load(1).await.unwrap().state.value, 0);
+    // Its idempotency fingerprint is the enum's name; without `Serialize` its variants are
+    // not told apart (tests/idempotency.rs has one that is serializable).
+    assert_eq!(
+        <Counter as eventsource::Aggregate>::command_fingerprint(&CounterCommand::Bump),
+        Some(eventsource::CommandFingerprint::named("CounterCommand"))
+    );
 }
 
 // serde attributes the equivalent struct would honour are honoured by the variant too.

@@ -121,6 +121,15 @@ pub(crate) fn metadata(event: &RecordedEvent) -> Value {
     serde_json::to_value(&event.metadata).unwrap_or(Value::Null)
 }
 
+/// The idempotency key of the command that wrote `event`, for text output: `  key <key>`
+/// (an excerpt, control characters escaped), or nothing.
+pub(crate) fn idempotency_key(event: &RecordedEvent) -> String {
+    match &event.metadata.idempotency_key {
+        Some(key) => format!("  key {}", eventsource_core::limits::excerpt(key)),
+        None => String::new(),
+    }
+}
+
 /// `value` on one line.
 pub(crate) fn compact(value: &Value) -> String {
     value.to_string()

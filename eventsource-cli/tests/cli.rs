@@ -82,7 +82,10 @@ async fn seed(store: &PostgresStore) {
                 2,
                 json!({ "owner": "Ada", "overdraft_limit": 0 }),
             )
-            .with_metadata(metadata("open")),
+            .with_metadata(Metadata {
+                idempotency_key: Some("open-ada".to_owned()),
+                ..metadata("open")
+            }),
         ],
     )
     .await;
@@ -320,6 +323,8 @@ async fn stream_prints_the_audit_trail() {
         json!({ "request": "open" })
     );
     assert!(events[0]["metadata"]["correlation_id"].is_string());
+    assert_eq!(events[0]["metadata"]["idempotency_key"], json!("open-ada"));
+    assert_eq!(events[1]["metadata"].get("idempotency_key"), None);
     assert_eq!(events[2]["version"], json!(3));
 
     let text = success(run(&mut cli(&store), &["stream", "account-ada"]));
@@ -330,6 +335,8 @@ async fn stream_prints_the_audit_trail() {
     assert!(text.contains("v1  position 1  "), "{text}");
     assert!(text.contains("account.opened  (schema v2)"), "{text}");
     assert!(text.contains("v3  position 6  "), "{text}");
+    assert!(text.contains("  key open-ada\n"), "{text}");
+    assert_eq!(text.matches("  key ").count(), 1, "{text}");
     assert!(
         text.contains("    metadata  {\"correlation_id\":"),
         "{text}"
@@ -436,6 +443,13 @@ async fn log_lists_the_global_log_with_filters() {
 
     let all = log_json(&store, &[], 6);
     assert_eq!(positions(&all), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(all[0]["metadata"]["idempotency_key"], json!("open-ada"));
+    let text = success(run(&mut cli(&store), &["log", "--limit", "2"]));
+    assert!(
+        text.lines().next().unwrap().ends_with(" key open-ada"),
+        "{text}"
+    );
+    assert!(!text.lines().nth(1).unwrap().contains(" key "), "{text}");
     assert_eq!(all[2]["stream"], json!("account-bob"));
     assert!(all[0]["checkpoint"].as_str().unwrap().ends_with(":1"));
 

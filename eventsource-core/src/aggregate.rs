@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::event::EventEnum;
+use crate::fingerprint::CommandFingerprint;
 
 /// An event-sourced aggregate: state that is the fold of its events, and that decides
 /// which events a command produces.
@@ -42,6 +43,19 @@ pub trait Aggregate:
         command: Self::Command,
         services: &Self::Services,
     ) -> Result<Events<Self>, Self::Error>;
+
+    /// What identifies `command` when it carries an idempotency key: a repeat of the key on
+    /// the same stream must match the fingerprint stored with the first execution, or it is
+    /// [`ExecuteError::IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused).
+    ///
+    /// `#[derive(Aggregate)]` returns the command's name (its variant) with a digest of its
+    /// content when the command implements `Serialize`; see
+    /// [`CommandFingerprint`] for the rule. The default, for hand-written aggregates, is
+    /// `None`: a repeated key is then not compared, only replayed.
+    fn command_fingerprint(command: &Self::Command) -> Option<CommandFingerprint> {
+        let _ = command;
+        None
+    }
 }
 
 /// Folds one event type into an aggregate's state.

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::envelope::{Metadata, StreamId};
+use crate::fingerprint::CommandFingerprint;
 
 /// Metadata of one command execution.
 ///
@@ -20,8 +21,12 @@ pub struct CommandMetadata {
     /// The id of the message that caused the command.
     pub causation_id: Option<Uuid>,
     /// A key that makes execution idempotent: a second execution with the same key on the same
-    /// stream writes nothing and reports the first one.
+    /// stream writes nothing and reports the first one (see
+    /// [`Repository::execute_with`](crate::Repository::execute_with)).
     pub idempotency_key: Option<String>,
+    /// Replaces the aggregate's [`command_fingerprint`](crate::Aggregate::command_fingerprint)
+    /// for this execution (only used with an idempotency key).
+    pub command_fingerprint: Option<CommandFingerprint>,
     /// Application-defined fields copied onto every event.
     pub custom: Map<String, Value>,
 }
@@ -33,6 +38,7 @@ impl Default for CommandMetadata {
             correlation_id: None,
             causation_id: None,
             idempotency_key: None,
+            command_fingerprint: None,
             custom: Map::new(),
         }
     }
@@ -58,10 +64,23 @@ impl CommandMetadata {
         self
     }
 
-    /// Sets the idempotency key.
+    /// Sets the idempotency key: the command is decided and written once per stream, and
+    /// every repeat gets that execution's outcome; the same key with a different command is
+    /// [`ExecuteError::IdempotencyKeyReused`](crate::ExecuteError::IdempotencyKeyReused). The
+    /// key is stored in the events' metadata (keep personal data out of it). See
+    /// [`Repository::execute_with`](crate::Repository::execute_with) for the rules.
     #[must_use]
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the fingerprint a repeat of the idempotency key is compared with, instead of the
+    /// aggregate's own (for a hand-written aggregate, or a command whose content the derive
+    /// cannot read).
+    #[must_use]
+    pub fn command_fingerprint(mut self, fingerprint: CommandFingerprint) -> Self {
+        self.command_fingerprint = Some(fingerprint);
         self
     }
 
@@ -72,11 +91,15 @@ impl CommandMetadata {
         self
     }
 
-    /// The metadata the command's events carry.
-    pub(crate) fn event_metadata(&self) -> Metadata {
+    /// The metadata the command's events carry: with an idempotency key, the key and the
+    /// command's fingerprint too.
+    pub(crate) fn event_metadata(&self, fingerprint: Option<&CommandFingerprint>) -> Metadata {
+        let keyed = self.idempotency_key.is_some();
         Metadata {
             correlation_id: Some(self.correlation_id.unwrap_or(self.command_id)),
             causation_id: Some(self.causation_id.unwrap_or(self.command_id)),
+            idempotency_key: self.idempotency_key.clone(),
+            command: fingerprint.filter(|_| keyed).cloned(),
             custom: self.custom.clone(),
         }
     }
@@ -85,13 +108,19 @@ impl CommandMetadata {
     /// stream always yields the same ids, so the store recognises a repeat.
     pub(crate) fn event_id(&self, stream: &StreamId, index: usize) -> Uuid {
         match &self.idempotency_key {
-            Some(key) => Uuid::new_v5(
-                &IDEMPOTENCY_NAMESPACE,
-                format!("{stream}\u{0}{key}\u{0}{index}").as_bytes(),
-            ),
+            Some(key) => derived_event_id(stream, key, index),
             None => Uuid::now_v7(),
         }
     }
+}
+
+/// The id of the `index`-th event written by the command with idempotency `key` on `stream`
+/// (UUID v5 of the three): the key's scope is the stream.
+pub(crate) fn derived_event_id(stream: &StreamId, key: &str, index: usize) -> Uuid {
+    Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        format!("{stream}\u{0}{key}\u{0}{index}").as_bytes(),
+    )
 }
 
 /// Namespace of the UUID v5 event ids derived from idempotency keys.

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::event::EventEnum;
+use crate::fingerprint::CommandFingerprint;
 
 /// The name of a stream: `<category>-<id>`, e.g. `account-42`.
 ///
@@ -187,6 +188,16 @@ pub struct Metadata {
     /// The id of the message (command or event) that directly caused this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The idempotency key of the command that wrote this event, if it had one
+    /// ([`CommandMetadata::idempotency_key`](crate::CommandMetadata::idempotency_key)). Kept
+    /// forever, with the event: a repeat of the key on the same stream, however late, replays
+    /// the stored outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The fingerprint of the keyed command that wrote this event (its name and, where it
+    /// could be read, a digest of its content): what a repeat of the key is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandFingerprint>,
     /// Application-defined fields (user id, tenant, client ip...).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub custom: Map<String, Value>,

@@ -12,6 +12,7 @@
 
 use crate::envelope::{ExpectedVersion, Position, StreamId, Version};
 use crate::event::DecodeFailure;
+use crate::fingerprint::CommandFingerprint;
 
 /// A boxed error from a store's backend (a database driver, the network).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -231,6 +232,25 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
         expected: Version,
         /// The version the stream was at instead.
         actual: Version,
+    },
+    /// The idempotency key was already used on this stream by a different command (another
+    /// name, or the same name with other content): the command was not executed, and the
+    /// earlier execution's events are unchanged. Use a new key for a new command.
+    #[error(
+        "idempotency key `{}` was already used on stream `{stream}` (first written at version {version}) by the command {stored}, not by {given}: use a new key for a different command",
+        crate::limits::excerpt(key)
+    )]
+    IdempotencyKeyReused {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The key.
+        key: String,
+        /// The stream version of the earlier execution's first event.
+        version: Version,
+        /// The fingerprint stored with the earlier execution.
+        stored: CommandFingerprint,
+        /// The fingerprint of the command given now.
+        given: CommandFingerprint,
     },
     /// An event could not be encoded.
     #[error(transparent)]

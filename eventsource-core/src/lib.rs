@@ -11,6 +11,7 @@ mod command;
 mod envelope;
 mod error;
 mod event;
+mod fingerprint;
 pub mod harness;
 pub mod limits;
 pub mod observe;
@@ -32,6 +33,7 @@ pub use error::{
     StoreError,
 };
 pub use event::{DecodeFailure, Event, EventEnum};
+pub use fingerprint::CommandFingerprint;
 pub use harness::GivenWhenThen;
 pub use limits::{InvalidAppend, Limits};
 pub use projection::{
@@ -51,6 +53,9 @@ pub mod __private {
 
     pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
     pub use crate::event::{DecodeFailure, Event, EventEnum};
+    pub use crate::fingerprint::{
+        CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
+    };
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

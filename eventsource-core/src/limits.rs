@@ -203,6 +203,15 @@ impl Limits {
     }
 
     fn check_metadata(&self, metadata: &Metadata) -> Result<(), JsonProblem> {
+        if let Some(key) = &metadata.idempotency_key {
+            check_string(key, "/idempotency_key")?;
+        }
+        if let Some(command) = &metadata.command {
+            check_string(&command.name, "/command/name")?;
+            if let Some(digest) = &command.digest {
+                check_string(digest, "/command/digest")?;
+            }
+        }
         // The custom fields sit one level below the metadata object.
         for (key, value) in &metadata.custom {
             check_string(key, &format!("/{}", pointer_escape(key)))?;
@@ -551,6 +560,22 @@ mod tests {
                 ..
             }
         ));
+        let keyed = Metadata {
+            idempotency_key: Some("req\0-1".to_owned()),
+            ..Metadata::default()
+        };
+        let err = limits
+            .check_append(&stream, &[event(json!({})).with_metadata(keyed)])
+            .unwrap_err();
+        assert!(err.to_string().contains("`/idempotency_key`"), "{err}");
+        let fingerprinted = Metadata {
+            command: Some(crate::CommandFingerprint::named("Dep\0osit")),
+            ..Metadata::default()
+        };
+        let err = limits
+            .check_append(&stream, &[event(json!({})).with_metadata(fingerprinted)])
+            .unwrap_err();
+        assert!(err.to_string().contains("`/command/name`"), "{err}");
     }
 
     #[test]

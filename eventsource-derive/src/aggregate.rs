@@ -45,6 +45,7 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     };
     let dispatch = dispatch(aggregate);
     let distinct_names = distinct_names(aggregate);
+    let command_fingerprint = command_fingerprint(aggregate);
 
     quote! {
         #enums
@@ -73,6 +74,8 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
                 ) -> ::core::result::Result<#private::Events<Self>, #error> {
                     #dispatch
                 }
+
+                #command_fingerprint
             }
 
             #distinct_names
@@ -96,6 +99,44 @@ fn fold(aggregate: &ast::Aggregate) -> TokenStream {
                 }
             });
             quote!(match *event { #(#arms)* })
+        }
+    }
+}
+
+/// `Aggregate::command_fingerprint`: the command's name, with a digest of its content where
+/// the command implements `Serialize` (chosen by method resolution on a probe, which skips the
+/// digest impl when the bound does not hold). For listed commands the name is the variant's;
+/// for the user's own command enum it is the enum's (its variants are then told apart by the
+/// digest, whose JSON names the variant, so only when the enum implements `Serialize`).
+fn command_fingerprint(aggregate: &ast::Aggregate) -> TokenStream {
+    let private = private(aggregate);
+    let command_type = aggregate.command_type();
+    let probe =
+        |name: &str| quote!((&&#private::FingerprintProbe(command)).command_fingerprint(#name));
+    let body = match &aggregate.commands {
+        Declared::Enum(ty) => {
+            let name = text(ty);
+            let name = name.rsplit("::").next().unwrap_or(&name).to_owned();
+            probe(&name)
+        }
+        Declared::Listed(members) => {
+            let command_enum = &aggregate.command_enum;
+            let arms = members.items.iter().map(|Member { variant, .. }| {
+                let call = probe(&variant.to_string());
+                quote!(#command_enum::#variant(ref command) => #call,)
+            });
+            quote!(match *command { #(#arms)* })
+        }
+    };
+    quote! {
+        // An aggregate without commands has an empty enum: the `match` never returns.
+        #[allow(unreachable_code)]
+        fn command_fingerprint(
+            command: &#command_type,
+        ) -> ::core::option::Option<#private::CommandFingerprint> {
+            #[allow(unused_imports)]
+            use #private::{FingerprintByName as _, FingerprintBySerialize as _};
+            ::core::option::Option::Some(#body)
         }
     }
 }

@@ -22,6 +22,7 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
+mod idempotency;
 mod projection;
 use uuid::Uuid;
 
@@ -161,6 +162,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("projection") {
         projection::catch_up(&url, &mut table, rounds).await?;
+    }
+    if wanted("idempotency") {
+        idempotency::lookup(&url, &mut table, rounds).await?;
     }
     println!(
         "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"

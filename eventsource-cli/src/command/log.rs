@@ -188,14 +188,15 @@ impl<'o> Printer<'o> {
         } else {
             writeln!(
                 self.out,
-                "{:>6}  {}  {}  v{}  {} (schema v{})  {}",
+                "{:>6}  {}  {}  v{}  {} (schema v{})  {}{}",
                 event.position.0,
                 output::time(event.recorded_at),
                 event.stream_id,
                 event.version,
                 event.name,
                 event.schema_version,
-                output::compact(&event.payload)
+                output::compact(&event.payload),
+                output::idempotency_key(event)
             )?;
         }
         self.printed += 1;

@@ -108,7 +108,12 @@ pub(crate) async fn run(
             event.name,
             event.schema_version
         )?;
-        writeln!(out, "    event id  {}", event.event_id)?;
+        writeln!(
+            out,
+            "    event id  {}{}",
+            event.event_id,
+            output::idempotency_key(event)
+        )?;
         writeln!(
             out,
             "    metadata  {}",

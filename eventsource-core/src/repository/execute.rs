@@ -8,12 +8,13 @@ use tracing::field::Empty;
 use crate::aggregate::Aggregate;
 use crate::command::CommandMetadata;
 use crate::envelope::{ExpectedVersion, StreamId, Version};
-use crate::error::{ExecuteError, LoadError, StoreError};
+use crate::error::{ExecuteError, StoreError};
 use crate::observe::names;
 use crate::store::{EventStore, SnapshotStore};
 
+use super::idempotency::Keyed;
 use super::write::encode_batch;
-use super::{Executed, Repository, decode_event};
+use super::{Executed, Repository};
 
 impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// Executes `command` on the aggregate `id`: load, decide, append at the loaded version.
@@ -30,6 +31,31 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 
     /// Executes `command` with metadata: its correlation and causation ids go onto the events,
     /// and an idempotency key makes a repeat a no-op that reports the first execution.
+    ///
+    /// # Idempotency keys
+    ///
+    /// A command sent with [`CommandMetadata::idempotency_key`] any number of times —
+    /// concurrently, after a timeout or a transient store error, after a conflict — is decided
+    /// and written once. Every caller gets the outcome of that one execution: its events (read
+    /// back from the stored rows), the version of its last event and the state as of that
+    /// version (not the stream's head); `replayed` is `false` only for the caller that wrote.
+    ///
+    /// - **Scope**: the stream. The key and the stream give the events' ids (UUID v5), so the
+    ///   same key on another aggregate is another command.
+    /// - **Lifetime**: as long as the events: the key and the command's fingerprint are stored
+    ///   in their metadata ([`Metadata::idempotency_key`](crate::Metadata::idempotency_key),
+    ///   [`Metadata::command`](crate::Metadata::command)), visible in `history`, the global
+    ///   log and to projections. A repeat years later still replays.
+    /// - **Lookup**: one query by the first event's derived id, on the store's unique event-id
+    ///   index, before deciding; again whenever the stream moved under an attempt (a conflict),
+    ///   the store recognised the ids, or the decision was a rejection or changed nothing
+    ///   (it may have been taken on a state that already held the first execution).
+    /// - **A different command under a used key** (another name, or other content where the
+    ///   content can be digested; see [`CommandFingerprint`](crate::CommandFingerprint)) is
+    ///   [`ExecuteError::IdempotencyKeyReused`]; nothing is written.
+    /// - **Not remembered**: a rejection, and a command that produced no events, store nothing.
+    ///   A repeat decides again on the state it finds then (and may succeed), unless an
+    ///   execution of the key was stored meanwhile, which it then reports.
     pub async fn execute_with<C: Into<A::Command>>(
         &self,
         id: impl fmt::Display,
@@ -62,6 +88,9 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             Err(ExecuteError::Rejected { .. }) => {
                 span.record("outcome", "rejected");
             }
+            Err(ExecuteError::IdempotencyKeyReused { .. }) => {
+                span.record("outcome", "key_reused");
+            }
             Err(ExecuteError::Conflict { attempts, .. }) => {
                 span.record("retries", attempts.saturating_sub(1));
                 span.record("outcome", "conflict");
@@ -82,13 +111,17 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     where
         A::Command: Clone,
     {
-        if let Some(done) = self.already_executed(&stream_id, &metadata).await? {
+        let key = Keyed::new::<A>(&metadata, &command);
+        // A repeat that arrives after the first execution is stored: one indexed lookup.
+        if let Some(done) = self.earlier_execution(&stream_id, key.as_ref(), 0).await? {
             return Ok(done);
         }
+        let fingerprint = key.as_ref().and_then(|key| key.fingerprint.as_ref());
         let mut attempts = 0;
         let mut stale_cache_hits = 0;
         loop {
             attempts += 1;
+            let decisions = attempts - stale_cache_hits;
             // A warm aggregate skips the load; a stale one fails the append below and is
             // reloaded, which does not count against the conflict retries.
             let cached = self.cache.as_ref().and_then(|cache| cache.take(&stream_id));
@@ -105,6 +138,15 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                 Ok(events) => events.into_vec(),
                 Err(source) => {
                     self.cache_put(&stream_id, &state, version);
+                    // A concurrent caller with the same key may have stored the first
+                    // execution after the lookup above, and this decision seen it: report that
+                    // execution rather than a rejection it caused.
+                    if let Some(done) = self
+                        .earlier_execution(&stream_id, key.as_ref(), decisions)
+                        .await?
+                    {
+                        return Ok(done);
+                    }
                     return Err(ExecuteError::Rejected {
                         stream: stream_id.clone(),
                         version,
@@ -114,26 +156,32 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             };
             if events.is_empty() {
                 self.cache_put(&stream_id, &state, version);
+                // Nothing is stored for a command without events, so a repeat decides again;
+                // but it may be deciding on a state that already holds its first execution.
+                if let Some(done) = self
+                    .earlier_execution(&stream_id, key.as_ref(), decisions)
+                    .await?
+                {
+                    return Ok(done);
+                }
                 return Ok(Executed {
                     stream_id,
                     events,
                     version,
                     state,
-                    attempts: attempts - stale_cache_hits,
+                    attempts: decisions,
                     replayed: false,
                 });
             }
-            let batch = encode_batch::<A>(&stream_id, &events, &metadata)?;
+            let batch = encode_batch::<A>(&stream_id, &events, &metadata, fingerprint)?;
             let expected = ExpectedVersion::Exact(version);
             match self.store.append(&stream_id, expected, batch).await {
-                Ok(written) => {
+                Ok(written) if !written.replayed => {
                     let mut state = state;
                     for event in &events {
                         state.evolve(event);
                     }
-                    if !written.replayed {
-                        self.cache_put(&stream_id, &state, written.last_version);
-                    }
+                    self.cache_put(&stream_id, &state, written.last_version);
                     self.snapshot_if_due(&stream_id, version, written.last_version, &state)
                         .await;
                     return Ok(Executed {
@@ -141,25 +189,56 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                         events,
                         version: written.last_version,
                         state,
-                        attempts: attempts - stale_cache_hits,
-                        replayed: written.replayed,
+                        attempts: decisions,
+                        replayed: false,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if from_cache => {
-                    metrics::counter!(names::CACHE_STALE, "aggregate" => A::NAME).increment(1);
-                    stale_cache_hits += 1;
-                    continue;
+                // The store recognised the derived ids: this key ran before. What this attempt
+                // decided (on a state that may hold that run) is not the answer; the stored run is.
+                Ok(written) => {
+                    let reported = StoreError::CorruptRow {
+                        stream: stream_id.clone(),
+                        version: written.first_version,
+                        message: "the store reported the batch as a retry of stored events that \
+                                  are not found by their ids"
+                            .to_owned(),
+                    };
+                    return self
+                        .stored_execution(&stream_id, key.as_ref(), decisions, reported)
+                        .await;
                 }
-                Err(StoreError::Conflict { .. })
-                    if attempts - stale_cache_hits <= self.conflict_retries =>
+                Err(duplicate @ StoreError::DuplicateEventId { event_id, .. })
+                    if key
+                        .as_ref()
+                        .is_some_and(|key| key.derives(&stream_id, event_id, events.len())) =>
                 {
-                    metrics::counter!(names::COMMAND_RETRIES, "aggregate" => A::NAME).increment(1);
-                    continue;
+                    // Another caller stored this key's ids first (a batch of another length).
+                    return self
+                        .stored_execution(&stream_id, key.as_ref(), decisions, duplicate)
+                        .await;
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
+                    // The stream moved: perhaps by this key's own first execution. Look before
+                    // deciding again (or giving up).
+                    if let Some(done) = self
+                        .earlier_execution(&stream_id, key.as_ref(), decisions)
+                        .await?
+                    {
+                        return Ok(done);
+                    }
+                    if from_cache {
+                        metrics::counter!(names::CACHE_STALE, "aggregate" => A::NAME).increment(1);
+                        stale_cache_hits += 1;
+                        continue;
+                    }
+                    if decisions <= self.conflict_retries {
+                        metrics::counter!(names::COMMAND_RETRIES, "aggregate" => A::NAME)
+                            .increment(1);
+                        continue;
+                    }
                     return Err(ExecuteError::Conflict {
                         stream: stream_id,
-                        attempts: attempts - stale_cache_hits,
+                        attempts: decisions,
                         expected: version,
                         actual,
                     });
@@ -173,48 +252,5 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         if let Some(cache) = &self.cache {
             cache.put(stream_id, state, version);
         }
-    }
-
-    /// If a command with this idempotency key already ran on the stream, what it did.
-    async fn already_executed(
-        &self,
-        stream_id: &StreamId,
-        metadata: &CommandMetadata,
-    ) -> Result<Option<Executed<A>>, ExecuteError<A::Error>> {
-        if metadata.idempotency_key.is_none() {
-            return Ok(None);
-        }
-        let first_id = metadata.event_id(stream_id, 0);
-        let Some(first) = self
-            .store
-            .find_event(first_id)
-            .await
-            .map_err(ExecuteError::Store)?
-        else {
-            return Ok(None);
-        };
-        if first.stream_id != *stream_id {
-            return Ok(None);
-        }
-        // The command's events are the run of derived ids from the first one on.
-        let mut pages = self.store.read_stream_pages(stream_id, first.version);
-        let mut events = Vec::new();
-        'pages: while let Some(page) = pages.next_page().await.map_err(ExecuteError::Store)? {
-            for record in &page {
-                if record.event_id != metadata.event_id(stream_id, events.len()) {
-                    break 'pages;
-                }
-                events.push(decode_event::<A>(record).map_err(LoadError::from)?);
-            }
-        }
-        let loaded = self.load_stream(stream_id.clone(), None).await?;
-        Ok(Some(Executed {
-            stream_id: stream_id.clone(),
-            events,
-            version: loaded.version,
-            state: loaded.state,
-            attempts: 0,
-            replayed: true,
-        }))
     }
 }

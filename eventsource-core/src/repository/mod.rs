@@ -2,6 +2,7 @@
 //! appends typed events and takes snapshots.
 
 mod execute;
+mod idempotency;
 mod load;
 mod write;
 
@@ -70,9 +71,12 @@ pub struct Executed<A: Aggregate> {
     pub version: Version,
     /// The state after the command.
     pub state: A,
-    /// How many times the command was decided (more than 1 after conflicts).
+    /// How many times the command was decided in this call (more than 1 after conflicts; 0
+    /// when a repeat of an idempotency key was answered by the lookup, without deciding).
     pub attempts: u32,
-    /// True when the idempotency key had been executed before and nothing new was written.
+    /// True when the idempotency key had been executed before and nothing new was written:
+    /// `events`, `version` and `state` are then those of that execution, read back from the
+    /// store (the state as of its last event, not the stream's head).
     pub replayed: bool,
 }
 

@@ -10,6 +10,7 @@ use crate::command::CommandMetadata;
 use crate::envelope::{ExpectedVersion, NewEvent, StreamId, Version};
 use crate::error::{AppendError, EncodeError, SnapshotError};
 use crate::event::EventEnum;
+use crate::fingerprint::CommandFingerprint;
 use crate::store::{Appended, EventStore, Snapshot, SnapshotStore};
 
 use super::Repository;
@@ -120,7 +121,12 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         // Encoded before the future starts, so that it does not hold the caller's iterator.
         let stream_id = self.stream_id(id);
         let events: Vec<A::Event> = events.into_iter().map(Into::into).collect();
-        let batch = encode_batch::<A>(&stream_id, &events, &metadata);
+        let batch = encode_batch::<A>(
+            &stream_id,
+            &events,
+            &metadata,
+            metadata.command_fingerprint.as_ref(),
+        );
         async move {
             let appended = self.store.append(&stream_id, expected, batch?).await?;
             // A cached copy is behind now; the next command loads afresh.
@@ -133,13 +139,15 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 }
 
 /// The batch a command or a typed append writes: each event encoded, with the ids and
-/// metadata that `metadata` gives it.
+/// metadata that `metadata` gives it (and, with an idempotency key, the command's
+/// `fingerprint`).
 pub(super) fn encode_batch<A: Aggregate>(
     stream_id: &StreamId,
     events: &[A::Event],
     metadata: &CommandMetadata,
+    fingerprint: Option<&CommandFingerprint>,
 ) -> Result<Vec<NewEvent>, EncodeError> {
-    let event_metadata = metadata.event_metadata();
+    let event_metadata = metadata.event_metadata(fingerprint);
     events
         .iter()
         .enumerate()

@@ -18,6 +18,15 @@ use crate::{
     StoreError, StreamId, Version,
 };
 
+pub use super::idempotency::{
+    concurrent_idempotent_callers_share_one_outcome, idempotency_key_is_kept_in_the_metadata,
+    idempotent_repeat_is_not_rejected_by_its_own_execution,
+    idempotent_repeat_on_a_warm_cache_applies_nothing_twice,
+    idempotent_repeat_reports_the_state_as_of_its_append,
+    idempotent_repeat_without_events_reports_the_execution,
+    idempotent_retry_after_a_lost_reply_reports_the_first_run, reused_idempotency_key_is_refused,
+};
+
 /// The bound every store under test meets.
 pub trait TestStore: EventStore + SnapshotStore + Clone {}
 impl<S: EventStore + SnapshotStore + Clone> TestStore for S {}
@@ -480,6 +489,11 @@ pub async fn metadata_round_trips<S: TestStore>(store: S) {
     let mut metadata = Metadata {
         correlation_id: Some(Uuid::now_v7()),
         causation_id: Some(Uuid::now_v7()),
+        idempotency_key: Some("req-1".to_owned()),
+        command: Some(crate::CommandFingerprint::serialized(
+            "Deposit",
+            &json!({ "amount": 5 }),
+        )),
         ..Metadata::default()
     };
     metadata.insert("user", &"ada").unwrap();
@@ -1014,6 +1028,7 @@ pub async fn idempotency_key_executes_once<S: TestStore>(store: S) {
         .unwrap();
     assert!(again.replayed);
     assert_eq!(again.events, [CounterEvent::Added { amount: 5 }]);
+    assert_eq!((again.version, again.state.value), (Version(1), 5));
     let loaded = repo.load("x").await.unwrap();
     assert_eq!((loaded.state.value, loaded.version), (6, Version(2)));
     // The same key on another aggregate is a different command.

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::aggregate::{Aggregate, Events, SnapshotPolicy};
 use crate::event::{DecodeFailure, EventEnum};
+use crate::fingerprint::CommandFingerprint;
 
 /// A counter: the fixture aggregate. Snapshots every 3 events.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,5 +144,12 @@ impl Aggregate for Counter {
             CounterCommand::Clear if self.value == 0 => Ok(Events::none()),
             CounterCommand::Clear => Ok(Events::one(CounterEvent::Cleared)),
         }
+    }
+
+    fn command_fingerprint(command: &CounterCommand) -> Option<CommandFingerprint> {
+        Some(match command {
+            CounterCommand::Add(amount) => CommandFingerprint::hashed("Add", amount),
+            CounterCommand::Clear => CommandFingerprint::named("Clear"),
+        })
     }
 }

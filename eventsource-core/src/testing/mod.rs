@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod fixture;
 pub mod golden;
+mod idempotency;
 
 pub use golden::{check_golden, verify_golden};
 
@@ -72,6 +73,14 @@ macro_rules! conformance_tests {
             time_travel_by_version_and_timestamp,
             execute_carries_correlation_and_causation,
             idempotency_key_executes_once,
+            idempotency_key_is_kept_in_the_metadata,
+            idempotent_repeat_reports_the_state_as_of_its_append,
+            reused_idempotency_key_is_refused,
+            idempotent_repeat_is_not_rejected_by_its_own_execution,
+            idempotent_repeat_without_events_reports_the_execution,
+            idempotent_repeat_on_a_warm_cache_applies_nothing_twice,
+            concurrent_idempotent_callers_share_one_outcome,
+            idempotent_retry_after_a_lost_reply_reports_the_first_run,
             conflict_retries_are_bounded,
             projection_checkpoints_resets_and_parked_events,
         );

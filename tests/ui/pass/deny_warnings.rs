@@ -43,8 +43,8 @@ pub struct Open {
     pub owner: String,
 }
 
-/// Add an item.
-#[derive(Clone, Debug)]
+/// Add an item (serializable: its content is part of its idempotency fingerprint).
+#[derive(Clone, Debug, Serialize)]
 pub struct AddItem {
     /// The item.
     pub sku: String,
