@@ -221,7 +221,7 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
     },
     /// Other writers kept changing the stream; the retries allowed were used up.
     #[error(
-        "stream `{stream}` changed concurrently {attempts} time(s) in a row; gave up (expected version {expected}, found {actual})"
+        "stream `{stream}` moved under the command {attempts} time(s) in a row: the last attempt was decided at version {expected}, but another writer had taken the stream to version {actual}; gave up (allow more with `Repository::retry_on_conflict`)"
     )]
     Conflict {
         /// The aggregate's stream.

@@ -1,20 +1,24 @@
 //! Executing commands: load (or the cache), decide, append, retry on conflict, idempotency.
 
 use std::fmt;
+use std::time::Duration;
 
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::aggregate::Aggregate;
 use crate::command::CommandMetadata;
-use crate::envelope::{ExpectedVersion, StreamId, Version};
-use crate::error::{ExecuteError, StoreError};
+use crate::envelope::{ExpectedVersion, NewEvent, StreamId, Version};
+use crate::error::{ExecuteError, LoadError, StoreError};
 use crate::observe::names;
-use crate::store::{EventStore, SnapshotStore};
+use crate::store::{Appended, EventStore, SnapshotStore};
 
 use super::idempotency::Keyed;
 use super::write::encode_batch;
-use super::{Executed, Repository};
+use super::{Executed, Loaded, Repository};
+
+/// The first wait before retrying a transiently failed load or append; doubled each time.
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
 
 impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// Executes `command` on the aggregate `id`: load, decide, append at the loaded version.
@@ -129,7 +133,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             let (state, version) = match cached {
                 Some(entry) => entry,
                 None => {
-                    let loaded = self.load_stream(stream_id.clone(), None).await?;
+                    let loaded = self.load_retrying(&stream_id).await?;
                     (loaded.state, loaded.version)
                 }
             };
@@ -175,7 +179,25 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             }
             let batch = encode_batch::<A>(&stream_id, &events, &metadata, fingerprint)?;
             let expected = ExpectedVersion::Exact(version);
-            match self.store.append(&stream_id, expected, batch).await {
+            let (appended, retried) = self.append_retrying(&stream_id, expected, batch).await;
+            match appended {
+                // The first attempt committed but its reply was lost: the retry of the same ids
+                // found them stored. This command wrote them.
+                Ok(written) if written.replayed && retried && key.is_none() => {
+                    let mut state = state;
+                    for event in &events {
+                        state.evolve(event);
+                    }
+                    self.cache_put(&stream_id, &state, written.last_version);
+                    return Ok(Executed {
+                        stream_id,
+                        events,
+                        version: written.last_version,
+                        state,
+                        attempts: decisions,
+                        replayed: false,
+                    });
+                }
                 Ok(written) if !written.replayed => {
                     let mut state = state;
                     for event in &events {
@@ -246,6 +268,46 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                 Err(other) => return Err(ExecuteError::Store(other)),
             }
         }
+    }
+
+    /// Appends `batch`, retrying it unchanged (the same event ids) on transient store errors;
+    /// also says whether a retry happened.
+    async fn append_retrying(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        batch: Vec<NewEvent>,
+    ) -> (Result<Appended, StoreError>, bool) {
+        let mut delay = TRANSIENT_BACKOFF;
+        let mut retried = false;
+        for _ in 0..self.transient_retries {
+            match self.store.append(stream_id, expected, batch.clone()).await {
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(stream = %stream_id, %error, "append failed transiently; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    retried = true;
+                }
+                other => return (other, retried),
+            }
+        }
+        (self.store.append(stream_id, expected, batch).await, retried)
+    }
+
+    /// Loads the stream, retrying on transient store errors.
+    async fn load_retrying(&self, stream_id: &StreamId) -> Result<Loaded<A>, LoadError> {
+        let mut delay = TRANSIENT_BACKOFF;
+        for _ in 0..self.transient_retries {
+            match self.load_stream(stream_id.clone(), None).await {
+                Err(LoadError::Store(error)) if error.is_transient() => {
+                    tracing::warn!(stream = %stream_id, %error, "load failed transiently; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.load_stream(stream_id.clone(), None).await
     }
 
     fn cache_put(&self, stream_id: &StreamId, state: &A, version: Version) {

@@ -16,6 +16,9 @@ use crate::envelope::{RecordedEvent, StreamId, Version};
 use crate::error::DecodeError;
 use crate::event::EventEnum;
 
+/// The default of [`Repository::retry_transient`].
+const DEFAULT_TRANSIENT_RETRIES: u32 = 3;
+
 /// Loads and changes aggregates of type `A` kept in store `S`.
 ///
 /// ```
@@ -28,6 +31,7 @@ pub struct Repository<A: Aggregate, S> {
     store: S,
     services: A::Services,
     conflict_retries: u32,
+    transient_retries: u32,
     snapshot: SnapshotPolicy,
     cache: Option<AggregateCache<A>>,
     _aggregate: PhantomData<fn() -> A>,
@@ -103,6 +107,7 @@ impl<A: Aggregate, S> Repository<A, S> {
             store,
             services,
             conflict_retries: 0,
+            transient_retries: DEFAULT_TRANSIENT_RETRIES,
             snapshot: effective(A::SNAPSHOT),
             cache: None,
             _aggregate: PhantomData,
@@ -114,6 +119,20 @@ impl<A: Aggregate, S> Repository<A, S> {
     #[must_use]
     pub fn retry_on_conflict(mut self, retries: u32) -> Self {
         self.conflict_retries = retries;
+        self
+    }
+
+    /// When the store fails in a way a retry can cure ([`StoreError::is_transient`](crate::StoreError::is_transient): a lost
+    /// connection, a pool timeout, a server shutting down), retry the load or the append up to
+    /// `retries` times, waiting 50 ms, then twice as long each time (default 3; 0 reports the
+    /// error at once).
+    ///
+    /// Retrying an append is safe: the retry sends the same events with the same ids, so if the
+    /// failed attempt did commit (the reply was lost), the store recognises them and nothing is
+    /// written twice; the command reports that append.
+    #[must_use]
+    pub fn retry_transient(mut self, retries: u32) -> Self {
+        self.transient_retries = retries;
         self
     }
 

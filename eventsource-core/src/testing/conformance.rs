@@ -25,6 +25,7 @@ pub use super::idempotency::{
     idempotent_repeat_reports_the_state_as_of_its_append,
     idempotent_repeat_without_events_reports_the_execution,
     idempotent_retry_after_a_lost_reply_reports_the_first_run, reused_idempotency_key_is_refused,
+    transient_append_failures_are_retried_without_writing_twice,
 };
 
 /// The bound every store under test meets.

@@ -33,6 +33,10 @@ struct LateStore<S> {
     inner: S,
     competitor: Arc<Mutex<Option<Competitor>>>,
     lose_reply: Arc<AtomicBool>,
+    /// The next append fails transiently: before writing (`fail_before`) or after (the
+    /// reply is lost, `fail_after`).
+    fail_before: Arc<AtomicBool>,
+    fail_after: Arc<AtomicBool>,
 }
 
 impl<S: TestStore> LateStore<S> {
@@ -41,6 +45,8 @@ impl<S: TestStore> LateStore<S> {
             inner,
             competitor: Arc::default(),
             lose_reply: Arc::default(),
+            fail_before: Arc::default(),
+            fail_after: Arc::default(),
         }
     }
 
@@ -56,7 +62,17 @@ impl<S: TestStore> EventStore for LateStore<S> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<crate::Appended, StoreError> {
+        let transient = || StoreError::Transient {
+            context: format!("appending to stream `{stream}`"),
+            source: "connection reset by peer".into(),
+        };
+        if self.fail_before.swap(false, Ordering::SeqCst) {
+            return Err(transient());
+        }
         let written = self.inner.append(stream, expected, events).await?;
+        if self.fail_after.swap(false, Ordering::SeqCst) {
+            return Err(transient());
+        }
         if self.lose_reply.swap(false, Ordering::SeqCst) {
             return Err(StoreError::backend(
                 format!("appending to stream `{stream}`"),
@@ -214,6 +230,41 @@ pub async fn reused_idempotency_key_is_refused<S: TestStore>(store: S) {
         .await
         .unwrap_err();
     assert!(error.to_string().len() < 2_000, "{error}");
+}
+
+/// A transient store failure of an append (before it wrote, or after, with the reply lost) is
+/// retried with the same event ids: the command succeeds and its events are stored once.
+pub async fn transient_append_failures_are_retried_without_writing_twice<S: TestStore>(store: S) {
+    let late = LateStore::new(store.clone());
+    let repo = Repository::<Counter, _>::new(late.clone());
+    late.fail_before.store(true, Ordering::SeqCst);
+    let first = repo.execute("x", CounterCommand::Add(1)).await.unwrap();
+    assert_eq!(
+        (first.version, first.state.value, first.replayed),
+        (Version(1), 1, false)
+    );
+    late.fail_after.store(true, Ordering::SeqCst);
+    let second = repo.execute("x", CounterCommand::Add(5)).await.unwrap();
+    assert_eq!(
+        (second.version, second.state.value, second.replayed),
+        (Version(2), 6, false)
+    );
+    let stored = store
+        .read_stream(&StreamId::new("counter", "x"), Version(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "each command's events are stored once");
+    // With retries off, the transient error reaches the caller.
+    let strict = Repository::<Counter, _>::new(late.clone()).retry_transient(0);
+    late.fail_before.store(true, Ordering::SeqCst);
+    let error = strict
+        .execute("x", CounterCommand::Add(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ExecuteError::Store(e) if e.is_transient()),
+        "{error}"
+    );
 }
 
 /// The append committed but its reply was lost: the caller saw a store error. Its retry gets

@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             idempotent_repeat_on_a_warm_cache_applies_nothing_twice,
             concurrent_idempotent_callers_share_one_outcome,
             idempotent_retry_after_a_lost_reply_reports_the_first_run,
+            transient_append_failures_are_retried_without_writing_twice,
             conflict_retries_are_bounded,
             projection_checkpoints_resets_and_parked_events,
         );
