@@ -608,3 +608,48 @@ async fn schemas_are_isolated() {
         json!({ "amount": 2 })
     );
 }
+
+/// A huge wrong-typed field (50 MB where the event has a number) is stored within raised
+/// limits, and every error about it stays small: the load's decode error and its message are
+/// bounded, and still name the stream, version and event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_about_a_huge_payload_stay_small() {
+    let store = fresh_pg_store()
+        .await
+        .with_limits(eventsource::Limits::default().with_max_event_bytes(64 << 20));
+    let huge = "9".repeat(50 << 20);
+    store
+        .append(
+            &stream("huge"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(ADDED, 1, json!({ "amount": huge }))],
+        )
+        .await
+        .unwrap();
+    let error = Repository::<Counter, _>::new(store.clone())
+        .load("huge")
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.len() < 1_000, "a {} byte message", message.len());
+    assert!(message.contains("counter-huge"), "{message}");
+    assert!(message.contains(ADDED), "{message}");
+    assert!(matches!(error, LoadError::Decode(_)), "{error:?}");
+
+    // Over the default limit, the same append is refused before anything is written.
+    let refused = fresh_pg_store()
+        .await
+        .append(
+            &stream("huge"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(
+                ADDED,
+                1,
+                json!({ "amount": "9".repeat(5 << 20) }),
+            )],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
+    assert!(refused.to_string().len() < 400, "{refused}");
+}
