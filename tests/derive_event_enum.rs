@@ -501,7 +501,7 @@ async fn an_aggregate_can_name_its_own_command_enum() {
 
 // serde attributes the equivalent struct would honour are honoured by the variant too.
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Shape, Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Address {
     city: String,
 }

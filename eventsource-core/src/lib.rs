@@ -16,6 +16,7 @@ pub mod limits;
 pub mod observe;
 mod projection;
 mod repository;
+pub mod shape;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -39,6 +40,7 @@ pub use projection::{
     ProjectionRunner, ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
+pub use shape::Shape;
 pub use store::memory::MemoryStore;
 pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
 
@@ -50,6 +52,7 @@ pub mod __private {
 
     pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
     pub use crate::event::{DecodeFailure, Event, EventEnum};
+    pub use crate::shape::{Shape, hex_str, shape_hash, shape_hex, shape_mix};
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

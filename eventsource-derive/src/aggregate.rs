@@ -22,7 +22,7 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let ident = aggregate.ident;
     let name = &aggregate.name;
-    let fingerprint = &aggregate.state_fingerprint;
+    let (shape_impl, fingerprint) = state_fingerprint(aggregate);
     let event_type = aggregate.event_type();
     let command_type = aggregate.command_type();
     let error = error_type(aggregate);
@@ -50,6 +50,7 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
         #enums
         const _: () = {
             #event_set
+            #shape_impl
 
             #[automatically_derived]
             impl #private::Aggregate for #ident {
@@ -78,6 +79,23 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
             #distinct_names
         };
     }
+}
+
+/// The state's `Shape` impl (none with `snapshot(version = N)`) and the `STATE_FINGERPRINT`
+/// expression: the deep shape's fingerprint as hex, or `version-N`.
+fn state_fingerprint(aggregate: &ast::Aggregate) -> (TokenStream, TokenStream) {
+    if let Some((_, version)) = aggregate.snapshot.as_ref().and_then(|s| s.version.as_ref()) {
+        let fingerprint = format!("version-{version}");
+        return (TokenStream::new(), quote!(#fingerprint));
+    }
+    let private = private(aggregate);
+    let ident = aggregate.ident;
+    let shape_impl = crate::shape::shape_impl(&private, aggregate.input, &aggregate.state_shape);
+    let fingerprint = quote! {{
+        const HEX: [u8; 16] = #private::shape_hex(<#ident as #private::Shape>::SHAPE_FINGERPRINT);
+        #private::hex_str(&HEX)
+    }};
+    (shape_impl, fingerprint)
 }
 
 /// The body of `evolve`: a `match` over the listed events, each to its `Apply` impl, or the

@@ -73,8 +73,10 @@ fn generate(event: &ast::Event) -> TokenStream {
             chain_checks(&private, &event.event, &format!("`{ident}`")),
         ),
     };
+    let shape_impl = crate::shape::shape_impl(&private, event.input, &shape);
     quote! {
         const _: () = {
+            #shape_impl
             #[automatically_derived]
             impl #private::Event for #ident {
                 const NAME: &'static str = #name;

@@ -10,7 +10,7 @@ use syn::DeriveInput;
 use syn::spanned::Spanned;
 
 use crate::event::{chain_checks, serde_attrs};
-use crate::internals::fingerprint::Shape;
+use crate::internals::fingerprint::{Shape, local_text};
 use crate::internals::{ast, check, ctxt::Ctxt, lock};
 
 /// `source_file` is the file the enum is defined in, which `lock = "..."` is relative to.
@@ -100,8 +100,10 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         bounds: quote!(where #ident: #private::StoredEnum),
     }
     .impl_for(&private, ident);
+    let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
     quote! {
         const _: () = {
+            #shape_impl
             #[automatically_derived]
             #event_enum
             #(#chain_checks)*

@@ -7,7 +7,7 @@ use syn::{Data, DeriveInput, Ident, LitInt, LitStr, Path, Type, Visibility};
 
 use crate::internals::attr::{self, List, Place, Snapshot};
 use crate::internals::ctxt::Ctxt;
-use crate::internals::fingerprint::fingerprint;
+use crate::internals::fingerprint::local_text;
 
 /// The name, version and version chain of one event: a struct deriving `Event`, or a variant
 /// of an enum deriving `EventEnum`.
@@ -150,7 +150,8 @@ pub(crate) struct Aggregate<'a> {
     pub(crate) event_enum: Ident,
     /// `<Name>Command`.
     pub(crate) command_enum: Ident,
-    pub(crate) state_fingerprint: String,
+    /// The state's canonical text (its deep fingerprint adds its fields' types' shapes).
+    pub(crate) state_shape: String,
 }
 
 /// An aggregate's events or commands.
@@ -220,7 +221,7 @@ impl<'a> Aggregate<'a> {
             krate: attrs.krate.unwrap_or_else(default_crate),
             event_enum: format_ident!("{}Event", ident),
             command_enum: format_ident!("{}Command", ident),
-            state_fingerprint: fingerprint(input),
+            state_shape: local_text(input),
         }
     }
 

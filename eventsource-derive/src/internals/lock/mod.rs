@@ -33,6 +33,8 @@ use explain::explain;
 pub(crate) const MODE_VARIABLE: &str = "EVENTSOURCE_LOCK";
 /// The lock's name at the crate root.
 const DEFAULT_FILE: &str = "events.lock";
+/// The name prefix of a nested type's entry (`type:Money v0 <fingerprint> <shape>`).
+pub(crate) const TYPE_PREFIX: &str = "type:";
 /// The section whose entries apply to every crate.
 const ANY_CRATE: &str = "*";
 
@@ -163,7 +165,12 @@ fn parse_entry(line: &str) -> Option<((String, u32), Entry)> {
     let version = words.next()?.strip_prefix('v')?.parse().ok()?;
     let fingerprint = words.next()?;
     let shape = words.next()?.trim();
-    if name.is_empty() || fingerprint.len() != 16 || Shape::parse(shape).is_none() {
+    let parses = if name.starts_with(TYPE_PREFIX) {
+        !shape.is_empty() && version == 0
+    } else {
+        Shape::parse(shape).is_some()
+    };
+    if name.is_empty() || fingerprint.len() != 16 || !parses {
         return None;
     }
     Some((
@@ -220,45 +227,10 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
         return TokenStream::new();
     }
     let ident = lock_attr.ident;
-    let track_mode = quote! {
-        const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
+    let (mode, location, lock, krate) = match open(cx, lock_attr) {
+        Ok(opened) => opened,
+        Err(tokens) => return tokens,
     };
-    let mode = match Mode::from_env() {
-        Ok(mode) => mode,
-        Err(message) => {
-            cx.error_spanned_by(ident, message);
-            return track_mode;
-        }
-    };
-    let Some(location) = locate(cx, lock_attr) else {
-        return track_mode;
-    };
-    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
-
-    let lock = match read(&location.path) {
-        Ok(Some(text)) => match Lock::parse(&text) {
-            Ok(lock) => Some(lock),
-            Err(message) => {
-                cx.error_spanned_by(
-                    ident,
-                    format!("malformed schema lock `{}`: {message}", location.display),
-                );
-                return track_mode;
-            }
-        },
-        Ok(None) => None,
-        Err(error) => {
-            cx.error_spanned_by(
-                ident,
-                format!(
-                    "cannot read the schema lock `{}`: {error}",
-                    location.display
-                ),
-            );
-            return track_mode;
-        }
-    };
-
     let mut to_record = Vec::new();
     let mut missing_file_reported = false;
     for subject in subjects {
@@ -300,10 +272,129 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
         to_record.push(((subject.name.clone(), subject.version), current));
     }
 
+    finish(cx, lock_attr, mode, location, &krate, to_record)
+}
+
+/// Checks a nested type's shape (a type deriving `Shape`) against its `type:<Name>` entry.
+/// A nested type is locked by its own canonical text; the event that contains it is locked by
+/// its own, so that together the entries cover the whole type tree of every locked version.
+pub(crate) fn check_type(cx: &Ctxt, lock_attr: &LockAttr, shape: &str) -> TokenStream {
+    if cx.has_errors() {
+        return TokenStream::new();
+    }
+    let ident = lock_attr.ident;
+    let (mode, location, lock, krate) = match open(cx, lock_attr) {
+        Ok(opened) => opened,
+        Err(tokens) => return tokens,
+    };
+    let key = format!("{TYPE_PREFIX}{ident}");
+    let current = Entry {
+        fingerprint: hash(shape),
+        shape: shape.to_owned(),
+    };
+    let locked = lock.as_ref().and_then(|lock| lock.get(&krate, &key, 0));
+    match locked {
+        Some(locked) if locked.fingerprint == current.fingerprint => {}
+        Some(_) if mode == Mode::Overwrite => {}
+        Some(locked) => cx.error_spanned_by(
+            ident,
+            format!(
+                "`{ident}` differs from its locked shape, and it is part of the wire shape of locked event versions\n  locked in `{}`: {}\n  now: {shape}\n  a stored event keeps its shape forever: restore `{ident}`, and give the new event version a new type (e.g. `{ident}V2`)",
+                location.display, locked.shape
+            ),
+        ),
+        None if mode == Mode::Strict => cx.error_spanned_by(
+            ident,
+            format!(
+                "the shape of `{ident}` is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
+                location.display
+            ),
+        ),
+        None if lock.is_none() && location.explicit && !mode.writes() => cx.error_spanned_by(
+            ident,
+            format!(
+                "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
+                location.display
+            ),
+        ),
+        None => {}
+    }
+    finish(
+        cx,
+        lock_attr,
+        mode,
+        location,
+        &krate,
+        vec![((key, 0), current)],
+    )
+}
+
+type Opened = (Mode, Location, Option<Lock>, String);
+
+/// The mode, the file's location and its parsed contents (`None` if it does not exist); or,
+/// after an error, the tokens to emit.
+fn open(cx: &Ctxt, lock_attr: &LockAttr) -> Result<Opened, TokenStream> {
+    let ident = lock_attr.ident;
+    let track_mode = track_mode();
+    let mode = match Mode::from_env() {
+        Ok(mode) => mode,
+        Err(message) => {
+            cx.error_spanned_by(ident, message);
+            return Err(track_mode);
+        }
+    };
+    let Some(location) = locate(cx, lock_attr) else {
+        return Err(track_mode);
+    };
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
+    let lock = match read(&location.path) {
+        Ok(Some(text)) => match Lock::parse(&text) {
+            Ok(lock) => Some(lock),
+            Err(message) => {
+                cx.error_spanned_by(
+                    ident,
+                    format!("malformed schema lock `{}`: {message}", location.display),
+                );
+                return Err(track_mode);
+            }
+        },
+        Ok(None) => None,
+        Err(error) => {
+            cx.error_spanned_by(
+                ident,
+                format!(
+                    "cannot read the schema lock `{}`: {error}",
+                    location.display
+                ),
+            );
+            return Err(track_mode);
+        }
+    };
+    Ok((mode, location, lock, krate))
+}
+
+fn track_mode() -> TokenStream {
+    quote! {
+        const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
+    }
+}
+
+/// Records `to_record` in a writing mode (unless an error was found), and returns the tokens
+/// that make cargo rebuild when the lock or the mode changes.
+fn finish(
+    cx: &Ctxt,
+    lock_attr: &LockAttr,
+    mode: Mode,
+    location: Location,
+    krate: &str,
+    to_record: Vec<((String, u32), Entry)>,
+) -> TokenStream {
+    let ident = lock_attr.ident;
+    let track_mode = track_mode();
     if mode.writes()
         && !cx.has_errors()
         && !to_record.is_empty()
-        && let Err(error) = record(&location.path, &krate, to_record)
+        && let Err(error) = record(&location.path, krate, to_record)
     {
         cx.error_spanned_by(
             ident,

@@ -1,0 +1,240 @@
+//! Deep schema shapes: a fingerprint of a type's whole serialized type tree.
+//!
+//! A derive macro sees only the tokens of the item it is written on: `#[derive(Event)]` on
+//! `Paid { amount: Money }` knows that the field is a `Money`, not what a `Money` is. The
+//! [`Shape`] trait closes that gap at compile time: every type that may appear in an event or
+//! an aggregate's state has a `const` fingerprint of its shape, and a derived impl combines its
+//! own canonical text (its `serde` attributes, field names and types) with the fingerprints of
+//! its fields' types. The compiler's const evaluation thus computes a fingerprint that changes
+//! whenever anything in the tree changes, however deep.
+//!
+//! `#[derive(Shape)]` implements it for your own nested structs and enums; this module
+//! implements it for the standard types serde knows, `serde_json::Value`, `uuid::Uuid` and
+//! `chrono`'s date and time types. A recursive type (`struct Tree { kids: Vec<Tree> }`) cannot
+//! derive it (its fingerprint would be defined by itself, which the compiler rejects as a
+//! cycle): implement it by hand with [`shape_hash`] of a text that describes it.
+
+/// The fingerprint of a type's serialized shape, including every type it contains.
+///
+/// Derived with `#[derive(Shape)]` for nested types, and implemented by `#[derive(Event)]`,
+/// `#[derive(EventEnum)]` and `#[derive(Aggregate)]` for the types they derive. Equal
+/// fingerprints, same wire shape (up to a 64-bit hash collision); a different fingerprint means
+/// the shape, or only its spelling (`u32` for `u64`, a renamed type alias), changed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no schema shape: it is part of an event or an aggregate's state",
+    label = "`{Self}` does not implement `Shape`",
+    note = "derive it where `{Self}` is defined: `#[derive(Shape, Serialize, Deserialize)]`, so that a change to `{Self}` changes the fingerprint of every event and state that contain it",
+    note = "for a foreign type, wrap it in a type of your own; for a recursive one, implement `Shape` by hand: `impl Shape for {Self} {{ const SHAPE_FINGERPRINT: u64 = shape_hash(\"...\"); }}`"
+)]
+pub trait Shape {
+    /// The 64-bit fingerprint of the type's whole shape.
+    const SHAPE_FINGERPRINT: u64;
+}
+
+const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a (64 bits) of `text`: the fingerprint of a type described by `text` alone.
+pub const fn shape_hash(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut hash = OFFSET;
+    let mut index = 0;
+    while index < bytes.len() {
+        hash = (hash ^ bytes[index] as u64).wrapping_mul(PRIME);
+        index += 1;
+    }
+    hash
+}
+
+/// Folds the fingerprint of a contained type into `hash` (order matters).
+pub const fn shape_mix(hash: u64, child: u64) -> u64 {
+    let mut hash = hash;
+    let mut shift = 0;
+    while shift < 64 {
+        hash = (hash ^ ((child >> shift) & 0xff)).wrapping_mul(PRIME);
+        shift += 8;
+    }
+    hash
+}
+
+/// `fingerprint` as 16 lowercase hex digits (ASCII).
+pub const fn shape_hex(fingerprint: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    let mut index = 0;
+    while index < 16 {
+        let nibble = (fingerprint >> ((15 - index) * 4)) & 0xf;
+        out[index] = DIGITS[nibble as usize];
+        index += 1;
+    }
+    out
+}
+
+/// The hex digits of [`shape_hex`] as a `str` (for a `const &str`).
+pub const fn hex_str(digits: &[u8; 16]) -> &str {
+    match core::str::from_utf8(digits) {
+        Ok(text) => text,
+        Err(_) => "",
+    }
+}
+
+macro_rules! leaf {
+    ($($ty:ty => $text:literal),* $(,)?) => {
+        $(impl Shape for $ty {
+            const SHAPE_FINGERPRINT: u64 = shape_hash($text);
+        })*
+    };
+}
+
+leaf! {
+    bool => "bool", char => "char", str => "string", String => "string", () => "unit",
+    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128", usize => "usize",
+    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128", isize => "isize",
+    f32 => "f32", f64 => "f64",
+    std::num::NonZeroU8 => "u8!0", std::num::NonZeroU16 => "u16!0",
+    std::num::NonZeroU32 => "u32!0", std::num::NonZeroU64 => "u64!0",
+    std::num::NonZeroI32 => "i32!0", std::num::NonZeroI64 => "i64!0",
+    std::time::Duration => "duration", std::time::SystemTime => "system_time",
+    std::path::PathBuf => "path", std::net::IpAddr => "ip", std::net::SocketAddr => "socket",
+    serde_json::Value => "json", uuid::Uuid => "uuid",
+    chrono::NaiveDate => "naive_date", chrono::NaiveTime => "naive_time",
+    chrono::NaiveDateTime => "naive_date_time",
+    chrono::DateTime<chrono::Utc> => "date_time_utc",
+    chrono::DateTime<chrono::FixedOffset> => "date_time_offset",
+}
+
+/// Serialized as its content (serde is transparent for these).
+macro_rules! transparent {
+    ($($ty:ident),*) => {
+        $(impl<T: Shape + ?Sized> Shape for $ty<T> {
+            const SHAPE_FINGERPRINT: u64 = T::SHAPE_FINGERPRINT;
+        })*
+    };
+}
+transparent!(Box);
+use std::rc::Rc;
+use std::sync::Arc;
+transparent!(Rc, Arc);
+
+impl<T: Shape + ?Sized> Shape for &T {
+    const SHAPE_FINGERPRINT: u64 = T::SHAPE_FINGERPRINT;
+}
+
+impl<T: Shape + ?Sized + ToOwned> Shape for std::borrow::Cow<'_, T> {
+    const SHAPE_FINGERPRINT: u64 = T::SHAPE_FINGERPRINT;
+}
+
+impl<T: ?Sized> Shape for std::marker::PhantomData<T> {
+    const SHAPE_FINGERPRINT: u64 = shape_hash("unit");
+}
+
+impl<T: Shape> Shape for Option<T> {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("option"), T::SHAPE_FINGERPRINT);
+}
+
+/// Serialized as a sequence.
+macro_rules! seq {
+    ($($ty:ty),*) => {
+        $(impl<T: Shape> Shape for $ty {
+            const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("seq"), T::SHAPE_FINGERPRINT);
+        })*
+    };
+}
+seq!(
+    [T],
+    Vec<T>,
+    std::collections::VecDeque<T>,
+    std::collections::LinkedList<T>,
+    std::collections::BTreeSet<T>,
+    std::collections::BinaryHeap<T>
+);
+
+impl<T: Shape, S> Shape for std::collections::HashSet<T, S> {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("seq"), T::SHAPE_FINGERPRINT);
+}
+
+impl<T: Shape, const N: usize> Shape for [T; N] {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(
+        shape_mix(shape_hash("array"), N as u64),
+        T::SHAPE_FINGERPRINT,
+    );
+}
+
+impl<K: Shape, V: Shape> Shape for std::collections::BTreeMap<K, V> {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(
+        shape_mix(shape_hash("map"), K::SHAPE_FINGERPRINT),
+        V::SHAPE_FINGERPRINT,
+    );
+}
+
+impl<K: Shape, V: Shape, S> Shape for std::collections::HashMap<K, V, S> {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(
+        shape_mix(shape_hash("map"), K::SHAPE_FINGERPRINT),
+        V::SHAPE_FINGERPRINT,
+    );
+}
+
+impl<T: Shape, E: Shape> Shape for Result<T, E> {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(
+        shape_mix(shape_hash("result"), T::SHAPE_FINGERPRINT),
+        E::SHAPE_FINGERPRINT,
+    );
+}
+
+macro_rules! tuple {
+    ($($name:ident)+) => {
+        impl<$($name: Shape),+> Shape for ($($name,)+) {
+            const SHAPE_FINGERPRINT: u64 = {
+                let hash = shape_hash("tuple");
+                $(let hash = shape_mix(hash, $name::SHAPE_FINGERPRINT);)+
+                hash
+            };
+        }
+    };
+}
+tuple!(A);
+tuple!(A B);
+tuple!(A B C);
+tuple!(A B C D);
+tuple!(A B C D E);
+tuple!(A B C D E F);
+tuple!(A B C D E F G);
+tuple!(A B C D E F G H);
+
+#[cfg(test)]
+mod tests {
+    use super::{Shape, hex_str, shape_hash, shape_hex};
+    use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn the_hash_is_fnv1a() {
+        // The reference value of FNV-1a 64 for "a".
+        assert_eq!(shape_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            hex_str(&shape_hex(0x0123_4567_89ab_cdef)),
+            "0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn containers_differ_by_their_content() {
+        assert_ne!(
+            <Option<u64>>::SHAPE_FINGERPRINT,
+            <Option<String>>::SHAPE_FINGERPRINT
+        );
+        assert_ne!(
+            <Vec<u64>>::SHAPE_FINGERPRINT,
+            <Option<u64>>::SHAPE_FINGERPRINT
+        );
+        assert_ne!(<[u8; 4]>::SHAPE_FINGERPRINT, <[u8; 5]>::SHAPE_FINGERPRINT);
+        assert_ne!(
+            <(u8, u16)>::SHAPE_FINGERPRINT,
+            <(u16, u8)>::SHAPE_FINGERPRINT
+        );
+        assert_eq!(
+            <BTreeMap<String, u8>>::SHAPE_FINGERPRINT,
+            <HashMap<String, u8>>::SHAPE_FINGERPRINT
+        );
+        assert_eq!(<Box<u8>>::SHAPE_FINGERPRINT, u8::SHAPE_FINGERPRINT);
+    }
+}
