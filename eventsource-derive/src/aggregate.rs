@@ -45,9 +45,11 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     };
     let dispatch = dispatch(aggregate);
     let distinct_names = distinct_names(aggregate);
+    let marker = crate::internals::unique::aggregate_marker(name);
 
     quote! {
         #enums
+        #marker
         const _: () = {
             #event_set
             #shape_impl

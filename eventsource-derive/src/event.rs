@@ -74,7 +74,9 @@ fn generate(event: &ast::Event) -> TokenStream {
         ),
     };
     let shape_impl = crate::shape::shape_impl(&private, event.input, &shape);
+    let marker = crate::internals::unique::event_marker(name, version);
     quote! {
+        #marker
         const _: () = {
             #shape_impl
             #[automatically_derived]

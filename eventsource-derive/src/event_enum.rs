@@ -101,7 +101,12 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
     }
     .impl_for(&private, ident);
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
+    let markers = events
+        .variants
+        .iter()
+        .map(|v| crate::internals::unique::event_marker(&v.event.name, v.event.version));
     quote! {
+        #(#markers)*
         const _: () = {
             #shape_impl
             #[automatically_derived]

@@ -6,3 +6,4 @@ pub(crate) mod check;
 pub(crate) mod ctxt;
 pub(crate) mod fingerprint;
 pub(crate) mod lock;
+pub(crate) mod unique;
