@@ -6,7 +6,7 @@
 
 // Events and aggregates.
 pub use eventsource_core::{
-    Aggregate, Apply, DecodeFailure, Event, EventEnum, Events, Handle, HandleWith, Shape,
+    Aggregate, Apply, DecodeFailure, Event, EventEnum, EventOf, Events, Handle, HandleWith, Shape,
     SnapshotPolicy,
 };
 

@@ -86,6 +86,31 @@ pub trait HandleWith<C>: Aggregate {
     fn handle(&self, command: C, services: &Self::Services) -> Result<Events<Self>, Self::Error>;
 }
 
+/// An event that aggregate `A` can emit: a type its event enum converts from (each event
+/// listed in `#[aggregate(events(...))]`, or the event enum itself). What [`Events::one`] and
+/// [`Events::and`] accept.
+///
+/// Implemented for every `T: Into<A::Event>`; never implement it yourself. It exists so that
+/// emitting an event the aggregate does not own is reported as such, naming the aggregate,
+/// rather than as a missing `From` impl on the generated enum.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event of `{A}`",
+    label = "`{A}` cannot emit `{Self}`: it is not among its events",
+    note = "add it to the aggregate's events: `#[aggregate(events(..., {Self}))]` on `{A}` (and `impl Apply<{Self}> for {A}`)",
+    note = "with `events = SomeEnum`, emit a variant of that enum instead"
+)]
+pub trait EventOf<A: Aggregate> {
+    /// Converts into the aggregate's event enum.
+    fn into_event(self) -> A::Event;
+}
+
+#[diagnostic::do_not_recommend]
+impl<A: Aggregate, T: Into<A::Event>> EventOf<A> for T {
+    fn into_event(self) -> A::Event {
+        self.into()
+    }
+}
+
 /// When the repository snapshots an aggregate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotPolicy {
@@ -116,14 +141,14 @@ impl<A: Aggregate> Events<A> {
     }
 
     /// One event.
-    pub fn one(event: impl Into<A::Event>) -> Self {
-        Events(vec![event.into()])
+    pub fn one(event: impl EventOf<A>) -> Self {
+        Events(vec![event.into_event()])
     }
 
     /// Adds an event after the ones already here.
     #[must_use]
-    pub fn and(mut self, event: impl Into<A::Event>) -> Self {
-        self.0.push(event.into());
+    pub fn and(mut self, event: impl EventOf<A>) -> Self {
+        self.0.push(event.into_event());
         self
     }
 

@@ -23,7 +23,7 @@ pub mod testing;
 pub mod upcast;
 mod variant;
 
-pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+pub use aggregate::{Aggregate, Apply, EventOf, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
 pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,

@@ -74,7 +74,12 @@ fn generate(event: &ast::Event) -> TokenStream {
         ),
     };
     let shape_impl = crate::shape::shape_impl(&private, event.input, &shape);
-    let marker = crate::internals::unique::event_marker(name, version);
+    let marker = crate::internals::unique::event_version(
+        &private,
+        &event.event,
+        &format!("`{ident}`"),
+        &quote!(<#ident as #private::Shape>::SHAPE_FINGERPRINT),
+    );
     quote! {
         #marker
         const _: () = {

@@ -21,6 +21,9 @@ pub(crate) struct Versioned {
     pub(crate) previous: Option<Type>,
     /// Whether `previous` was written, even with an invalid value.
     pub(crate) previous_written: bool,
+    /// `same_as = T`: another declaration of this very event version (same name, version and
+    /// wire shape, checked), which the crate-wide uniqueness check then allows.
+    pub(crate) same_as: Option<Type>,
 }
 
 impl Versioned {
@@ -35,6 +38,7 @@ impl Versioned {
             version_lit,
             previous: attrs.previous.take(),
             previous_written: attrs.written.contains(&"previous"),
+            same_as: attrs.same_as.take(),
         }
     }
 }

@@ -23,9 +23,9 @@ const IN_EVENT: &str = "`#[event(...)]`";
 const IN_AGGREGATE: &str = "`#[aggregate(...)]`";
 const IN_SNAPSHOT: &str = "`snapshot(...)`";
 
-const EVENT_KEYS: &[&str] = &["name", "version", "previous", "lock", "crate"];
+const EVENT_KEYS: &[&str] = &["name", "version", "previous", "same_as", "lock", "crate"];
 const EVENT_ENUM_KEYS: &[&str] = &["prefix", "lock", "crate"];
-const VARIANT_KEYS: &[&str] = &["name", "version", "previous"];
+const VARIANT_KEYS: &[&str] = &["name", "version", "previous", "same_as"];
 const AGGREGATE_KEYS: &[&str] = &[
     "name", "error", "events", "commands", "snapshot", "services", "crate",
 ];
@@ -81,6 +81,7 @@ pub(crate) struct EventAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(LitInt, u32)>,
     pub(crate) previous: Option<Type>,
+    pub(crate) same_as: Option<Type>,
     pub(crate) prefix: Option<LitStr>,
     pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Option<Path>,
@@ -194,6 +195,12 @@ pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute], place: Place) -> Event
                 let slot = &mut out.version;
                 key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
                     parse_int(cx, value, "version", example)
+                })?;
+            } else if key.is_ident("same_as") {
+                let example = "same_as = ItemAdded";
+                let slot = &mut out.same_as;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_type(cx, value, "same_as", example)
                 })?;
             } else if key.is_ident("previous") {
                 let example = "previous = ItemAddedV1";

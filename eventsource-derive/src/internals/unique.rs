@@ -8,7 +8,10 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote_spanned;
+use syn::spanned::Spanned;
 use syn::{Ident, LitStr};
+
+use crate::internals::ast::Versioned;
 
 use crate::internals::fingerprint::hash;
 
@@ -65,4 +68,37 @@ fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
+}
+
+/// The marker of one event version, or with `same_as = T`, the checks that it is `T`'s exact
+/// twin: the same name, version and deep shape (`deep`, the declaration's own fingerprint).
+pub(crate) fn event_version(
+    private: &TokenStream,
+    event: &Versioned,
+    subject: &str,
+    deep: &TokenStream,
+) -> TokenStream {
+    let Some(twin) = &event.same_as else {
+        return event_marker(&event.name, event.version);
+    };
+    let (name, version) = (&event.name, event.version);
+    let twin_text = crate::event::text(twin);
+    let same_key = crate::event::literal_message(format!(
+        "{subject} says `same_as = {twin_text}`, but `{twin_text}` is not `{}` v{version}: a twin has the same name and version",
+        name.value()
+    ));
+    let same_shape = crate::event::literal_message(format!(
+        "{subject} says `same_as = {twin_text}`, but their wire shapes differ (deep fingerprints, nested types included): a twin decodes the same payloads"
+    ));
+    quote_spanned! {twin.span()=>
+        const _: () = ::core::assert!(
+            #private::str_eq(<#twin as #private::Event>::NAME, #name)
+                && <#twin as #private::Event>::VERSION == #version,
+            #same_key
+        );
+        const _: () = ::core::assert!(
+            <#twin as #private::Shape>::SHAPE_FINGERPRINT == #deep,
+            #same_shape
+        );
+    }
 }
