@@ -111,6 +111,46 @@ impl<A: Aggregate, T: Into<A::Event>> EventOf<A> for T {
     }
 }
 
+/// What an event listed in `#[aggregate(events(...))]` must be: an [`Event`](crate::Event)
+/// (which deserializes) that serializes, clones, prints and compares (the generated event enum
+/// derives those through this trait). The generated enum reaches them through it, spanned at
+/// the event's name in the list, so that a missing derive is reported there, naming the
+/// aggregate.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an event of `{A}`: an event listed in `events(...)` is `Event + Serialize + Clone + Debug + PartialEq`",
+    label = "listed in `events(...)` of `{A}`",
+    note = "derive what is missing on `{Self}`: `#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]`"
+)]
+pub trait ListedEvent<A>: Sized {
+    /// `Clone::clone`.
+    fn clone_event(&self) -> Self;
+    /// `PartialEq::eq`.
+    fn eq_event(&self, other: &Self) -> bool;
+    /// `Debug::fmt`.
+    fn fmt_event(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+    /// The stored payload.
+    fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<A, E> ListedEvent<A> for E
+where
+    E: crate::Event + Serialize + Clone + std::fmt::Debug + PartialEq,
+{
+    fn clone_event(&self) -> Self {
+        self.clone()
+    }
+    fn eq_event(&self, other: &Self) -> bool {
+        self == other
+    }
+    fn fmt_event(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+    fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+}
+
 /// When the repository snapshots an aggregate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotPolicy {

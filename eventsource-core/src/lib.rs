@@ -50,9 +50,11 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 
-    pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+    pub use crate::aggregate::{
+        Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
+    };
     pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::shape::{Shape, hex_str, shape_hash, shape_hex, shape_mix};
-    pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
+    pub use crate::upcast::{Upcast, decode_first, decode_upcast, first_repeated, str_eq};
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

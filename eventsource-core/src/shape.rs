@@ -10,9 +10,11 @@
 //!
 //! `#[derive(Shape)]` implements it for your own nested structs and enums; this module
 //! implements it for the standard types serde knows, `serde_json::Value`, `uuid::Uuid` and
-//! `chrono`'s date and time types. A recursive type (`struct Tree { kids: Vec<Tree> }`) cannot
-//! derive it (its fingerprint would be defined by itself, which the compiler rejects as a
-//! cycle): implement it by hand with [`shape_hash`] of a text that describes it.
+//! `chrono`'s date and time types. A type that contains itself (`struct Tree { kids:
+//! Vec<Tree> }`) derives it too: the fields that name the type itself count by their text only.
+//! Types that contain each other (`A` holds a `B` that holds an `A`) cannot (each fingerprint
+//! would be defined through the other, which the compiler rejects as a cycle): implement one of
+//! them by hand with [`shape_hash`] of a text that describes it.
 
 /// The fingerprint of a type's serialized shape, including every type it contains.
 ///
@@ -24,7 +26,7 @@
     message = "`{Self}` has no schema shape: it is part of an event or an aggregate's state",
     label = "`{Self}` does not implement `Shape`",
     note = "derive it where `{Self}` is defined: `#[derive(Shape, Serialize, Deserialize)]`, so that a change to `{Self}` changes the fingerprint of every event and state that contain it",
-    note = "for a foreign type, wrap it in a type of your own; for a recursive one, implement `Shape` by hand: `impl Shape for {Self} {{ const SHAPE_FINGERPRINT: u64 = shape_hash(\"...\"); }}`"
+    note = "for a foreign type, wrap it in a type of your own; for types that contain each other, implement `Shape` by hand for one: `impl Shape for {Self} {{ const SHAPE_FINGERPRINT: u64 = shape_hash(\"...\"); }}`"
 )]
 pub trait Shape {
     /// The 64-bit fingerprint of the type's whole shape.

@@ -103,7 +103,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
     let markers = events.variants.iter().map(|variant| {
         let text = Shape::of_variant(events.input, variant.variant).to_string();
-        let deep = deep_expr(&private, &text, &wire_types(&variant.variant.fields));
+        let deep = deep_expr(&private, &text, &wire_types(&variant.variant.fields, ident));
         let subject = format!("variant `{ident}::{}`", variant.ident);
         crate::internals::unique::event_version(&private, &variant.event, &subject, &deep)
     });

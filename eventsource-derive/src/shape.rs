@@ -28,12 +28,21 @@ pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenSt
     let track_lock = lock::check_type(&cx, &lock_attr, &text);
     let krate = attrs.krate.unwrap_or_else(|| parse_quote!(::eventsource));
     let private = quote!(#krate::__private);
+    let is_union = matches!(input.data, Data::Union(_));
     cx.finish(
         || {
             let shape_impl = shape_impl(&private, input, &text);
             quote!(const _: () = { #shape_impl #track_lock };)
         },
-        TokenStream::new,
+        // After a lock mismatch the impl is still there, so that the events holding the type
+        // add no errors of their own.
+        || {
+            if is_union {
+                return TokenStream::new();
+            }
+            let shape_impl = shape_impl(&private, input, &text);
+            quote!(const _: () = { #shape_impl };)
+        },
     )
 }
 
@@ -41,11 +50,11 @@ pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenSt
 /// type parameter bound by `Shape`.
 pub(crate) fn shape_impl(private: &TokenStream, input: &DeriveInput, text: &str) -> TokenStream {
     let types = match &input.data {
-        Data::Struct(data) => wire_types(&data.fields),
+        Data::Struct(data) => wire_types(&data.fields, &input.ident),
         Data::Enum(data) => data
             .variants
             .iter()
-            .flat_map(|variant| wire_types(&variant.fields))
+            .flat_map(|variant| wire_types(&variant.fields, &input.ident))
             .collect(),
         Data::Union(_) => Vec::new(),
     };

@@ -196,13 +196,24 @@ impl fmt::Display for VariantText<'_> {
 }
 
 /// The types of the fields that are on the wire (not `#[serde(skip)]`), whose own shapes a
-/// deep fingerprint folds in.
-pub(crate) fn wire_types(fields: &Fields) -> Vec<&syn::Type> {
+/// deep fingerprint folds in. A type that names `owner` itself (`kids: Vec<Tree>` in `Tree`)
+/// is left out: its text is in the owner's, and folding it in would define the fingerprint by
+/// itself, which the compiler rejects as a cycle.
+pub(crate) fn wire_types<'a>(fields: &'a Fields, owner: &syn::Ident) -> Vec<&'a syn::Type> {
     fields
         .iter()
-        .filter(|field| !is_skipped(&field.attrs))
+        .filter(|field| !is_skipped(&field.attrs) && !mentions(field.ty.to_token_stream(), owner))
         .map(|field| &field.ty)
         .collect()
+}
+
+/// Whether `tokens` contain the identifier `ident`.
+fn mentions(tokens: TokenStream, ident: &syn::Ident) -> bool {
+    tokens.into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(found) => found == *ident,
+        proc_macro2::TokenTree::Group(group) => mentions(group.stream(), ident),
+        proc_macro2::TokenTree::Punct(_) | proc_macro2::TokenTree::Literal(_) => false,
+    })
 }
 
 /// Whether `#[serde(skip)]` (or `skip_serializing` and `skip_deserializing`) is written.
