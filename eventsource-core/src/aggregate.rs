@@ -122,6 +122,15 @@ impl<A: Aggregate, T: Into<A::Event>> EventOf<A> for T {
     note = "derive what is missing on `{Self}`: `#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]`"
 )]
 pub trait ListedEvent<A>: Sized {
+    /// `Event::NAME`.
+    const LISTED_NAME: &'static str;
+    /// `Event::VERSION`.
+    const LISTED_VERSION: u32;
+    /// `Event::decode_version`.
+    fn decode_listed(
+        version: u32,
+        payload: &serde_json::Value,
+    ) -> Result<Self, crate::DecodeFailure>;
     /// `Clone::clone`.
     fn clone_event(&self) -> Self;
     /// `PartialEq::eq`.
@@ -137,6 +146,14 @@ impl<A, E> ListedEvent<A> for E
 where
     E: crate::Event + Serialize + Clone + std::fmt::Debug + PartialEq,
 {
+    const LISTED_NAME: &'static str = E::NAME;
+    const LISTED_VERSION: u32 = E::VERSION;
+    fn decode_listed(
+        version: u32,
+        payload: &serde_json::Value,
+    ) -> Result<Self, crate::DecodeFailure> {
+        E::decode_version(version, payload)
+    }
     fn clone_event(&self) -> Self {
         self.clone()
     }

@@ -31,6 +31,19 @@
 pub trait Shape {
     /// The 64-bit fingerprint of the type's whole shape.
     const SHAPE_FINGERPRINT: u64;
+
+    /// A JSON Schema (draft 2020-12) of the type's serialized form, for a schema registry.
+    ///
+    /// Covers the subset the derive can describe exactly: objects (`properties`, `required`,
+    /// `additionalProperties` with `deny_unknown_fields`), field `rename`, container
+    /// `rename_all`, `default`, `skip`, `skip_serializing_if`, `Option` (nullable, not
+    /// required), sequences, maps, tuples, unit, and externally tagged enums. What it cannot
+    /// describe exactly (`flatten`, internally, adjacently or untagged enums, hand-written
+    /// impls) it describes as `{}`, which accepts anything: the schema never rejects a valid
+    /// payload.
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({})
+    }
 }
 
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -81,28 +94,54 @@ pub const fn hex_str(digits: &[u8; 16]) -> &str {
 }
 
 macro_rules! leaf {
-    ($($ty:ty => $text:literal),* $(,)?) => {
+    ($($ty:ty => $text:literal $schema:tt),* $(,)?) => {
         $(impl Shape for $ty {
             const SHAPE_FINGERPRINT: u64 = shape_hash($text);
+            fn json_schema() -> serde_json::Value {
+                serde_json::json!($schema)
+            }
         })*
     };
 }
 
 leaf! {
-    bool => "bool", char => "char", str => "string", String => "string", () => "unit",
-    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128", usize => "usize",
-    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128", isize => "isize",
-    f32 => "f32", f64 => "f64",
-    std::num::NonZeroU8 => "u8!0", std::num::NonZeroU16 => "u16!0",
-    std::num::NonZeroU32 => "u32!0", std::num::NonZeroU64 => "u64!0",
-    std::num::NonZeroI32 => "i32!0", std::num::NonZeroI64 => "i64!0",
-    std::time::Duration => "duration", std::time::SystemTime => "system_time",
-    std::path::PathBuf => "path", std::net::IpAddr => "ip", std::net::SocketAddr => "socket",
-    serde_json::Value => "json", uuid::Uuid => "uuid",
-    chrono::NaiveDate => "naive_date", chrono::NaiveTime => "naive_time",
-    chrono::NaiveDateTime => "naive_date_time",
-    chrono::DateTime<chrono::Utc> => "date_time_utc",
-    chrono::DateTime<chrono::FixedOffset> => "date_time_offset",
+    bool => "bool" {"type": "boolean"},
+    char => "char" {"type": "string", "minLength": 1, "maxLength": 1},
+    str => "string" {"type": "string"},
+    String => "string" {"type": "string"},
+    () => "unit" {"type": "null"},
+    u8 => "u8" {"type": "integer", "minimum": 0, "maximum": u8::MAX},
+    u16 => "u16" {"type": "integer", "minimum": 0, "maximum": u16::MAX},
+    u32 => "u32" {"type": "integer", "minimum": 0, "maximum": u32::MAX},
+    u64 => "u64" {"type": "integer", "minimum": 0},
+    u128 => "u128" {"type": "integer", "minimum": 0},
+    usize => "usize" {"type": "integer", "minimum": 0},
+    i8 => "i8" {"type": "integer", "minimum": i8::MIN, "maximum": i8::MAX},
+    i16 => "i16" {"type": "integer", "minimum": i16::MIN, "maximum": i16::MAX},
+    i32 => "i32" {"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX},
+    i64 => "i64" {"type": "integer"},
+    i128 => "i128" {"type": "integer"},
+    isize => "isize" {"type": "integer"},
+    f32 => "f32" {"type": "number"},
+    f64 => "f64" {"type": "number"},
+    std::num::NonZeroU8 => "u8!0" {"type": "integer", "minimum": 1, "maximum": u8::MAX},
+    std::num::NonZeroU16 => "u16!0" {"type": "integer", "minimum": 1, "maximum": u16::MAX},
+    std::num::NonZeroU32 => "u32!0" {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+    std::num::NonZeroU64 => "u64!0" {"type": "integer", "minimum": 1},
+    std::num::NonZeroI32 => "i32!0" {"type": "integer", "not": {"const": 0}},
+    std::num::NonZeroI64 => "i64!0" {"type": "integer", "not": {"const": 0}},
+    std::time::Duration => "duration" {"type": "object", "properties": {"secs": {"type": "integer", "minimum": 0}, "nanos": {"type": "integer", "minimum": 0}}, "required": ["secs", "nanos"]},
+    std::time::SystemTime => "system_time" {"type": "object"},
+    std::path::PathBuf => "path" {"type": "string"},
+    std::net::IpAddr => "ip" {"type": "string"},
+    std::net::SocketAddr => "socket" {"type": "string"},
+    serde_json::Value => "json" {},
+    uuid::Uuid => "uuid" {"type": "string", "format": "uuid"},
+    chrono::NaiveDate => "naive_date" {"type": "string", "format": "date"},
+    chrono::NaiveTime => "naive_time" {"type": "string"},
+    chrono::NaiveDateTime => "naive_date_time" {"type": "string"},
+    chrono::DateTime<chrono::Utc> => "date_time_utc" {"type": "string", "format": "date-time"},
+    chrono::DateTime<chrono::FixedOffset> => "date_time_offset" {"type": "string", "format": "date-time"},
 }
 
 /// Serialized as its content (serde is transparent for these).
@@ -110,6 +149,9 @@ macro_rules! transparent {
     ($($ty:ident),*) => {
         $(impl<T: Shape + ?Sized> Shape for $ty<T> {
             const SHAPE_FINGERPRINT: u64 = T::SHAPE_FINGERPRINT;
+            fn json_schema() -> serde_json::Value {
+                T::json_schema()
+            }
         })*
     };
 }
@@ -120,18 +162,30 @@ transparent!(Rc, Arc);
 
 impl<T: Shape + ?Sized> Shape for &T {
     const SHAPE_FINGERPRINT: u64 = T::SHAPE_FINGERPRINT;
+    fn json_schema() -> serde_json::Value {
+        T::json_schema()
+    }
 }
 
 impl<T: Shape + ?Sized + ToOwned> Shape for std::borrow::Cow<'_, T> {
     const SHAPE_FINGERPRINT: u64 = T::SHAPE_FINGERPRINT;
+    fn json_schema() -> serde_json::Value {
+        T::json_schema()
+    }
 }
 
 impl<T: ?Sized> Shape for std::marker::PhantomData<T> {
     const SHAPE_FINGERPRINT: u64 = shape_hash("unit");
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({"type": "null"})
+    }
 }
 
 impl<T: Shape> Shape for Option<T> {
     const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("option"), T::SHAPE_FINGERPRINT);
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({"anyOf": [T::json_schema(), {"type": "null"}]})
+    }
 }
 
 /// Serialized as a sequence.
@@ -139,6 +193,9 @@ macro_rules! seq {
     ($($ty:ty),*) => {
         $(impl<T: Shape> Shape for $ty {
             const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("seq"), T::SHAPE_FINGERPRINT);
+            fn json_schema() -> serde_json::Value {
+                serde_json::json!({"type": "array", "items": T::json_schema()})
+            }
         })*
     };
 }
@@ -153,6 +210,9 @@ seq!(
 
 impl<T: Shape, S> Shape for std::collections::HashSet<T, S> {
     const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("seq"), T::SHAPE_FINGERPRINT);
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({"type": "array", "items": T::json_schema()})
+    }
 }
 
 impl<T: Shape, const N: usize> Shape for [T; N] {
@@ -160,6 +220,9 @@ impl<T: Shape, const N: usize> Shape for [T; N] {
         shape_mix(shape_hash("array"), N as u64),
         T::SHAPE_FINGERPRINT,
     );
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({"type": "array", "items": T::json_schema(), "minItems": N, "maxItems": N})
+    }
 }
 
 impl<K: Shape, V: Shape> Shape for std::collections::BTreeMap<K, V> {
@@ -167,6 +230,10 @@ impl<K: Shape, V: Shape> Shape for std::collections::BTreeMap<K, V> {
         shape_mix(shape_hash("map"), K::SHAPE_FINGERPRINT),
         V::SHAPE_FINGERPRINT,
     );
+    fn json_schema() -> serde_json::Value {
+        // Keys are strings on the wire (numbers are quoted).
+        serde_json::json!({"type": "object", "additionalProperties": V::json_schema()})
+    }
 }
 
 impl<K: Shape, V: Shape, S> Shape for std::collections::HashMap<K, V, S> {
@@ -174,6 +241,9 @@ impl<K: Shape, V: Shape, S> Shape for std::collections::HashMap<K, V, S> {
         shape_mix(shape_hash("map"), K::SHAPE_FINGERPRINT),
         V::SHAPE_FINGERPRINT,
     );
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({"type": "object", "additionalProperties": V::json_schema()})
+    }
 }
 
 impl<T: Shape, E: Shape> Shape for Result<T, E> {
@@ -181,6 +251,12 @@ impl<T: Shape, E: Shape> Shape for Result<T, E> {
         shape_mix(shape_hash("result"), T::SHAPE_FINGERPRINT),
         E::SHAPE_FINGERPRINT,
     );
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({"oneOf": [
+            {"type": "object", "properties": {"Ok": T::json_schema()}, "required": ["Ok"], "additionalProperties": false},
+            {"type": "object", "properties": {"Err": E::json_schema()}, "required": ["Err"], "additionalProperties": false},
+        ]})
+    }
 }
 
 macro_rules! tuple {
@@ -191,6 +267,11 @@ macro_rules! tuple {
                 $(let hash = shape_mix(hash, $name::SHAPE_FINGERPRINT);)+
                 hash
             };
+            fn json_schema() -> serde_json::Value {
+                let items = [$($name::json_schema()),+];
+                let len = items.len();
+                serde_json::json!({"type": "array", "prefixItems": items, "items": false, "minItems": len})
+            }
         }
     };
 }

@@ -296,20 +296,23 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let event_enum = &aggregate.event_enum;
     let events = aggregate.event_members();
-    let event_trait = |path: &syn::Path| quote_spanned!(path.span()=> <#path as #private::Event>);
+    let ident = aggregate.ident;
+    // Through `ListedEvent<Aggregate>`, as the enum's other impls: a listed type that is not
+    // an event is one error at it, naming the aggregate.
+    let event_trait =
+        |path: &syn::Path| quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
     let names = events.iter().map(|m| {
         let event = event_trait(&m.path);
-        quote!(#event::NAME)
+        quote!(#event::LISTED_NAME)
     });
     let name_arms = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
-        quote!(#event_enum::#variant(_) => #event::NAME,)
+        quote!(#event_enum::#variant(_) => #event::LISTED_NAME,)
     });
     let version_arms = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
-        quote!(#event_enum::#variant(_) => #event::VERSION,)
+        quote!(#event_enum::#variant(_) => #event::LISTED_VERSION,)
     });
-    let ident = aggregate.ident;
     let encode_arms = events.iter().map(|Member { path, variant }| {
         let listed = quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
         quote!(#event_enum::#variant(ref event) => #listed::encode_event(event),)
@@ -317,8 +320,8 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     let decoders = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
         quote! {
-            if name == #event::NAME {
-                return #event::decode_version(version, payload).map(#event_enum::#variant);
+            if name == #event::LISTED_NAME {
+                return #event::decode_listed(version, payload).map(#event_enum::#variant);
             }
         }
     });

@@ -65,10 +65,14 @@ pub(crate) fn shape_impl(private: &TokenStream, input: &DeriveInput, text: &str)
         param.bounds.push(parse_quote!(#private::Shape));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let schema = crate::internals::schema::body(private, input);
     quote! {
         #[automatically_derived]
         impl #impl_generics #private::Shape for #ident #ty_generics #where_clause {
             const SHAPE_FINGERPRINT: u64 = #deep;
+            fn json_schema() -> #private::serde_json::Value {
+                #schema
+            }
         }
     }
 }
