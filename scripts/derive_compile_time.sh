@@ -10,8 +10,9 @@
 #
 #   ./scripts/derive_compile_time.sh            # N = 50 100 200, 3 rounds
 #   NS="200" ROUNDS=5 ./scripts/derive_compile_time.sh
+#   ROOT=/path/to/another/checkout ./scripts/derive_compile_time.sh   # e.g. the previous release
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
 WORK="${WORK:-$(mktemp -d)}"
 NS="${NS:-50 100 200}"
 ROUNDS="${ROUNDS:-3}"

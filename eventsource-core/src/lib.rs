@@ -54,7 +54,7 @@ pub mod __private {
         Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
     };
     pub use crate::event::{DecodeFailure, Event, EventEnum};
-    pub use crate::shape::{Shape, hex_str, shape_hash, shape_hex, shape_mix};
+    pub use crate::shape::{self, Shape, hex_str, shape_hash, shape_hex, shape_mix};
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, first_repeated, str_eq};
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

@@ -284,6 +284,69 @@ tuple!(A B C D E F);
 tuple!(A B C D E F G);
 tuple!(A B C D E F G H);
 
+/// Builders of the schemas that derived [`Shape::json_schema`] impls return (plain calls, so
+/// that the generated code stays small). Not a public API.
+#[doc(hidden)]
+pub mod schema {
+    use serde_json::{Map, Value, json};
+
+    /// A schema of a type's own, by its `json_schema` function.
+    pub type Of = fn() -> Value;
+
+    /// `{}`: anything.
+    pub fn any() -> Value {
+        json!({})
+    }
+
+    /// `null` (a unit struct).
+    pub fn null() -> Value {
+        json!({"type": "null"})
+    }
+
+    /// An object with `properties`, the `required` ones, closed to others if `closed`.
+    pub fn object(properties: &[(&str, Of)], required: &[&str], closed: bool) -> Value {
+        let properties: Map<String, Value> = properties
+            .iter()
+            .map(|(name, schema)| ((*name).to_owned(), schema()))
+            .collect();
+        json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": !closed,
+        })
+    }
+
+    /// A fixed-length array (a tuple struct or variant).
+    pub fn tuple(items: &[Of]) -> Value {
+        let items: Vec<Value> = items.iter().map(|schema| schema()).collect();
+        let len = items.len();
+        json!({"type": "array", "prefixItems": items, "items": false, "minItems": len})
+    }
+
+    /// An externally tagged variant with content: `{"<name>": <content>}`.
+    pub fn tagged(name: &str, content: Value) -> Value {
+        let mut properties = Map::new();
+        properties.insert(name.to_owned(), content);
+        json!({
+            "type": "object",
+            "properties": properties,
+            "required": [name],
+            "additionalProperties": false,
+        })
+    }
+
+    /// A unit variant: its name as a string.
+    pub fn unit_variant(name: &str) -> Value {
+        json!({"const": name})
+    }
+
+    /// An enum: exactly one of its variants.
+    pub fn one_of(variants: Vec<Value>) -> Value {
+        json!({"oneOf": variants})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Shape, hex_str, shape_hash, shape_hex};

@@ -44,6 +44,7 @@ fn subject<'a>(event: &ast::Event<'a>) -> lock::Subject<'a> {
         attrs: serde_attrs(&event.input.attrs),
         fields,
         shape: Shape::of(event.input),
+        ty: event.ident.to_string(),
         is_variant: false,
     }
 }

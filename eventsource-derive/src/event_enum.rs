@@ -49,6 +49,7 @@ fn subject<'a>(events: &ast::EventEnum<'a>, variant: &ast::Variant<'a>) -> lock:
         attrs,
         fields: &variant.variant.fields,
         shape: Shape::of_variant(events.input, variant.variant),
+        ty: format!("{}::{}", events.ident, variant.ident),
         is_variant: true,
     }
 }

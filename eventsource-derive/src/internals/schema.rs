@@ -79,7 +79,8 @@ fn serde(attrs: &[Attribute]) -> Serde {
 /// The body of `fn json_schema() -> Value` for `input`.
 pub(crate) fn body(private: &TokenStream, input: &DeriveInput) -> TokenStream {
     let container = serde(&input.attrs);
-    let anything = quote!(#private::serde_json::json!({}));
+    let schema = quote!(#private::shape::schema);
+    let anything = quote!(#schema::any());
     if container.opaque {
         return anything;
     }
@@ -107,23 +108,16 @@ pub(crate) fn body(private: &TokenStream, input: &DeriveInput) -> TokenStream {
                         .unwrap_or(name)
                 });
                 if matches!(variant.fields, Fields::Unit) {
-                    variants.push(quote!(#private::serde_json::json!({"const": #name})));
+                    variants.push(quote!(#schema::unit_variant(#name)));
                     continue;
                 }
                 let Some(inner) = fields_schema(private, ident, &attrs, &variant.fields, true)
                 else {
                     return anything;
                 };
-                variants.push(quote! {
-                    #private::serde_json::json!({
-                        "type": "object",
-                        "properties": { #name: (#inner) },
-                        "required": [#name],
-                        "additionalProperties": false,
-                    })
-                });
+                variants.push(quote!(#schema::tagged(#name, #inner)));
             }
-            quote!(#private::serde_json::json!({ "oneOf": [#((#variants)),*] }))
+            quote!(#schema::one_of(::std::vec![#(#variants),*]))
         }
         Data::Union(_) => anything,
     }
@@ -137,15 +131,21 @@ fn fields_schema(
     fields: &Fields,
     variant: bool,
 ) -> Option<TokenStream> {
-    let field_schema = |ty: &Type, attrs: &Serde| {
+    let schema = quote!(#private::shape::schema);
+    // The field's `json_schema` function, as a `fn() -> Value`.
+    let field_fn = |ty: &Type, attrs: &Serde| {
         if attrs.opaque || mentions(ty.to_token_stream(), owner) {
-            quote!(#private::serde_json::json!({}))
+            quote!(#schema::any as #schema::Of)
         } else {
-            quote!(<#ty as #private::Shape>::json_schema())
+            quote!(<#ty as #private::Shape>::json_schema as #schema::Of)
         }
     };
+    let field_schema = |ty: &Type, attrs: &Serde| {
+        let function = field_fn(ty, attrs);
+        quote!((#function)())
+    };
     match fields {
-        Fields::Unit => Some(quote!(#private::serde_json::json!({"type": "null"}))),
+        Fields::Unit => Some(quote!(#schema::null())),
         Fields::Unnamed(unnamed) => {
             let wire: Vec<_> = unnamed
                 .unnamed
@@ -202,27 +202,17 @@ fn fields_schema(
                 {
                     required.push(name.clone());
                 }
-                let schema = field_schema(&field.ty, &attrs);
-                properties.push(quote!(properties.insert(#name.to_owned(), #schema);));
+                let function = field_fn(&field.ty, &attrs);
+                properties.push(quote!((#name, #function)));
             }
             // A variant's fields do not take the enum's `deny_unknown_fields`; a struct's do.
             let closed = container.deny_unknown_fields && !variant;
-            let additional = if closed { quote!(false) } else { quote!(true) };
-            Some(quote! {{
-                let mut properties = #private::serde_json::Map::new();
-                #(#properties)*
-                #private::serde_json::json!({
-                    "type": "object",
-                    "properties": properties,
-                    "required": [#(#required),*],
-                    "additionalProperties": #additional,
-                })
-            }})
+            Some(quote!(#schema::object(&[#(#properties),*], &[#(#required),*], #closed)))
         }
     }
 }
 
-/// serde's `rename_all` rules (the same as the runtime's `rename_all`, at expansion time).
+/// serde's `rename_all` rules, applied at expansion time.
 fn rename(name: &str, rule: &str, variant: bool) -> Option<String> {
     let words: Vec<String> = if variant {
         let mut words: Vec<String> = Vec::new();

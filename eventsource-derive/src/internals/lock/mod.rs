@@ -81,6 +81,9 @@ impl Mode {
 pub(crate) struct Entry {
     pub(crate) fingerprint: String,
     pub(crate) shape: String,
+    /// The Rust type (`Opened`, `CartEvent::Opened`) that declared it, written after the shape
+    /// as `@Opened`: how a renamed event is recognized. Absent in entries recorded before it.
+    pub(crate) ty: Option<String>,
 }
 
 /// The parsed file: sections by crate, entries by (name, version).
@@ -142,17 +145,37 @@ impl Lock {
             .find_map(|section| self.sections.get(*section)?.get(&key))
     }
 
+    /// The name under which the type of `subject` locked its version, if it is not the
+    /// subject's name any more (and the subject's name is not locked itself).
+    fn renamed(&self, krate: &str, subject: &Subject) -> Option<String> {
+        [krate, ANY_CRATE].iter().find_map(|section| {
+            self.sections
+                .get(*section)?
+                .iter()
+                .find(|((name, version), entry)| {
+                    *version == subject.version
+                        && *name != subject.name
+                        && entry.ty.as_deref() == Some(subject.ty.as_str())
+                })
+                .map(|((name, _), _)| name.clone())
+        })
+    }
+
     /// The file's text: sections and entries sorted.
     pub(crate) fn render(&self) -> String {
         let mut out = String::from(HEADER);
         for (section, entries) in &self.sections {
             let _ = write!(out, "\n[{section}]\n");
             for ((name, version), entry) in entries {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "{name} v{version} {} {}",
                     entry.fingerprint, entry.shape
                 );
+                if let Some(ty) = &entry.ty {
+                    let _ = write!(out, " @{ty}");
+                }
+                out.push('\n');
             }
         }
         out
@@ -164,7 +187,13 @@ fn parse_entry(line: &str) -> Option<((String, u32), Entry)> {
     let name = words.next()?;
     let version = words.next()?.strip_prefix('v')?.parse().ok()?;
     let fingerprint = words.next()?;
-    let shape = words.next()?.trim();
+    let rest = words.next()?.trim();
+    let (shape, ty) = match rest.rsplit_once(" @") {
+        Some((shape, ty)) if !ty.is_empty() && !ty.contains(char::is_whitespace) => {
+            (shape.trim(), Some(ty.to_owned()))
+        }
+        _ => (rest, None),
+    };
     let parses = if name.starts_with(TYPE_PREFIX) {
         !shape.is_empty() && version == 0
     } else {
@@ -178,6 +207,7 @@ fn parse_entry(line: &str) -> Option<((String, u32), Entry)> {
         Entry {
             fingerprint: fingerprint.to_owned(),
             shape: shape.to_owned(),
+            ty,
         },
     ))
 }
@@ -203,6 +233,8 @@ pub(crate) struct Subject<'a> {
     pub(crate) attrs: Vec<&'a Attribute>,
     pub(crate) fields: &'a Fields,
     pub(crate) shape: Shape,
+    /// The Rust type as the lock records it: `Opened`, or `CartEvent::Opened` for a variant.
+    pub(crate) ty: String,
     /// Whether it is a variant (messages then say "a tuple variant", not "a tuple struct").
     pub(crate) is_variant: bool,
 }
@@ -237,14 +269,31 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
         let current = Entry {
             fingerprint: hash(&subject.shape.to_string()),
             shape: subject.shape.to_string(),
+            ty: Some(subject.ty.clone()),
         };
         let locked = lock
             .as_ref()
             .and_then(|lock| lock.get(&krate, &subject.name, subject.version));
+        let renamed = match locked {
+            None => lock.as_ref().and_then(|lock| lock.renamed(&krate, subject)),
+            Some(_) => None,
+        };
         match locked {
             Some(locked) if locked.fingerprint == current.fingerprint => continue,
             Some(_) if mode == Mode::Overwrite => {}
             Some(locked) => explain(cx, subject, &location.display, &locked.shape),
+            None if renamed.is_some() => {
+                let old_name = renamed.unwrap_or_default();
+                if mode != Mode::Overwrite {
+                    cx.error_spanned_by(
+                        subject.ident,
+                        format!(
+                            "`{}` is locked in `{}` as `{old_name}` v{}, and is now named `{}`: a stored event keeps its name forever (rows written as `{old_name}` would no longer decode); restore the name, or declare the new name as a new event",
+                            subject.ty, location.display, subject.version, subject.name
+                        ),
+                    );
+                }
+            }
             None if mode == Mode::Strict => cx.error_spanned_by(
                 subject.ident,
                 format!(
@@ -291,6 +340,7 @@ pub(crate) fn check_type(cx: &Ctxt, lock_attr: &LockAttr, shape: &str) -> TokenS
     let current = Entry {
         fingerprint: hash(shape),
         shape: shape.to_owned(),
+        ty: None,
     };
     let locked = lock.as_ref().and_then(|lock| lock.get(&krate, &key, 0));
     match locked {
@@ -551,6 +601,7 @@ mod tests {
         Entry {
             fingerprint: hash(shape),
             shape: shape.to_owned(),
+            ty: None,
         }
     }
 
@@ -561,7 +612,12 @@ mod tests {
         bank.insert(("b.two".to_owned(), 1), entry("{a:u8}"));
         bank.insert(("a.one".to_owned(), 2), entry("{a:u8;b:Vec<u8>}"));
         bank.insert(("a.one".to_owned(), 1), entry("(u8,u16)"));
+        let mut typed = entry("unit");
+        typed.ty = Some("E::One".to_owned());
+        bank.insert(("c.three".to_owned(), 1), typed);
         let text = lock.render();
+        assert!(text.contains("c.three v1 "), "{text}");
+        assert!(text.contains(" unit @E::One\n"), "{text}");
         assert_eq!(Lock::parse(&text), Ok(lock));
         // Sorted by (name, version) for stable diffs.
         let lines: Vec<&str> = text
