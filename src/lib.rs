@@ -6,8 +6,13 @@
 
 // Events and aggregates.
 pub use eventsource_core::{
-    Aggregate, Apply, DecodeFailure, Event, EventEnum, Events, Handle, HandleWith, SnapshotPolicy,
+    Aggregate, Apply, DecodeFailure, Event, EventEnum, EventOf, Events, Handle, HandleWith, Shape,
+    SnapshotPolicy,
 };
+
+#[cfg(feature = "derive")]
+#[doc = include_str!("docs/derive_shape.md")]
+pub use eventsource_derive::Shape;
 
 #[cfg(feature = "derive")]
 #[doc = include_str!("docs/derive_event.md")]
@@ -53,7 +58,7 @@ pub use eventsource_core::{
 // Given/when/then tests.
 pub use eventsource_core::{GivenWhenThen, harness};
 
-pub use eventsource_core::{limits, observe, upcast};
+pub use eventsource_core::{limits, observe, shape, upcast};
 
 #[cfg(feature = "testing")]
 pub use eventsource_core::{conformance_tests, testing};
@@ -86,11 +91,11 @@ pub mod prelude {
     pub use eventsource_core::{
         Aggregate, Apply, CommandMetadata, Event, EventEnum, EventStore, Events, ExecuteError,
         ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryStore, Project,
-        Projection, ProjectionRunner, RecordedEvent, Repository, Reset, SnapshotPolicy,
+        Projection, ProjectionRunner, RecordedEvent, Repository, Reset, Shape, SnapshotPolicy,
         SnapshotStore, StreamId, Version,
     };
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};
     #[cfg(feature = "derive")]
-    pub use eventsource_derive::{Aggregate, Event, EventEnum};
+    pub use eventsource_derive::{Aggregate, Event, EventEnum, Shape};
 }

@@ -120,14 +120,15 @@ fn names_default_to_the_variant_in_snake_case() {
 
 #[test]
 fn a_variant_is_stored_as_the_equivalent_struct_event() {
-    // The struct a user may have had before moving to an enum.
+    // The struct a user may have had before moving to an enum (under other names: one crate
+    // declares each event version once).
     #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
-    #[event(name = "cart.opened")]
+    #[event(name = "cart.opened_as_struct")]
     struct Opened {
         owner: String,
     }
     #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
-    #[event(name = "cart.checked_out")]
+    #[event(name = "cart.checked_out_as_struct")]
     struct CheckedOut;
 
     let opened = CartEvent::Opened {
@@ -507,7 +508,7 @@ async fn an_aggregate_can_name_its_own_command_enum() {
 
 // serde attributes the equivalent struct would honour are honoured by the variant too.
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Shape, Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Address {
     city: String,
 }

@@ -155,17 +155,19 @@ pub fn nth_event(n: u64) -> AccountEvent {
 
 /// The same account events as one enum (`#[derive(EventEnum)]`, named apart from the
 /// aggregate's generated `AccountEvent`): `account.deposited` is the variant `Deposited`, at
-/// version 3, whose older versions decode through [`DepositedV2`].
+/// version 3, whose older versions decode through [`DepositedV2`]. Each variant is `same_as`
+/// its struct: one event version declared twice in a crate, checked to be identical.
 #[derive(EventEnum, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[event(prefix = "account.")]
 pub enum LedgerEvent {
     /// An account was opened.
+    #[event(same_as = Opened)]
     Opened {
         /// Who owns it.
         owner: String,
     },
     /// Money came in (schema version 3).
-    #[event(version = 3, previous = DepositedV2)]
+    #[event(version = 3, previous = DepositedV2, same_as = Deposited)]
     Deposited {
         /// In cents.
         amount: u64,
@@ -175,6 +177,7 @@ pub enum LedgerEvent {
         memo: Option<String>,
     },
     /// Money went out.
+    #[event(same_as = Withdrawn)]
     Withdrawn {
         /// In cents.
         amount: u64,

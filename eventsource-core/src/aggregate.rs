@@ -100,6 +100,88 @@ pub trait HandleWith<C>: Aggregate {
     fn handle(&self, command: C, services: &Self::Services) -> Result<Events<Self>, Self::Error>;
 }
 
+/// An event that aggregate `A` can emit: a type its event enum converts from (each event
+/// listed in `#[aggregate(events(...))]`, or the event enum itself). What [`Events::one`] and
+/// [`Events::and`] accept.
+///
+/// Implemented for every `T: Into<A::Event>`; never implement it yourself. It exists so that
+/// emitting an event the aggregate does not own is reported as such, naming the aggregate,
+/// rather than as a missing `From` impl on the generated enum.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event of `{A}`",
+    label = "`{A}` cannot emit `{Self}`: it is not among its events",
+    note = "add it to the aggregate's events: `#[aggregate(events(..., {Self}))]` on `{A}` (and `impl Apply<{Self}> for {A}`)",
+    note = "with `events = SomeEnum`, emit a variant of that enum instead"
+)]
+pub trait EventOf<A: Aggregate> {
+    /// Converts into the aggregate's event enum.
+    fn into_event(self) -> A::Event;
+}
+
+#[diagnostic::do_not_recommend]
+impl<A: Aggregate, T: Into<A::Event>> EventOf<A> for T {
+    fn into_event(self) -> A::Event {
+        self.into()
+    }
+}
+
+/// What an event listed in `#[aggregate(events(...))]` must be: an [`Event`](crate::Event)
+/// (which deserializes) that serializes, clones, prints and compares (the generated event enum
+/// derives those through this trait). The generated enum reaches them through it, spanned at
+/// the event's name in the list, so that a missing derive is reported there, naming the
+/// aggregate.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an event of `{A}`: an event listed in `events(...)` is `Event + Serialize + Clone + Debug + PartialEq`",
+    label = "listed in `events(...)` of `{A}`",
+    note = "derive what is missing on `{Self}`: `#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]`"
+)]
+pub trait ListedEvent<A>: Sized {
+    /// `Event::NAME`.
+    const LISTED_NAME: &'static str;
+    /// `Event::VERSION`.
+    const LISTED_VERSION: u32;
+    /// `Event::decode_version`.
+    fn decode_listed(
+        version: u32,
+        payload: &serde_json::Value,
+    ) -> Result<Self, crate::DecodeFailure>;
+    /// `Clone::clone`.
+    fn clone_event(&self) -> Self;
+    /// `PartialEq::eq`.
+    fn eq_event(&self, other: &Self) -> bool;
+    /// `Debug::fmt`.
+    fn fmt_event(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+    /// The stored payload.
+    fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<A, E> ListedEvent<A> for E
+where
+    E: crate::Event + Serialize + Clone + std::fmt::Debug + PartialEq,
+{
+    const LISTED_NAME: &'static str = E::NAME;
+    const LISTED_VERSION: u32 = E::VERSION;
+    fn decode_listed(
+        version: u32,
+        payload: &serde_json::Value,
+    ) -> Result<Self, crate::DecodeFailure> {
+        E::decode_version(version, payload)
+    }
+    fn clone_event(&self) -> Self {
+        self.clone()
+    }
+    fn eq_event(&self, other: &Self) -> bool {
+        self == other
+    }
+    fn fmt_event(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+    fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+}
+
 /// When the repository snapshots an aggregate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotPolicy {
@@ -130,14 +212,14 @@ impl<A: Aggregate> Events<A> {
     }
 
     /// One event.
-    pub fn one(event: impl Into<A::Event>) -> Self {
-        Events(vec![event.into()])
+    pub fn one(event: impl EventOf<A>) -> Self {
+        Events(vec![event.into_event()])
     }
 
     /// Adds an event after the ones already here.
     #[must_use]
-    pub fn and(mut self, event: impl Into<A::Event>) -> Self {
-        self.0.push(event.into());
+    pub fn and(mut self, event: impl EventOf<A>) -> Self {
+        self.0.push(event.into_event());
         self
     }
 

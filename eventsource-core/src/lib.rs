@@ -17,13 +17,14 @@ pub mod limits;
 pub mod observe;
 mod projection;
 mod repository;
+pub mod shape;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upcast;
 mod variant;
 
-pub use aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+pub use aggregate::{Aggregate, Apply, EventOf, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
 pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
@@ -42,6 +43,7 @@ pub use projection::{
     ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
+pub use shape::Shape;
 pub use store::memory::MemoryStore;
 pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
 
@@ -51,11 +53,14 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 
-    pub use crate::aggregate::{Aggregate, Apply, Events, Handle, HandleWith, SnapshotPolicy};
+    pub use crate::aggregate::{
+        Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
+    };
     pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::fingerprint::{
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
     };
-    pub use crate::upcast::{Upcast, decode_first, decode_upcast, str_eq};
+    pub use crate::shape::{self, Shape, hex_str, shape_hash, shape_hex, shape_mix};
+    pub use crate::upcast::{Upcast, decode_first, decode_upcast, first_repeated, str_eq};
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

@@ -44,11 +44,20 @@ where
     }
 }
 
+/// A stored payload's type: `Deserialize` (every `DeserializeOwned` type is one). The bound of
+/// the decoding functions, so that an event without `Deserialize` is reported as such.
+#[diagnostic::on_unimplemented(
+    message = "the event `{Self}` does not implement `Deserialize`",
+    label = "stored payloads of `{Self}` are decoded with `Deserialize`",
+    note = "derive it: `#[derive(Event, Serialize, Deserialize)]` on `{Self}`"
+)]
+pub trait Payload: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> Payload for T {}
+
 /// Decodes a payload of the first version of an event (one without a `previous`).
-pub fn decode_first<T: Event + DeserializeOwned>(
-    version: u32,
-    payload: &Value,
-) -> Result<T, DecodeFailure> {
+pub fn decode_first<T: Event + Payload>(version: u32, payload: &Value) -> Result<T, DecodeFailure> {
     if version == T::VERSION {
         DecodeFailure::parse(version, payload)
     } else {
@@ -61,7 +70,7 @@ pub fn decode_first<T: Event + DeserializeOwned>(
 pub fn decode_upcast<P, T>(version: u32, payload: &Value) -> Result<T, DecodeFailure>
 where
     P: Event,
-    T: Event + DeserializeOwned + Upcast<P>,
+    T: Event + Payload + Upcast<P>,
 {
     if version == T::VERSION {
         return DecodeFailure::parse(version, payload);
@@ -127,9 +136,34 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
+/// The index of the first of `names` that equals an earlier one, or `names.len()` if they all
+/// differ. One `const` evaluation for a whole list (the derive checks an aggregate's events
+/// with it), instead of one assertion per pair.
+pub const fn first_repeated(names: &[&str]) -> usize {
+    let mut later = 1;
+    while later < names.len() {
+        let mut earlier = 0;
+        while earlier < later {
+            if str_eq(names[earlier], names[later]) {
+                return later;
+            }
+            earlier += 1;
+        }
+        later += 1;
+    }
+    names.len()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::str_eq;
+    use super::{first_repeated, str_eq};
+
+    #[test]
+    fn first_repeated_finds_the_later_of_a_pair() {
+        assert_eq!(first_repeated(&["a", "b", "c"]), 3);
+        assert_eq!(first_repeated(&["a", "b", "a", "b"]), 2);
+        assert_eq!(first_repeated(&[]), 0);
+    }
 
     #[test]
     fn str_eq_compares_bytes() {

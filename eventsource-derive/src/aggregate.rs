@@ -22,7 +22,7 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let ident = aggregate.ident;
     let name = &aggregate.name;
-    let fingerprint = &aggregate.state_fingerprint;
+    let (shape_impl, fingerprint) = state_fingerprint(aggregate);
     let event_type = aggregate.event_type();
     let command_type = aggregate.command_type();
     let error = error_type(aggregate);
@@ -46,11 +46,14 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     let dispatch = dispatch(aggregate);
     let distinct_names = distinct_names(aggregate);
     let command_fingerprint = command_fingerprint(aggregate);
+    let marker = crate::internals::unique::aggregate_marker(name);
 
     quote! {
         #enums
+        #marker
         const _: () = {
             #event_set
+            #shape_impl
 
             #[automatically_derived]
             impl #private::Aggregate for #ident {
@@ -81,6 +84,23 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
             #distinct_names
         };
     }
+}
+
+/// The state's `Shape` impl (none with `snapshot(version = N)`) and the `STATE_FINGERPRINT`
+/// expression: the deep shape's fingerprint as hex, or `version-N`.
+fn state_fingerprint(aggregate: &ast::Aggregate) -> (TokenStream, TokenStream) {
+    if let Some((_, version)) = aggregate.snapshot.as_ref().and_then(|s| s.version.as_ref()) {
+        let fingerprint = format!("version-{version}");
+        return (TokenStream::new(), quote!(#fingerprint));
+    }
+    let private = private(aggregate);
+    let ident = aggregate.ident;
+    let shape_impl = crate::shape::shape_impl(&private, aggregate.input, &aggregate.state_shape);
+    let fingerprint = quote! {{
+        const HEX: [u8; 16] = #private::shape_hex(<#ident as #private::Shape>::SHAPE_FINGERPRINT);
+        #private::hex_str(&HEX)
+    }};
+    (shape_impl, fingerprint)
 }
 
 /// The body of `evolve`: a `match` over the listed events, each to its `Apply` impl, or the
@@ -187,7 +207,7 @@ fn enums(aggregate: &ast::Aggregate) -> TokenStream {
             vis,
             &event_doc,
             aggregate.event_members(),
-            true,
+            Some((&private(aggregate), ident)),
         )),
     };
     let command_enum_def = match &aggregate.commands {
@@ -197,7 +217,7 @@ fn enums(aggregate: &ast::Aggregate) -> TokenStream {
             vis,
             &command_doc,
             &members.items,
-            false,
+            None,
         )),
     };
     quote!(#event_enum_def #command_enum_def)
@@ -208,7 +228,7 @@ fn member_enum(
     vis: &syn::Visibility,
     doc: &str,
     members: &[Member],
-    partial_eq: bool,
+    events_of: Option<(&TokenStream, &syn::Ident)>,
 ) -> TokenStream {
     // After an error a type may be listed twice; the stub must still be one valid enum.
     let mut seen = std::collections::HashSet::new();
@@ -220,9 +240,6 @@ fn member_enum(
         let doc = format!("`{}`.", text(path));
         quote!(#[doc = #doc] #variant(#path),)
     });
-    let debug_arms = members.iter().map(|&Member { variant, .. }| {
-        quote!(#enum_ident::#variant(ref inner) => ::core::fmt::Debug::fmt(inner, f),)
-    });
     let from_impls = members.iter().map(|&Member { path, variant }| {
         quote! {
             #[automatically_derived]
@@ -233,15 +250,75 @@ fn member_enum(
             }
         }
     });
-    let partial_eq = partial_eq.then(|| quote!(, ::core::cmp::PartialEq));
+    let Some((private, aggregate)) = events_of else {
+        let debug_arms = members.iter().map(|&Member { variant, .. }| {
+            quote!(#enum_ident::#variant(ref inner) => ::core::fmt::Debug::fmt(inner, f),)
+        });
+        return quote! {
+            #[doc = #doc]
+            #[derive(::core::clone::Clone)]
+            #[allow(clippy::large_enum_variant)]
+            #vis enum #enum_ident {
+                #(#variants)*
+            }
+            const _: () = {
+                #[automatically_derived]
+                impl ::core::fmt::Debug for #enum_ident {
+                    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                        match *self {
+                            #(#debug_arms)*
+                        }
+                    }
+                }
+                #(#from_impls)*
+            };
+        };
+    };
+    // The events' `Clone`, `PartialEq` and `Debug` are reached through `ListedEvent<Aggregate>`,
+    // spanned at each event in `events(...)`: an event that lacks one of them is then one
+    // error there (rustc merges identical ones) that names the aggregate and says what to
+    // derive, rather than rustc's bound errors at the derive.
+    let listed = |path: &syn::Path| quote_spanned!(path.span()=> <#path as #private::ListedEvent<#aggregate>>);
+    let clone_arms = members.iter().map(|&Member { path, variant }| {
+        let listed = listed(path);
+        quote!(#enum_ident::#variant(ref inner) => #enum_ident::#variant(#listed::clone_event(inner)),)
+    });
+    let eq_arms = members.iter().map(|&Member { path, variant }| {
+        let listed = listed(path);
+        quote!((#enum_ident::#variant(a), #enum_ident::#variant(b)) => #listed::eq_event(a, b),)
+    });
+    let debug_arms = members.iter().map(|&Member { path, variant }| {
+        let listed = listed(path);
+        quote!(#enum_ident::#variant(ref inner) => #listed::fmt_event(inner, f),)
+    });
+    let other_arm = (members.len() > 1).then(|| quote!(_ => false,));
+    // With no events (after an error), the enum is empty: nothing to compare.
+    let eq_body = if members.is_empty() {
+        quote!(match *self {})
+    } else {
+        quote!(match (self, other) { #(#eq_arms)* #other_arm })
+    };
     quote! {
         #[doc = #doc]
-        #[derive(::core::clone::Clone #partial_eq)]
         #[allow(clippy::large_enum_variant)]
         #vis enum #enum_ident {
             #(#variants)*
         }
         const _: () = {
+            #[automatically_derived]
+            impl ::core::clone::Clone for #enum_ident {
+                fn clone(&self) -> Self {
+                    match *self {
+                        #(#clone_arms)*
+                    }
+                }
+            }
+            #[automatically_derived]
+            impl ::core::cmp::PartialEq for #enum_ident {
+                fn eq(&self, other: &Self) -> bool {
+                    #eq_body
+                }
+            }
             #[automatically_derived]
             impl ::core::fmt::Debug for #enum_ident {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
@@ -260,27 +337,32 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let event_enum = &aggregate.event_enum;
     let events = aggregate.event_members();
-    let event_trait = |path: &syn::Path| quote_spanned!(path.span()=> <#path as #private::Event>);
+    let ident = aggregate.ident;
+    // Through `ListedEvent<Aggregate>`, as the enum's other impls: a listed type that is not
+    // an event is one error at it, naming the aggregate.
+    let event_trait =
+        |path: &syn::Path| quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
     let names = events.iter().map(|m| {
         let event = event_trait(&m.path);
-        quote!(#event::NAME)
+        quote!(#event::LISTED_NAME)
     });
     let name_arms = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
-        quote!(#event_enum::#variant(_) => #event::NAME,)
+        quote!(#event_enum::#variant(_) => #event::LISTED_NAME,)
     });
     let version_arms = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
-        quote!(#event_enum::#variant(_) => #event::VERSION,)
+        quote!(#event_enum::#variant(_) => #event::LISTED_VERSION,)
     });
-    let encode_arms = events.iter().map(|Member { variant, .. }| {
-        quote!(#event_enum::#variant(ref event) => #private::serde_json::to_value(event),)
+    let encode_arms = events.iter().map(|Member { path, variant }| {
+        let listed = quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
+        quote!(#event_enum::#variant(ref event) => #listed::encode_event(event),)
     });
     let decoders = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
         quote! {
-            if name == #event::NAME {
-                return #event::decode_version(version, payload).map(#event_enum::#variant);
+            if name == #event::LISTED_NAME {
+                return #event::decode_listed(version, payload).map(#event_enum::#variant);
             }
         }
     });
@@ -299,31 +381,33 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     quote!(#[automatically_derived] #event_set)
 }
 
-/// One `const` assertion per pair of events that their stored names differ (the names are
-/// constants of other types, so only the compiler's const evaluation can compare them).
+/// The listed events' requirements, one assertion each at the event's name in the list (an
+/// `Event` that serializes, deserializes, clones, prints and compares), and that their stored
+/// names differ: one `const` evaluation over the whole list (`first_repeated`), then one
+/// cheap comparison per event, so that the cost grows with the number of events, not with the
+/// number of pairs.
 fn distinct_names(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let ident = aggregate.ident;
+    let event_enum = &aggregate.event_enum;
     let events = aggregate.event_members();
-    let mut checks = TokenStream::new();
-    for (index, later) in events.iter().enumerate() {
-        for earlier in &events[..index] {
-            let (a, b) = (&earlier.path, &later.path);
-            let message = literal_message(format!(
-                "events `{}` and `{}` of `{ident}` have the same name: each event of an aggregate needs its own name (list only the newest version of a version chain)",
-                text(a),
-                text(b)
-            ));
-            checks.extend(quote_spanned! {b.span()=>
-                const _: () = ::core::assert!(
-                    !#private::str_eq(
-                        <#a as #private::Event>::NAME,
-                        <#b as #private::Event>::NAME,
-                    ),
-                    #message
-                );
-            });
-        }
+    if events.is_empty() {
+        return TokenStream::new();
+    }
+    let mut checks = quote! {
+        const REPEATED: usize = #private::first_repeated(
+            <#event_enum as #private::EventEnum>::NAMES,
+        );
+    };
+    for (index, member) in events.iter().enumerate() {
+        let path = &member.path;
+        let message = literal_message(format!(
+            "event `{}` of `{ident}` has the same name as an event listed before it: each event of an aggregate needs its own name (list only the newest version of a version chain)",
+            text(path),
+        ));
+        checks.extend(quote_spanned! {path.span()=>
+            const _: () = ::core::assert!(REPEATED != #index, #message);
+        });
     }
     checks
 }

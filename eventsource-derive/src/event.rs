@@ -44,6 +44,7 @@ fn subject<'a>(event: &ast::Event<'a>) -> lock::Subject<'a> {
         attrs: serde_attrs(&event.input.attrs),
         fields,
         shape: Shape::of(event.input),
+        ty: event.ident.to_string(),
         is_variant: false,
     }
 }
@@ -73,8 +74,17 @@ fn generate(event: &ast::Event) -> TokenStream {
             chain_checks(&private, &event.event, &format!("`{ident}`")),
         ),
     };
+    let shape_impl = crate::shape::shape_impl(&private, event.input, &shape);
+    let marker = crate::internals::unique::event_version(
+        &private,
+        &event.event,
+        &format!("`{ident}`"),
+        &quote!(<#ident as #private::Shape>::SHAPE_FINGERPRINT),
+    );
     quote! {
+        #marker
         const _: () = {
+            #shape_impl
             #[automatically_derived]
             impl #private::Event for #ident {
                 const NAME: &'static str = #name;

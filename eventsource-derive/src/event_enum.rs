@@ -10,7 +10,7 @@ use syn::DeriveInput;
 use syn::spanned::Spanned;
 
 use crate::event::{chain_checks, serde_attrs};
-use crate::internals::fingerprint::Shape;
+use crate::internals::fingerprint::{Shape, deep_expr, local_text, wire_types};
 use crate::internals::{ast, check, ctxt::Ctxt, lock};
 
 /// `source_file` is the file the enum is defined in, which `lock = "..."` is relative to.
@@ -49,6 +49,7 @@ fn subject<'a>(events: &ast::EventEnum<'a>, variant: &ast::Variant<'a>) -> lock:
         attrs,
         fields: &variant.variant.fields,
         shape: Shape::of_variant(events.input, variant.variant),
+        ty: format!("{}::{}", events.ident, variant.ident),
         is_variant: true,
     }
 }
@@ -100,8 +101,17 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         bounds: quote!(where #ident: #private::StoredEnum),
     }
     .impl_for(&private, ident);
+    let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
+    let markers = events.variants.iter().map(|variant| {
+        let text = Shape::of_variant(events.input, variant.variant).to_string();
+        let deep = deep_expr(&private, &text, &wire_types(&variant.variant.fields, ident));
+        let subject = format!("variant `{ident}::{}`", variant.ident);
+        crate::internals::unique::event_version(&private, &variant.event, &subject, &deep)
+    });
     quote! {
+        #(#markers)*
         const _: () = {
+            #shape_impl
             #[automatically_derived]
             #event_enum
             #(#chain_checks)*

@@ -11,6 +11,7 @@ mod debug;
 mod event;
 mod event_enum;
 mod internals;
+mod shape;
 
 use std::path::Path;
 
@@ -38,6 +39,14 @@ pub fn derive_event_enum(input: TokenStream) -> TokenStream {
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     run("Aggregate", &input, |input, _| aggregate::expand(input))
+}
+
+/// Derives `eventsource::Shape` for a type used inside an event or an aggregate's state, and
+/// checks it against the schema lock; see the `eventsource` crate for the attributes.
+#[proc_macro_derive(Shape, attributes(shape))]
+pub fn derive_shape(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    run("Shape", &input, shape::expand)
 }
 
 /// Expands `input` with the derive's `expand`, given the file the input is defined in (which

@@ -7,7 +7,7 @@ use syn::{Data, DeriveInput, Ident, LitInt, LitStr, Path, Type, Visibility};
 
 use crate::internals::attr::{self, List, Place, Snapshot};
 use crate::internals::ctxt::Ctxt;
-use crate::internals::fingerprint::fingerprint;
+use crate::internals::fingerprint::local_text;
 
 /// The name, version and version chain of one event: a struct deriving `Event`, or a variant
 /// of an enum deriving `EventEnum`.
@@ -21,6 +21,9 @@ pub(crate) struct Versioned {
     pub(crate) previous: Option<Type>,
     /// Whether `previous` was written, even with an invalid value.
     pub(crate) previous_written: bool,
+    /// `same_as = T`: another declaration of this very event version (same name, version and
+    /// wire shape, checked), which the crate-wide uniqueness check then allows.
+    pub(crate) same_as: Option<Type>,
 }
 
 impl Versioned {
@@ -35,6 +38,7 @@ impl Versioned {
             version_lit,
             previous: attrs.previous.take(),
             previous_written: attrs.written.contains(&"previous"),
+            same_as: attrs.same_as.take(),
         }
     }
 }
@@ -150,7 +154,8 @@ pub(crate) struct Aggregate<'a> {
     pub(crate) event_enum: Ident,
     /// `<Name>Command`.
     pub(crate) command_enum: Ident,
-    pub(crate) state_fingerprint: String,
+    /// The state's canonical text (its deep fingerprint adds its fields' types' shapes).
+    pub(crate) state_shape: String,
 }
 
 /// An aggregate's events or commands.
@@ -220,7 +225,7 @@ impl<'a> Aggregate<'a> {
             krate: attrs.krate.unwrap_or_else(default_crate),
             event_enum: format_ident!("{}Event", ident),
             command_enum: format_ident!("{}Command", ident),
-            state_fingerprint: fingerprint(input),
+            state_shape: local_text(input),
         }
     }
 

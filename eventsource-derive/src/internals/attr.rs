@@ -23,13 +23,17 @@ const IN_EVENT: &str = "`#[event(...)]`";
 const IN_AGGREGATE: &str = "`#[aggregate(...)]`";
 const IN_SNAPSHOT: &str = "`snapshot(...)`";
 
-const EVENT_KEYS: &[&str] = &["name", "version", "previous", "lock", "crate"];
+const EVENT_KEYS: &[&str] = &["name", "version", "previous", "same_as", "lock", "crate"];
 const EVENT_ENUM_KEYS: &[&str] = &["prefix", "lock", "crate"];
-const VARIANT_KEYS: &[&str] = &["name", "version", "previous"];
+const VARIANT_KEYS: &[&str] = &["name", "version", "previous", "same_as"];
 const AGGREGATE_KEYS: &[&str] = &[
     "name", "error", "events", "commands", "snapshot", "services", "crate",
 ];
-const SNAPSHOT_KEYS: &[&str] = &["every"];
+const SNAPSHOT_KEYS: &[&str] = &["every", "version"];
+const SHAPE_KEYS: &[&str] = &["lock", "crate"];
+/// `#[shape(...)]`.
+pub(crate) const SHAPE: &str = "shape";
+const IN_SHAPE: &str = "`#[shape(...)]`";
 
 /// Where an `#[event(...)]` attribute is written: each place has its own keys.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,7 @@ pub(crate) struct EventAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(LitInt, u32)>,
     pub(crate) previous: Option<Type>,
+    pub(crate) same_as: Option<Type>,
     pub(crate) prefix: Option<LitStr>,
     pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Option<Path>,
@@ -117,6 +122,45 @@ pub(crate) struct Snapshot {
     /// Whether nothing at all was written in the parentheses: `snapshot()`.
     pub(crate) empty: bool,
     pub(crate) every: Option<(LitInt, u64)>,
+    /// `version = N`: the state's fingerprint is `version-N` instead of its shape's.
+    pub(crate) version: Option<(LitInt, u32)>,
+}
+
+/// What `#[shape(...)]` says (on a type deriving `Shape`).
+#[derive(Default)]
+pub(crate) struct ShapeAttrs {
+    pub(crate) lock: Option<LitStr>,
+    pub(crate) krate: Option<Path>,
+}
+
+/// Reads every `#[shape(...)]` attribute of the type.
+pub(crate) fn shape_attrs(cx: &Ctxt, attrs: &[Attribute]) -> ShapeAttrs {
+    let mut out = ShapeAttrs::default();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident(SHAPE)) {
+        let result = attr.parse_nested_meta(|meta| {
+            let key = &meta.path;
+            if key.is_ident("lock") {
+                let example = "lock = \"events.lock\"";
+                let slot = &mut out.lock;
+                key_eq(cx, &meta, slot, IN_SHAPE, example, |value| {
+                    parse_str(cx, value, "lock", example)
+                })?;
+            } else if key.is_ident("crate") {
+                let example = "crate = \"eventsource\"";
+                let slot = &mut out.krate;
+                key_eq(cx, &meta, slot, IN_SHAPE, example, |value| {
+                    parse_crate(cx, value)
+                })?;
+            } else {
+                unknown_key(cx, &meta, IN_SHAPE, SHAPE_KEYS)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            cx.syn_error(error);
+        }
+    }
+    out
 }
 
 /// Reads every `#[event(...)]` attribute of a type or variant written at `place`.
@@ -151,6 +195,12 @@ pub(crate) fn event_attrs(cx: &Ctxt, attrs: &[Attribute], place: Place) -> Event
                 let slot = &mut out.version;
                 key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
                     parse_int(cx, value, "version", example)
+                })?;
+            } else if key.is_ident("same_as") {
+                let example = "same_as = ItemAdded";
+                let slot = &mut out.same_as;
+                key_eq(cx, &meta, slot, IN_EVENT, example, |value| {
+                    parse_type(cx, value, "same_as", example)
                 })?;
             } else if key.is_ident("previous") {
                 let example = "previous = ItemAddedV1";
@@ -454,6 +504,7 @@ fn parse_snapshot(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Snaps
     let tokens: TokenStream = content.parse()?;
     let empty = tokens.is_empty();
     let mut every = None;
+    let mut version = None;
     // `syn::meta::parser` rejects empty input; `snapshot()` is reported by the checks instead.
     if !empty {
         let parser = syn::meta::parser(|inner| {
@@ -462,6 +513,11 @@ fn parse_snapshot(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Snaps
                 if let Some(value) = key_value(cx, &inner, "every = 100")? {
                     let every_value = parse_int(cx, value, "every", "every = 100");
                     set(cx, &mut every, key, IN_SNAPSHOT, every_value);
+                }
+            } else if key.is_ident("version") {
+                if let Some(value) = key_value(cx, &inner, "version = 2")? {
+                    let version_value = parse_int(cx, value, "version", "version = 2");
+                    set(cx, &mut version, key, IN_SNAPSHOT, version_value);
                 }
             } else {
                 unknown_key(cx, &inner, IN_SNAPSHOT, SNAPSHOT_KEYS)?;
@@ -476,5 +532,6 @@ fn parse_snapshot(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Snaps
         key: meta.path.clone(),
         empty,
         every,
+        version,
     }))
 }

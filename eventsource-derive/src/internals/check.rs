@@ -320,11 +320,62 @@ fn check_aggregate_name(cx: &Ctxt, aggregate: &Aggregate) {
     }
 }
 
+/// Reports an attribute whose name is a near miss of `expected` (`#[aggregates(...)]`,
+/// `#[Aggregate(...)]`), when no `#[<expected>(...)]` is written: the derive would otherwise
+/// see no attribute at all and report what is missing from it. Returns whether it did.
+fn misspelled_attribute(cx: &Ctxt, input: &DeriveInput, expected: &str) -> bool {
+    if input
+        .attrs
+        .iter()
+        .any(|attr| attr.path().is_ident(expected))
+    {
+        return false;
+    }
+    let near = input.attrs.iter().find(|attr| {
+        attr.path().get_ident().is_some_and(|ident| {
+            let name = ident.to_string().to_lowercase();
+            name != expected && edit_distance(&name, expected) <= 2
+        })
+    });
+    let Some(attr) = near else {
+        return false;
+    };
+    cx.error_spanned_by(
+        attr.path(),
+        format!(
+            "`#[{}(...)]` is not an attribute of this derive: write `#[{expected}(...)]`",
+            attr.path().to_token_stream()
+        ),
+    );
+    true
+}
+
+/// Levenshtein distance (short names only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                previous
+            } else {
+                1 + previous.min(row[j]).min(row[j + 1])
+            };
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
 // An aggregate owns at least one event: `#[aggregate(commands(..))]` without `events(..)`, or
 // with `events()`, is rejected.
 fn check_events_listed(cx: &Ctxt, aggregate: &Aggregate) {
     match &aggregate.events {
         None if aggregate.events_written => {}
+        None if misspelled_attribute(cx, aggregate.input, attr::AGGREGATE) => {}
         None => cx.error_spanned_by(
             aggregate.ident,
             "missing `events(...)` in `#[aggregate(...)]`: list the events the aggregate records, e.g. `events(CartOpened, ItemAdded)`, or name an enum of them, `events = CartEvent`",

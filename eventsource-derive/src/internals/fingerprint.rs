@@ -15,11 +15,6 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::{Attribute, Data, DeriveInput, Fields, Variant};
 
-/// The fingerprint of `input`'s shape: 16 lowercase hex digits.
-pub(crate) fn fingerprint(input: &DeriveInput) -> String {
-    hash(&Shape::of(input).to_string())
-}
-
 /// The fingerprint of a canonical shape text.
 pub(crate) fn hash(shape: &str) -> String {
     format!("{:016x}", fnv1a64(shape.as_bytes()))
@@ -155,6 +150,93 @@ impl fmt::Display for Shape {
         }
         f.write_str(close)
     }
+}
+
+/// The canonical text of any derive input (a nested type deriving `Shape`): a struct's as
+/// [`Shape`]'s; an enum's as `<attrs>enum{<variant attrs><Name><shape>|...}`.
+pub(crate) fn local_text(input: &DeriveInput) -> String {
+    match &input.data {
+        Data::Enum(data) => {
+            let variants: Vec<String> = data
+                .variants
+                .iter()
+                .map(|variant| {
+                    let shape = Shape::new(serde_attrs(&variant.attrs), &variant.fields);
+                    format!("{}", VariantText(&variant.ident, &shape))
+                })
+                .collect();
+            format!(
+                "{}enum{{{}}}",
+                serde_attrs(&input.attrs),
+                variants.join("|")
+            )
+        }
+        Data::Struct(_) | Data::Union(_) => Shape::of(input).to_string(),
+    }
+}
+
+/// A variant as `<attrs><Name><fields>`.
+struct VariantText<'a>(&'a syn::Ident, &'a Shape);
+
+impl fmt::Display for VariantText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let VariantText(ident, shape) = self;
+        f.write_str(&shape.attrs)?;
+        write!(f, "{ident}")?;
+        let bare = Shape {
+            attrs: String::new(),
+            kind: shape.kind,
+            fields: shape.fields.clone(),
+        };
+        if shape.kind == Kind::Unit {
+            return Ok(());
+        }
+        write!(f, "{bare}")
+    }
+}
+
+/// The types of the fields that are on the wire (not `#[serde(skip)]`), whose own shapes a
+/// deep fingerprint folds in. A type that names `owner` itself (`kids: Vec<Tree>` in `Tree`)
+/// is left out: its text is in the owner's, and folding it in would define the fingerprint by
+/// itself, which the compiler rejects as a cycle.
+pub(crate) fn wire_types<'a>(fields: &'a Fields, owner: &syn::Ident) -> Vec<&'a syn::Type> {
+    fields
+        .iter()
+        .filter(|field| !is_skipped(&field.attrs) && !mentions(field.ty.to_token_stream(), owner))
+        .map(|field| &field.ty)
+        .collect()
+}
+
+/// Whether `tokens` contain the identifier `ident`.
+fn mentions(tokens: TokenStream, ident: &syn::Ident) -> bool {
+    tokens.into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(found) => found == *ident,
+        proc_macro2::TokenTree::Group(group) => mentions(group.stream(), ident),
+        proc_macro2::TokenTree::Punct(_) | proc_macro2::TokenTree::Literal(_) => false,
+    })
+}
+
+/// Whether `#[serde(skip)]` (or `skip_serializing` and `skip_deserializing`) is written.
+fn is_skipped(attrs: &[Attribute]) -> bool {
+    let keys = crate::internals::attr::serde_keys(attrs);
+    let has = |key: &str| keys.iter().any(|k| k.is_ident(key));
+    has("skip") || (has("skip_serializing") && has("skip_deserializing"))
+}
+
+/// A `const` expression of the deep fingerprint: the hash of `text`, with each of `types`'s
+/// `Shape::SHAPE_FINGERPRINT` folded in, in order. Each type's term is spanned at the type, so
+/// that a type without `Shape` is reported at the field.
+pub(crate) fn deep_expr(private: &TokenStream, text: &str, types: &[&syn::Type]) -> TokenStream {
+    let mixes = types.iter().map(|ty| {
+        quote::quote_spanned! {syn::spanned::Spanned::span(ty)=>
+            let hash = #private::shape_mix(hash, <#ty as #private::Shape>::SHAPE_FINGERPRINT);
+        }
+    });
+    quote::quote! {{
+        let hash = #private::shape_hash(#text);
+        #(#mixes)*
+        hash
+    }}
 }
 
 /// Splits leading `#[...]` attributes off `text`.

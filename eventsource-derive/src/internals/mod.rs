@@ -6,3 +6,5 @@ pub(crate) mod check;
 pub(crate) mod ctxt;
 pub(crate) mod fingerprint;
 pub(crate) mod lock;
+pub(crate) mod schema;
+pub(crate) mod unique;

@@ -8,7 +8,8 @@ struct Opened {}
 struct Open {}
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[event(name = "cart.opened")]
+// A twin of `Opened` (`same_as`): one event version, declared twice on purpose.
+#[event(name = "cart.opened", same_as = Opened)]
 struct Reopened {}
 
 #[derive(Aggregate, Default, Serialize, Deserialize)]

@@ -8,9 +8,9 @@ struct OpenedV1 {}
 #[event(name = "cart.opened", version = 2, previous = OpenedV1)]
 struct OpenedV2 {}
 
-// Names version 2 as its own previous version.
+// Version 4 names version 2 as its previous version.
 #[derive(Event, Deserialize)]
-#[event(name = "cart.opened", version = 2, previous = OpenedV2)]
+#[event(name = "cart.opened", version = 4, previous = OpenedV2)]
 struct Opened {}
 
 impl From<OpenedV1> for OpenedV2 {

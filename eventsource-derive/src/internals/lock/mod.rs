@@ -33,6 +33,8 @@ use explain::explain;
 pub(crate) const MODE_VARIABLE: &str = "EVENTSOURCE_LOCK";
 /// The lock's name at the crate root.
 const DEFAULT_FILE: &str = "events.lock";
+/// The name prefix of a nested type's entry (`type:Money v0 <fingerprint> <shape>`).
+pub(crate) const TYPE_PREFIX: &str = "type:";
 /// The section whose entries apply to every crate.
 const ANY_CRATE: &str = "*";
 
@@ -79,6 +81,9 @@ impl Mode {
 pub(crate) struct Entry {
     pub(crate) fingerprint: String,
     pub(crate) shape: String,
+    /// The Rust type (`Opened`, `CartEvent::Opened`) that declared it, written after the shape
+    /// as `@Opened`: how a renamed event is recognized. Absent in entries recorded before it.
+    pub(crate) ty: Option<String>,
 }
 
 /// The parsed file: sections by crate, entries by (name, version).
@@ -140,17 +145,37 @@ impl Lock {
             .find_map(|section| self.sections.get(*section)?.get(&key))
     }
 
+    /// The name under which the type of `subject` locked its version, if it is not the
+    /// subject's name any more (and the subject's name is not locked itself).
+    fn renamed(&self, krate: &str, subject: &Subject) -> Option<String> {
+        [krate, ANY_CRATE].iter().find_map(|section| {
+            self.sections
+                .get(*section)?
+                .iter()
+                .find(|((name, version), entry)| {
+                    *version == subject.version
+                        && *name != subject.name
+                        && entry.ty.as_deref() == Some(subject.ty.as_str())
+                })
+                .map(|((name, _), _)| name.clone())
+        })
+    }
+
     /// The file's text: sections and entries sorted.
     pub(crate) fn render(&self) -> String {
         let mut out = String::from(HEADER);
         for (section, entries) in &self.sections {
             let _ = write!(out, "\n[{section}]\n");
             for ((name, version), entry) in entries {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "{name} v{version} {} {}",
                     entry.fingerprint, entry.shape
                 );
+                if let Some(ty) = &entry.ty {
+                    let _ = write!(out, " @{ty}");
+                }
+                out.push('\n');
             }
         }
         out
@@ -162,8 +187,19 @@ fn parse_entry(line: &str) -> Option<((String, u32), Entry)> {
     let name = words.next()?;
     let version = words.next()?.strip_prefix('v')?.parse().ok()?;
     let fingerprint = words.next()?;
-    let shape = words.next()?.trim();
-    if name.is_empty() || fingerprint.len() != 16 || Shape::parse(shape).is_none() {
+    let rest = words.next()?.trim();
+    let (shape, ty) = match rest.rsplit_once(" @") {
+        Some((shape, ty)) if !ty.is_empty() && !ty.contains(char::is_whitespace) => {
+            (shape.trim(), Some(ty.to_owned()))
+        }
+        _ => (rest, None),
+    };
+    let parses = if name.starts_with(TYPE_PREFIX) {
+        !shape.is_empty() && version == 0
+    } else {
+        Shape::parse(shape).is_some()
+    };
+    if name.is_empty() || fingerprint.len() != 16 || !parses {
         return None;
     }
     Some((
@@ -171,6 +207,7 @@ fn parse_entry(line: &str) -> Option<((String, u32), Entry)> {
         Entry {
             fingerprint: fingerprint.to_owned(),
             shape: shape.to_owned(),
+            ty,
         },
     ))
 }
@@ -196,6 +233,8 @@ pub(crate) struct Subject<'a> {
     pub(crate) attrs: Vec<&'a Attribute>,
     pub(crate) fields: &'a Fields,
     pub(crate) shape: Shape,
+    /// The Rust type as the lock records it: `Opened`, or `CartEvent::Opened` for a variant.
+    pub(crate) ty: String,
     /// Whether it is a variant (messages then say "a tuple variant", not "a tuple struct").
     pub(crate) is_variant: bool,
 }
@@ -220,59 +259,41 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
         return TokenStream::new();
     }
     let ident = lock_attr.ident;
-    let track_mode = quote! {
-        const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
+    let (mode, location, lock, krate) = match open(cx, lock_attr) {
+        Ok(opened) => opened,
+        Err(tokens) => return tokens,
     };
-    let mode = match Mode::from_env() {
-        Ok(mode) => mode,
-        Err(message) => {
-            cx.error_spanned_by(ident, message);
-            return track_mode;
-        }
-    };
-    let Some(location) = locate(cx, lock_attr) else {
-        return track_mode;
-    };
-    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
-
-    let lock = match read(&location.path) {
-        Ok(Some(text)) => match Lock::parse(&text) {
-            Ok(lock) => Some(lock),
-            Err(message) => {
-                cx.error_spanned_by(
-                    ident,
-                    format!("malformed schema lock `{}`: {message}", location.display),
-                );
-                return track_mode;
-            }
-        },
-        Ok(None) => None,
-        Err(error) => {
-            cx.error_spanned_by(
-                ident,
-                format!(
-                    "cannot read the schema lock `{}`: {error}",
-                    location.display
-                ),
-            );
-            return track_mode;
-        }
-    };
-
     let mut to_record = Vec::new();
     let mut missing_file_reported = false;
     for subject in subjects {
         let current = Entry {
             fingerprint: hash(&subject.shape.to_string()),
             shape: subject.shape.to_string(),
+            ty: Some(subject.ty.clone()),
         };
         let locked = lock
             .as_ref()
             .and_then(|lock| lock.get(&krate, &subject.name, subject.version));
+        let renamed = match locked {
+            None => lock.as_ref().and_then(|lock| lock.renamed(&krate, subject)),
+            Some(_) => None,
+        };
         match locked {
             Some(locked) if locked.fingerprint == current.fingerprint => continue,
             Some(_) if mode == Mode::Overwrite => {}
             Some(locked) => explain(cx, subject, &location.display, &locked.shape),
+            None if renamed.is_some() => {
+                let old_name = renamed.unwrap_or_default();
+                if mode != Mode::Overwrite {
+                    cx.error_spanned_by(
+                        subject.ident,
+                        format!(
+                            "`{}` is locked in `{}` as `{old_name}` v{}, and is now named `{}`: a stored event keeps its name forever (rows written as `{old_name}` would no longer decode); restore the name, or declare the new name as a new event",
+                            subject.ty, location.display, subject.version, subject.name
+                        ),
+                    );
+                }
+            }
             None if mode == Mode::Strict => cx.error_spanned_by(
                 subject.ident,
                 format!(
@@ -300,10 +321,130 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
         to_record.push(((subject.name.clone(), subject.version), current));
     }
 
+    finish(cx, lock_attr, mode, location, &krate, to_record)
+}
+
+/// Checks a nested type's shape (a type deriving `Shape`) against its `type:<Name>` entry.
+/// A nested type is locked by its own canonical text; the event that contains it is locked by
+/// its own, so that together the entries cover the whole type tree of every locked version.
+pub(crate) fn check_type(cx: &Ctxt, lock_attr: &LockAttr, shape: &str) -> TokenStream {
+    if cx.has_errors() {
+        return TokenStream::new();
+    }
+    let ident = lock_attr.ident;
+    let (mode, location, lock, krate) = match open(cx, lock_attr) {
+        Ok(opened) => opened,
+        Err(tokens) => return tokens,
+    };
+    let key = format!("{TYPE_PREFIX}{ident}");
+    let current = Entry {
+        fingerprint: hash(shape),
+        shape: shape.to_owned(),
+        ty: None,
+    };
+    let locked = lock.as_ref().and_then(|lock| lock.get(&krate, &key, 0));
+    match locked {
+        Some(locked) if locked.fingerprint == current.fingerprint => {}
+        Some(_) if mode == Mode::Overwrite => {}
+        Some(locked) => cx.error_spanned_by(
+            ident,
+            format!(
+                "`{ident}` differs from its locked shape, and it is part of the wire shape of locked event versions\n  locked in `{}`: {}\n  now: {shape}\n  a stored event keeps its shape forever: restore `{ident}`, and give the new event version a new type (e.g. `{ident}V2`)",
+                location.display, locked.shape
+            ),
+        ),
+        None if mode == Mode::Strict => cx.error_spanned_by(
+            ident,
+            format!(
+                "the shape of `{ident}` is not in the schema lock `{}`: record it with `{MODE_VARIABLE}=update cargo build` and commit the lock",
+                location.display
+            ),
+        ),
+        None if lock.is_none() && location.explicit && !mode.writes() => cx.error_spanned_by(
+            ident,
+            format!(
+                "cannot read the schema lock `{}`: no such file (create it with `{MODE_VARIABLE}=update cargo build`)",
+                location.display
+            ),
+        ),
+        None => {}
+    }
+    finish(
+        cx,
+        lock_attr,
+        mode,
+        location,
+        &krate,
+        vec![((key, 0), current)],
+    )
+}
+
+type Opened = (Mode, Location, Option<Lock>, String);
+
+/// The mode, the file's location and its parsed contents (`None` if it does not exist); or,
+/// after an error, the tokens to emit.
+fn open(cx: &Ctxt, lock_attr: &LockAttr) -> Result<Opened, TokenStream> {
+    let ident = lock_attr.ident;
+    let track_mode = track_mode();
+    let mode = match Mode::from_env() {
+        Ok(mode) => mode,
+        Err(message) => {
+            cx.error_spanned_by(ident, message);
+            return Err(track_mode);
+        }
+    };
+    let Some(location) = locate(cx, lock_attr) else {
+        return Err(track_mode);
+    };
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| ANY_CRATE.to_owned());
+    let lock = match read(&location.path) {
+        Ok(Some(text)) => match Lock::parse(&text) {
+            Ok(lock) => Some(lock),
+            Err(message) => {
+                cx.error_spanned_by(
+                    ident,
+                    format!("malformed schema lock `{}`: {message}", location.display),
+                );
+                return Err(track_mode);
+            }
+        },
+        Ok(None) => None,
+        Err(error) => {
+            cx.error_spanned_by(
+                ident,
+                format!(
+                    "cannot read the schema lock `{}`: {error}",
+                    location.display
+                ),
+            );
+            return Err(track_mode);
+        }
+    };
+    Ok((mode, location, lock, krate))
+}
+
+fn track_mode() -> TokenStream {
+    quote! {
+        const _: ::core::option::Option<&str> = ::core::option_env!(#MODE_VARIABLE);
+    }
+}
+
+/// Records `to_record` in a writing mode (unless an error was found), and returns the tokens
+/// that make cargo rebuild when the lock or the mode changes.
+fn finish(
+    cx: &Ctxt,
+    lock_attr: &LockAttr,
+    mode: Mode,
+    location: Location,
+    krate: &str,
+    to_record: Vec<((String, u32), Entry)>,
+) -> TokenStream {
+    let ident = lock_attr.ident;
+    let track_mode = track_mode();
     if mode.writes()
         && !cx.has_errors()
         && !to_record.is_empty()
-        && let Err(error) = record(&location.path, &krate, to_record)
+        && let Err(error) = record(&location.path, krate, to_record)
     {
         cx.error_spanned_by(
             ident,
@@ -460,6 +601,7 @@ mod tests {
         Entry {
             fingerprint: hash(shape),
             shape: shape.to_owned(),
+            ty: None,
         }
     }
 
@@ -470,7 +612,12 @@ mod tests {
         bank.insert(("b.two".to_owned(), 1), entry("{a:u8}"));
         bank.insert(("a.one".to_owned(), 2), entry("{a:u8;b:Vec<u8>}"));
         bank.insert(("a.one".to_owned(), 1), entry("(u8,u16)"));
+        let mut typed = entry("unit");
+        typed.ty = Some("E::One".to_owned());
+        bank.insert(("c.three".to_owned(), 1), typed);
         let text = lock.render();
+        assert!(text.contains("c.three v1 "), "{text}");
+        assert!(text.contains(" unit @E::One\n"), "{text}");
         assert_eq!(Lock::parse(&text), Ok(lock));
         // Sorted by (name, version) for stable diffs.
         let lines: Vec<&str> = text

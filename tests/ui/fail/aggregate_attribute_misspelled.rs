@@ -1,0 +1,15 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "shelf.stocked")]
+struct Stocked {}
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregates(name = "shelf", events(Stocked))]
+struct Shelf {}
+
+impl Apply<Stocked> for Shelf {
+    fn apply(&mut self, _: &Stocked) {}
+}
+
+fn main() {}

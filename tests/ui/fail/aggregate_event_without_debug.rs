@@ -1,0 +1,16 @@
+use eventsource::prelude::*;
+
+// A listed event without `Debug`.
+#[derive(Event, Serialize, Deserialize, Clone, PartialEq)]
+#[event(name = "shelf.stocked")]
+struct Stocked {}
+
+#[derive(Aggregate, Default, Serialize, Deserialize)]
+#[aggregate(name = "shelf", events(Stocked))]
+struct Shelf {}
+
+impl Apply<Stocked> for Shelf {
+    fn apply(&mut self, _: &Stocked) {}
+}
+
+fn main() {}
