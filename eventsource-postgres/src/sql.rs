@@ -196,14 +196,14 @@ impl Statements {
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             )
             .into(),
-            read_all: ByFilter::new(2, |filter, limit| read_all(s, filter, limit)),
-            // Served by the checkpoint-order indexes (all, by category, by name); stops at the
-            // first row.
-            unread: ByFilter::new(2, |filter, _| {
+            read_all: ByFilter::new(2, |shape| read_all(s, shape)),
+            // The first row after the checkpoint in the order of the index that serves the
+            // filter (see `Shape::ordered`): an ordered `LIMIT 1` rather than `EXISTS`, which
+            // without statistics was planned as a sequential scan of the whole table.
+            unread: ByFilter::new(2, |shape| {
                 format!(
-                    "SELECT EXISTS (SELECT 1 FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){})",
-                    filter.replace("{t}", "e")
+                    "SELECT coalesce(({}), false)",
+                    shape.ordered(s, "e", "true", "($1::bigint, $2)", "", "1")
                 )
             }),
             stream_version: format!(
@@ -324,11 +324,11 @@ impl Statements {
                    FROM {s}.checkpoints c ORDER BY c.projection"
             )
             .into(),
-            count_after: ByFilter::new(2, |filter, _| {
+            count_after: ByFilter::new(2, |shape| {
                 format!(
                     "SELECT count(*) FROM {s}.events e \
                       WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
-                    filter.replace("{t}", "e")
+                    shape.filter("e")
                 )
             }),
             // One statement, one snapshot: every transaction older than the snapshot's horizon
@@ -344,8 +344,10 @@ impl Statements {
             .into(),
             scan_page: format!(
                 "SELECT e.stream_id, e.version, e.position, e.name, e.schema_version, \
-                        jsonb_typeof(e.payload) AS payload_type, e.metadata, h.version AS head \
-                   FROM {s}.events e LEFT JOIN {s}.streams h ON h.stream_id = e.stream_id \
+                        jsonb_typeof(e.payload) AS payload_type, e.metadata, \
+                        (SELECT h.version FROM {s}.streams h WHERE h.stream_id = e.stream_id) \
+                            AS head \
+                   FROM {s}.events e \
                   WHERE (e.stream_id, e.version) > ($1, $2) \
                   ORDER BY e.stream_id, e.version LIMIT $3"
             )
@@ -466,3 +468,6 @@ pub(crate) const HORIZON_LAG: &str = "SELECT coalesce(extract(epoch FROM max(age
 
 /// Wakes the listeners of channel `$1` with payload `$2` (an append's last position).
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+#[cfg(test)]
+mod plans;
