@@ -65,6 +65,18 @@ fn offset(s: &str) -> String {
     format!("(SELECT o.value FROM {s}.transaction_offset o)")
 }
 
+/// The planner's estimate of the rows of `table` in schema `s`, as it computes it: the density
+/// at the last ANALYZE (or VACUUM) times the table's pages now; NULL before the first one.
+fn estimate(s: &str, table: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN c.reltuples < 0 OR c.relpages <= 0 THEN NULL \
+                      ELSE (c.reltuples / c.relpages * (pg_catalog.pg_relation_size(c.oid) \
+                            / current_setting('block_size')::float8))::bigint END \
+            FROM pg_catalog.pg_class c \
+           WHERE c.oid = to_regclass('{s}.{table}'))"
+    )
+}
+
 /// The SQL texts of a store.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -124,13 +136,16 @@ pub(crate) struct Statements {
     /// Deletes the parked events of `$1` (the one at `$2`, or all when NULL).
     pub(crate) discard_parked: Statement,
     // What the admin API (`admin.rs`, `verify.rs`) asks.
-    /// `events`, `streams`, `last_recorded_at`.
+    /// `events` and `streams` (counting at most `$1` rows each), `events_estimate` and
+    /// `streams_estimate` (the planner's, NULL before the first ANALYZE), `last_recorded_at`.
     pub(crate) counts: Statement,
-    /// Every checkpoint with how many of the events its projection reads follow it (all of them
-    /// while a reset is pending), by projection name.
+    /// Every checkpoint with its projection's filter, by projection name.
     pub(crate) checkpoints: Statement,
     /// How many events passing the filter follow (`$1` transaction, `$2` position).
     pub(crate) count_after: ByFilter,
+    /// As `count_after`, but counting at most the limit (the parameter after the filter's),
+    /// in the order of the index serving the filter: bounded work for `status`.
+    pub(crate) count_upto: ByFilter,
     /// The oldest transaction with an event at or after position `$1`, and the horizon.
     pub(crate) first_transaction_from: Statement,
     /// A page of events in (stream, version) order after (`$1` stream, `$2` version), `$3`
@@ -302,28 +317,42 @@ impl Statements {
                  WHERE projection = $1"
             )
             .into(),
+            // Bounded work whatever the size of the store: counts stop after `$1` rows (any
+            // rows: no filter, so any plan stops there); beyond, the planner's own estimate of
+            // the table (its density at the last ANALYZE times its size now), NULL when it
+            // was never analysed. The newest time among the newest positions: no index serves
+            // `max(recorded_at)`, which read the whole table.
             counts: format!(
-                "SELECT (SELECT count(*) FROM {s}.events) AS events, \
-                        (SELECT count(*) FROM {s}.streams) AS streams, \
-                        (SELECT max(recorded_at) FROM {s}.events) AS last_recorded_at"
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM {s}.events LIMIT $1) e) AS events, \
+                        (SELECT count(*) FROM (SELECT 1 FROM {s}.streams LIMIT $1) h) AS streams, \
+                        {events_estimate} AS events_estimate, \
+                        {streams_estimate} AS streams_estimate, \
+                        (SELECT max(r.recorded_at) FROM (SELECT recorded_at FROM {s}.events \
+                          ORDER BY position DESC LIMIT 100) r) AS last_recorded_at",
+                events_estimate = estimate(s, "events"),
+                streams_estimate = estimate(s, "streams"),
             )
             .into(),
-            // Behind: the events the projection reads (its registered names and categories,
-            // all when none), after its checkpoint, or after the start when a reset is pending.
+            // The `behind` counts are `count_upto`, one per projection.
             checkpoints: format!(
                 "SELECT c.projection, c.transaction_id, c.position, c.updated_at, \
-                        c.reset_requested_at, c.event_names, c.categories, \
-                        (SELECT count(*) FROM {s}.events e \
-                          WHERE (e.transaction_id, e.position) > \
-                                CASE WHEN c.reset_requested_at IS NULL \
-                                     THEN (c.transaction_id, c.position) \
-                                     ELSE (0::bigint, 0::bigint) END \
-                            AND (cardinality(c.event_names) = 0 OR e.name = ANY(c.event_names)) \
-                            AND (cardinality(c.categories) = 0 OR e.category = ANY(c.categories)) \
-                        ) AS behind \
+                        c.reset_requested_at, c.event_names, c.categories \
                    FROM {s}.checkpoints c ORDER BY c.projection"
             )
             .into(),
+            count_upto: ByFilter::new(2, |shape| {
+                format!(
+                    "SELECT count(*) FROM ({}) counted",
+                    shape.ordered(
+                        s,
+                        "e",
+                        "1",
+                        "($1::bigint, $2)",
+                        "",
+                        &format!("${}", shape.next)
+                    )
+                )
+            }),
             count_after: ByFilter::new(2, |shape| {
                 format!(
                     "SELECT count(*) FROM {s}.events e \
