@@ -371,12 +371,16 @@ impl Statements {
                 offset = offset(s)
             )
             .into(),
+            // `h.stream_id >= $1` says nothing new (every event of the page is at or after
+            // stream `$1`), but it starts the streams side of the merge join at the cursor:
+            // without it each page walked `streams` from its first row, a quadratic verify
+            // (issue 22). A per-row subquery instead costs the same, but its estimate under a
+            // generic plan crossed `jit_above_cost` and each page paid ~270 ms of JIT.
             scan_page: format!(
                 "SELECT e.stream_id, e.version, e.position, e.name, e.schema_version, \
-                        jsonb_typeof(e.payload) AS payload_type, e.metadata, \
-                        (SELECT h.version FROM {s}.streams h WHERE h.stream_id = e.stream_id) \
-                            AS head \
-                   FROM {s}.events e \
+                        jsonb_typeof(e.payload) AS payload_type, e.metadata, h.version AS head \
+                   FROM {s}.events e LEFT JOIN {s}.streams h \
+                        ON h.stream_id = e.stream_id AND h.stream_id >= $1 \
                   WHERE (e.stream_id, e.version) > ($1, $2) \
                   ORDER BY e.stream_id, e.version LIMIT $3"
             )
