@@ -132,8 +132,9 @@ pub struct Counts {
     pub last_recorded_at: Option<DateTime<Utc>>,
     /// Whether `events` or `streams` is an estimate: more than [`EXACT_COUNT_LIMIT`] rows, so
     /// the figure is the planner's estimate of the table (its density at the last `ANALYZE`
-    /// times its size now), never below the limit, or the limit itself before the first
-    /// `ANALYZE`.
+    /// times its size now), never below the limit. Before the first `ANALYZE`, events are
+    /// estimated by the head position (positions only have gaps where appends rolled back) and
+    /// streams by the limit itself.
     pub estimated: bool,
 }
 

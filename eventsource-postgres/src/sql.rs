@@ -136,8 +136,9 @@ pub(crate) struct Statements {
     /// Deletes the parked events of `$1` (the one at `$2`, or all when NULL).
     pub(crate) discard_parked: Statement,
     // What the admin API (`admin.rs`, `verify.rs`) asks.
-    /// `events` and `streams` (counting at most `$1` rows each), `events_estimate` and
-    /// `streams_estimate` (the planner's, NULL before the first ANALYZE), `last_recorded_at`.
+    /// `events` and `streams` (counting at most `$1` rows each), `events_estimate` (the
+    /// planner's, the head position before the first ANALYZE) and `streams_estimate` (NULL
+    /// before the first ANALYZE), `last_recorded_at`.
     pub(crate) counts: Statement,
     /// Every checkpoint with its projection's filter, by projection name.
     pub(crate) checkpoints: Statement,
@@ -329,7 +330,12 @@ impl Statements {
                         {streams_estimate} AS streams_estimate, \
                         (SELECT max(r.recorded_at) FROM (SELECT recorded_at FROM {s}.events \
                           ORDER BY position DESC LIMIT 100) r) AS last_recorded_at",
-                events_estimate = estimate(s, "events"),
+                // Before the first ANALYZE, the head position: positions start at 1 and only
+                // rolled-back appends leave gaps.
+                events_estimate = format!(
+                    "coalesce({}, (SELECT max(position) FROM {s}.events))",
+                    estimate(s, "events")
+                ),
                 streams_estimate = estimate(s, "streams"),
             )
             .into(),
