@@ -240,6 +240,10 @@ async fn every_statement_reads_events_by_its_index_with_and_without_statistics()
     let mut conn = store.pool().acquire().await.unwrap();
     // No autovacuum: the table stays never-analysed until the test analyses it. STREAMS streams
     // of 10 events, 100 names (one of them 1 %), 10 events per transaction.
+    let stream = format!(
+        "(ARRAY['acct', 'user', 'order', 'ship'])[(g % {STREAMS}) % 4 + 1] || '-' || \
+         (g % {STREAMS})"
+    );
     let load = format!(
         "ALTER TABLE {s}.events SET (autovacuum_enabled = false); \
          ALTER TABLE {s}.streams SET (autovacuum_enabled = false); \
@@ -253,10 +257,7 @@ async fn every_statement_reads_events_by_its_index_with_and_without_statistics()
          SELECT {stream_i}, 10 FROM generate_series(0, {streams}) i;",
         last = ROWS - 1,
         streams = STREAMS - 1,
-        stream = format!(
-            "(ARRAY['acct', 'user', 'order', 'ship'])[(g % {STREAMS}) % 4 + 1] || '-' || \
-             (g % {STREAMS})"
-        ),
+        stream = stream,
         stream_i = "(ARRAY['acct', 'user', 'order', 'ship'])[i % 4 + 1] || '-' || i",
     );
     sqlx::raw_sql(AssertSqlSafe(load))
