@@ -99,7 +99,7 @@ async fn few_and_many_names_and_categories_read_the_same_events_in_order() {
             .filter(|e| {
                 (case.categories.is_empty()
                     || case.categories.iter().any(|c| e.stream_id.category() == c))
-                    && (case.names.is_empty() || case.names.iter().any(|n| *n == e.name))
+                    && (case.names.is_empty() || case.names.contains(&e.name))
             })
             .map(|e| e.checkpoint)
             .collect();
