@@ -17,6 +17,12 @@ use crate::row::{count, decode_checkpoint, transaction_id, value};
 use crate::sql::{PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, Statements, bigint};
 use crate::store::PostgresStore;
 
+/// Up to this many events (and streams, and events behind a projection) are counted exactly by
+/// [`PostgresAdmin::counts`] and [`PostgresAdmin::checkpoints`]; beyond, they report the
+/// planner's estimate (or this limit as a lower bound), so that `eventsource status` costs the
+/// same at 100 million events as at 10 thousand (issue 22).
+pub const EXACT_COUNT_LIMIT: u64 = 10_000;
+
 /// The tables of an event store, in the order they are reported missing.
 const TABLES: [&str; 5] = [
     "schema_migrations",
@@ -111,7 +117,8 @@ pub struct Migrated {
     pub analyzed: bool,
 }
 
-/// How big a store is, from [`PostgresAdmin::counts`].
+/// How big a store is, from [`PostgresAdmin::counts`]: exact up to [`EXACT_COUNT_LIMIT`],
+/// estimated beyond (see [`estimated`](Self::estimated)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counts {
@@ -119,8 +126,16 @@ pub struct Counts {
     pub events: u64,
     /// Streams with a head.
     pub streams: u64,
-    /// When the newest event was recorded; `None` for an empty store.
+    /// When the newest event was recorded (the newest time among the 100 highest positions:
+    /// an event of a long transaction may carry an older time than one appended after it);
+    /// `None` for an empty store.
     pub last_recorded_at: Option<DateTime<Utc>>,
+    /// Whether `events` or `streams` is an estimate: more than [`EXACT_COUNT_LIMIT`] rows, so
+    /// the figure is the planner's estimate of the table (its density at the last `ANALYZE`
+    /// times its size now), never below the limit. Before the first `ANALYZE`, events are
+    /// estimated by the head position (positions only have gaps where appends rolled back) and
+    /// streams by the limit itself.
+    pub estimated: bool,
 }
 
 /// A projection's checkpoint and how far it is behind, from [`PostgresAdmin::checkpoints`].
@@ -135,8 +150,13 @@ pub struct ProjectionCheckpoint {
     /// Committed events the projection reads (the event names and categories its runner
     /// registered; every event for a projection registered before schema version 2) after its
     /// checkpoint, including those still behind the read horizon: 0 when it is caught up.
-    /// When a reset is pending, every such event of the log.
+    /// When a reset is pending, every such event of the log. Exact up to
+    /// [`EXACT_COUNT_LIMIT`]; beyond, the limit (see
+    /// [`behind_is_lower_bound`](Self::behind_is_lower_bound)).
     pub behind: u64,
+    /// Whether the projection is more than [`EXACT_COUNT_LIMIT`] events behind: `behind` then
+    /// says "at least this many" (counting further would cost what the backlog holds).
+    pub behind_is_lower_bound: bool,
     /// When a reset was requested ([`PostgresAdmin::request_reset`]) and the projection has
     /// not been rebuilt since.
     pub reset_requested_at: Option<DateTime<Utc>>,
@@ -295,17 +315,37 @@ impl PostgresAdmin {
     }
 
     /// How many events and streams the store holds, and when the newest event was recorded.
+    /// Exact up to [`EXACT_COUNT_LIMIT`] rows each, estimated beyond: the cost does not grow
+    /// with the store.
     pub async fn counts(&self) -> Result<Counts, PostgresError> {
         let what = "the counts of the store";
-        let row = self.row(self.sql().counts.query(), what).await?;
+        let limit = bigint(EXACT_COUNT_LIMIT.saturating_add(1));
+        let row = self
+            .row(self.sql().counts.query().bind(limit), what)
+            .await?;
+        let events = count(&row, "events", what)?;
+        let streams = count(&row, "streams", what)?;
+        let estimate = |exact: u64, column: &str| -> Result<(u64, bool), PostgresError> {
+            if exact <= EXACT_COUNT_LIMIT {
+                return Ok((exact, false));
+            }
+            let estimate: Option<i64> = value(&row, column, what)?;
+            let estimate = estimate.and_then(|e| u64::try_from(e).ok()).unwrap_or(0);
+            Ok((estimate.max(EXACT_COUNT_LIMIT), true))
+        };
+        let (events, events_estimated) = estimate(events, "events_estimate")?;
+        let (streams, streams_estimated) = estimate(streams, "streams_estimate")?;
         Ok(Counts {
-            events: count(&row, "events", what)?,
-            streams: count(&row, "streams", what)?,
+            events,
+            streams,
             last_recorded_at: value(&row, "last_recorded_at", what)?,
+            estimated: events_estimated || streams_estimated,
         })
     }
 
-    /// Every projection's checkpoint and how many events follow it, by name.
+    /// Every projection's checkpoint and how many events follow it, by name: exact up to
+    /// [`EXACT_COUNT_LIMIT`], a lower bound beyond (one bounded, index-ordered count per
+    /// projection).
     ///
     /// Fails with [`PostgresError::ClusterMoved`] when the store does not fit the cluster: the
     /// counts would be wrong (a projection missing events would show 0 behind).
@@ -313,20 +353,38 @@ impl PostgresAdmin {
         self.store.ensure_fits().await?;
         let what = "the projection checkpoints";
         let rows = self.rows(self.sql().checkpoints.query(), what).await?;
-        rows.iter()
-            .map(|row| {
-                let projection: String = value(row, "projection", what)?;
-                Ok(ProjectionCheckpoint {
-                    checkpoint: decode_checkpoint(&projection, row)?,
-                    behind: count(row, "behind", what)?,
-                    reset_requested_at: value(row, "reset_requested_at", what)?,
-                    event_names: value(row, "event_names", what)?,
-                    categories: value(row, "categories", what)?,
-                    updated_at: value(row, "updated_at", what)?,
-                    projection,
-                })
-            })
-            .collect()
+        let mut checkpoints = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let projection: String = value(row, "projection", what)?;
+            let checkpoint = decode_checkpoint(&projection, row)?;
+            let reset_requested_at: Option<DateTime<Utc>> = value(row, "reset_requested_at", what)?;
+            let event_names: Vec<String> = value(row, "event_names", what)?;
+            let categories: Vec<String> = value(row, "categories", what)?;
+            // While a reset is pending the projection will read the log from the start.
+            let from = if reset_requested_at.is_some() {
+                Checkpoint::START
+            } else {
+                checkpoint
+            };
+            let mut filter = LogFilter::all();
+            filter.names = event_names.clone();
+            filter.categories = categories.clone();
+            let limit = bigint(EXACT_COUNT_LIMIT.saturating_add(1));
+            let query = self.sql().count_upto.after(from, &filter).bind(limit);
+            let counted = self.row(query, what).await?;
+            let behind = count(&counted, "count", what)?;
+            checkpoints.push(ProjectionCheckpoint {
+                checkpoint,
+                behind: behind.min(EXACT_COUNT_LIMIT),
+                behind_is_lower_bound: behind > EXACT_COUNT_LIMIT,
+                reset_requested_at,
+                event_names,
+                categories,
+                updated_at: value(row, "updated_at", what)?,
+                projection,
+            });
+        }
+        Ok(checkpoints)
     }
 
     /// The checkpoint of `projection`, if it has one.

@@ -118,7 +118,10 @@ mod read;
 mod snapshot;
 mod verify;
 
-pub use admin::{Counts, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaStatus, StoreStatus};
+pub use admin::{
+    Counts, EXACT_COUNT_LIMIT, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaStatus,
+    StoreStatus,
+};
 pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;

@@ -46,10 +46,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "logical transaction ids: a global order that survives moving the cluster",
         sql: include_str!("../migrations/0004_logical_transaction_ids.sql"),
     },
+    Migration {
+        version: 5,
+        description: "planner statistics: analyze events and streams after 1 % of changes",
+        sql: include_str!("../migrations/0005_planner_statistics.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// What one run of [`migrate`] did besides applying migrations.
 #[derive(Clone, Copy, Debug, Default)]

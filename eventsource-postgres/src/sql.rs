@@ -65,6 +65,18 @@ fn offset(s: &str) -> String {
     format!("(SELECT o.value FROM {s}.transaction_offset o)")
 }
 
+/// The planner's estimate of the rows of `table` in schema `s`, as it computes it: the density
+/// at the last ANALYZE (or VACUUM) times the table's pages now; NULL before the first one.
+fn estimate(s: &str, table: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN c.reltuples < 0 OR c.relpages <= 0 THEN NULL \
+                      ELSE (c.reltuples / c.relpages * (pg_catalog.pg_relation_size(c.oid) \
+                            / current_setting('block_size')::float8))::bigint END \
+            FROM pg_catalog.pg_class c \
+           WHERE c.oid = to_regclass('{s}.{table}'))"
+    )
+}
+
 /// The SQL texts of a store.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -124,13 +136,17 @@ pub(crate) struct Statements {
     /// Deletes the parked events of `$1` (the one at `$2`, or all when NULL).
     pub(crate) discard_parked: Statement,
     // What the admin API (`admin.rs`, `verify.rs`) asks.
-    /// `events`, `streams`, `last_recorded_at`.
+    /// `events` and `streams` (counting at most `$1` rows each), `events_estimate` (the
+    /// planner's, the head position before the first ANALYZE) and `streams_estimate` (NULL
+    /// before the first ANALYZE), `last_recorded_at`.
     pub(crate) counts: Statement,
-    /// Every checkpoint with how many of the events its projection reads follow it (all of them
-    /// while a reset is pending), by projection name.
+    /// Every checkpoint with its projection's filter, by projection name.
     pub(crate) checkpoints: Statement,
     /// How many events passing the filter follow (`$1` transaction, `$2` position).
     pub(crate) count_after: ByFilter,
+    /// As `count_after`, but counting at most the limit (the parameter after the filter's),
+    /// in the order of the index serving the filter: bounded work for `status`.
+    pub(crate) count_upto: ByFilter,
     /// The oldest transaction with an event at or after position `$1`, and the horizon.
     pub(crate) first_transaction_from: Statement,
     /// A page of events in (stream, version) order after (`$1` stream, `$2` version), `$3`
@@ -170,6 +186,12 @@ impl Statements {
         let s = schema.quoted();
         let s = s.as_str();
         let checkpoints = format!("{s}.checkpoints");
+        // Before the first ANALYZE, the head position: positions start at 1 and only
+        // rolled-back appends leave gaps.
+        let events_estimate = format!(
+            "coalesce({}, (SELECT max(position) FROM {s}.events))",
+            estimate(s, "events")
+        );
         let parked = format!("{s}.parked_events");
         // At most this many holders are named in a finding about a repeated position or id.
         let holders = "array_to_string((array_agg(stream_id || ' v' || version \
@@ -196,14 +218,14 @@ impl Statements {
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             )
             .into(),
-            read_all: ByFilter::new(2, |filter, limit| read_all(s, filter, limit)),
-            // Served by the checkpoint-order indexes (all, by category, by name); stops at the
-            // first row.
-            unread: ByFilter::new(2, |filter, _| {
+            read_all: ByFilter::new(2, |shape| read_all(s, shape)),
+            // The first row after the checkpoint in the order of the index that serves the
+            // filter (see `Shape::ordered`): an ordered `LIMIT 1` rather than `EXISTS`, which
+            // without statistics was planned as a sequential scan of the whole table.
+            unread: ByFilter::new(2, |shape| {
                 format!(
-                    "SELECT EXISTS (SELECT 1 FROM {s}.events e \
-                      WHERE (e.transaction_id, e.position) > ($1::bigint, $2){})",
-                    filter.replace("{t}", "e")
+                    "SELECT coalesce(({}), false)",
+                    shape.ordered(s, "e", "true", "($1::bigint, $2)", "", "1")
                 )
             }),
             stream_version: format!(
@@ -302,33 +324,46 @@ impl Statements {
                  WHERE projection = $1"
             )
             .into(),
+            // Bounded work whatever the size of the store: counts stop after `$1` rows (any
+            // rows: no filter, so any plan stops there); beyond, the planner's own estimate of
+            // the table (its density at the last ANALYZE times its size now), NULL when it
+            // was never analysed. The newest time among the newest positions: no index serves
+            // `max(recorded_at)`, which read the whole table.
             counts: format!(
-                "SELECT (SELECT count(*) FROM {s}.events) AS events, \
-                        (SELECT count(*) FROM {s}.streams) AS streams, \
-                        (SELECT max(recorded_at) FROM {s}.events) AS last_recorded_at"
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM {s}.events LIMIT $1) e) AS events, \
+                        (SELECT count(*) FROM (SELECT 1 FROM {s}.streams LIMIT $1) h) AS streams, \
+                        {events_estimate} AS events_estimate, \
+                        {streams_estimate} AS streams_estimate, \
+                        (SELECT max(r.recorded_at) FROM (SELECT recorded_at FROM {s}.events \
+                          ORDER BY position DESC LIMIT 100) r) AS last_recorded_at",
+                streams_estimate = estimate(s, "streams"),
             )
             .into(),
-            // Behind: the events the projection reads (its registered names and categories,
-            // all when none), after its checkpoint, or after the start when a reset is pending.
+            // The `behind` counts are `count_upto`, one per projection.
             checkpoints: format!(
                 "SELECT c.projection, c.transaction_id, c.position, c.updated_at, \
-                        c.reset_requested_at, c.event_names, c.categories, \
-                        (SELECT count(*) FROM {s}.events e \
-                          WHERE (e.transaction_id, e.position) > \
-                                CASE WHEN c.reset_requested_at IS NULL \
-                                     THEN (c.transaction_id, c.position) \
-                                     ELSE (0::bigint, 0::bigint) END \
-                            AND (cardinality(c.event_names) = 0 OR e.name = ANY(c.event_names)) \
-                            AND (cardinality(c.categories) = 0 OR e.category = ANY(c.categories)) \
-                        ) AS behind \
+                        c.reset_requested_at, c.event_names, c.categories \
                    FROM {s}.checkpoints c ORDER BY c.projection"
             )
             .into(),
-            count_after: ByFilter::new(2, |filter, _| {
+            count_upto: ByFilter::new(2, |shape| {
+                format!(
+                    "SELECT count(*) FROM ({}) counted",
+                    shape.ordered(
+                        s,
+                        "e",
+                        "1",
+                        "($1::bigint, $2)",
+                        "",
+                        &format!("${}", shape.next)
+                    )
+                )
+            }),
+            count_after: ByFilter::new(2, |shape| {
                 format!(
                     "SELECT count(*) FROM {s}.events e \
                       WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
-                    filter.replace("{t}", "e")
+                    shape.filter("e")
                 )
             }),
             // One statement, one snapshot: every transaction older than the snapshot's horizon
@@ -342,10 +377,16 @@ impl Statements {
                 offset = offset(s)
             )
             .into(),
+            // `h.stream_id >= $1` says nothing new (every event of the page is at or after
+            // stream `$1`), but it starts the streams side of the merge join at the cursor:
+            // without it each page walked `streams` from its first row, a quadratic verify
+            // (issue 22). A per-row subquery instead costs the same, but its estimate under a
+            // generic plan crossed `jit_above_cost` and each page paid ~270 ms of JIT.
             scan_page: format!(
                 "SELECT e.stream_id, e.version, e.position, e.name, e.schema_version, \
                         jsonb_typeof(e.payload) AS payload_type, e.metadata, h.version AS head \
-                   FROM {s}.events e LEFT JOIN {s}.streams h ON h.stream_id = e.stream_id \
+                   FROM {s}.events e LEFT JOIN {s}.streams h \
+                        ON h.stream_id = e.stream_id AND h.stream_id >= $1 \
                   WHERE (e.stream_id, e.version) > ($1, $2) \
                   ORDER BY e.stream_id, e.version LIMIT $3"
             )
@@ -356,16 +397,23 @@ impl Statements {
                   ORDER BY h.stream_id LIMIT $1"
             )
             .into(),
+            // Two passes: the repeated keys first (an index-only scan of the unique index,
+            // aggregating nothing else), then the holders of those keys only. One pass with
+            // the holders aggregated for every key took 24 s at 2M events (issue 22).
             repeated_positions: format!(
-                "SELECT position, count(*), {holders}, count(*) OVER () AS total \
-                   FROM {s}.events GROUP BY position HAVING count(*) > 1 \
-                  ORDER BY position LIMIT $1"
+                "SELECT e.position, count(*), {holders}, count(*) OVER () AS total \
+                   FROM (SELECT position FROM {s}.events GROUP BY position \
+                          HAVING count(*) > 1) r \
+                   JOIN {s}.events e ON e.position = r.position \
+                  GROUP BY e.position ORDER BY e.position LIMIT $1"
             )
             .into(),
             repeated_event_ids: format!(
-                "SELECT event_id::text, count(*), {holders}, count(*) OVER () AS total \
-                   FROM {s}.events GROUP BY event_id HAVING count(*) > 1 \
-                  ORDER BY event_id LIMIT $1"
+                "SELECT e.event_id::text, count(*), {holders}, count(*) OVER () AS total \
+                   FROM (SELECT event_id FROM {s}.events GROUP BY event_id \
+                          HAVING count(*) > 1) r \
+                   JOIN {s}.events e ON e.event_id = r.event_id \
+                  GROUP BY e.event_id ORDER BY e.event_id LIMIT $1"
             )
             .into(),
             checkpoints_and_head: format!(
@@ -466,3 +514,6 @@ pub(crate) const HORIZON_LAG: &str = "SELECT coalesce(extract(epoch FROM max(age
 
 /// Wakes the listeners of channel `$1` with payload `$2` (an append's last position).
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+#[cfg(test)]
+mod plans;

@@ -117,12 +117,31 @@ impl PostgresAdmin {
     ) -> Result<(), PostgresError> {
         let total = self.counts().await?.events;
         let page = &self.store().sql().scan_page;
+        // The pages are read in one read-only transaction whose planner may not sort, hash or
+        // read a bitmap: with statistics older than the streams at the cursor (keys beyond the
+        // histogram look rare), a page was planned as a bitmap scan of the rest of the table
+        // plus a sort, 2–3 s per page at 2M events instead of 15 ms (issue 22). The ordered
+        // index scans and the merge join are then the only plans left.
+        let what = "a page of events";
+        let mut tx = self
+            .store()
+            .pool()
+            .begin()
+            .await
+            .map_err(self.failed(what))?;
+        sqlx::raw_sql(
+            "SET TRANSACTION READ ONLY; SET LOCAL enable_sort = off; \
+             SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(self.failed(what))?;
         let mut cursor = (String::new(), i64::MIN);
         let mut open: Option<OpenStream> = None;
         let mut scanned = 0u64;
         loop {
             let query = page.query().bind(&cursor.0).bind(cursor.1).bind(PAGE);
-            let rows = self.rows(query, "a page of events").await?;
+            let rows = query.fetch_all(&mut *tx).await.map_err(self.failed(what))?;
             for row in &rows {
                 let event = ScannedEvent::read(row)?;
                 report.events += 1;
@@ -154,6 +173,7 @@ impl PostgresAdmin {
                 break;
             }
         }
+        tx.rollback().await.map_err(self.failed(what))?;
         if let Some(done) = open {
             done.close(report);
         }

@@ -23,8 +23,11 @@ pub(crate) struct CheckpointView {
     /// The global position of the last event it applied.
     pub(crate) position: u64,
     /// Events it reads (its registered names and categories) committed after its
-    /// checkpoint; all of them while a reset is pending.
+    /// checkpoint; all of them while a reset is pending. Exact up to
+    /// `eventsource_postgres::EXACT_COUNT_LIMIT`, that limit beyond.
     pub(crate) behind: u64,
+    /// Whether `behind` is only a lower bound (a backlog beyond the exact-count limit).
+    pub(crate) behind_is_lower_bound: bool,
     /// When a reset was requested, while it is pending (the projection not rebuilt yet).
     pub(crate) reset_requested_at: Option<String>,
     /// When the checkpoint last moved.
@@ -39,6 +42,7 @@ impl CheckpointView {
             checkpoint: checkpoint.checkpoint.to_string(),
             position: checkpoint.checkpoint.position().0,
             behind: checkpoint.behind,
+            behind_is_lower_bound: checkpoint.behind_is_lower_bound,
             reset_requested_at: checkpoint.reset_requested_at.map(output::time),
             updated_at: output::time(checkpoint.updated_at),
         }
@@ -63,7 +67,11 @@ pub(crate) fn print_table(out: &mut dyn Write, rows: &[CheckpointView]) -> io::R
                 row.name.clone(),
                 row.checkpoint.clone(),
                 row.position.to_string(),
-                row.behind.to_string(),
+                if row.behind_is_lower_bound {
+                    format!("{}+", row.behind)
+                } else {
+                    row.behind.to_string()
+                },
                 row.updated_at.clone(),
                 match &row.reset_requested_at {
                     Some(at) => format!("pending since {at}"),

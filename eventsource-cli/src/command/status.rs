@@ -26,6 +26,7 @@ pub(crate) async fn run(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<O
                 "schema_version": status.schema_version,
                 "events": counts.events,
                 "streams": counts.streams,
+                "counts_estimated": counts.estimated,
                 "head_position": head.0,
                 "last_recorded_at": counts.last_recorded_at.map(output::time),
                 "horizon_lag_seconds": lag.as_secs_f64(),
@@ -39,8 +40,8 @@ pub(crate) async fn run(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<O
             "schema",
             format!("{schema} (schema version {})", status.schema_version),
         ),
-        ("events", counts.events.to_string()),
-        ("streams", counts.streams.to_string()),
+        ("events", approximate(counts.events, counts.estimated)),
+        ("streams", approximate(counts.streams, counts.estimated)),
         ("head position", head.0.to_string()),
         (
             "last event at",
@@ -56,4 +57,13 @@ pub(crate) async fn run(admin: &PostgresAdmin, out: &mut Output<'_>) -> Result<O
     writeln!(out)?;
     projection::print_table(out, &projections)?;
     Ok(Outcome::Success)
+}
+
+/// A count as shown: `~n (estimate)` when it is the planner's estimate of a big table.
+fn approximate(count: u64, estimated: bool) -> String {
+    if estimated {
+        format!("~{count} (estimate)")
+    } else {
+        count.to_string()
+    }
 }

@@ -5,44 +5,181 @@ use eventsource_core::{Checkpoint, ExpectedVersion, LogFilter, Version};
 
 use super::{PgQuery, Statement, bigint, offset};
 
+/// Up to this many distinct names (or categories) a filtered read walks the index of each value
+/// on its own and merges the pages (see [`Shape::ordered`]); with more, it walks the global
+/// checkpoint index and filters. The merge sorts up to this many pages per page, so its cost
+/// follows the number of values, not the size of the store.
+pub(crate) const EACH_VALUE_LIMIT: usize = 8;
+
+/// Which index finds the events passing a filter in checkpoint order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// The global `(transaction_id, position)` index, the filter applied to its rows.
+    Global,
+    /// For each distinct category, the `(category, transaction_id, position)` index.
+    EachCategory,
+    /// For each distinct name, the `(name, transaction_id, position)` index.
+    EachName,
+}
+
+/// The shape of a statement's filter: which values it has (as parameter numbers) and which
+/// index walks them.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    /// The parameter holding the categories, if the filter has any.
+    categories: Option<usize>,
+    /// The parameter holding the names, if the filter has any.
+    names: Option<usize>,
+    scan: Scan,
+    /// The number of the first parameter after the filter's.
+    pub(super) next: usize,
+}
+
+impl Shape {
+    /// Every condition of the filter on table alias `t` (for statements that count).
+    pub(super) fn filter(&self, t: &str) -> String {
+        let mut sql = String::new();
+        if let Some(c) = self.categories {
+            sql.push_str(&format!(" AND {t}.category = ANY(${c}::text[])"));
+        }
+        if let Some(n) = self.names {
+            sql.push_str(&format!(" AND {t}.name = ANY(${n}::text[])"));
+        }
+        sql
+    }
+
+    /// A query yielding `columns` (naming the table `t`) of the first `limit` events after
+    /// `bound` (a row `(transaction, position)`), below `also` (extra conditions on `t`, may be
+    /// empty), passing the filter, in checkpoint order.
+    ///
+    /// The plan is the same whatever the statistics and with generic plans: each scan is an
+    /// index scan in the order of its index, started at `bound` and stopped after `limit`
+    /// rows. With [`Scan::EachName`] (or `EachCategory`) each distinct value gets its own
+    /// ordered scan of its index (`name = v` keeps the index order, `name = ANY(..)` does not)
+    /// and the at most `limit` rows of each are merged: a page costs what it returns, times the
+    /// number of values, however rare the values are in the log.
+    pub(super) fn ordered(
+        &self,
+        schema: &str,
+        t: &str,
+        columns: &str,
+        bound: &str,
+        also: &str,
+        limit: &str,
+    ) -> String {
+        let order = format!("ORDER BY {t}.transaction_id, {t}.position LIMIT {limit}");
+        let (value_param, column) = match self.scan {
+            Scan::Global => {
+                return format!(
+                    "SELECT {columns} FROM {schema}.events {t} \
+                      WHERE ({t}.transaction_id, {t}.position) > {bound}{also}{filter} {order}",
+                    filter = self.filter(t)
+                );
+            }
+            Scan::EachCategory => (self.categories, "category"),
+            Scan::EachName => (self.names, "name"),
+        };
+        let value_param = value_param.unwrap_or(0);
+        // The other value set (if any) filters the rows of each value's scan.
+        let mut rest = String::new();
+        if column == "name" {
+            if let Some(c) = self.categories {
+                rest = format!(" AND {t}.category = ANY(${c}::text[])");
+            }
+        } else if let Some(n) = self.names {
+            rest = format!(" AND {t}.name = ANY(${n}::text[])");
+        }
+        format!(
+            "SELECT {columns} \
+               FROM (SELECT DISTINCT v FROM unnest(${value_param}::text[]) AS v) f_{t} \
+                    CROSS JOIN LATERAL ( \
+                        SELECT {t}.* FROM {schema}.events {t} \
+                         WHERE {t}.{column} = f_{t}.v \
+                           AND ({t}.transaction_id, {t}.position) > {bound}{also}{rest} \
+                         {order} \
+                    ) {t} \
+              {order}"
+        )
+    }
+}
+
 /// One statement per shape of [`LogFilter`], so that each uses the index that serves it (all
 /// events, by category, by name) rather than one generic plan. The filter's values follow the
 /// checkpoint (see [`ByFilter::after`]).
 #[derive(Debug)]
 pub(crate) struct ByFilter {
     all: Statement,
+    /// Few categories: each category's index.
     category: Statement,
+    /// Many categories: the global index.
+    many_categories: Statement,
+    /// Few names: each name's index.
     name: Statement,
+    /// Many names: the global index.
+    many_names: Statement,
+    /// Few names (and any categories): each name's index.
     category_and_name: Statement,
+    /// Many names, few categories: each category's index.
+    category_and_many_names: Statement,
+    /// Many of both: the global index.
+    many_categories_and_names: Statement,
 }
 
 impl ByFilter {
-    /// Builds the four statements from `build(filter, next)`: `filter` is the SQL condition
-    /// (with `{t}` for the table alias) and `next` the number of the first parameter after it.
-    /// `fixed` is the number of parameters before the filter's.
-    pub(super) fn new(fixed: usize, build: impl Fn(&str, usize) -> String) -> Self {
+    /// Builds the statements from `build(shape)`. `fixed` is the number of parameters before
+    /// the filter's (categories first, then names).
+    pub(super) fn new(fixed: usize, build: impl Fn(&Shape) -> String) -> Self {
         let (one, two) = (fixed + 1, fixed + 2);
+        let shape = |categories, names, scan, next| {
+            build(&Shape {
+                categories,
+                names,
+                scan,
+                next,
+            })
+            .into()
+        };
         ByFilter {
-            all: build("", one).into(),
-            category: build(&format!(" AND {{t}}.category = ANY(${one})"), two).into(),
-            name: build(&format!(" AND {{t}}.name = ANY(${one})"), two).into(),
-            category_and_name: build(
-                &format!(" AND {{t}}.category = ANY(${one}) AND {{t}}.name = ANY(${two})"),
-                fixed + 3,
-            )
-            .into(),
+            all: shape(None, None, Scan::Global, one),
+            category: shape(Some(one), None, Scan::EachCategory, two),
+            many_categories: shape(Some(one), None, Scan::Global, two),
+            name: shape(None, Some(one), Scan::EachName, two),
+            many_names: shape(None, Some(one), Scan::Global, two),
+            category_and_name: shape(Some(one), Some(two), Scan::EachName, fixed + 3),
+            category_and_many_names: shape(Some(one), Some(two), Scan::EachCategory, fixed + 3),
+            many_categories_and_names: shape(Some(one), Some(two), Scan::Global, fixed + 3),
         }
+    }
+
+    /// Every statement of the family (for plan tests).
+    #[cfg(test)]
+    pub(crate) fn each(&self) -> [(&'static str, &Statement); 8] {
+        [
+            ("all", &self.all),
+            ("category", &self.category),
+            ("many_categories", &self.many_categories),
+            ("name", &self.name),
+            ("many_names", &self.many_names),
+            ("category_and_name", &self.category_and_name),
+            ("category_and_many_names", &self.category_and_many_names),
+            ("many_categories_and_names", &self.many_categories_and_names),
+        ]
     }
 
     /// A query on the statement for `filter`, its parameters bound: `$1` and `$2` the
     /// transaction and position of `after`, then the filter's values. Further parameters (a
     /// limit) follow.
     pub(crate) fn after(&self, after: Checkpoint, filter: &LogFilter) -> PgQuery {
+        let few = |values: &[String]| distinct(values) <= EACH_VALUE_LIMIT;
         let statement = match (filter.categories.is_empty(), filter.names.is_empty()) {
             (true, true) => &self.all,
-            (false, true) => &self.category,
-            (true, false) => &self.name,
-            (false, false) => &self.category_and_name,
+            (false, true) if few(&filter.categories) => &self.category,
+            (false, true) => &self.many_categories,
+            (true, false) if few(&filter.names) => &self.name,
+            (true, false) => &self.many_names,
+            (false, false) if few(&filter.names) => &self.category_and_name,
+            (false, false) if few(&filter.categories) => &self.category_and_many_names,
+            (false, false) => &self.many_categories_and_names,
         };
         let mut query = statement
             .query()
@@ -58,6 +195,14 @@ impl ByFilter {
     }
 }
 
+/// How many distinct values `values` holds (a filter may repeat one).
+fn distinct(values: &[String]) -> usize {
+    let mut seen: Vec<&str> = values.iter().map(String::as_str).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.len()
+}
+
 /// A page of the global log after a checkpoint (`$1` logical transaction, `$2` position), only
 /// below the oldest running transaction (the horizon, as a logical id: the cluster's
 /// `pg_snapshot_xmin` plus the store's offset), so that a transaction committing late never
@@ -65,45 +210,49 @@ impl ByFilter {
 /// matching the filter wait beyond the horizon (`held_back`); an empty page is one row of
 /// NULLs with that flag.
 ///
-/// `filter` names the scanned table `{t}`; it is applied to both scans.
+/// The `held_back` probe asks for the first row after `max(checkpoint, (horizon, -1))` as one
+/// row comparison, the same rows as "after the checkpoint and at or beyond the horizon"
+/// (positions are positive): with the two bounds apart, the index scan starts at the checkpoint
+/// and walks every row up to the horizon, which made each page cost the rest of the log (a
+/// quadratic catch-up; see BENCHMARKS.md). It is an ordered `LIMIT 1` on the index, not an
+/// `EXISTS`: without statistics (after a restore) the planner costed `EXISTS` as a sequential
+/// scan that stops at the first of a third of the rows, and then read the whole table on every
+/// page, because usually no row is held back (issue 22).
 ///
-/// The `held_back` probe asks for a row after `max(checkpoint, (horizon, -1))` as one row
-/// comparison, the same rows as "after the checkpoint and at or beyond the horizon" (positions
-/// are positive): with the two bounds apart, the index scan starts at the checkpoint and walks
-/// every row up to the horizon, which made each page cost the rest of the log (a quadratic
-/// catch-up; see BENCHMARKS.md).
-///
-/// No ORDER BY outside the lateral page: it made the server sort every page again (0.3 ms of
-/// 0.7 ms per page of 500 in `EXPLAIN ANALYZE`), although the page comes out of its index scan
-/// in order; `PostgresStore::read_all` puts the rows in checkpoint order itself (a pass over
-/// rows already in order).
-pub(super) fn read_all(schema: &str, filter: &str, limit: usize) -> String {
-    let held_back_filter = filter.replace("{t}", "l");
-    let filter = filter.replace("{t}", "e");
+/// The page itself is ordered by the index it walks ([`Shape::ordered`]); the statement does
+/// not sort the page again outside the lateral join (that cost 0.3 ms of 0.7 ms per page of 500
+/// in `EXPLAIN ANALYZE`); `PostgresStore::read_all` puts the rows in checkpoint order itself (a
+/// pass over rows already in order).
+pub(super) fn read_all(schema: &str, shape: &Shape) -> String {
     let offset = offset(schema);
+    let limit = format!("${}", shape.next);
+    let probe = shape.ordered(
+        schema,
+        "l",
+        "true",
+        "(CASE WHEN x.xmin > $1::bigint THEN x.xmin ELSE $1::bigint END, \
+          CASE WHEN x.xmin > $1::bigint THEN -1 ELSE $2 END)",
+        "",
+        "1",
+    );
+    let page = shape.ordered(
+        schema,
+        "e",
+        "e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
+         e.name, e.schema_version, e.payload, e.metadata, e.recorded_at",
+        "($1::bigint, $2)",
+        " AND e.transaction_id < h.xmin",
+        &limit,
+    );
     format!(
         "WITH horizon AS MATERIALIZED ( \
-             SELECT x.xmin, EXISTS ( \
-                 SELECT 1 FROM {schema}.events l \
-                  WHERE (l.transaction_id, l.position) > ( \
-                            CASE WHEN x.xmin > $1::bigint THEN x.xmin ELSE $1::bigint END, \
-                            CASE WHEN x.xmin > $1::bigint THEN -1 ELSE $2 END \
-                        ){held_back_filter} \
-             ) AS held_back \
+             SELECT x.xmin, coalesce(({probe}), false) AS held_back \
              FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
                        AS xmin) x \
          ) \
          SELECT h.held_back, p.xid AS transaction_id, p.position, p.stream_id, p.version, \
                 p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at \
-           FROM horizon h LEFT JOIN LATERAL ( \
-                SELECT e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
-                       e.name, e.schema_version, e.payload, e.metadata, e.recorded_at \
-                  FROM {schema}.events e \
-                 WHERE (e.transaction_id, e.position) > ($1::bigint, $2) \
-                   AND e.transaction_id < h.xmin{filter} \
-                 ORDER BY e.transaction_id, e.position \
-                 LIMIT ${limit} \
-           ) p ON true"
+           FROM horizon h LEFT JOIN LATERAL ({page}) p ON true"
     )
 }
 
