@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (memory and PostgreSQL) against a throwaway PostgreSQL cluster.
+# Runs the whole test suite (memory, PostgreSQL, NATS) against a throwaway PostgreSQL cluster
+# and a throwaway nats-server with JetStream (scripts/lib/nats.sh; installed if missing).
 #
 # The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 only (and on
 # a Unix socket inside that directory), trusts local connections, and is stopped and deleted on
@@ -11,10 +12,13 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/pg.sh
+source scripts/lib/nats.sh
 
 # Durability is not under test here: fsync=off makes the suite faster.
 pg_start eventsource_test max_connections=200 fsync=off
 echo "scripts/test.sh: PostgreSQL $(pg_version) on $DATABASE_URL"
+nats_start
+echo "scripts/test.sh: nats-server $(nats_version) with JetStream on $NATS_URL"
 
 cargo test --workspace --all-features "$@"
 
