@@ -28,3 +28,9 @@ scripts/quickstart.sh
 # The example, on PostgreSQL this time (the README's first command runs it in memory).
 RUST_LOG=warn cargo run --quiet --features postgres --example bank >/dev/null
 echo "scripts/test.sh: examples/bank ran on PostgreSQL"
+
+# The two NATS services of the README: the writer places orders and relays them, the reader
+# applies them into its own schema and stops once it has seen them all.
+RUST_LOG=warn cargo run --quiet --features nats,postgres --example nats_writer -- 200 >/dev/null
+RUST_LOG=warn timeout 300 cargo run --quiet --features nats,postgres --example nats_reader -- 200 >/dev/null
+echo "scripts/test.sh: examples/nats_writer and nats_reader ran on PostgreSQL and NATS"
