@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use crate::error::RelayError;
 use crate::message::encode;
 use crate::store::{Owned, advance, own};
+
 use crate::subject::SubjectPrefix;
 
 /// Metric names of the relay (labelled `relay`).
@@ -120,6 +121,14 @@ impl<S> std::fmt::Debug for Relay<S> {
     }
 }
 
+/// What a relay holding the lease knows: its checkpoint (it alone moves it) and the batch
+/// read ahead while the previous one was being acknowledged.
+struct Leased<S: ProjectionStore> {
+    owned: Owned<S>,
+    checkpoint: Option<Checkpoint>,
+    ahead: Option<Vec<RecordedEvent>>,
+}
+
 /// One event ready to go.
 struct Prepared {
     subject: String,
@@ -181,12 +190,10 @@ impl<S: ProjectionStore> Relay<S> {
     /// Publishes every event up to the log's current end, then returns how many were
     /// acknowledged (duplicates included). Takes the lease for the call.
     pub async fn catch_up(&mut self) -> Result<u64, RelayError> {
-        let owned = own(&self.store, &self.name, &self.filter)
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let mut leased = self.lease().await?;
         let mut relayed = 0;
         loop {
-            let (count, full) = self.step(&owned).await?;
+            let (count, full) = self.step(&mut leased, None).await?;
             relayed += count;
             if !full {
                 return Ok(relayed);
@@ -200,9 +207,7 @@ impl<S: ProjectionStore> Relay<S> {
         &mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RelayError> {
-        let owned = own(&self.store, &self.name, &self.filter)
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let mut leased = self.lease().await?;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             if (&mut shutdown).now_or_never().is_some() {
@@ -214,11 +219,11 @@ impl<S: ProjectionStore> Relay<S> {
                 .head_position()
                 .await
                 .map_err(|e| self.store_error(e))?;
-            let (_, full) = self.step(&owned).await?;
+            let (_, full) = self.step(&mut leased, Some(head)).await?;
             if full {
                 continue;
             }
-            let checkpoint = self.checkpoint().await?.unwrap_or(Checkpoint::START);
+            let checkpoint = leased.checkpoint.unwrap_or(Checkpoint::START);
             let wait = self.store.wait_for_append(
                 checkpoint,
                 head,
@@ -248,6 +253,17 @@ impl<S: ProjectionStore> Relay<S> {
         })
     }
 
+    async fn lease(&self) -> Result<Leased<S>, RelayError> {
+        let owned = own(&self.store, &self.name, &self.filter)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(Leased {
+            owned,
+            checkpoint: self.checkpoint().await?,
+            ahead: None,
+        })
+    }
+
     async fn checkpoint(&self) -> Result<Option<Checkpoint>, RelayError> {
         self.store
             .load_checkpoint(&self.name)
@@ -255,21 +271,29 @@ impl<S: ProjectionStore> Relay<S> {
             .map_err(|e| self.store_error(e))
     }
 
-    /// Reads one batch after the checkpoint and publishes it, retrying until it is all
-    /// acknowledged (or the retries run out); moves the checkpoint as acknowledgements come.
+    /// Reads one batch after the checkpoint (or takes the one read ahead) and publishes it,
+    /// retrying until it is all acknowledged (or the retries run out); moves the checkpoint as
+    /// acknowledgements come. While a full batch is acknowledged, the next one is read.
     /// Returns the events relayed and whether the batch was full.
-    async fn step(&mut self, owned: &Owned<S>) -> Result<(u64, bool), RelayError> {
-        let mut checkpoint = self.checkpoint().await?;
-        let batch = self
-            .store
-            .read_all(
-                checkpoint.unwrap_or(Checkpoint::START),
-                self.options.batch_size.max(1),
-                &self.filter,
-            )
-            .await
-            .map_err(|e| self.store_error(e))?;
-        let full = batch.len() >= self.options.batch_size.max(1);
+    async fn step(
+        &mut self,
+        leased: &mut Leased<S>,
+        head: Option<Position>,
+    ) -> Result<(u64, bool), RelayError> {
+        let size = self.options.batch_size.max(1);
+        let batch = match leased.ahead.take() {
+            Some(batch) => batch,
+            None => self
+                .store
+                .read_all(
+                    leased.checkpoint.unwrap_or(Checkpoint::START),
+                    size,
+                    &self.filter,
+                )
+                .await
+                .map_err(|e| self.store_error(e))?,
+        };
+        let full = batch.len() >= size;
         let mut prepared = Vec::with_capacity(batch.len());
         for event in &batch {
             let message = encode(event).map_err(|source| RelayError::Encode {
@@ -289,7 +313,28 @@ impl<S: ProjectionStore> Relay<S> {
         let mut failures = 0u32;
         let mut delay = self.options.backoff;
         while done < batch.len() {
-            let attempt = self.publish(&prepared[done..]).await;
+            // Read the next batch while this one is acknowledged (it starts after this
+            // batch's last event whatever happens to the publishes: a failure only repeats
+            // them).
+            let read_ahead = match (full && leased.ahead.is_none(), batch.last()) {
+                (true, Some(last)) => {
+                    let store = self.store.clone();
+                    let filter = self.filter.clone();
+                    let after = last.checkpoint;
+                    Some(async move { store.read_all(after, size, &filter).await })
+                }
+                _ => None,
+            };
+            let (attempt, ahead) = match read_ahead {
+                Some(read) => {
+                    let (attempt, ahead) = tokio::join!(self.publish(&prepared[done..]), read);
+                    (attempt, ahead.ok())
+                }
+                None => (self.publish(&prepared[done..]).await, None),
+            };
+            if ahead.is_some() {
+                leased.ahead = ahead;
+            }
             let relay = self.name.clone();
             metrics::counter!(metric_names::DUPLICATES, "relay" => relay.clone())
                 .increment(attempt.duplicates);
@@ -297,14 +342,20 @@ impl<S: ProjectionStore> Relay<S> {
                 .increment(attempt.acknowledged as u64 - attempt.duplicates);
             if attempt.acknowledged > 0 {
                 let last = &batch[done + attempt.acknowledged - 1];
-                advance(&self.store, owned, &self.name, checkpoint, last.checkpoint)
-                    .await
-                    .map_err(|e| self.store_error(e))?;
-                checkpoint = Some(last.checkpoint);
+                advance(
+                    &self.store,
+                    &leased.owned,
+                    &self.name,
+                    leased.checkpoint,
+                    last.checkpoint,
+                )
+                .await
+                .map_err(|e| self.store_error(e))?;
+                leased.checkpoint = Some(last.checkpoint);
                 done += attempt.acknowledged;
                 failures = 0;
                 delay = self.options.backoff;
-                self.record_lag(last).await;
+                self.record_lag(last, head);
             }
             if let Some(error) = attempt.failure {
                 metrics::counter!(metric_names::FAILURES, "relay" => relay).increment(1);
@@ -341,13 +392,15 @@ impl<S: ProjectionStore> Relay<S> {
         Ok((batch.len() as u64, full))
     }
 
-    async fn record_lag(&self, last: &RecordedEvent) {
+    /// Lag figures after `last` was acknowledged; `head` is the log's head read before the
+    /// batch (when known: `run` reads it anyway, `catch_up` does not spend a query on it).
+    fn record_lag(&self, last: &RecordedEvent, head: Option<Position>) {
         let age = (chrono::Utc::now() - last.recorded_at)
             .to_std()
             .unwrap_or(Duration::ZERO);
         metrics::gauge!(metric_names::LAG_SECONDS, "relay" => self.name.clone())
             .set(age.as_secs_f64());
-        if let Ok(head) = self.store.head_position().await {
+        if let Some(head) = head {
             metrics::gauge!(metric_names::LAG_EVENTS, "relay" => self.name.clone())
                 .set(head.0.saturating_sub(last.position.0) as f64);
         }
