@@ -7,7 +7,9 @@
 //! checkpoint in PostgreSQL after each batch), the baseline with async-nats alone (the
 //! already-encoded messages, same subjects and headers, published in batches of 500 with
 //! their acknowledgements awaited per batch: the least a safe relay does). `BENCH_ROUNDS` sets
-//! the measured rounds (default 7, after 1 warm-up round).
+//! the measured rounds (default 7, after 1 warm-up round). A third contestant is a relay by
+//! hand without a checkpoint: `read_all` pages of 500, encode, publish, await the acks (the
+//! framework's work minus the checkpoint commits, the lease and the order fence).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -85,7 +87,14 @@ async fn main() {
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let mut contest = Contest::new(&["relay", "raw async-nats"], WARM_UP);
+    let mut contest = Contest::new(
+        &[
+            "relay",
+            "raw async-nats",
+            "read + encode + publish, no checkpoint",
+        ],
+        WARM_UP,
+    );
     for round in 0..(WARM_UP + rounds) {
         for who in contest.order(round) {
             let stream = format!("BENCH{round}x{who}");
@@ -107,6 +116,24 @@ async fn main() {
                     ..RelayOptions::default()
                 });
                 assert_eq!(relay.catch_up().await.unwrap(), EVENTS);
+            } else if who == 2 {
+                let mut after = Checkpoint::START;
+                loop {
+                    let batch = store
+                        .read_all(after, BATCH, &LogFilter::all())
+                        .await
+                        .unwrap();
+                    let Some(last) = batch.last() else { break };
+                    after = last.checkpoint;
+                    let mut acks = Vec::with_capacity(batch.len());
+                    for e in &batch {
+                        let subject = prefix.subject(e.stream_id.category(), &e.name);
+                        acks.push(js.send_publish(subject, encode(e).unwrap()).await.unwrap());
+                    }
+                    for ack in acks {
+                        ack.await.unwrap();
+                    }
+                }
             } else {
                 for chunk in messages.chunks(BATCH) {
                     let mut acks = Vec::with_capacity(chunk.len());

@@ -450,9 +450,9 @@ impl<S: ProjectionStore> Relay<S> {
             }
         }
         let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(events.len() - next);
-        let mut expected = last;
         let mut send_failure = None;
-        for event in &events[next..] {
+        // Each publish expects the sequence the one before it will get.
+        for (expected, event) in (last..).zip(&events[next..]) {
             match self.send(event, expected).await {
                 Ok(ack) => pending.push(ack),
                 Err(error) => {
@@ -460,7 +460,6 @@ impl<S: ProjectionStore> Relay<S> {
                     break;
                 }
             }
-            expected += 1;
         }
         for ack in pending {
             let ack = ack.await?;
