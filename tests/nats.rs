@@ -495,3 +495,30 @@ async fn a_message_that_is_not_an_event_stops_the_consumer_and_is_named() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_its_stream_gives_up_after_its_retries_and_names_the_event() {
+    let store = fresh_pg_store().await;
+    let js = connect(&nats_url()).await;
+    append(&store, 0, 3).await;
+    let prefix = SubjectPrefix::new(format!("t{}.missing", uuid::Uuid::now_v7().simple())).unwrap();
+    let mut relay = Relay::new(store.clone(), js, "relay", "NO_SUCH_STREAM", prefix).with_options(
+        RelayOptions {
+            backoff: Duration::from_millis(10),
+            max_retries: Some(2),
+            ..relay_options()
+        },
+    );
+    let error = tokio::time::timeout(LIMIT, relay.catch_up())
+        .await
+        .expect("the relay gives up")
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("ledger.posted") && text.contains("version 1") && text.contains("3 attempt(s)"),
+        "{text}"
+    );
+    let status = relay.status().await.unwrap();
+    assert_eq!(status.checkpoint, None, "nothing was acknowledged");
+    assert_eq!(status.lag, 3);
+}
