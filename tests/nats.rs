@@ -515,10 +515,48 @@ async fn a_relay_without_its_stream_gives_up_after_its_retries_and_names_the_eve
         .unwrap_err();
     let text = error.to_string();
     assert!(
-        text.contains("ledger.posted") && text.contains("version 1") && text.contains("3 attempt(s)"),
+        text.contains("ledger.posted")
+            && text.contains("version 1")
+            && text.contains("3 attempt(s)"),
         "{text}"
     );
     let status = relay.status().await.unwrap();
     assert_eq!(status.checkpoint, None, "nothing was acknowledged");
     assert_eq!(status.lag, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_larger_than_max_payload_stops_the_relay_at_once() {
+    let store = fresh_pg_store().await;
+    let js = connect(&nats_url()).await;
+    let (stream, prefix) = fresh_stream(&js, WINDOW).await;
+    append(&store, 0, 2).await;
+    // 1.5 MiB: the store takes it (its limit is 4 MiB), the server's default max_payload is 1 MiB.
+    let big = NewEvent::new(
+        "ledger.posted",
+        1,
+        json!({ "amount": 2, "memo": "x".repeat(1_500_000) }),
+    );
+    store
+        .append(
+            &StreamId::new("ledger", "big"),
+            eventsource::ExpectedVersion::Any,
+            vec![big],
+        )
+        .await
+        .unwrap();
+    let mut relay = Relay::new(store.clone(), js.clone(), "relay", &stream, prefix)
+        .with_options(relay_options());
+    let error = tokio::time::timeout(LIMIT, relay.catch_up())
+        .await
+        .expect("the relay stops instead of retrying for ever")
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("ledger-big") && text.contains("max payload"),
+        "{text}"
+    );
+    // The events before it were published and checkpointed.
+    assert_eq!(message_count(&js, &stream).await, 2);
+    assert_eq!(relay.status().await.unwrap().lag, 1);
 }

@@ -46,7 +46,9 @@ pub struct RelayOptions {
     pub max_backoff: Duration,
     /// Consecutive failed attempts after which the relay stops with
     /// [`RelayError::Publish`]; `None` (the default) retries for ever, so that the relay
-    /// rides out a NATS restart or a leader election however long it takes.
+    /// rides out a NATS restart or a leader election however long it takes. An event larger
+    /// than the server's `max_payload` (1 MiB by default; the store accepts up to 4 MiB) stops
+    /// the relay at once: retrying cannot help, raise `max_payload` on the server.
     pub max_retries: Option<u32>,
 }
 
@@ -361,7 +363,8 @@ impl<S: ProjectionStore> Relay<S> {
                 metrics::counter!(metric_names::FAILURES, "relay" => relay).increment(1);
                 failures += 1;
                 let event = &batch[done];
-                if self.options.max_retries.is_some_and(|max| failures > max) {
+                if too_large(&*error) || self.options.max_retries.is_some_and(|max| failures > max)
+                {
                     return Err(RelayError::Publish {
                         relay: self.name.clone(),
                         name: event.name.clone(),
@@ -499,4 +502,13 @@ impl<S: ProjectionStore> Relay<S> {
             source,
         }
     }
+}
+
+/// Whether a publish failed because the message exceeds the server's `max_payload`, which no
+/// retry can fix.
+fn too_large(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    error
+        .downcast_ref::<PublishError>()
+        .is_some_and(|e| e.kind() == PublishErrorKind::MaxPayloadExceeded)
 }
