@@ -326,6 +326,11 @@ async fn relay_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_under_a_running_relay_and_consumer_loses_nothing() {
+    // Disconnects and the relay's and the source's retries show with `--nocapture`.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("eventsource_nats=warn,async_nats=info")
+        .with_test_writer()
+        .try_init();
     let mut server = OwnServer::start();
     let origin = fresh_pg_store().await;
     let reader = fresh_pg_store().await;
@@ -355,28 +360,29 @@ async fn a_nats_server_restart_under_a_running_relay_and_consumer_loses_nothing(
         async move { source.run(stop).await }
     });
 
-    append(&origin, 0, 2_000).await;
-    wait_until("the first events to arrive", LIMIT, || async {
-        Ledger::count(&table, &reader).await >= 500
+    // Enough for the relay to be mid-catch-up, with publishes in flight, when the server dies.
+    append(&origin, 0, 8_000).await;
+    wait_until("the relay to be under way", LIMIT, || async {
+        message_count(&js, &stream).await >= 1_500
     })
     .await;
     server.kill();
     // Written while the server is down.
-    append(&origin, 2_000, 1_000).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    append(&origin, 8_000, 1_000).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     server.restart();
-    append(&origin, 3_000, 1_000).await;
+    append(&origin, 9_000, 1_000).await;
     wait_until("every event in the read model", LIMIT, || async {
-        Ledger::count(&table, &reader).await >= 4_000
+        Ledger::count(&table, &reader).await >= 10_000
     })
     .await;
     stop_tx.send(true).unwrap();
     relay_task.await.unwrap().unwrap();
     source_task.await.unwrap().unwrap();
 
-    assert_eq!(message_count(&js, &stream).await, 4_000);
+    assert_eq!(message_count(&js, &stream).await, 10_000);
     assert_stream_equals_log(&js, &stream, &prefix, &origin).await;
-    assert_eq!(Ledger::count(&table, &reader).await, 4_000);
+    assert_eq!(Ledger::count(&table, &reader).await, 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
