@@ -11,6 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/pg.sh
+source scripts/lib/nats.sh
 
 export CRITERION_HOME="$PWD/target/criterion"
 LOG=target/bench.log
@@ -20,6 +21,7 @@ mkdir -p target
 cargo bench -p eventsource-bench --no-run
 
 pg_start eventsource_bench
+nats_start
 {
     echo "scripts/bench.sh: PostgreSQL $(pg_version) on $DATABASE_URL (durable defaults); $(nproc) cores; $(date -u +%FT%TZ)"
     if [[ $# -eq 0 ]]; then
@@ -28,8 +30,11 @@ pg_start eventsource_bench
         cargo bench -q -p eventsource-bench --bench instrument
     fi
     cargo bench -q -p eventsource-bench --bench postgres -- "$@"
+    if [[ $# -eq 0 ]]; then
+        cargo bench -q -p eventsource-bench --bench nats
+    fi
 } 2>&1 | tee "$LOG"
 
 echo
 echo "=== summary (full output in $LOG) ==="
-grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|PostgreSQL:|\|)' "$LOG"
+grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|PostgreSQL:|NATS:|\|)' "$LOG"

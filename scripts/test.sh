@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (memory and PostgreSQL) against a throwaway PostgreSQL cluster.
+# Runs the whole test suite (memory, PostgreSQL, NATS) against a throwaway PostgreSQL cluster
+# and a throwaway nats-server with JetStream (scripts/lib/nats.sh; installed if missing).
 #
 # The cluster lives in a temporary directory, listens on a free port on 127.0.0.1 only (and on
 # a Unix socket inside that directory), trusts local connections, and is stopped and deleted on
@@ -11,6 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/pg.sh
+source scripts/lib/nats.sh
 
 # Durability is not under test here: fsync=off makes the suite faster.
 # A second, fresh cluster for the backup-and-restore drill (tests/postgres_restore.rs): stores
@@ -23,6 +25,8 @@ PG_DUMP_BIN="$PG_BIN"
 export RESTORE_CLUSTER_URL PG_DUMP_BIN
 pg_start eventsource_test max_connections=200 fsync=off
 echo "scripts/test.sh: PostgreSQL $(pg_version) on $DATABASE_URL (restore drill: $RESTORE_CLUSTER_URL)"
+nats_start
+echo "scripts/test.sh: nats-server $(nats_version) with JetStream on $NATS_URL"
 
 cargo test --workspace --all-features "$@"
 
@@ -32,3 +36,9 @@ scripts/quickstart.sh
 # The example, on PostgreSQL this time (the README's first command runs it in memory).
 RUST_LOG=warn cargo run --quiet --features postgres --example bank >/dev/null
 echo "scripts/test.sh: examples/bank ran on PostgreSQL"
+
+# The two NATS services of the README: the writer places orders and relays them, the reader
+# applies them into its own schema and stops once it has seen them all.
+RUST_LOG=warn cargo run --quiet --features nats,postgres --example nats_writer -- 200 >/dev/null
+RUST_LOG=warn timeout 300 cargo run --quiet --features nats,postgres --example nats_reader -- 200 >/dev/null
+echo "scripts/test.sh: examples/nats_writer and nats_reader ran on PostgreSQL and NATS"

@@ -68,6 +68,11 @@ pub use eventsource_core::{conformance_tests, testing};
 #[cfg(feature = "postgres")]
 pub use eventsource_postgres as postgres;
 
+/// NATS JetStream (feature `nats`): the relay that publishes the global log exactly once,
+/// and the projection source that consumes it in another service.
+#[cfg(feature = "nats")]
+pub use eventsource_nats as nats;
+
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
 #[doc(hidden)]
 pub use eventsource_core::__private;
