@@ -161,6 +161,8 @@ pub(crate) struct Statements {
     pub(crate) repeated_event_ids: Statement,
     /// Every checkpoint with the head of the log.
     pub(crate) checkpoints_and_head: Statement,
+    /// Snapshots whose version is past their stream's head (at most `$1`).
+    pub(crate) snapshots_ahead: Statement,
     /// The newest logical transaction id in the events and checkpoints, and the next one the
     /// cluster would give (NULL when the offset row is missing).
     pub(crate) transaction_ids: Statement,
@@ -420,6 +422,13 @@ impl Statements {
                 "SELECT c.projection, c.transaction_id, c.position, \
                         (SELECT coalesce(max(position), 0) FROM {s}.events) AS head \
                    FROM {s}.checkpoints c ORDER BY c.projection"
+            )
+            .into(),
+            snapshots_ahead: format!(
+                "SELECT n.stream_id, n.version, coalesce(h.version, 0) AS head \
+                   FROM {s}.snapshots n LEFT JOIN {s}.streams h ON h.stream_id = n.stream_id \
+                  WHERE n.version > coalesce(h.version, 0) \
+                  ORDER BY n.stream_id LIMIT $1"
             )
             .into(),
             transaction_ids: format!(

@@ -67,6 +67,7 @@ impl PostgresAdmin {
         self.check_heads_without_events(&mut report).await?;
         self.check_unique(&mut report).await?;
         self.check_checkpoints(&mut report).await?;
+        self.check_snapshots(&mut report).await?;
         self.check_transaction_ids(&mut report).await?;
         Ok(report)
     }
@@ -274,6 +275,28 @@ impl PostgresAdmin {
                 finding.position = Some(position);
                 report.add(finding);
             }
+        }
+        Ok(())
+    }
+
+    /// No snapshot is past its stream's head: loads ignore such a snapshot (and refold), but the
+    /// stream once had the events the snapshot covers.
+    async fn check_snapshots(&self, report: &mut VerifyReport) -> Result<(), PostgresError> {
+        let limit = i64::try_from(VerifyReport::MAX_FINDINGS).unwrap_or(i64::MAX);
+        let query = self.sql().snapshots_ahead.query().bind(limit);
+        for row in self.rows(query, "the snapshots").await? {
+            let stream: String = value(&row, "stream_id", "a snapshot")?;
+            let version: i64 = value(&row, "version", "a snapshot")?;
+            let head: i64 = value(&row, "head", "a snapshot")?;
+            let mut finding = Finding::problem(
+                Check::Snapshots,
+                format!(
+                    "snapshot at version {version} is past the stream's head ({head}): loads ignore it and refold the stream, but events it covers are missing (snapshots restored from a newer backup than the events?)"
+                ),
+            );
+            finding.stream = Some(stream);
+            finding.version = Some(version);
+            report.add(finding);
         }
         Ok(())
     }

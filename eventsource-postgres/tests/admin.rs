@@ -498,12 +498,25 @@ async fn verify_locates_every_kind_of_damage() {
          INSERT INTO {s}.events (stream_id, version, event_id, name, schema_version, payload,
                                  metadata, transaction_id)
               VALUES ('account-future', 1, gen_random_uuid(), '', 0, '{}', '{}', '999999999999');
-         INSERT INTO {s}.streams (stream_id, version) VALUES ('account-future', 1);",
+         INSERT INTO {s}.streams (stream_id, version) VALUES ('account-future', 1);
+         INSERT INTO {s}.snapshots (stream_id, version, state_fingerprint, state, taken_at)
+              VALUES ('account-gap', 9, 'x', '{}', now()), ('account-ok', 1, 'x', '{}', now());",
     )
     .await;
 
     let report = store.admin().verify().await.unwrap();
     assert!(!report.is_ok());
+    // A snapshot past its stream's head (version 9 of a stream at 3) is flagged; one at the
+    // head is not.
+    let snapshots = findings(&report, Check::Snapshots);
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0].stream.as_deref(), Some("account-gap"));
+    assert_eq!(snapshots[0].version, Some(9));
+    assert!(
+        snapshots[0].message.contains("past the stream's head (3)"),
+        "{}",
+        snapshots[0].message
+    );
     let immutability = findings(&report, Check::Immutability);
     assert_eq!(immutability.len(), 2, "{immutability:?}");
     assert!(

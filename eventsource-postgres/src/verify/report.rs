@@ -53,6 +53,10 @@ pub enum Check {
     EventIds,
     /// A checkpoint is past the head of the log.
     Checkpoints,
+    /// A snapshot's version is past its stream's head: loads ignore it, but it shows that the
+    /// stream once had events it no longer has (snapshots restored from a newer backup than
+    /// the events).
+    Snapshots,
     /// Transaction ids above the cluster's: the store was restored or moved from another
     /// cluster and not migrated since (`PostgresStore::migrate` re-bases it; until then the
     /// store refuses to read or append), or a checkpoint is beyond every event and the
@@ -63,7 +67,7 @@ pub enum Check {
 impl Check {
     /// The check's name in reports: `schema-version`, `immutability`, `stream-versions`,
     /// `stream-head`, `event-name`, `payload`, `metadata`, `positions`, `event-ids`,
-    /// `checkpoints`, `transaction-ids`.
+    /// `checkpoints`, `snapshots`, `transaction-ids`.
     pub fn as_str(self) -> &'static str {
         match self {
             Check::SchemaVersion => "schema-version",
@@ -76,6 +80,7 @@ impl Check {
             Check::Positions => "positions",
             Check::EventIds => "event-ids",
             Check::Checkpoints => "checkpoints",
+            Check::Snapshots => "snapshots",
             Check::TransactionIds => "transaction-ids",
         }
     }
