@@ -254,6 +254,7 @@ fn member_enum(
         let debug_arms = members.iter().map(|&Member { variant, .. }| {
             quote!(#enum_ident::#variant(ref inner) => ::core::fmt::Debug::fmt(inner, f),)
         });
+        let debug = debug_impl(enum_ident, debug_arms);
         return quote! {
             #[doc = #doc]
             #[derive(::core::clone::Clone)]
@@ -262,14 +263,7 @@ fn member_enum(
                 #(#variants)*
             }
             const _: () = {
-                #[automatically_derived]
-                impl ::core::fmt::Debug for #enum_ident {
-                    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                        match *self {
-                            #(#debug_arms)*
-                        }
-                    }
-                }
+                #debug
                 #(#from_impls)*
             };
         };
@@ -298,6 +292,7 @@ fn member_enum(
     } else {
         quote!(match (self, other) { #(#eq_arms)* #other_arm })
     };
+    let debug = debug_impl(enum_ident, debug_arms);
     quote! {
         #[doc = #doc]
         #[allow(clippy::large_enum_variant)]
@@ -319,14 +314,7 @@ fn member_enum(
                     #eq_body
                 }
             }
-            #[automatically_derived]
-            impl ::core::fmt::Debug for #enum_ident {
-                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                    match *self {
-                        #(#debug_arms)*
-                    }
-                }
-            }
+            #debug
             #(#from_impls)*
         };
     }
@@ -483,5 +471,22 @@ fn services_type(aggregate: &ast::Aggregate) -> TokenStream {
     match &aggregate.services {
         Some(services) => quote!(#services),
         None => quote!(()),
+    }
+}
+
+/// `Debug` for a generated enum: one arm per member, as `#[derive(Debug)]` would write it.
+fn debug_impl(
+    enum_ident: &syn::Ident,
+    debug_arms: impl Iterator<Item = TokenStream>,
+) -> TokenStream {
+    quote! {
+        #[automatically_derived]
+        impl ::core::fmt::Debug for #enum_ident {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                match *self {
+                    #(#debug_arms)*
+                }
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, Postgres, Row};
 use crate::error::store_error;
 use crate::lease::PostgresLease;
 use crate::row::{decode_checkpoint, decode_parked};
-use crate::sql::bigint;
+use crate::sql::{PgQuery, bigint};
 use crate::store::PostgresStore;
 
 /// How soon a live reader looks again while events it has not read exist (e.g. behind an
@@ -105,6 +105,24 @@ impl PostgresStore {
             Some(row) => row.try_get::<bool, _>(0).map_err(self.failed(what)),
             None => Ok(false),
         }
+    }
+
+    /// Runs `query` (a change of parked events taking the projection and a position, or NULL
+    /// for all) and returns how many rows it changed.
+    async fn change_parked(
+        &self,
+        query: PgQuery,
+        projection: &str,
+        which: ParkedSelection,
+        what: String,
+    ) -> Result<u64, StoreError> {
+        let done = query
+            .bind(projection)
+            .bind(selected_position(which))
+            .execute(self.pool())
+            .await
+            .map_err(self.failed(what))?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -261,17 +279,9 @@ impl ProjectionStore for PostgresStore {
         projection: &str,
         which: ParkedSelection,
     ) -> Result<u64, StoreError> {
-        let query = self
-            .sql()
-            .retry_parked
-            .query()
-            .bind(projection)
-            .bind(selected_position(which));
-        let marked = query
-            .execute(self.pool())
+        let what = format!("marking parked events of `{projection}` for retry");
+        self.change_parked(self.sql().retry_parked.query(), projection, which, what)
             .await
-            .map_err(self.failed(format!("marking parked events of `{projection}` for retry")))?;
-        Ok(marked.rows_affected())
     }
 
     async fn discard_parked(
@@ -279,17 +289,9 @@ impl ProjectionStore for PostgresStore {
         projection: &str,
         which: ParkedSelection,
     ) -> Result<u64, StoreError> {
-        let query = self
-            .sql()
-            .discard_parked
-            .query()
-            .bind(projection)
-            .bind(selected_position(which));
-        let deleted = query
-            .execute(self.pool())
+        let what = format!("discarding parked events of `{projection}`");
+        self.change_parked(self.sql().discard_parked.query(), projection, which, what)
             .await
-            .map_err(self.failed(format!("discarding parked events of `{projection}`")))?;
-        Ok(deleted.rows_affected())
     }
 
     async fn due_for_retry(

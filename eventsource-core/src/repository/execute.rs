@@ -181,24 +181,10 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             let expected = ExpectedVersion::Exact(version);
             let (appended, retried) = self.append_retrying(&stream_id, expected, batch).await;
             match appended {
-                // The first attempt committed but its reply was lost: the retry of the same ids
-                // found them stored. This command wrote them.
-                Ok(written) if written.replayed && retried && key.is_none() => {
-                    let mut state = state;
-                    for event in &events {
-                        state.evolve(event);
-                    }
-                    self.cache_put(&stream_id, &state, written.last_version);
-                    return Ok(Executed {
-                        stream_id,
-                        events,
-                        version: written.last_version,
-                        state,
-                        attempts: decisions,
-                        replayed: false,
-                    });
-                }
-                Ok(written) if !written.replayed => {
+                // Written; or, for an unkeyed command, its first attempt committed but the reply
+                // was lost, and the retry of the same ids found them stored: this command wrote
+                // them either way.
+                Ok(written) if !written.replayed || (retried && key.is_none()) => {
                     let mut state = state;
                     for event in &events {
                         state.evolve(event);

@@ -439,15 +439,15 @@ impl ProjectionStore for MemoryStore {
         which: ParkedSelection,
     ) -> Result<u64, StoreError> {
         let mut inner = self.lock();
-        let Some(parked) = inner.parked.get_mut(projection) else {
-            return Ok(0);
-        };
+        let parked = inner
+            .parked
+            .get_mut(projection)
+            .into_iter()
+            .flat_map(|p| p.values_mut());
         let mut marked = 0;
-        for event in parked.values_mut() {
-            if selected(which, event.record.position) {
-                event.retry_requested = true;
-                marked += 1;
-            }
+        for event in parked.filter(|event| selected(which, event.record.position)) {
+            event.retry_requested = true;
+            marked += 1;
         }
         Ok(marked)
     }

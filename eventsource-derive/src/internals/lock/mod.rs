@@ -253,11 +253,6 @@ pub(crate) struct LockAttr<'a> {
 /// overwrite mode, the changed ones), unless an error was recorded already. Returns the tokens
 /// that make cargo rebuild when the lock or the mode changes.
 pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> TokenStream {
-    // The lock is consulted only for well-formed events: a name or version with a mistake
-    // would be checked (or recorded) under the wrong key.
-    if cx.has_errors() {
-        return TokenStream::new();
-    }
     let ident = lock_attr.ident;
     let (mode, location, lock, krate) = match open(cx, lock_attr) {
         Ok(opened) => opened,
@@ -328,9 +323,6 @@ pub(crate) fn check(cx: &Ctxt, lock_attr: &LockAttr, subjects: &[Subject]) -> To
 /// A nested type is locked by its own canonical text; the event that contains it is locked by
 /// its own, so that together the entries cover the whole type tree of every locked version.
 pub(crate) fn check_type(cx: &Ctxt, lock_attr: &LockAttr, shape: &str) -> TokenStream {
-    if cx.has_errors() {
-        return TokenStream::new();
-    }
     let ident = lock_attr.ident;
     let (mode, location, lock, krate) = match open(cx, lock_attr) {
         Ok(opened) => opened,
@@ -384,6 +376,11 @@ type Opened = (Mode, Location, Option<Lock>, String);
 /// The mode, the file's location and its parsed contents (`None` if it does not exist); or,
 /// after an error, the tokens to emit.
 fn open(cx: &Ctxt, lock_attr: &LockAttr) -> Result<Opened, TokenStream> {
+    // The lock is consulted only for well-formed events: a name or version with a mistake
+    // would be checked (or recorded) under the wrong key. (Nothing to emit: the errors are.)
+    if cx.has_errors() {
+        return Err(TokenStream::new());
+    }
     let ident = lock_attr.ident;
     let track_mode = track_mode();
     let mode = match Mode::from_env() {
