@@ -32,4 +32,4 @@ pg_start eventsource_bench
 
 echo
 echo "=== summary (full output in $LOG) ==="
-grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|PostgreSQL:|\|)' "$LOG"
+grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|COMMITS|PostgreSQL:|\|)' "$LOG"

@@ -77,6 +77,10 @@ pub(crate) struct Statements {
     /// The `append()` function: every outcome (conflict, retry, duplicate), and `append_in`.
     pub(crate) append: Statement,
     pub(crate) append_fast: FastAppend,
+    /// Several appends in one statement (one transaction): `append()` for each request in
+    /// turn. `$1` streams, `$2` expected versions, `$3`/`$4` each request's first and last
+    /// index into the event arrays `$5`..`$9`; a row per request, `request` its 1-based index.
+    pub(crate) append_group: Statement,
     /// `$1` stream, `$2` first version, `$3` limit.
     pub(crate) read_stream: Statement,
     /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
@@ -191,6 +195,16 @@ impl Statements {
             .into(),
             append: format!("SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, $7)").into(),
             append_fast: FastAppend::new(s),
+            append_group: format!(
+                "SELECT r.request, a.* \
+                   FROM unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) \
+                        WITH ORDINALITY AS r(stream_id, expected, first, last, request) \
+                   CROSS JOIN LATERAL {s}.append(r.stream_id, r.expected, \
+                        ($5::uuid[])[r.first:r.last], ($6::text[])[r.first:r.last], \
+                        ($7::bigint[])[r.first:r.last], ($8::jsonb[])[r.first:r.last], \
+                        ($9::jsonb[])[r.first:r.last]) a"
+            )
+            .into(),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
