@@ -112,9 +112,9 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
     let lock = lock_heads(&store, &[&blocked_a, &blocked_b]).await;
     let mut waiting = Vec::new();
     for (i, s) in [&blocked_a, &blocked_b].into_iter().enumerate() {
-        let (store, s) = (store.clone(), s.clone());
+        let (writer, s) = (store.clone(), s.clone());
         waiting.push(tokio::spawn(async move {
-            store
+            writer
                 .append(&s, ExpectedVersion::Exact(Version(1)), vec![added(1)])
                 .await
         }));

@@ -27,7 +27,21 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 /// Cloning is cheap and shares the connection pool. An append is one statement: it checks the
 /// expected version, moves the stream head and inserts the batch atomically, and listeners are
 /// notified once it has committed; conflicts, retries of stored ids and duplicates are then
-/// told apart by the schema's `append()` function. Global reads are gap-safe: they return only
+/// told apart by the schema's `append()` function.
+///
+/// **Group commit.** Appends of up to 16 events go through a writer task of the store (started
+/// by the first append, inside the caller's tokio runtime): a lone append is written at once;
+/// appends that arrive while two shared transactions are in flight wait for a slot and are
+/// then written together, in one statement and one transaction, each through the `append()`
+/// function with its own outcome (a conflict fails only its append; replays and duplicates
+/// are reported as when written alone; two appends of one stream apply in arrival order).
+/// Should the shared transaction fail as a whole (a concurrent transaction stored one of its
+/// ids, a deadlock, a lost connection), each of its appends is written alone. Larger batches,
+/// batches that repeat an id, and [`append_in`](Self::append_in) always go alone. A caller
+/// holding a stream's head locked in a long transaction delays the shared transaction that
+/// meets it, not just the appends of that stream.
+///
+/// Global reads are gap-safe: they return only
 /// events of transactions older than the oldest one still running, in (transaction, position)
 /// order, so a reader resuming from a [`Checkpoint`](eventsource_core::Checkpoint) never skips
 /// an event that committed late.
