@@ -105,7 +105,11 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
     let replay = added(7);
     let replay_id = replay.event_id;
     let first = store
-        .append(&stored, ExpectedVersion::Exact(Version(1)), vec![replay.clone()])
+        .append(
+            &stored,
+            ExpectedVersion::Exact(Version(1)),
+            vec![replay.clone()],
+        )
         .await
         .unwrap();
 
@@ -124,11 +128,23 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
     // Queued behind the two blocked appends, in this order.
     let duplicate = added(9).with_id(replay_id);
     let queued: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)> = vec![
-        (fresh.clone(), ExpectedVersion::NoStream, vec![added(1), added(2)]),
+        (
+            fresh.clone(),
+            ExpectedVersion::NoStream,
+            vec![added(1), added(2)],
+        ),
         (twice.clone(), ExpectedVersion::NoStream, vec![added(3)]),
         (twice.clone(), ExpectedVersion::NoStream, vec![added(4)]),
-        (twice.clone(), ExpectedVersion::Exact(Version(1)), vec![added(5)]),
-        (stored.clone(), ExpectedVersion::Exact(Version(1)), vec![replay]),
+        (
+            twice.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![added(5)],
+        ),
+        (
+            stored.clone(),
+            ExpectedVersion::Exact(Version(1)),
+            vec![replay],
+        ),
         (other.clone(), ExpectedVersion::Any, vec![duplicate]),
     ];
     let mut outcomes = Vec::new();
@@ -157,7 +173,10 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
     assert!(
         matches!(
             &results[2],
-            Err(StoreError::Conflict { actual: Version(1), .. })
+            Err(StoreError::Conflict {
+                actual: Version(1),
+                ..
+            })
         ),
         "{:?}",
         results[2]
@@ -216,7 +235,11 @@ async fn many_writers_store_every_acknowledged_event_once_and_nothing_else() {
                             (0..1 + op % 3).map(|i| added(writer * 1_000 + i)).collect();
                         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
                         let written = store
-                            .append(&own, ExpectedVersion::Exact(Version(own_version)), events.clone())
+                            .append(
+                                &own,
+                                ExpectedVersion::Exact(Version(own_version)),
+                                events.clone(),
+                            )
                             .await
                             .unwrap();
                         assert!(!written.replayed);
@@ -233,7 +256,10 @@ async fn many_writers_store_every_acknowledged_event_once_and_nothing_else() {
                         let seen = store.stream_version(s).await.unwrap();
                         let event = added(op);
                         let id = event.event_id;
-                        match store.append(s, ExpectedVersion::Exact(seen), vec![event]).await {
+                        match store
+                            .append(s, ExpectedVersion::Exact(seen), vec![event])
+                            .await
+                        {
                             Ok(written) => {
                                 assert_eq!(written.last_version, seen.next());
                                 acknowledged.push((s.clone(), written.last_version.0, id));
@@ -276,7 +302,9 @@ async fn many_writers_store_every_acknowledged_event_once_and_nothing_else() {
     for task in tasks {
         for (s, version, id) in task.await.unwrap() {
             assert!(
-                expected.insert((s.as_str().to_owned(), version), id).is_none(),
+                expected
+                    .insert((s.as_str().to_owned(), version), id)
+                    .is_none(),
                 "{s} v{version} acknowledged twice"
             );
         }
@@ -296,7 +324,11 @@ async fn many_writers_store_every_acknowledged_event_once_and_nothing_else() {
         *ids.entry(id).or_default() += 1;
     }
     assert!(ids.values().all(|n| *n == 1), "an id is stored twice");
-    assert_eq!(stored.len(), expected.len(), "stored events beyond the acknowledged ones");
+    assert_eq!(
+        stored.len(),
+        expected.len(),
+        "stored events beyond the acknowledged ones"
+    );
     assert_eq!(stored, expected);
     // The heads agree with the rows.
     for s in &shared {

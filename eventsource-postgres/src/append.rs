@@ -351,7 +351,8 @@ impl Batch {
     fn extend(&mut self, other: &Batch) {
         self.ids.extend_from_slice(&other.ids);
         self.names.extend_from_slice(&other.names);
-        self.schema_versions.extend_from_slice(&other.schema_versions);
+        self.schema_versions
+            .extend_from_slice(&other.schema_versions);
         self.payloads.extend(other.payloads.iter().cloned());
         self.metadata.extend(other.metadata.iter().cloned());
     }
