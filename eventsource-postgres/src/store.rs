@@ -31,7 +31,7 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 ///
 /// **Group commit.** Appends of up to 16 events go through a writer task of the store (started
 /// by the first append, inside the caller's tokio runtime): a lone append is written at once;
-/// appends that arrive while two shared transactions are in flight wait for a slot and are
+/// appends that arrive while a shared transaction is in flight wait for it to end and are
 /// then written together, in one statement and one transaction, each through the `append()`
 /// function with its own outcome (a conflict fails only its append; replays and duplicates
 /// are reported as when written alone; two appends of one stream apply in arrival order).
