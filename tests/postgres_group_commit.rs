@@ -82,8 +82,8 @@ async fn transactions(store: &PostgresStore, s: &StreamId) -> Vec<u64> {
         .collect()
 }
 
-/// Two appends blocked on locked streams fill both transaction slots; the appends queued behind
-/// them then share one transaction, and each gets its own outcome: appended, a conflict, a
+/// An append blocked on a locked stream keeps the store's shared transaction in flight; the
+/// appends queued behind it (the first of them also meets a lock) then share one transaction, and each gets its own outcome: appended, a conflict, a
 /// replay of a stored batch, a duplicate id, and a second append of a stream in the same group
 /// that sees the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -115,17 +115,22 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
 
     let lock = lock_heads(&store, &[&blocked_a, &blocked_b]).await;
     let mut waiting = Vec::new();
-    for (i, s) in [&blocked_a, &blocked_b].into_iter().enumerate() {
+    for s in [&blocked_a, &blocked_b] {
         let (writer, s) = (store.clone(), s.clone());
         waiting.push(tokio::spawn(async move {
             writer
                 .append(&s, ExpectedVersion::Exact(Version(1)), vec![added(1)])
                 .await
         }));
-        wait_for_lock_waiters(&store, i as i64 + 1).await;
+        // The first waits for the lock; the second, queued behind it, joins the group below.
+        if waiting.len() == 1 {
+            wait_for_lock_waiters(&store, 1).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
-    // Queued behind the two blocked appends, in this order.
+    // Queued behind the blocked appends, in this order.
     let duplicate = added(9).with_id(replay_id);
     let queued: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)> = vec![
         (
