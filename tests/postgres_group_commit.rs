@@ -82,21 +82,69 @@ async fn transactions(store: &PostgresStore, s: &StreamId) -> Vec<u64> {
         .collect()
 }
 
-/// An append blocked on a locked stream keeps the store's shared transaction in flight; the
-/// appends queued behind it (the first of them also meets a lock) then share one transaction, and each gets its own outcome: appended, a conflict, a
-/// replay of a stored batch, a duplicate id, and a second append of a stream in the same group
-/// that sees the first.
+/// Appends to `blocked` wait for its head, locked meanwhile, and keep the store's shared
+/// transactions in flight; `queued` are spawned one after the other behind them, so that they
+/// meet in the writer's queue. Returns their outcomes, in order.
+async fn queued_behind_a_lock(
+    store: &PostgresStore,
+    blocked: &[StreamId],
+    queued: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+) -> Vec<Result<Appended, StoreError>> {
+    let lock = lock_heads(store, &blocked.iter().collect::<Vec<_>>()).await;
+    let mut waiting = Vec::new();
+    for s in blocked {
+        let (writer, s) = (store.clone(), s.clone());
+        let version = store.stream_version(&s).await.unwrap();
+        waiting.push(tokio::spawn(async move {
+            writer
+                .append(&s, ExpectedVersion::Exact(version), vec![added(1)])
+                .await
+        }));
+        if waiting.len() == 1 {
+            wait_for_lock_waiters(store, 1).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (s, expected, events) in queued {
+        let store = store.clone();
+        outcomes.push(tokio::spawn(async move {
+            store.append(&s, expected, events).await
+        }));
+        // Spawned in order; each reaches the queue before the next is spawned.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lock.close().await.unwrap(); // rolls back, releasing the heads
+    for blocked in waiting {
+        blocked.await.unwrap().unwrap();
+    }
+    let mut results = Vec::new();
+    for outcome in outcomes {
+        results.push(outcome.await.unwrap());
+    }
+    results
+}
+
+/// Appends queued while shared transactions are in flight share the next one, and each gets
+/// its own outcome: appended (one transaction for all streams), a conflict and a later append
+/// of a stream already in the group (in arrival order), a replay of a stored batch; then a
+/// group whose statement fails as a whole (an id of it is stored: a duplicate) still gives
+/// every append its own outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
     let store = fresh_pg_store().await;
-    let (blocked_a, blocked_b) = (stream("blocked-a"), stream("blocked-b"));
-    let (fresh, twice, stored, other) = (
+    let blocked = [stream("blocked-a"), stream("blocked-b")];
+    let (fresh, twice, third, stored, other, late) = (
         stream("fresh"),
         stream("twice"),
+        stream("third"),
         stream("stored"),
         stream("other"),
+        stream("late"),
     );
-    for s in [&blocked_a, &blocked_b, &stored] {
+    for s in blocked.iter().chain([&stored]) {
         store
             .append(s, ExpectedVersion::NoStream, vec![added(0)])
             .await
@@ -113,65 +161,31 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
         .await
         .unwrap();
 
-    let lock = lock_heads(&store, &[&blocked_a, &blocked_b]).await;
-    let mut waiting = Vec::new();
-    for s in [&blocked_a, &blocked_b] {
-        let (writer, s) = (store.clone(), s.clone());
-        waiting.push(tokio::spawn(async move {
-            writer
-                .append(&s, ExpectedVersion::Exact(Version(1)), vec![added(1)])
-                .await
-        }));
-        // The first waits for the lock; the second, queued behind it, joins the group below.
-        if waiting.len() == 1 {
-            wait_for_lock_waiters(&store, 1).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    // Queued behind the blocked appends, in this order.
-    let duplicate = added(9).with_id(replay_id);
-    let queued: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)> = vec![
-        (
-            fresh.clone(),
-            ExpectedVersion::NoStream,
-            vec![added(1), added(2)],
-        ),
-        (twice.clone(), ExpectedVersion::NoStream, vec![added(3)]),
-        (twice.clone(), ExpectedVersion::NoStream, vec![added(4)]),
-        (
-            twice.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![added(5)],
-        ),
-        (
-            stored.clone(),
-            ExpectedVersion::Exact(Version(1)),
-            vec![replay],
-        ),
-        (other.clone(), ExpectedVersion::Any, vec![duplicate]),
-    ];
-    let mut outcomes = Vec::new();
-    for (s, expected, events) in queued {
-        let store = store.clone();
-        outcomes.push(tokio::spawn(async move {
-            store.append(&s, expected, events).await
-        }));
-        // Spawned in order; each reaches the queue before the next is spawned.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    lock.close().await.unwrap(); // rolls back, releasing the heads
-
-    for blocked in waiting {
-        let written = blocked.await.unwrap().unwrap();
-        assert_eq!(written.last_version, Version(2));
-    }
-    let mut results = Vec::new();
-    for outcome in outcomes {
-        results.push(outcome.await.unwrap());
-    }
+    let results = queued_behind_a_lock(
+        &store,
+        &blocked,
+        vec![
+            (
+                fresh.clone(),
+                ExpectedVersion::NoStream,
+                vec![added(1), added(2)],
+            ),
+            (twice.clone(), ExpectedVersion::NoStream, vec![added(3)]),
+            (twice.clone(), ExpectedVersion::NoStream, vec![added(4)]),
+            (
+                twice.clone(),
+                ExpectedVersion::Exact(Version(1)),
+                vec![added(5)],
+            ),
+            (third.clone(), ExpectedVersion::Any, vec![added(6)]),
+            (
+                stored.clone(),
+                ExpectedVersion::Exact(Version(1)),
+                vec![replay.clone()],
+            ),
+        ],
+    )
+    .await;
     let version = |r: &Result<Appended, StoreError>| r.as_ref().unwrap().last_version;
     assert_eq!(version(&results[0]), Version(2));
     assert_eq!(version(&results[1]), Version(1));
@@ -187,31 +201,59 @@ async fn queued_appends_share_a_transaction_and_keep_their_outcomes() {
         results[2]
     );
     assert_eq!(version(&results[3]), Version(2));
-    let replayed = results[4].as_ref().unwrap();
+    assert_eq!(version(&results[4]), Version(1));
+    let replayed = results[5].as_ref().unwrap();
     assert!(replayed.replayed);
     assert_eq!(replayed.last_position, first.last_position);
+    // The first append of each stream shared one transaction.
+    let fresh_tx = transactions(&store, &fresh).await;
+    let twice_tx = transactions(&store, &twice).await;
+    let third_tx = transactions(&store, &third).await;
+    assert_eq!(fresh_tx.len(), 2);
+    assert_eq!(twice_tx.len(), 2);
+    assert!(
+        fresh_tx
+            .iter()
+            .chain(&third_tx)
+            .chain(&twice_tx[..1])
+            .all(|t| *t == fresh_tx[0]),
+        "the queued appends share one transaction: {fresh_tx:?} {twice_tx:?} {third_tx:?}"
+    );
+    assert_eq!(transactions(&store, &stored).await.len(), 2);
+
+    // A stored id in the group: its statement fails, and each append goes alone.
+    let results = queued_behind_a_lock(
+        &store,
+        &blocked,
+        vec![
+            (late.clone(), ExpectedVersion::NoStream, vec![added(8)]),
+            (
+                other.clone(),
+                ExpectedVersion::Any,
+                vec![added(9).with_id(replay_id)],
+            ),
+            (
+                fresh.clone(),
+                ExpectedVersion::Exact(Version(2)),
+                vec![added(10)],
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(version(&results[0]), Version(1));
     assert!(
         matches!(
-            &results[5],
+            &results[1],
             Err(StoreError::DuplicateEventId { event_id, existing_version: Version(2), .. })
                 if *event_id == replay_id
         ),
         "{:?}",
-        results[5]
+        results[1]
     );
-
-    // What was appended is stored once, in one shared transaction; the rest left nothing.
-    let fresh_tx = transactions(&store, &fresh).await;
-    let twice_tx = transactions(&store, &twice).await;
-    assert_eq!(fresh_tx.len(), 2);
-    assert_eq!(twice_tx.len(), 2);
-    assert!(
-        fresh_tx.iter().chain(&twice_tx).all(|t| *t == fresh_tx[0]),
-        "the queued appends share one transaction: {fresh_tx:?} {twice_tx:?}"
-    );
-    assert_eq!(transactions(&store, &stored).await.len(), 2);
+    assert_eq!(version(&results[2]), Version(3));
     assert!(transactions(&store, &other).await.is_empty());
     assert_eq!(store.stream_version(&other).await.unwrap(), Version(0));
+    assert_eq!(transactions(&store, &late).await.len(), 1);
 }
 
 /// Many writers at once over private and shared streams, with conflicts, retries of

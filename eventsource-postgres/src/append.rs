@@ -20,11 +20,9 @@ use crate::store::{PostgresStore, WeakStore};
 const GROUP_MAX_REQUESTS: usize = 64;
 /// Batches of more events than this go alone: they already spread a commit over many events.
 const GROUP_MAX_EVENTS: usize = 16;
-/// Shared transactions in flight at once. One: the `append()` function notifies inside its
-/// transaction, and a transaction that notifies holds a database-wide lock from before its
-/// commit record is flushed until it ends, so a second shared transaction could not share the
-/// flush anyway (measured: two in flight halved the throughput of eight clients).
-const GROUPS_IN_FLIGHT: usize = 1;
+/// Shared transactions in flight at once: while one waits for its commit to be flushed, the
+/// next is written (PostgreSQL flushes commits that wait together once).
+const GROUPS_IN_FLIGHT: usize = 2;
 
 /// An append waiting for the group-commit writer, with the channel for its own outcome.
 pub(crate) struct GroupRequest {
@@ -149,39 +147,52 @@ impl PostgresStore {
         }
     }
 
-    /// Writes the queued appends of `group`: one alone as usual; several in
-    /// one statement (one transaction) that calls the `append()` function for each in turn,
-    /// so that each gets its own outcome and a later append of a stream sees an earlier one.
-    /// Should the shared transaction fail (a concurrent transaction stored an id of the group,
-    /// a deadlock, a lost connection), each append is then written alone.
-    async fn write_group(&self, mut group: Vec<GroupRequest>) {
+    /// Writes the queued appends of `group`. One goes alone, as usual. Of several, the first
+    /// append of each stream goes into one statement (one transaction, `sql::append_group`);
+    /// those whose expectation did not hold, and later appends of a stream already in it, are
+    /// then written alone, in arrival order, which tells a conflict from a replay or a
+    /// duplicate as always. Should the shared statement fail as a whole (an id of the group
+    /// is already stored, a deadlock, a lost connection), each append is written alone.
+    async fn write_group(&self, group: Vec<GroupRequest>) {
+        let mut alone = Vec::new();
         if group.len() > 1 {
-            // Head rows are locked in stream order, so that two shared transactions never wait
-            // for each other; appends to one stream keep their order (a stable sort).
-            group.sort_by(|a, b| a.stream.as_str().cmp(b.stream.as_str()));
-            match self.append_group(&group).await {
+            let mut seen = HashSet::with_capacity(group.len());
+            let (shared, later): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .partition(|request| seen.insert(request.stream.clone()));
+            match self.append_group(&shared).await {
                 Ok(outcomes) => {
                     let mut newest = None;
-                    for (request, outcome) in group.drain(..).zip(outcomes) {
-                        if let Ok(appended) = &outcome
-                            && !appended.replayed
-                        {
-                            newest = newest.max(Some(appended.last_position));
+                    for (request, outcome) in shared.into_iter().zip(outcomes) {
+                        match outcome {
+                            Some(outcome) => {
+                                if let Ok(appended) = &outcome {
+                                    newest = newest.max(Some(appended.last_position));
+                                }
+                                // The caller may have stopped waiting.
+                                let _ = request.reply.send(outcome);
+                            }
+                            None => alone.push(request),
                         }
-                        // The caller may have stopped waiting.
-                        let _ = request.reply.send(outcome);
                     }
                     if let Some(position) = newest {
                         self.notifications().appended(self.pool(), position);
                     }
-                    return;
                 }
                 Err(error) => {
-                    tracing::debug!(%error, appends = group.len(), "a shared append transaction failed; appending alone");
+                    tracing::debug!(
+                        %error,
+                        appends = shared.len(),
+                        "a shared append statement failed; appending alone"
+                    );
+                    alone.extend(shared);
                 }
             }
+            alone.extend(later);
+        } else {
+            alone = group;
         }
-        for request in group.drain(..) {
+        for request in alone {
             let outcome = self
                 .append_alone(&request.stream, request.expected, &request.batch)
                 .await;
@@ -189,40 +200,45 @@ impl PostgresStore {
         }
     }
 
-    /// The statement of [`Self::write_group`]: an outcome per request, in order; `Err` when
-    /// the shared transaction failed (nothing of it was written).
+    /// The statement of [`Self::write_group`] for appends to distinct streams: per request,
+    /// its outcome when its head moved, `None` when it is left to the `append()` function;
+    /// `Err` when the statement failed (nothing of it was written).
     async fn append_group(
         &self,
         group: &[GroupRequest],
-    ) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
+    ) -> Result<Vec<Option<Result<Appended, StoreError>>>, sqlx::Error> {
         let events: usize = group.iter().map(|r| r.batch.ids.len()).sum();
         let mut streams = Vec::with_capacity(group.len());
         let mut expected = Vec::with_capacity(group.len());
-        let mut bounds = Vec::with_capacity(group.len() * 2);
+        let mut counts = Vec::with_capacity(group.len());
+        let mut requests = Vec::with_capacity(events);
+        let mut places = Vec::with_capacity(events);
         let mut all = Batch::with_capacity(events);
-        for request in group {
+        // A group holds at most 64 requests of at most 16 events.
+        let small = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        for (index, request) in group.iter().enumerate() {
+            let n = request.batch.ids.len();
             streams.push(request.stream.as_str());
             expected.push(expected_version(request.expected));
-            // 1-based, inclusive array bounds; a group holds at most 64 x 16 events.
-            let first = i32::try_from(all.ids.len() + 1).unwrap_or(i32::MAX);
+            counts.push(small(n));
+            requests.extend(std::iter::repeat_n(small(index + 1), n));
+            places.extend((1..=n).map(small));
             all.extend(&request.batch);
-            let last = i32::try_from(all.ids.len()).unwrap_or(i32::MAX);
-            bounds.push((first, last));
         }
-        let (firsts, lasts): (Vec<i32>, Vec<i32>) = bounds.into_iter().unzip();
         let rows = self
             .sql()
             .append_group
             .query()
             .bind(streams)
             .bind(expected)
-            .bind(firsts)
-            .bind(lasts)
+            .bind(counts)
             .bind(all.ids.as_slice())
             .bind(all.names.as_slice())
             .bind(all.schema_versions.as_slice())
             .bind(all.payloads.as_slice())
             .bind(all.metadata.as_slice())
+            .bind(requests)
+            .bind(places)
             .fetch_all(self.pool())
             .await?;
         let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
@@ -230,28 +246,16 @@ impl PostgresStore {
         for row in &rows {
             // The transaction has committed: a row that does not decode fails its own append.
             let index: Option<i64> = row.try_get("request").ok().flatten();
-            let Some(slot) = index
+            let Some((slot, request)) = index
                 .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| i.checked_sub(1))
                 .and_then(|i| outcomes.get_mut(i).zip(group.get(i)))
             else {
                 continue;
             };
-            let (slot, request) = slot;
-            *slot = Some(decode_append(row, &request.stream, request.expected));
+            *slot = Some(decode_appended(row, &request.stream, false));
         }
-        Ok(outcomes
-            .into_iter()
-            .zip(group)
-            .map(|(outcome, request)| {
-                outcome.unwrap_or_else(|| {
-                    Err(StoreError::backend(
-                        format!("appending to stream `{}`", request.stream),
-                        "the shared append statement returned no outcome for this append",
-                    ))
-                })
-            })
-            .collect())
+        Ok(outcomes)
     }
 
     /// The common case of an append, as one statement (see `sql::append_fast`): `None` when
