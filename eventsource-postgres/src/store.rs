@@ -31,15 +31,14 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 ///
 /// **Group commit.** Appends of up to 16 events go through a writer task of the store (started
 /// by the first append, inside the caller's tokio runtime): a lone append is written at once;
-/// appends that arrive while a shared transaction is in flight wait for it to end and are
-/// then written together, in one statement and one transaction, each through the `append()`
-/// function with its own outcome (a conflict fails only its append; replays and duplicates
-/// are reported as when written alone; two appends of one stream apply in arrival order).
-/// Should the shared transaction fail as a whole (a concurrent transaction stored one of its
-/// ids, a deadlock, a lost connection), each of its appends is written alone. Larger batches,
-/// batches that repeat an id, and [`append_in`](Self::append_in) always go alone. A caller
-/// holding a stream's head locked in a long transaction delays the shared transaction that
-/// meets it, not just the appends of that stream.
+/// appends that arrive while two shared transactions are in flight wait for a slot and are
+/// then written together. The first append of each stream goes into one statement (one
+/// transaction) that moves the heads whose expectation holds and inserts their events; the
+/// others (a conflict, a replay, a duplicate, a later append of a stream already in the
+/// group) are then written alone, in arrival order, so each append gets the outcome it would
+/// have got alone. Should the shared statement fail as a whole (one of its ids is already
+/// stored, a deadlock, a lost connection), each of its appends is written alone. Larger
+/// batches, batches that repeat an id, and [`append_in`](Self::append_in) always go alone.
 ///
 /// Global reads are gap-safe: they return only
 /// events of transactions older than the oldest one still running, in (transaction, position)
