@@ -156,6 +156,10 @@ impl PostgresStore {
     async fn write_group(&self, group: Vec<GroupRequest>) {
         let mut alone = Vec::new();
         if group.len() > 1 {
+            // Heads in stream order, so that two shared statements lock them in one order; a
+            // stable sort keeps the appends of a stream in arrival order.
+            let mut group = group;
+            group.sort_by(|a, b| a.stream.as_str().cmp(b.stream.as_str()));
             let mut seen = HashSet::with_capacity(group.len());
             let (shared, later): (Vec<_>, Vec<_>) = group
                 .into_iter()

@@ -204,7 +204,8 @@ impl Statements {
                          WITH ORDINALITY AS r(stream_id, expected, n, request) \
                  ), \
                  moved AS ( \
-                     UPDATE {s}.streams s SET version = s.version + r.n FROM req r \
+                     UPDATE {s}.streams s SET version = s.version + r.n \
+                       FROM (SELECT * FROM req ORDER BY stream_id) r \
                       WHERE s.stream_id = r.stream_id \
                         AND (r.expected IS NULL OR r.expected = -1 \
                              OR (r.expected > 0 AND s.version = r.expected)) \
