@@ -37,4 +37,4 @@ nats_start
 
 echo
 echo "=== summary (full output in $LOG) ==="
-grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|PostgreSQL:|NATS:|\|)' "$LOG"
+grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|COMMITS|PostgreSQL:|NATS:|\|)' "$LOG"

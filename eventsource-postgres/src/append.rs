@@ -1,6 +1,7 @@
 //! Appending: a batch in one statement, and the `append()` function for every other outcome.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use eventsource_core::{
     Appended, ExpectedVersion, NewEvent, Position, StoreError, StreamId, Version,
@@ -13,7 +14,54 @@ use uuid::Uuid;
 
 use crate::error::{excerpt, store_error};
 use crate::sql::{PgQuery, expected_version};
-use crate::store::PostgresStore;
+use crate::store::{PostgresStore, WeakStore};
+
+/// At most this many appends share one transaction.
+const GROUP_MAX_REQUESTS: usize = 64;
+/// Batches of more events than this go alone: they already spread a commit over many events.
+const GROUP_MAX_EVENTS: usize = 16;
+/// Shared transactions in flight at once: while one waits for its commit to be flushed, the
+/// next is written (PostgreSQL flushes commits that wait together once).
+const GROUPS_IN_FLIGHT: usize = 2;
+
+/// An append waiting for the group-commit writer, with the channel for its own outcome.
+pub(crate) struct GroupRequest {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    batch: Arc<Batch>,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// The queue of a store's group-commit writer.
+pub(crate) type GroupQueue = tokio::sync::mpsc::UnboundedSender<GroupRequest>;
+
+/// The group-commit writer of a store: once a transaction slot is free, takes every append
+/// that is queued (waiting for none when there is one), writes them in one transaction, and
+/// answers each on its own channel. Ends with the last clone of the store.
+pub(crate) async fn run_group_writer(
+    store: WeakStore,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<GroupRequest>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
+    loop {
+        // Appends that arrive while every slot is busy wait in the queue: they form the next
+        // group.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut group = Vec::with_capacity(GROUP_MAX_REQUESTS);
+        if requests.recv_many(&mut group, GROUP_MAX_REQUESTS).await == 0 {
+            return;
+        }
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            store.write_group(group).await;
+            drop(slot);
+        });
+    }
+}
 
 impl PostgresStore {
     /// Appends like [`EventStore::append`](eventsource_core::EventStore::append), but inside the
@@ -50,25 +98,168 @@ impl PostgresStore {
         let batch = Batch::encode(stream, events)?;
         // New events would sort before restored ones in a store moved from another cluster.
         self.ensure_fits_store().await?;
-        // The common case in one statement; every other outcome (a conflict, a retry of stored
-        // ids, a duplicate, a batch repeating an id) from the `append()` function.
+        if batch.repeated_id().is_some() || batch.ids.len() > GROUP_MAX_EVENTS {
+            return self.append_alone(stream, expected, &batch).await;
+        }
+        let Some(writer) = self.group_writer() else {
+            return self.append_alone(stream, expected, &batch).await;
+        };
+        let batch = Arc::new(batch);
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let request = GroupRequest {
+            stream: stream.clone(),
+            expected,
+            batch: Arc::clone(&batch),
+            reply,
+        };
+        if writer.send(request).is_ok()
+            && let Ok(outcome) = outcome.await
+        {
+            return outcome;
+        }
+        // The writer is gone (its runtime shut down), perhaps after writing the batch: alone,
+        // a batch already stored is reported as replayed.
+        self.append_alone(stream, expected, &batch).await
+    }
+
+    /// An append in a transaction of its own. The common case is one statement; every other
+    /// outcome (a conflict, a retry of stored ids, a duplicate, a batch repeating an id) comes
+    /// from the `append()` function.
+    async fn append_alone(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Appended, StoreError> {
         if batch.repeated_id().is_none()
-            && let Some(written) = self.append_fast(stream, expected, &batch).await?
+            && let Some(written) = self.append_fast(stream, expected, batch).await?
         {
             self.notifications()
                 .appended(self.pool(), written.last_position);
             return Ok(written);
         }
-        match self
-            .call_append(self.pool(), stream, expected, &batch)
-            .await
-        {
+        match self.call_append(self.pool(), stream, expected, batch).await {
             Err(AppendFailure::IdRace(_)) => self
-                .call_append(self.pool(), stream, expected, &batch)
+                .call_append(self.pool(), stream, expected, batch)
                 .await
                 .map_err(AppendFailure::into_store_error),
             other => other.map_err(AppendFailure::into_store_error),
         }
+    }
+
+    /// Writes the queued appends of `group`. One goes alone, as usual. Of several, the first
+    /// append of each stream goes into one statement (one transaction, `sql::append_group`);
+    /// those whose expectation did not hold, and later appends of a stream already in it, are
+    /// then written alone, in arrival order, which tells a conflict from a replay or a
+    /// duplicate as always. Should the shared statement fail as a whole (an id of the group
+    /// is already stored, a deadlock, a lost connection), each append is written alone.
+    async fn write_group(&self, group: Vec<GroupRequest>) {
+        let mut alone = Vec::new();
+        if group.len() > 1 {
+            // Heads in stream order, so that two shared statements lock them in one order; a
+            // stable sort keeps the appends of a stream in arrival order.
+            let mut group = group;
+            group.sort_by(|a, b| a.stream.as_str().cmp(b.stream.as_str()));
+            let mut seen = HashSet::with_capacity(group.len());
+            let (shared, later): (Vec<_>, Vec<_>) = group
+                .into_iter()
+                .partition(|request| seen.insert(request.stream.clone()));
+            match self.append_group(&shared).await {
+                Ok(outcomes) => {
+                    let mut newest = None;
+                    for (request, outcome) in shared.into_iter().zip(outcomes) {
+                        match outcome {
+                            Some(outcome) => {
+                                if let Ok(appended) = &outcome {
+                                    newest = newest.max(Some(appended.last_position));
+                                }
+                                // The caller may have stopped waiting.
+                                let _ = request.reply.send(outcome);
+                            }
+                            None => alone.push(request),
+                        }
+                    }
+                    if let Some(position) = newest {
+                        self.notifications().appended(self.pool(), position);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(
+                        %error,
+                        appends = shared.len(),
+                        "a shared append statement failed; appending alone"
+                    );
+                    alone.extend(shared);
+                }
+            }
+            alone.extend(later);
+        } else {
+            alone = group;
+        }
+        for request in alone {
+            let outcome = self
+                .append_alone(&request.stream, request.expected, &request.batch)
+                .await;
+            let _ = request.reply.send(outcome);
+        }
+    }
+
+    /// The statement of [`Self::write_group`] for appends to distinct streams: per request,
+    /// its outcome when its head moved, `None` when it is left to the `append()` function;
+    /// `Err` when the statement failed (nothing of it was written).
+    async fn append_group(
+        &self,
+        group: &[GroupRequest],
+    ) -> Result<Vec<Option<Result<Appended, StoreError>>>, sqlx::Error> {
+        let events: usize = group.iter().map(|r| r.batch.ids.len()).sum();
+        let mut streams = Vec::with_capacity(group.len());
+        let mut expected = Vec::with_capacity(group.len());
+        let mut counts = Vec::with_capacity(group.len());
+        let mut requests = Vec::with_capacity(events);
+        let mut places = Vec::with_capacity(events);
+        let mut all = Batch::with_capacity(events);
+        // A group holds at most 64 requests of at most 16 events.
+        let small = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        for (index, request) in group.iter().enumerate() {
+            let n = request.batch.ids.len();
+            streams.push(request.stream.as_str());
+            expected.push(expected_version(request.expected));
+            counts.push(small(n));
+            requests.extend(std::iter::repeat_n(small(index + 1), n));
+            places.extend((1..=n).map(small));
+            all.extend(&request.batch);
+        }
+        let rows = self
+            .sql()
+            .append_group
+            .query()
+            .bind(streams)
+            .bind(expected)
+            .bind(counts)
+            .bind(all.ids.as_slice())
+            .bind(all.names.as_slice())
+            .bind(all.schema_versions.as_slice())
+            .bind(all.payloads.as_slice())
+            .bind(all.metadata.as_slice())
+            .bind(requests)
+            .bind(places)
+            .fetch_all(self.pool())
+            .await?;
+        let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
+            group.iter().map(|_| None).collect();
+        for row in &rows {
+            // The transaction has committed: a row that does not decode fails its own append.
+            let index: Option<i64> = row.try_get("request").ok().flatten();
+            let Some((slot, request)) = index
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| outcomes.get_mut(i).zip(group.get(i)))
+            else {
+                continue;
+            };
+            *slot = Some(decode_appended(row, &request.stream, false));
+        }
+        Ok(outcomes)
     }
 
     /// The common case of an append, as one statement (see `sql::append_fast`): `None` when
@@ -156,19 +347,33 @@ struct Batch {
 }
 
 impl Batch {
+    fn with_capacity(events: usize) -> Self {
+        Batch {
+            ids: Vec::with_capacity(events),
+            names: Vec::with_capacity(events),
+            schema_versions: Vec::with_capacity(events),
+            payloads: Vec::with_capacity(events),
+            metadata: Vec::with_capacity(events),
+        }
+    }
+
+    /// Adds the events of `other`.
+    fn extend(&mut self, other: &Batch) {
+        self.ids.extend_from_slice(&other.ids);
+        self.names.extend_from_slice(&other.names);
+        self.schema_versions
+            .extend_from_slice(&other.schema_versions);
+        self.payloads.extend(other.payloads.iter().cloned());
+        self.metadata.extend(other.metadata.iter().cloned());
+    }
+
     fn encode(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, StoreError> {
         if events.is_empty() {
             return Err(StoreError::EmptyBatch {
                 stream: stream.clone(),
             });
         }
-        let mut batch = Batch {
-            ids: Vec::with_capacity(events.len()),
-            names: Vec::with_capacity(events.len()),
-            schema_versions: Vec::with_capacity(events.len()),
-            payloads: Vec::with_capacity(events.len()),
-            metadata: Vec::with_capacity(events.len()),
-        };
+        let mut batch = Batch::with_capacity(events.len());
         for event in events {
             let encoding_error = |what: &str, e: serde_json::Error| {
                 StoreError::backend(

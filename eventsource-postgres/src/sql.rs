@@ -89,6 +89,13 @@ pub(crate) struct Statements {
     /// The `append()` function: every outcome (conflict, retry, duplicate), and `append_in`.
     pub(crate) append: Statement,
     pub(crate) append_fast: FastAppend,
+    /// The common case of several appends to distinct streams in one statement (one
+    /// transaction): the heads whose expectation holds move (`$1` streams, `$2` expected
+    /// versions as in `append_fast`, `$3` event counts), and their events are inserted from
+    /// the arrays `$4`..`$8`, `$9` holding each event's request (1-based) and `$10` its place
+    /// in it. A row per request whose head moved (`request`, versions, positions); the others
+    /// are left to the `append()` function.
+    pub(crate) append_group: Statement,
     /// `$1` stream, `$2` first version, `$3` limit.
     pub(crate) read_stream: Statement,
     /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
@@ -215,6 +222,56 @@ impl Statements {
             .into(),
             append: format!("SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, $7)").into(),
             append_fast: FastAppend::new(s),
+            append_group: format!(
+                "WITH req AS ( \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) \
+                         WITH ORDINALITY AS r(stream_id, expected, n, request) \
+                 ), \
+                 moved AS ( \
+                     UPDATE {s}.streams s SET version = s.version + r.n \
+                       FROM (SELECT * FROM req ORDER BY stream_id) r \
+                      WHERE s.stream_id = r.stream_id \
+                        AND (r.expected IS NULL OR r.expected = -1 \
+                             OR (r.expected > 0 AND s.version = r.expected)) \
+                     RETURNING r.request, s.version \
+                 ), \
+                 created AS ( \
+                     INSERT INTO {s}.streams (stream_id, version) \
+                     SELECT r.stream_id, r.n FROM req r \
+                      WHERE r.expected IS NULL OR r.expected = 0 \
+                     ON CONFLICT (stream_id) DO NOTHING \
+                     RETURNING stream_id, version \
+                 ), \
+                 heads AS ( \
+                     SELECT m.request, m.version FROM moved m \
+                     UNION ALL \
+                     SELECT r.request, c.version FROM created c JOIN req r USING (stream_id) \
+                 ), \
+                 inserted AS ( \
+                     INSERT INTO {s}.events \
+                         (transaction_id, stream_id, version, event_id, name, schema_version, \
+                          payload, metadata) \
+                     SELECT x.id, r.stream_id, h.version - r.n + t.ord, t.id, t.name, \
+                            t.schema_version, t.payload, t.metadata \
+                       FROM (SELECT pg_current_xact_id()::text::bigint + {offset} AS id) x, \
+                            heads h \
+                            JOIN req r USING (request) \
+                            JOIN unnest($4::uuid[], $5::text[], $6::bigint[], $7::jsonb[], \
+                                        $8::jsonb[], $9::int[], $10::int[]) \
+                                 AS t(id, name, schema_version, payload, metadata, request, ord) \
+                              ON t.request = h.request \
+                      ORDER BY h.request, t.ord \
+                     RETURNING stream_id, position \
+                 ) \
+                 SELECT h.request, h.version - r.n + 1 AS first_version, \
+                        h.version AS last_version, \
+                        min(i.position) AS first_position, max(i.position) AS last_position \
+                   FROM heads h JOIN req r USING (request) \
+                        LEFT JOIN inserted i ON i.stream_id = r.stream_id \
+                  GROUP BY h.request, h.version, r.n",
+                offset = offset(s)
+            )
+            .into(),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"

@@ -2,14 +2,15 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use eventsource_core::{Limits, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
+use crate::append::{GroupQueue, run_group_writer};
 use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate;
@@ -26,7 +27,20 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 /// Cloning is cheap and shares the connection pool. An append is one statement: it checks the
 /// expected version, moves the stream head and inserts the batch atomically, and listeners are
 /// notified once it has committed; conflicts, retries of stored ids and duplicates are then
-/// told apart by the schema's `append()` function. Global reads are gap-safe: they return only
+/// told apart by the schema's `append()` function.
+///
+/// **Group commit.** Appends of up to 16 events go through a writer task of the store (started
+/// by the first append, inside the caller's tokio runtime): a lone append is written at once;
+/// appends that arrive while two shared transactions are in flight wait for a slot and are
+/// then written together. The first append of each stream goes into one statement (one
+/// transaction) that moves the heads whose expectation holds and inserts their events; the
+/// others (a conflict, a replay, a duplicate, a later append of a stream already in the
+/// group) are then written alone, in arrival order, so each append gets the outcome it would
+/// have got alone. Should the shared statement fail as a whole (one of its ids is already
+/// stored, a deadlock, a lost connection), each of its appends is written alone. Larger
+/// batches, batches that repeat an id, and [`append_in`](Self::append_in) always go alone.
+///
+/// Global reads are gap-safe: they return only
 /// events of transactions older than the oldest one still running, in (transaction, position)
 /// order, so a reader resuming from a [`Checkpoint`](eventsource_core::Checkpoint) never skips
 /// an event that committed late.
@@ -46,6 +60,26 @@ pub struct PostgresStore {
     limits: Limits,
 }
 
+/// A store held by its group-commit writer task without keeping it alive.
+pub(crate) struct WeakStore {
+    pool: PgPool,
+    shared: Weak<Shared>,
+    horizon_wait: Duration,
+    limits: Limits,
+}
+
+impl WeakStore {
+    /// The store, while a clone of it is alive.
+    pub(crate) fn upgrade(&self) -> Option<PostgresStore> {
+        Some(PostgresStore {
+            pool: self.pool.clone(),
+            shared: self.shared.upgrade()?,
+            horizon_wait: self.horizon_wait,
+            limits: self.limits,
+        })
+    }
+}
+
 /// What every clone of a store shares: its schema, the statements written for it, and its
 /// notifications.
 struct Shared {
@@ -54,6 +88,9 @@ struct Shared {
     notifications: Arc<Notifications>,
     /// Set once the store's events were found to fit the cluster (see `clock.rs`).
     fits: AtomicBool,
+    /// The queue of the group-commit writer task (`append.rs`), started by the first append
+    /// that can share a transaction; started again if its runtime went away.
+    writer: Mutex<Option<GroupQueue>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -200,6 +237,7 @@ impl PostgresStore {
                 notifications: Notifications::new(schema.channel()),
                 schema,
                 fits: AtomicBool::new(false),
+                writer: Mutex::new(None),
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             limits: Limits::default(),
@@ -333,6 +371,32 @@ impl PostgresStore {
     /// The statements written for this store's schema.
     pub(crate) fn sql(&self) -> &Statements {
         &self.shared.sql
+    }
+
+    /// The queue of the store's group-commit writer, started on first use (`None` outside a
+    /// tokio runtime: the append then goes alone).
+    pub(crate) fn group_writer(&self) -> Option<GroupQueue> {
+        let mut writer = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = writer.as_ref().filter(|queue| !queue.is_closed()) {
+            return Some(queue.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
+        // The task holds the store weakly, so that it ends with the last clone of the store
+        // (the queue's sender lives in `Shared`).
+        let store = WeakStore {
+            pool: self.pool.clone(),
+            shared: Arc::downgrade(&self.shared),
+            horizon_wait: self.horizon_wait,
+            limits: self.limits,
+        };
+        runtime.spawn(run_group_writer(store, requests));
+        *writer = Some(queue.clone());
+        Some(queue)
     }
 
     /// The notifications of this store (sending and listening).
