@@ -79,12 +79,18 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        self.limits().check_append(stream, &events)?;
-        let batch = Batch::encode(stream, events)?;
+        let batch = self.checked_batch(stream, events)?;
         self.ensure_fits_on(conn).await?;
         self.call_append(conn, stream, expected, &batch)
             .await
             .map_err(AppendFailure::into_store_error)
+    }
+
+    /// The batch in column form, after the store's [`Limits`](eventsource_core::Limits)
+    /// accepted it: nothing is sent for a batch the store could not read back.
+    fn checked_batch(&self, stream: &StreamId, events: Vec<NewEvent>) -> Result<Batch, StoreError> {
+        self.limits().check_append(stream, &events)?;
+        Batch::encode(stream, events)
     }
 
     /// [`EventStore::append`](eventsource_core::EventStore::append).
@@ -94,8 +100,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        self.limits().check_append(stream, &events)?;
-        let batch = Batch::encode(stream, events)?;
+        let batch = self.checked_batch(stream, events)?;
         // New events would sort before restored ones in a store moved from another cluster.
         self.ensure_fits_store().await?;
         if batch.repeated_id().is_some() || batch.ids.len() > GROUP_MAX_EVENTS {
