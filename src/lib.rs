@@ -46,7 +46,7 @@ pub use eventsource_core::{
 pub use eventsource_core::{
     Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
-    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };
 
 // Errors.

@@ -40,7 +40,7 @@ pub use limits::{InvalidAppend, Limits};
 pub use projection::{
     Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
-    ProjectionStatus, ProjectionStore, Reset, RunnerOptions,
+    ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;

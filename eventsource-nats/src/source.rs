@@ -8,13 +8,13 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{Context, Message};
 use eventsource_core::{
     BoxError, Checkpoint, HandledEvents, HandlerError, Projection, ProjectionStore, RecordedEvent,
-    StoreError,
+    StoreError, apply_and_commit,
 };
 use futures_util::{FutureExt, StreamExt};
 
 use crate::error::SourceError;
 use crate::message::decode;
-use crate::store::{Owned, begin, own};
+use crate::store::{Owned, own};
 use crate::subject::escape_token;
 
 /// Metric names of the source (labelled `projection`).
@@ -429,35 +429,16 @@ where
         events: &[RecordedEvent],
         expected: Option<Checkpoint>,
     ) -> SourceResult<Result<(), (usize, HandlerError<P::Error>)>, P> {
-        let Some(last) = events.last() else {
-            return Ok(Ok(()));
-        };
-        let mut tx = begin(&self.store, owned).await.map_err(Self::store_error)?;
-        for (index, event) in events.iter().enumerate() {
-            let outcome = <P::Handles as HandledEvents<P, S::Tx>>::dispatch(
-                &mut self.projection,
-                event,
-                &mut tx,
-            )
-            .await;
-            if let Err(failure) = outcome {
-                self.store.rollback(tx).await;
-                return Ok(Err((index, failure)));
-            }
-        }
-        // The projection's end-of-batch hook (`Batched` + `Flush`), as the runner calls it.
-        let flushed =
-            <P::Handles as HandledEvents<P, S::Tx>>::end_of_batch(&mut self.projection, &mut tx)
-                .await;
-        if let Err(error) = flushed {
-            self.store.rollback(tx).await;
-            return Ok(Err((0, HandlerError::Handler(error))));
-        }
-        self.store
-            .commit(tx, P::NAME, expected, last.checkpoint)
-            .await
-            .map_err(Self::store_error)?;
-        Ok(Ok(()))
+        // The runner's unit of work, end-of-batch hook included.
+        apply_and_commit(
+            &mut self.projection,
+            &self.store,
+            &owned.lease,
+            events,
+            expected,
+        )
+        .await
+        .map_err(Self::store_error)
     }
 
     fn store_error(source: StoreError) -> SourceError<P::Error> {

@@ -6,7 +6,7 @@ use eventsource_core::{Checkpoint, LogFilter, ProjectionStore, StoreError};
 /// Ownership of a name (relay or projection) in the store, with the checkpoint under it.
 pub(crate) struct Owned<S: ProjectionStore> {
     // Dropping it releases the name; each unit of work is fenced by it.
-    lease: S::Lease,
+    pub(crate) lease: S::Lease,
 }
 
 /// Waits until the caller is the only holder of `name` in `store`.

@@ -357,3 +357,43 @@ pub trait ProjectionStore: EventStore + Clone {
         async { Ok(Duration::ZERO) }
     }
 }
+
+/// Applies `events` to `projection` in one unit of work of `store` (under `lease`), runs the
+/// projection's end-of-batch hook, and commits it with the checkpoint of the last event,
+/// moving it from `expected`. The outer error is the store's; the inner one is a handler's,
+/// with the index of the failing event (0 for the end-of-batch hook), after a rollback.
+///
+/// This is the unit of work of every projection source: the [`ProjectionRunner`] and the
+/// NATS JetStream source call it, so that both apply and commit a batch the same way.
+pub async fn apply_and_commit<P, S>(
+    projection: &mut P,
+    store: &S,
+    lease: &S::Lease,
+    events: &[RecordedEvent],
+    expected: Option<Checkpoint>,
+) -> Result<Result<(), (usize, HandlerError<P::Error>)>, StoreError>
+where
+    P: Projection,
+    S: ProjectionStore,
+    P::Handles: HandledEvents<P, S::Tx>,
+{
+    let Some(last) = events.last() else {
+        return Ok(Ok(()));
+    };
+    let mut tx = store.begin(lease).await?;
+    for (index, record) in events.iter().enumerate() {
+        let outcome =
+            <P::Handles as HandledEvents<P, S::Tx>>::dispatch(projection, record, &mut tx).await;
+        if let Err(failure) = outcome {
+            store.rollback(tx).await;
+            return Ok(Err((index, failure)));
+        }
+    }
+    let flushed = <P::Handles as HandledEvents<P, S::Tx>>::end_of_batch(projection, &mut tx).await;
+    if let Err(error) = flushed {
+        store.rollback(tx).await;
+        return Ok(Err((0, HandlerError::Handler(error))));
+    }
+    store.commit(tx, P::NAME, expected, last.checkpoint).await?;
+    Ok(Ok(()))
+}

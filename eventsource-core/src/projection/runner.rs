@@ -9,6 +9,7 @@ use crate::error::StoreError;
 use crate::observe::names;
 use crate::projection::{
     FailurePolicy, HandledEvents, HandlerError, ParkedEvent, Projection, ProjectionStore, Reset,
+    apply_and_commit,
 };
 use crate::store::LogFilter;
 use tracing::Instrument;
@@ -782,34 +783,9 @@ where
         events: &[RecordedEvent],
         expected: Option<Checkpoint>,
     ) -> RunResult<Result<(), (usize, HandlerError<P::Error>)>, P> {
-        let Some(last) = events.last() else {
-            return Ok(Ok(()));
-        };
-        let mut tx = self.store.begin(lease).await.map_err(Self::store_error)?;
-        for (index, record) in events.iter().enumerate() {
-            let outcome = <P::Handles as HandledEvents<P, S::Tx>>::dispatch(
-                &mut self.projection,
-                record,
-                &mut tx,
-            )
-            .await;
-            if let Err(failure) = outcome {
-                self.store.rollback(tx).await;
-                return Ok(Err((index, failure)));
-            }
-        }
-        let flushed =
-            <P::Handles as HandledEvents<P, S::Tx>>::end_of_batch(&mut self.projection, &mut tx)
-                .await;
-        if let Err(error) = flushed {
-            self.store.rollback(tx).await;
-            return Ok(Err((0, HandlerError::Handler(error))));
-        }
-        self.store
-            .commit(tx, P::NAME, expected, last.checkpoint)
+        apply_and_commit(&mut self.projection, &self.store, lease, events, expected)
             .await
-            .map_err(Self::store_error)?;
-        Ok(Ok(()))
+            .map_err(Self::store_error)
     }
 }
 
