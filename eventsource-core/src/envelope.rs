@@ -258,7 +258,7 @@ impl NewEvent {
         Ok(NewEvent::new(
             event.name(),
             event.schema_version(),
-            event.encode()?,
+            crate::personal::encode_marked(event)?,
         ))
     }
 

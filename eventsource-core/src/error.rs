@@ -116,6 +116,23 @@ pub enum StoreError {
         /// The projection.
         projection: String,
     },
+    /// The stream was archived (or deleted): it takes no more appends. Nothing was written.
+    #[error("stream `{stream}` is archived: it takes no more appends")]
+    StreamArchived {
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// An event's personal data could not be sealed; nothing was written. The message never
+    /// holds a personal value or key material.
+    #[error("cannot seal the personal data of event `{name}` for stream `{stream}`: {problem}")]
+    PersonalData {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The event's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The backend (database, network) failed, and retrying is not expected to help.
     #[error("{context}: {}", crate::limits::bounded(&source.to_string()))]
     Backend {

@@ -29,6 +29,12 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Decodes a payload stored at `version` (at most [`Event::VERSION`]) into this type,
     /// upcasting through earlier versions as needed.
     fn decode_version(version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+
+    /// Pushes this event's personal fields ([`Personal`](crate::Personal) values declared
+    /// with `#[personal(subject = ..)]`) and their subjects onto `out`. None by default.
+    fn personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
+        let _ = out;
+    }
 }
 
 /// The set of events one aggregate owns: the `<Aggregate>Event` enum that
@@ -54,6 +60,13 @@ pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
 
     /// Decodes a stored (name, schema version, payload) into the current type.
     fn decode(name: &str, version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+
+    /// Pushes the personal fields of this event onto `out` (see
+    /// [`Event::personal_fields`]). None by default; the enum an aggregate generates asks its
+    /// variant's event.
+    fn personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
+        let _ = out;
+    }
 }
 
 /// Why a stored payload did not decode; the store context is added by [`crate::DecodeError`].

@@ -15,6 +15,7 @@ mod fingerprint;
 pub mod harness;
 pub mod limits;
 pub mod observe;
+mod personal;
 mod projection;
 mod repository;
 pub mod shape;
@@ -45,7 +46,14 @@ pub use projection::{
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
-pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
+pub use personal::{
+    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, Shredding,
+    SubjectKey,
+};
+pub use store::{
+    Appended, EventStore, LogFilter, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore,
+    StreamPages, StreamRetirement, StreamStatus,
+};
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
 #[doc(hidden)]
@@ -57,6 +65,7 @@ pub mod __private {
         Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
     };
     pub use crate::event::{DecodeFailure, Event, EventEnum};
+    pub use crate::personal::{PersonalField, mark_subjects};
     pub use crate::fingerprint::{
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
     };

@@ -177,7 +177,13 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                     replayed: false,
                 });
             }
-            let batch = encode_batch::<A>(&stream_id, &events, &metadata, fingerprint)?;
+            let batch = encode_batch::<A>(
+                &stream_id,
+                &events,
+                &metadata,
+                fingerprint,
+                self.store.seals_personal_data(),
+            )?;
             let expected = ExpectedVersion::Exact(version);
             let (appended, retried) = self.append_retrying(&stream_id, expected, batch).await;
             match appended {

@@ -126,6 +126,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
             &events,
             &metadata,
             metadata.command_fingerprint.as_ref(),
+            self.store.seals_personal_data(),
         );
         async move {
             let appended = self.store.append(&stream_id, expected, batch?).await?;
@@ -146,17 +147,25 @@ pub(super) fn encode_batch<A: Aggregate>(
     events: &[A::Event],
     metadata: &CommandMetadata,
     fingerprint: Option<&CommandFingerprint>,
+    seals_personal_data: bool,
 ) -> Result<Vec<NewEvent>, EncodeError> {
     let event_metadata = metadata.event_metadata(fingerprint);
     events
         .iter()
         .enumerate()
         .map(|(index, event)| {
-            let payload = event.encode().map_err(|source| EncodeError {
+            let failed = |source| EncodeError {
                 stream: stream_id.clone(),
                 name: event.name(),
                 source,
-            })?;
+            };
+            let payload = crate::personal::encode_marked(event).map_err(failed)?;
+            // Personal values go to a store only sealed: never in plain text.
+            if !seals_personal_data && crate::personal::contains_personal(&payload) {
+                return Err(failed(serde::ser::Error::custom(
+                    "the event holds personal values, and the store does not seal them: wrap it in `Shredding` with a key store",
+                )));
+            }
             Ok(NewEvent {
                 event_id: metadata.event_id(stream_id, index),
                 name: event.name().to_owned(),

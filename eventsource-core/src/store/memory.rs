@@ -14,6 +14,7 @@ use crate::envelope::{
 use crate::error::StoreError;
 use crate::limits::Limits;
 use crate::projection::{ParkedEvent, ParkedSelection, ProjectionStore};
+use crate::store::retire::{SnapshotMaintenance, SnapshotScope, StreamRetirement, StreamStatus};
 use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 
 /// An event and snapshot store held in memory, safe to share between tasks.
@@ -52,6 +53,18 @@ struct Inner {
     /// Parked events by projection, by position.
     parked: HashMap<String, BTreeMap<Position, ParkedEvent>>,
     transactions: u64,
+    /// Archived (and deleted) streams.
+    retired: HashMap<StreamId, Retired>,
+    /// Log indexes of deleted events: skipped by every read, their positions never reused.
+    deleted: std::collections::HashSet<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct Retired {
+    /// The head when the stream was archived (kept after a delete).
+    version: Version,
+    archived_at: chrono::DateTime<Utc>,
+    deleted_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl Default for MemoryStore {
@@ -105,6 +118,9 @@ impl MemoryStore {
 
 impl Inner {
     fn version(&self, stream: &StreamId) -> Version {
+        if let Some(retired) = self.retired.get(stream) {
+            return retired.version;
+        }
         Version(
             self.streams
                 .get(stream)
@@ -182,6 +198,11 @@ impl MemoryStore {
                     actual,
                 });
             }
+            if inner.retired.contains_key(stream) {
+                return Err(StoreError::StreamArchived {
+                    stream: stream.clone(),
+                });
+            }
             // A batch may not repeat an id within itself either.
             let mut seen = std::collections::HashSet::with_capacity(events.len());
             if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
@@ -252,6 +273,9 @@ impl EventStore for MemoryStore {
         let Some(indexes) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
+        if inner.retired.get(stream).is_some_and(|r| r.deleted_at.is_some()) {
+            return Ok(Vec::new());
+        }
         let skip = from.0.saturating_sub(1) as usize;
         Ok(indexes
             .iter()
@@ -272,6 +296,9 @@ impl EventStore for MemoryStore {
         let start = inner.log.partition_point(|e| e.checkpoint <= after);
         Ok(inner.log[start..]
             .iter()
+            .enumerate()
+            .filter(|(i, _)| !inner.deleted.contains(&(start + i)))
+            .map(|(_, e)| e)
             .filter(|e| filter.matches(e))
             .take(max_count)
             .cloned()
@@ -288,7 +315,85 @@ impl EventStore for MemoryStore {
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         let inner = self.lock();
-        Ok(inner.ids.get(&event_id).map(|&i| inner.log[i].clone()))
+        Ok(inner
+            .ids
+            .get(&event_id)
+            .filter(|i| !inner.deleted.contains(i))
+            .map(|&i| inner.log[i].clone()))
+    }
+}
+
+impl StreamRetirement for MemoryStore {
+    async fn archive_stream(&self, stream: &StreamId) -> Result<Option<StreamStatus>, StoreError> {
+        let mut inner = self.lock();
+        let version = inner.version(stream);
+        if version == Version::NONE && !inner.retired.contains_key(stream) {
+            return Ok(None);
+        }
+        inner.retired.entry(stream.clone()).or_insert(Retired {
+            version,
+            archived_at: Utc::now(),
+            deleted_at: None,
+        });
+        Ok(inner.status(stream))
+    }
+
+    async fn delete_stream(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let version = inner.version(stream);
+        if version == Version::NONE {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let retired = inner.retired.entry(stream.clone()).or_insert(Retired {
+            version,
+            archived_at: now,
+            deleted_at: None,
+        });
+        if retired.deleted_at.is_some() {
+            return Ok(0);
+        }
+        retired.deleted_at = Some(now);
+        let indexes = inner.streams.get(stream).cloned().unwrap_or_default();
+        for &index in &indexes {
+            let id = inner.log[index].event_id;
+            inner.ids.remove(&id);
+            inner.deleted.insert(index);
+            // The payload goes at once, not only out of sight.
+            inner.log[index].payload = serde_json::Value::Null;
+            inner.log[index].metadata = crate::Metadata::default();
+        }
+        inner.snapshots.remove(stream);
+        Ok(indexes.len() as u64)
+    }
+
+    async fn stream_status(&self, stream: &StreamId) -> Result<Option<StreamStatus>, StoreError> {
+        let inner = self.lock();
+        if inner.version(stream) == Version::NONE && !inner.retired.contains_key(stream) {
+            return Ok(None);
+        }
+        Ok(inner.status(stream))
+    }
+}
+
+impl Inner {
+    fn status(&self, stream: &StreamId) -> Option<StreamStatus> {
+        let retired = self.retired.get(stream);
+        Some(StreamStatus {
+            stream_id: stream.clone(),
+            version: self.version(stream),
+            archived_at: retired.map(|r| r.archived_at),
+            deleted_at: retired.and_then(|r| r.deleted_at),
+        })
+    }
+}
+
+impl SnapshotMaintenance for MemoryStore {
+    async fn delete_snapshots(&self, scope: &SnapshotScope) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.snapshots.len();
+        inner.snapshots.retain(|stream, _| !scope.contains(stream));
+        Ok((before - inner.snapshots.len()) as u64)
     }
 }
 
@@ -488,7 +593,10 @@ impl ProjectionStore for MemoryStore {
         let count = inner
             .log
             .iter()
-            .filter(|e| e.checkpoint > after && filter.matches(e))
+            .enumerate()
+            .filter(|(i, e)| {
+                !inner.deleted.contains(i) && e.checkpoint > after && filter.matches(e)
+            })
             .count();
         Ok(count as u64)
     }

@@ -14,8 +14,10 @@ use crate::error::StoreError;
 
 pub(crate) mod memory;
 mod pages;
+pub(crate) mod retire;
 
 pub use pages::StreamPages;
+pub use retire::{SnapshotMaintenance, SnapshotScope, StreamRetirement, StreamStatus};
 
 /// What an append wrote (or, for an idempotent retry, what the original append wrote).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +136,13 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         event_id: Uuid,
     ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send;
+
+    /// Whether appends seal personal fields ([`Personal`](crate::Personal)) before storing
+    /// them: true for [`Shredding`](crate::Shredding). A repository refuses to write events
+    /// with personal values to a store that does not, rather than store them in plain text.
+    fn seals_personal_data(&self) -> bool {
+        false
+    }
 }
 
 /// A stored copy of an aggregate's state at a version.
