@@ -38,8 +38,14 @@ pub use eventsource_core::{
 
 // The store contract and the in-memory store.
 pub use eventsource_core::{
-    Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot, SnapshotStore,
-    StreamPages,
+    Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot,
+    SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamPages, StreamRetirement, StreamStatus,
+};
+
+// Crypto-shredding: personal fields sealed per data subject, and forgetting a subject.
+pub use eventsource_core::{
+    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, Shredding,
+    SubjectKey,
 };
 
 // Projections: read models fed from the global log.
@@ -61,7 +67,7 @@ pub use eventsource_core::{GivenWhenThen, harness};
 pub use eventsource_core::{limits, observe, shape, upcast};
 
 #[cfg(feature = "testing")]
-pub use eventsource_core::{conformance_tests, testing};
+pub use eventsource_core::{conformance_tests, lifecycle_conformance_tests, testing};
 
 /// The PostgreSQL adapter (feature `postgres`): `PostgresStore` goes wherever a
 /// [`MemoryStore`] goes.
@@ -95,9 +101,9 @@ pub mod guide {
 pub mod prelude {
     pub use eventsource_core::{
         Aggregate, Apply, CommandMetadata, Event, EventEnum, EventStore, Events, ExecuteError,
-        ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryStore, Project,
-        Projection, ProjectionRunner, RecordedEvent, Repository, Reset, Shape, SnapshotPolicy,
-        SnapshotStore, StreamId, Version,
+        ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryKeyStore, MemoryStore,
+        Personal, Project, Projection, ProjectionRunner, RecordedEvent, Repository, Reset, Shape,
+        Shredding, SnapshotPolicy, SnapshotStore, StreamId, Version,
     };
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};

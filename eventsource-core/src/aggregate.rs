@@ -153,6 +153,10 @@ pub trait ListedEvent<A>: Sized {
     fn fmt_event(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
     /// The stored payload.
     fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error>;
+    /// `Event::personal_fields`.
+    fn listed_personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
+        let _ = out;
+    }
 }
 
 #[diagnostic::do_not_recommend]
@@ -179,6 +183,9 @@ where
     }
     fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::to_value(self)
+    }
+    fn listed_personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
+        crate::Event::personal_fields(self, out);
     }
 }
 

@@ -38,6 +38,10 @@ pub use event::{DecodeFailure, Event, EventEnum};
 pub use fingerprint::CommandFingerprint;
 pub use harness::GivenWhenThen;
 pub use limits::{InvalidAppend, Limits};
+pub use personal::{
+    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, Shredding,
+    SubjectKey,
+};
 pub use projection::{
     Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
@@ -46,10 +50,6 @@ pub use projection::{
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
-pub use personal::{
-    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, Shredding,
-    SubjectKey,
-};
 pub use store::{
     Appended, EventStore, LogFilter, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore,
     StreamPages, StreamRetirement, StreamStatus,
@@ -65,10 +65,10 @@ pub mod __private {
         Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
     };
     pub use crate::event::{DecodeFailure, Event, EventEnum};
-    pub use crate::personal::{PersonalField, mark_subjects};
     pub use crate::fingerprint::{
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
     };
+    pub use crate::personal::{PersonalField, mark_subjects};
     pub use crate::shape::{self, Shape, hex_str, shape_hash, shape_hex, shape_mix};
     pub use crate::upcast::{Upcast, decode_first, decode_upcast, first_repeated, str_eq};
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};

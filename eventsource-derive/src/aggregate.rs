@@ -346,6 +346,10 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
         let listed = quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
         quote!(#event_enum::#variant(ref event) => #listed::encode_event(event),)
     });
+    let personal_arms = events.iter().map(|Member { path, variant }| {
+        let listed = quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
+        quote!(#event_enum::#variant(ref event) => #listed::listed_personal_fields(event, out),)
+    });
     let decoders = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
         quote! {
@@ -364,6 +368,7 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             ::core::result::Result::Err(#private::DecodeFailure::UnknownEvent)
         },
         bounds: TokenStream::new(),
+        personal_fields: quote!(match *self { #(#personal_arms)* }),
     }
     .impl_for(&private, event_enum);
     quote!(#[automatically_derived] #event_set)

@@ -9,13 +9,14 @@ use syn::DeriveInput;
 use syn::spanned::Spanned;
 
 use crate::internals::fingerprint::{Shape, hash};
-use crate::internals::{ast, check, ctxt::Ctxt, lock};
+use crate::internals::{ast, check, ctxt::Ctxt, lock, personal};
 
 /// `source_file` is the file the type is defined in, which `lock = "..."` is relative to.
 pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenStream {
     let cx = Ctxt::new();
     let event = ast::Event::from_syn(&cx, input);
     check::event(&cx, &event);
+    let personal = personal::fields(&cx, input);
     let lock_attr = lock::LockAttr {
         path: event.lock.as_ref(),
         ident: event.ident,
@@ -24,7 +25,7 @@ pub(crate) fn expand(input: &DeriveInput, source_file: Option<&Path>) -> TokenSt
     let track_lock = lock::check(&cx, &lock_attr, &[subject(&event)]);
     cx.finish(
         || {
-            let generated = generate(&event);
+            let generated = generate(&event, &personal);
             quote!(#generated const _: () = { #track_lock };)
         },
         || stub(&event),
@@ -57,7 +58,7 @@ pub(crate) fn serde_attrs(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
         .collect()
 }
 
-fn generate(event: &ast::Event) -> TokenStream {
+fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenStream {
     let ident = event.ident;
     let private = private(event);
     let name = &event.event.name;
@@ -81,6 +82,14 @@ fn generate(event: &ast::Event) -> TokenStream {
         &format!("`{ident}`"),
         &quote!(<#ident as #private::Shape>::SHAPE_FINGERPRINT),
     );
+    let personal_fields = (!personal.is_empty()).then(|| {
+        let body = personal::personal_fields_body(&private, personal);
+        quote! {
+            fn personal_fields(&self, out: &mut ::std::vec::Vec<#private::PersonalField>) {
+                #body
+            }
+        }
+    });
     quote! {
         #marker
         const _: () = {
@@ -98,6 +107,8 @@ fn generate(event: &ast::Event) -> TokenStream {
                 ) -> ::core::result::Result<Self, #private::DecodeFailure> {
                     #decode
                 }
+
+                #personal_fields
             }
             #chain_checks
         };

@@ -99,6 +99,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         // One error for a missing `Serialize` or `Deserialize` derive, here, rather than one at
         // each use in the bodies.
         bounds: quote!(where #ident: #private::StoredEnum),
+        personal_fields: TokenStream::new(),
     }
     .impl_for(&private, ident);
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
@@ -134,6 +135,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) decode: TokenStream,
     /// The impl's `where` clause, if any.
     pub(crate) bounds: TokenStream,
+    /// The body of `fn personal_fields(&self, out)`; empty keeps the trait's default (none).
+    pub(crate) personal_fields: TokenStream,
 }
 
 impl EventEnumImpl {
@@ -150,6 +153,7 @@ impl EventEnumImpl {
                 ::core::unimplemented!()
             }),
             bounds: TokenStream::new(),
+            personal_fields: TokenStream::new(),
         }
     }
 
@@ -162,7 +166,15 @@ impl EventEnumImpl {
             encode,
             decode,
             bounds,
+            personal_fields,
         } = self;
+        let personal_fields = (!personal_fields.is_empty()).then(|| {
+            quote! {
+                fn personal_fields(&self, out: &mut ::std::vec::Vec<#private::PersonalField>) {
+                    #personal_fields
+                }
+            }
+        });
         quote! {
             impl #private::EventEnum for #ty #bounds {
                 const NAMES: &'static [&'static str] = &[#names];
@@ -189,6 +201,8 @@ impl EventEnumImpl {
                 ) -> ::core::result::Result<Self, #private::DecodeFailure> {
                     #decode
                 }
+
+                #personal_fields
             }
         }
     }

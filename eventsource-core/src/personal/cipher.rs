@@ -38,9 +38,8 @@ pub(crate) fn seal(
     path: &str,
     plaintext: &Value,
 ) -> Result<String, SealFailure> {
-    let message = zeroize::Zeroizing::new(
-        serde_json::to_vec(plaintext).map_err(|_| SealFailure::Serialize)?,
-    );
+    let message =
+        zeroize::Zeroizing::new(serde_json::to_vec(plaintext).map_err(|_| SealFailure::Serialize)?);
     let cipher = XChaCha20Poly1305::new(key.material().into());
     let nonce = XNonce::try_generate().map_err(|_| SealFailure::Encrypt)?;
     let aad = associated_data(subject, key.version(), event_id, path);

@@ -25,9 +25,10 @@ pub struct SubjectKey {
 impl SubjectKey {
     /// A fresh random key (from the operating system's generator) with this version.
     pub fn generate(version: u32) -> Result<Self, StoreError> {
-        let material = Zeroizing::new(<[u8; KEY_LEN]>::try_generate().map_err(|error| {
-            StoreError::backend("generating a subject key", error.to_string())
-        })?);
+        let material =
+            Zeroizing::new(<[u8; KEY_LEN]>::try_generate().map_err(|error| {
+                StoreError::backend("generating a subject key", error.to_string())
+            })?);
         Ok(SubjectKey {
             version,
             material: Arc::new(material),
@@ -92,8 +93,10 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes every key of `subject` and returns the streams recorded for it.
-    fn forget(&self, subject: &str)
-    -> impl Future<Output = Result<Vec<StreamId>, StoreError>> + Send;
+    fn forget(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<StreamId>, StoreError>> + Send;
 }
 
 /// Keys held in memory: for tests and for the in-memory store. Cloning shares the keys.

@@ -45,9 +45,9 @@ pub use keys::{KeyStore, MemoryKeyStore, SubjectKey};
 pub use shredding::{Forgotten, Shredding};
 pub use value::{Personal, PersonalField};
 
+pub(crate) use value::contains_personal;
 #[doc(hidden)]
 pub use value::mark_subjects;
-pub(crate) use value::contains_personal;
 
 /// Encodes `event` with each declared personal field marked with its subject, ready for
 /// [`Shredding`] to seal.

@@ -10,10 +10,10 @@ use lru::LruCache;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::SEALED_PATHS;
 use super::cipher::{self, MAX_SUBJECT_LEN};
 use super::keys::{KeyStore, SubjectKey};
 use super::value::{FORGOTTEN, KNOWN, SUBJECT, is_personal};
-use super::SEALED_PATHS;
 use crate::envelope::{Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId};
 use crate::error::StoreError;
 use crate::projection::{ParkedEvent, ParkedSelection, ProjectionStore};
@@ -210,8 +210,12 @@ impl<S, K: KeyStore> Shredding<S, K> {
             let Some(key) = keys.get(&subject) else {
                 continue;
             };
-            let text = cipher::seal(key, &subject, event_id, &path, &plaintext)
-                .map_err(|_| problem(format!("sealing `{}` failed", crate::limits::bounded(&path))))?;
+            let text = cipher::seal(key, &subject, event_id, &path, &plaintext).map_err(|_| {
+                problem(format!(
+                    "sealing `{}` failed",
+                    crate::limits::bounded(&path)
+                ))
+            })?;
             *slot = Value::String(text);
             sealed_paths.push(Value::String(path));
         }
@@ -523,7 +527,9 @@ struct KeyCache {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl KeyCache {

@@ -273,7 +273,11 @@ impl EventStore for MemoryStore {
         let Some(indexes) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        if inner.retired.get(stream).is_some_and(|r| r.deleted_at.is_some()) {
+        if inner
+            .retired
+            .get(stream)
+            .is_some_and(|r| r.deleted_at.is_some())
+        {
             return Ok(Vec::new());
         }
         let skip = from.0.saturating_sub(1) as usize;

@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod fixture;
 pub mod golden;
 mod idempotency;
+pub mod lifecycle;
 
 pub use golden::{check_golden, verify_golden};
 
@@ -93,6 +94,37 @@ macro_rules! conformance_tests {
                 $crate::testing::run(async {
                     let store = $factory().await;
                     $crate::testing::conformance::$case(store).await;
+                });
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[test]` per lifecycle case (archive, delete, snapshot maintenance,
+/// crypto-shredding), each given a fresh store by `$factory`, an `async fn() -> S` where
+/// `S: EventStore + SnapshotStore + ProjectionStore + StreamRetirement + SnapshotMaintenance + Clone`.
+///
+/// ```ignore
+/// eventsource_core::lifecycle_conformance_tests!(fresh_store);
+/// ```
+#[macro_export]
+macro_rules! lifecycle_conformance_tests {
+    ($factory:path) => {
+        $crate::lifecycle_conformance_tests!(@cases $factory;
+            archived_stream_refuses_appends_and_stays_readable,
+            deleting_a_stream_removes_only_its_events,
+            snapshots_are_deleted_by_stream_and_by_category,
+            personal_values_are_sealed_and_forgotten,
+            personal_values_without_a_subject_are_refused,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::testing::run(async {
+                    let store = $factory().await;
+                    $crate::testing::lifecycle::$case(store).await;
                 });
             }
         )*

@@ -6,5 +6,6 @@ pub(crate) mod check;
 pub(crate) mod ctxt;
 pub(crate) mod fingerprint;
 pub(crate) mod lock;
+pub(crate) mod personal;
 pub(crate) mod schema;
 pub(crate) mod unique;
