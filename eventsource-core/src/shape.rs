@@ -181,6 +181,17 @@ impl<T: ?Sized> Shape for std::marker::PhantomData<T> {
     }
 }
 
+/// A personal value's shape is its value's: sealing does not change what the field holds.
+impl<T: Shape> Shape for crate::Personal<T> {
+    const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("personal"), T::SHAPE_FINGERPRINT);
+    fn json_schema() -> serde_json::Value {
+        serde_json::json!({
+            "description": "a personal value: stored sealed, `es:personal:v1:<key version>:<subject>:<ciphertext>`",
+            "type": "string"
+        })
+    }
+}
+
 impl<T: Shape> Shape for Option<T> {
     const SHAPE_FINGERPRINT: u64 = shape_mix(shape_hash("option"), T::SHAPE_FINGERPRINT);
     fn json_schema() -> serde_json::Value {
