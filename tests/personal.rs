@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use customer::{ADA, ADA_NEW, Customer, GRACE};
 use eventsource::{
-    EventStore, KeyStore, ExpectedVersion, LogFilter, MemoryKeyStore, MemoryStore, NewEvent, Repository,
-    SEALED_PATHS, Shredding, StreamId, Version,
+    EventStore, ExpectedVersion, KeyStore, LogFilter, MemoryKeyStore, MemoryStore, NewEvent,
+    Repository, SEALED_PATHS, Shredding, StreamId, Version,
 };
 use serde_json::{Value, json};
 

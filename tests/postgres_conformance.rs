@@ -6,3 +6,5 @@ mod support;
 use support::fresh_pg_store;
 
 eventsource::conformance_tests!(fresh_pg_store);
+
+eventsource::lifecycle_conformance_tests!(fresh_pg_store);

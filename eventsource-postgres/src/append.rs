@@ -285,6 +285,9 @@ impl PostgresStore {
             Ok(Some(row)) => decode_appended(&row, stream, false).map(Some),
             Ok(None) => Ok(None),
             Err(error) if is_stored_id(&error) => Ok(None),
+            Err(error) if is_archived(&error) => Err(StoreError::StreamArchived {
+                stream: stream.clone(),
+            }),
             Err(error) => Err(store_error(
                 format!("appending to stream `{stream}`"),
                 error,
@@ -443,6 +446,9 @@ impl AppendFailure {
             return backend(error);
         };
         match db.code() {
+            crate::sql::STREAM_ARCHIVED => AppendFailure::Store(StoreError::StreamArchived {
+                stream: stream.clone(),
+            }),
             // The batch repeats an id within itself; the detail is the stream's version.
             "ES004" => {
                 let version = db.detail().and_then(|d| d.parse::<u64>().ok());
@@ -472,6 +478,14 @@ impl AppendFailure {
             ),
         }
     }
+}
+
+/// Whether `error` is the `streams_archived` trigger refusing an append (migration 7).
+fn is_archived(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|db| db.code() == crate::sql::STREAM_ARCHIVED)
 }
 
 /// Whether `error` is the unique index on event ids refusing a row: an id of the batch is stored.

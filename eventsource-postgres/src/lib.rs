@@ -113,8 +113,10 @@ mod store;
 mod admin;
 mod append;
 mod checkpoint;
+mod keys;
 mod lease;
 mod read;
+mod retire;
 mod snapshot;
 mod verify;
 
@@ -127,6 +129,7 @@ pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 pub use checkpoint::PostgresTx;
 pub use clock::{Rebased, TransactionClock};
 pub use error::{PostgresError, is_transient};
+pub use keys::PostgresKeyStore;
 pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;
 pub use schema::{MAX_SCHEMA_NAME_LEN, SchemaName};

@@ -12,8 +12,10 @@ use sqlx::{AssertSqlSafe, Postgres};
 use crate::schema::SchemaName;
 
 mod family;
+mod lifecycle;
 use family::read_all;
 pub(crate) use family::{ByFilter, FastAppend, expected_version};
+pub(crate) use lifecycle::{Lifecycle, STREAM_ARCHIVED};
 
 /// A query on one of a store's statements, its values still to bind.
 pub(crate) type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
@@ -188,6 +190,8 @@ pub(crate) struct Statements {
     pub(crate) needs_analyze: Statement,
     /// Gathers the planner's statistics on the store's tables.
     pub(crate) analyze: Statement,
+    /// Retiring streams, snapshot maintenance, subject keys.
+    pub(crate) lifecycle: Lifecycle,
 }
 
 impl Statements {
@@ -452,7 +456,8 @@ impl Statements {
             .into(),
             heads_without_events: format!(
                 "SELECT h.stream_id, h.version, count(*) OVER () AS total FROM {s}.streams h \
-                  WHERE NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.stream_id = h.stream_id) \
+                  WHERE h.deleted_at IS NULL \
+                    AND NOT EXISTS (SELECT 1 FROM {s}.events e WHERE e.stream_id = h.stream_id) \
                   ORDER BY h.stream_id LIMIT $1"
             )
             .into(),
@@ -524,6 +529,7 @@ impl Statements {
                          {s}.transaction_offset"
             )
             .into(),
+            lifecycle: Lifecycle::new(s),
         }
     }
 }
