@@ -38,7 +38,7 @@ async fn a_forgotten_customer_reads_back_forgotten_everywhere() {
         "c-1 has a new key since: not all of its keys are forgotten"
     );
     // The key material of the forgotten version is gone from the table.
-    let schema = store.schema().quoted();
+    let schema = store.schema().to_string();
     let stored: Option<Vec<u8>> = sqlx::query_scalar(eventsource::postgres::sqlx::AssertSqlSafe(
         format!("SELECT key FROM {schema}.subject_keys WHERE subject = 'c-1' AND key_version = 1"),
     ))
@@ -99,7 +99,7 @@ async fn execute(store: &PostgresStore, sql: String) -> Result<u64, String> {
 #[tokio::test]
 async fn only_delete_stream_removes_events() {
     let store = fresh_pg_store().await;
-    let s = store.schema().quoted();
+    let s = store.schema().to_string();
     let a = StreamId::new("counter", "a");
     let b = StreamId::new("counter", "b");
     store

@@ -46,8 +46,9 @@ pub(crate) enum Command {
     Migrate,
     /// Event and stream counts, head position, horizon lag, each projection's checkpoint and lag.
     Status,
-    /// The audit trail of one stream, optionally up to a version or an instant (time travel).
-    Stream(StreamArgs),
+    /// The audit trail of one stream, optionally up to a version or an instant (time travel);
+    /// `stream archive ID` and `stream delete ID` retire it.
+    Stream(StreamCommandArgs),
     /// The global log in commit order, filtered; `--follow` keeps tailing it.
     Log(LogArgs),
     /// Projection checkpoints.
@@ -55,6 +56,9 @@ pub(crate) enum Command {
     Projection(ProjectionCommand),
     /// Check the store's integrity; exits with status 1 when a problem is found.
     Verify(VerifyArgs),
+    /// Snapshot maintenance.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
 }
 
 impl Command {
@@ -63,16 +67,79 @@ impl Command {
     pub(crate) fn needs_current_schema(&self) -> bool {
         matches!(
             self,
-            Command::Stream(_) | Command::Log(_) | Command::Projection(_)
+            Command::Stream(_) | Command::Log(_) | Command::Projection(_) | Command::Snapshot(_)
         )
     }
+}
+
+/// `stream ID` (the audit trail) or one of the `stream` subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct StreamCommandArgs {
+    /// Archive or delete the stream instead of showing it.
+    #[command(subcommand)]
+    pub(crate) action: Option<StreamAction>,
+    /// The trail to show.
+    #[command(flatten)]
+    pub(crate) show: StreamArgs,
+}
+
+/// `stream` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum StreamAction {
+    /// The audit trail of one stream (the same as `stream ID`).
+    Show(StreamArgs),
+    /// Archive a stream: it keeps its events and stays readable, and every further append to it
+    /// fails with an error naming it.
+    Archive(RetireArgs),
+    /// Delete a stream's events, for good, where the law demands it (it is archived first, and
+    /// its snapshot and parked events go too). The stream's head stays as a tombstone, so its
+    /// id is never reused; running projections are unaffected, and those behind skip the
+    /// deleted events. Their read models are the application's to clean.
+    Delete(RetireArgs),
+}
+
+/// Arguments of `stream archive` and `stream delete`.
+#[derive(Debug, Args)]
+pub(crate) struct RetireArgs {
+    /// The stream id, e.g. `customer-c-1`.
+    pub(crate) id: String,
+    /// Do not ask for confirmation (needed when not run from a terminal).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+/// `snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Delete snapshots: of one stream, of an aggregate type, or all. Snapshots are a cache:
+    /// loads fold the streams instead, and repositories with a snapshot policy write new ones.
+    /// (Taking a snapshot needs the aggregate's code to fold the stream: the application does
+    /// it with `Repository::snapshot`.)
+    Delete(SnapshotDeleteArgs),
+}
+
+/// Arguments of `snapshot delete`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["stream", "aggregate_type", "all"])))]
+pub(crate) struct SnapshotDeleteArgs {
+    /// The snapshot of this stream.
+    #[arg(long, value_name = "ID")]
+    pub(crate) stream: Option<String>,
+    /// The snapshots of every stream of this aggregate type (stream category), e.g. `cart`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) aggregate_type: Option<String>,
+    /// Every snapshot.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 /// Arguments of `stream`.
 #[derive(Debug, Args)]
 pub(crate) struct StreamArgs {
     /// The stream id, e.g. `account-ada`.
-    pub(crate) id: String,
+    #[arg(required = true)]
+    pub(crate) id: Option<String>,
 
     /// Show the trail up to this version (inclusive).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

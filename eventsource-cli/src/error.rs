@@ -79,6 +79,22 @@ pub(crate) enum CliError {
         /// The projection.
         name: String,
     },
+    /// `stream archive` or `stream delete` without `--yes` and without a terminal to ask on.
+    #[error("refusing to {action} stream `{stream}` without confirmation: pass --yes (no terminal to ask on)")]
+    RetireNotConfirmed {
+        /// `archive` or `delete`.
+        action: &'static str,
+        /// The stream.
+        stream: String,
+    },
+    /// The operator answered no to archiving or deleting.
+    #[error("stream `{stream}` was not {done}")]
+    RetireDeclined {
+        /// `archived` or `deleted`.
+        done: &'static str,
+        /// The stream.
+        stream: String,
+    },
     /// The output could not be encoded as JSON.
     #[error("encoding the output as JSON: {0}")]
     Json(#[source] serde_json::Error),

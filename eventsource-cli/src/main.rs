@@ -28,7 +28,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ProjectionCommand};
+use crate::cli::{Cli, Command, ProjectionCommand, SnapshotCommand, StreamAction};
 use crate::error::CliError;
 use crate::output::Output;
 
@@ -73,7 +73,19 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match &cli.command {
         Command::Migrate => command::migrate::run(&admin, out).await,
         Command::Status => command::status::run(&admin, out).await,
-        Command::Stream(args) => command::stream::run(admin.store(), args, out).await,
+        Command::Stream(args) => match &args.action {
+            None => command::stream::run(admin.store(), &args.show, out).await,
+            Some(StreamAction::Show(show)) => command::stream::run(admin.store(), show, out).await,
+            Some(StreamAction::Archive(retire)) => {
+                command::stream::archive(admin.store(), retire, out).await
+            }
+            Some(StreamAction::Delete(retire)) => {
+                command::stream::delete(admin.store(), retire, out).await
+            }
+        },
+        Command::Snapshot(SnapshotCommand::Delete(args)) => {
+            command::snapshot::delete(admin.store(), args, out).await
+        }
         Command::Log(args) => command::log::run(&admin, args, out).await,
         Command::Projection(ProjectionCommand::List) => {
             command::projection::list(&admin, out).await

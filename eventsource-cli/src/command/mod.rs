@@ -3,6 +3,7 @@
 pub(crate) mod log;
 pub(crate) mod migrate;
 pub(crate) mod projection;
+pub(crate) mod snapshot;
 pub(crate) mod status;
 pub(crate) mod stream;
 pub(crate) mod verify;

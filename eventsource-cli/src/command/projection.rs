@@ -332,7 +332,7 @@ pub(crate) async fn discard(
 }
 
 /// Asks `question` on the terminal: `no_terminal` when there is none, `declined` for no.
-fn ask(
+pub(crate) fn ask(
     question: &str,
     no_terminal: impl FnOnce() -> CliError,
     declined: impl FnOnce() -> CliError,

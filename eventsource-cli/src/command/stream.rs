@@ -2,12 +2,12 @@
 
 use std::io::Write;
 
-use eventsource_core::{EventStore, RecordedEvent, StreamId, Version};
+use eventsource_core::{EventStore, RecordedEvent, StreamId, StreamRetirement, Version};
 use eventsource_postgres::PostgresStore;
 use serde_json::json;
 
 use crate::Outcome;
-use crate::cli::StreamArgs;
+use crate::cli::{RetireArgs, StreamArgs};
 use crate::error::CliError;
 use crate::output::{self, EventView, Output};
 
@@ -20,8 +20,11 @@ pub(crate) async fn run(
     args: &StreamArgs,
     out: &mut Output<'_>,
 ) -> Result<Outcome, CliError> {
-    let stream = StreamId::from_raw(args.id.clone());
+    // Required by the parser unless a subcommand was given.
+    let id = args.id.clone().unwrap_or_default();
+    let stream = StreamId::from_raw(id.clone());
     let head = store.stream_version(&stream).await?;
+    let status = store.stream_status(&stream).await?;
     let last_wanted = args.to_version.unwrap_or(u64::MAX);
 
     // Time travel: the trail up to the first event past the version or the instant, as
@@ -51,7 +54,7 @@ pub(crate) async fn run(
     }
     if head == Version::NONE && events.is_empty() && stored == 0 {
         return Err(CliError::UnknownStream {
-            stream: args.id.clone(),
+            stream: id,
             schema: store.schema().to_string(),
         });
     }
@@ -69,6 +72,8 @@ pub(crate) async fn run(
                 "version": version,
                 "to_version": args.to_version,
                 "as_of": args.as_of.map(output::time),
+                "archived_at": status.as_ref().and_then(|s| s.archived_at).map(output::time),
+                "deleted_at": status.as_ref().and_then(|s| s.deleted_at).map(output::time),
                 "events": views,
             }),
         )?;
@@ -82,6 +87,13 @@ pub(crate) async fn run(
         stream.category(),
         head
     )?;
+    if let Some(status) = &status {
+        if let Some(at) = status.deleted_at {
+            writeln!(out, "deleted at {}: its events are gone, its id stays taken", output::time(at))?;
+        } else if let Some(at) = status.archived_at {
+            writeln!(out, "archived at {}: it takes no more appends", output::time(at))?;
+        }
+    }
     if travelling {
         let mut point = Vec::new();
         if let Some(v) = args.to_version {
@@ -122,4 +134,102 @@ pub(crate) async fn run(
         writeln!(out, "{}", output::pretty(&event.payload, 4))?;
     }
     Ok(Outcome::Success)
+}
+
+/// `stream archive ID`: after confirmation, archives the stream.
+pub(crate) async fn archive(
+    store: &PostgresStore,
+    args: &RetireArgs,
+    out: &mut Output<'_>,
+) -> Result<Outcome, CliError> {
+    let stream = StreamId::from_raw(args.id.clone());
+    if !args.yes {
+        confirm(
+            &format!(
+                "Archive stream `{stream}`? It keeps its events, but takes no more appends. [y/N] "
+            ),
+            "archive",
+            "archived",
+            &args.id,
+        )?;
+    }
+    let Some(status) = store.archive_stream(&stream).await? else {
+        return Err(CliError::UnknownStream {
+            stream: args.id.clone(),
+            schema: store.schema().to_string(),
+        });
+    };
+    let at = status.archived_at.map(output::time);
+    if out.json {
+        output::json(
+            out,
+            &json!({ "stream": stream.as_str(), "version": status.version.0, "archived_at": at }),
+        )?;
+    } else {
+        writeln!(
+            out,
+            "stream {stream} archived at {} (version {}): it takes no more appends",
+            at.unwrap_or_default(),
+            status.version
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// `stream delete ID`: after confirmation, deletes the stream's events.
+pub(crate) async fn delete(
+    store: &PostgresStore,
+    args: &RetireArgs,
+    out: &mut Output<'_>,
+) -> Result<Outcome, CliError> {
+    let stream = StreamId::from_raw(args.id.clone());
+    let Some(status) = store.stream_status(&stream).await? else {
+        return Err(CliError::UnknownStream {
+            stream: args.id.clone(),
+            schema: store.schema().to_string(),
+        });
+    };
+    if !args.yes && status.deleted_at.is_none() {
+        confirm(
+            &format!(
+                "Delete the {} events of stream `{stream}` for good? This cannot be undone. [y/N] ",
+                status.version
+            ),
+            "delete",
+            "deleted",
+            &args.id,
+        )?;
+    }
+    let deleted = store.delete_stream(&stream).await?;
+    if out.json {
+        output::json(
+            out,
+            &json!({ "stream": stream.as_str(), "deleted_events": deleted }),
+        )?;
+    } else {
+        writeln!(
+            out,
+            "deleted {deleted} events of stream {stream}; it stays archived, its id is not reused"
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn confirm(
+    question: &str,
+    action: &'static str,
+    done: &'static str,
+    stream: &str,
+) -> Result<(), CliError> {
+    super::projection::ask(
+        question,
+        || CliError::RetireNotConfirmed {
+            action,
+            stream: stream.to_owned(),
+        },
+        || CliError::RetireDeclined {
+            done,
+            stream: stream.to_owned(),
+        },
+    )
 }
