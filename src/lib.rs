@@ -44,8 +44,8 @@ pub use eventsource_core::{
 
 // Crypto-shredding: personal fields sealed per data subject, and forgetting a subject.
 pub use eventsource_core::{
-    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, Shredding,
-    SubjectKey,
+    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, SealedValue,
+    Shredding, SubjectKey, sealed_values,
 };
 
 // Projections: read models fed from the global log.

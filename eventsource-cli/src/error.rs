@@ -80,7 +80,9 @@ pub(crate) enum CliError {
         name: String,
     },
     /// `stream archive` or `stream delete` without `--yes` and without a terminal to ask on.
-    #[error("refusing to {action} stream `{stream}` without confirmation: pass --yes (no terminal to ask on)")]
+    #[error(
+        "refusing to {action} stream `{stream}` without confirmation: pass --yes (no terminal to ask on)"
+    )]
     RetireNotConfirmed {
         /// `archive` or `delete`.
         action: &'static str,

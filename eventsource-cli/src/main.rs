@@ -21,6 +21,7 @@ mod command;
 mod database;
 mod error;
 mod output;
+mod personal;
 mod progress;
 
 use std::io::{self, Write};

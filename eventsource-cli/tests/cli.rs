@@ -1221,3 +1221,168 @@ async fn a_store_moved_from_another_cluster_is_refused_until_migrate_rebases_it(
     let verified = success(run(&mut cli(&store), &["verify"]));
     assert!(verified.contains("no problems found"), "{verified}");
 }
+
+#[tokio::test]
+async fn streams_are_archived_and_deleted_with_confirmation() {
+    let store = fresh_store().await;
+    append(
+        &store,
+        "customer-c-1",
+        vec![event("customer.registered", json!({ "n": 1 }))],
+    )
+    .await;
+    append(
+        &store,
+        "customer-c-1",
+        vec![event("customer.renamed", json!({ "n": 2 }))],
+    )
+    .await;
+    append(
+        &store,
+        "customer-c-2",
+        vec![event("customer.registered", json!({ "n": 3 }))],
+    )
+    .await;
+
+    // No terminal to ask on, no --yes: refused, nothing done.
+    failure(
+        run(&mut cli(&store), &["stream", "archive", "customer-c-1"]),
+        "refusing to archive stream `customer-c-1` without confirmation: pass --yes",
+    );
+    let archived = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "stream", "archive", "customer-c-1", "--yes"],
+    )));
+    assert_eq!(archived["stream"], json!("customer-c-1"));
+    assert_eq!(archived["version"], json!(2));
+    assert!(archived["archived_at"].is_string());
+    let text = success(run(&mut cli(&store), &["stream", "customer-c-1"]));
+    assert!(text.contains("archived at "), "{text}");
+    let shown = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "stream", "show", "customer-c-1"],
+    )));
+    assert_eq!(shown["archived_at"], archived["archived_at"]);
+    assert_eq!(shown["events"].as_array().unwrap().len(), 2);
+    let error = store
+        .append(
+            &StreamId::from_raw("customer-c-1"),
+            ExpectedVersion::Any,
+            vec![event("customer.renamed", json!({}))],
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("customer-c-1"), "{error}");
+    failure(
+        run(
+            &mut cli(&store),
+            &["stream", "archive", "customer-nobody", "--yes"],
+        ),
+        "stream `customer-nobody` does not exist",
+    );
+
+    failure(
+        run(&mut cli(&store), &["stream", "delete", "customer-c-1"]),
+        "refusing to delete stream `customer-c-1` without confirmation",
+    );
+    assert_eq!(
+        json_of(&success(run(
+            &mut cli(&store),
+            &["--json", "stream", "customer-c-1"]
+        )))["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let deleted = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "stream", "delete", "customer-c-1", "-y"],
+    )));
+    assert_eq!(deleted["deleted_events"], json!(2));
+    let text = success(run(&mut cli(&store), &["stream", "customer-c-1"]));
+    assert!(text.contains("deleted at "), "{text}");
+    // The other stream is untouched and the log skips the deleted events.
+    let log = log_json(&store, &[], 1);
+    assert_eq!(log[0]["stream"], json!("customer-c-2"));
+    // Deleting again deletes nothing, without asking.
+    let again = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "stream", "delete", "customer-c-1"],
+    )));
+    assert_eq!(again["deleted_events"], json!(0));
+    // `verify` sees nothing wrong.
+    success(run(&mut cli(&store), &["verify"]));
+}
+
+#[tokio::test]
+async fn snapshots_are_deleted_by_stream_type_or_all() {
+    let store = fresh_store().await;
+    for (stream, version) in [("cart-1", 1), ("cart-2", 1), ("order-1", 1)] {
+        append(&store, stream, vec![event("x.happened", json!({}))]).await;
+        eventsource_core::SnapshotStore::save_snapshot(
+            &store,
+            eventsource_core::Snapshot {
+                stream_id: StreamId::from_raw(stream),
+                version: eventsource_core::Version(version),
+                state_fingerprint: "fp".into(),
+                state: json!({}),
+                taken_at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    usage_error(
+        run(&mut cli(&store), &["snapshot", "delete"]),
+        "required arguments were not provided",
+    );
+    let text = success(run(
+        &mut cli(&store),
+        &["snapshot", "delete", "--stream", "cart-1"],
+    ));
+    assert_eq!(text, "deleted 1 snapshots of stream cart-1\n");
+    let done = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "snapshot", "delete", "--type", "cart"],
+    )));
+    assert_eq!(done["deleted"], json!(1));
+    let done = json_of(&success(run(
+        &mut cli(&store),
+        &["--json", "snapshot", "delete", "--all"],
+    )));
+    assert_eq!(done["deleted"], json!(1));
+}
+
+#[tokio::test]
+async fn personal_data_is_shown_as_sealed_or_forgotten_never_in_clear() {
+    let store = fresh_store().await;
+    let shredding = eventsource_core::Shredding::new(store.clone(), store.key_store());
+    let personal = NewEvent::new(
+        "customer.registered",
+        1,
+        json!({ "id": "c-1", "email": { "$personal": "ada@example.com", "$subject": "c-1" } }),
+    );
+    shredding
+        .append(
+            &StreamId::from_raw("customer-c-1"),
+            ExpectedVersion::NoStream,
+            vec![personal],
+        )
+        .await
+        .unwrap();
+    let text = success(run(&mut cli(&store), &["stream", "customer-c-1"]));
+    assert!(text.contains("<personal data of c-1: sealed>"), "{text}");
+    assert!(!text.contains("ada@example.com"), "{text}");
+    shredding.forget("c-1").await.unwrap();
+    for args in [
+        &["stream", "customer-c-1"][..],
+        &["--json", "stream", "customer-c-1"][..],
+        &["--json", "log"][..],
+    ] {
+        let text = success(run(&mut cli(&store), args));
+        assert!(text.contains("<personal data of c-1: forgotten>"), "{text}");
+        assert!(!text.contains("ada@example.com"), "{text}");
+        assert!(text.contains("\"c-1\"") || text.contains("c-1"), "{text}");
+    }
+}

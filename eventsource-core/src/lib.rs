@@ -39,8 +39,8 @@ pub use fingerprint::CommandFingerprint;
 pub use harness::GivenWhenThen;
 pub use limits::{InvalidAppend, Limits};
 pub use personal::{
-    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, Shredding,
-    SubjectKey,
+    Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, SealedValue,
+    Shredding, SubjectKey, sealed_values,
 };
 pub use projection::{
     Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,

@@ -40,6 +40,30 @@ impl PostgresStore {
 }
 
 impl PostgresKeyStore {
+    /// Whether key `version` of `subject` still exists (is not forgotten), without reading it.
+    pub async fn is_live(&self, subject: &str, version: u32) -> Result<bool, StoreError> {
+        let Ok(version) = i32::try_from(version) else {
+            return Ok(false);
+        };
+        let query = self
+            .store
+            .sql()
+            .lifecycle
+            .key_live
+            .query()
+            .bind(subject.to_owned())
+            .bind(version);
+        self.store
+            .scalar(
+                query,
+                format!(
+                    "checking a key of subject `{}`",
+                    crate::error::excerpt(subject)
+                ),
+            )
+            .await
+    }
+
     /// The subjects whose keys are all forgotten (up to `limit`), with when, by subject.
     pub async fn forgotten_subjects(
         &self,

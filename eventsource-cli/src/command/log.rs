@@ -120,10 +120,11 @@ impl Reader<'_> {
         head: Position,
     ) -> Result<bool, CliError> {
         loop {
-            let page = admin
+            let mut page = admin
                 .store()
                 .read_all(self.checkpoint, PAGE, &self.filter)
                 .await?;
+            crate::personal::mark_sealed(admin.store(), &mut page).await?;
             for event in &page {
                 self.checkpoint = event.checkpoint;
                 if wanted(args, event) {

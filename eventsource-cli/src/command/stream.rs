@@ -58,6 +58,7 @@ pub(crate) async fn run(
             schema: store.schema().to_string(),
         });
     }
+    crate::personal::mark_sealed(store, &mut events).await?;
     let version = events.last().map_or(0, |e| e.version.0);
     let travelling = args.to_version.is_some() || args.as_of.is_some();
 
@@ -89,9 +90,17 @@ pub(crate) async fn run(
     )?;
     if let Some(status) = &status {
         if let Some(at) = status.deleted_at {
-            writeln!(out, "deleted at {}: its events are gone, its id stays taken", output::time(at))?;
+            writeln!(
+                out,
+                "deleted at {}: its events are gone, its id stays taken",
+                output::time(at)
+            )?;
         } else if let Some(at) = status.archived_at {
-            writeln!(out, "archived at {}: it takes no more appends", output::time(at))?;
+            writeln!(
+                out,
+                "archived at {}: it takes no more appends",
+                output::time(at)
+            )?;
         }
     }
     if travelling {

@@ -66,3 +66,36 @@ pub(crate) fn encode_marked<E: crate::EventEnum>(
 /// The metadata field (in [`Metadata::custom`](crate::Metadata::custom)) that lists the JSON
 /// pointers of an event's sealed fields.
 pub const SEALED_PATHS: &str = "eventsource.sealed";
+
+/// A sealed personal value in a stored event, as [`sealed_values`] finds it: where it is and
+/// whose key seals it, not what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedValue {
+    /// Its JSON pointer in the payload, e.g. `/email`.
+    pub path: String,
+    /// The data subject.
+    pub subject: String,
+    /// The version of the subject's key that sealed it.
+    pub key_version: u32,
+}
+
+/// The sealed values of a stored event (read from a store without [`Shredding`]): for tools
+/// that show events without opening them, such as the `eventsource` CLI.
+pub fn sealed_values(record: &crate::RecordedEvent) -> Vec<SealedValue> {
+    let Some(serde_json::Value::Array(paths)) = record.metadata.custom.get(SEALED_PATHS) else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .filter_map(|path| {
+            let text = record.payload.pointer(path)?.as_str()?;
+            let sealed = cipher::parse(text)?;
+            Some(SealedValue {
+                path: path.to_owned(),
+                subject: sealed.subject,
+                key_version: sealed.key_version,
+            })
+        })
+        .collect()
+}

@@ -183,6 +183,12 @@ impl<S, K: KeyStore> Shredding<S, K> {
                     crate::limits::bounded(&path)
                 ))
             })?;
+            if subject.contains('\0') {
+                return Err(problem(format!(
+                    "the subject of `{}` contains a NUL character",
+                    crate::limits::bounded(&path)
+                )));
+            }
             if subject.is_empty() || subject.len() > MAX_SUBJECT_LEN {
                 return Err(problem(format!(
                     "the subject of `{}` must be 1 to {MAX_SUBJECT_LEN} bytes long, not {}",

@@ -416,6 +416,7 @@ pub async fn personal_values_without_a_subject_are_refused<S: LifecycleStore>(st
         json!({ "emails": [personal("ada@example.com", "c-1"), { "$personal": "x@example.com" }] }),
         json!({ "email": personal("ada@example.com", "") }),
         json!({ "email": personal("ada@example.com", &"s".repeat(300)) }),
+        json!({ "email": personal("ada@example.com", "c\u{0}1") }),
     ] {
         let error = shredding
             .append(

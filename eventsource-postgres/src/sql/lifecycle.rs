@@ -26,6 +26,8 @@ pub(crate) struct Lifecycle {
     pub(crate) create_key: Statement,
     /// Key `$2` of subject `$1` (`key` is NULL once forgotten).
     pub(crate) key: Statement,
+    /// Whether key `$2` of subject `$1` exists and is not forgotten.
+    pub(crate) key_live: Statement,
     /// Records that stream `$2` holds values sealed for `$1`.
     pub(crate) record_stream: Statement,
     /// Deletes the key material of `$1`, keeping the rows as the record of the forget.
@@ -69,6 +71,11 @@ impl Lifecycle {
             .into(),
             key: format!(
                 "SELECT key FROM {s}.subject_keys WHERE subject = $1 AND key_version = $2"
+            )
+            .into(),
+            key_live: format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.subject_keys \
+                                 WHERE subject = $1 AND key_version = $2 AND key IS NOT NULL)"
             )
             .into(),
             record_stream: format!(

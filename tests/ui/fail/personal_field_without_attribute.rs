@@ -1,0 +1,10 @@
+use eventsource::prelude::*;
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "customer.registered")]
+struct Registered {
+    customer_id: String,
+    email: Personal<String>,
+}
+
+fn main() {}
