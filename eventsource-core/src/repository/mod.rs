@@ -4,6 +4,7 @@
 mod execute;
 mod idempotency;
 mod load;
+mod maintain;
 mod write;
 
 use std::fmt;

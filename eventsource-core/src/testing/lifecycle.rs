@@ -435,3 +435,47 @@ pub async fn personal_values_without_a_subject_are_refused<S: LifecycleStore>(st
     }
     assert_eq!(store.stream_version(&s).await.unwrap(), Version::NONE);
 }
+
+pub async fn repository_deletes_snapshots_and_archives<S: LifecycleStore>(store: S) {
+    use super::fixture::{Counter, CounterCommand};
+    use crate::{Repository, SnapshotPolicy};
+    let counters =
+        Repository::<Counter, _>::new(store.clone()).with_snapshot_policy(SnapshotPolicy::Every(2));
+    for id in ["a", "b"] {
+        for _ in 0..2 {
+            counters.execute(id, CounterCommand::Add(1)).await.unwrap();
+        }
+    }
+    let other = StreamId::new("other", "a");
+    store.save_snapshot(snapshot(&other, 1)).await.unwrap();
+    assert_eq!(
+        counters.load("a").await.unwrap().snapshot_version,
+        Some(Version(2))
+    );
+    assert!(counters.delete_snapshot("a").await.unwrap());
+    assert!(!counters.delete_snapshot("a").await.unwrap());
+    let loaded = counters.load("a").await.unwrap();
+    assert_eq!((loaded.snapshot_version, loaded.state.value), (None, 2));
+    // Taken on demand again.
+    assert_eq!(counters.snapshot("a").await.unwrap(), Version(2));
+    assert_eq!(counters.delete_snapshots().await.unwrap(), 2);
+    assert!(
+        store.load_snapshot(&other).await.unwrap().is_some(),
+        "another type's stays"
+    );
+
+    let status = counters.archive("a").await.unwrap().unwrap();
+    assert!(status.is_archived());
+    assert!(counters.status("a").await.unwrap().unwrap().is_archived());
+    let error = counters
+        .execute("a", CounterCommand::Add(1))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("counter-a") && message.contains("archived"),
+        "{message}"
+    );
+    assert!(counters.status("zzz").await.unwrap().is_none());
+    counters.execute("b", CounterCommand::Add(1)).await.unwrap();
+}

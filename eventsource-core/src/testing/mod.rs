@@ -116,6 +116,7 @@ macro_rules! lifecycle_conformance_tests {
             snapshots_are_deleted_by_stream_and_by_category,
             personal_values_are_sealed_and_forgotten,
             personal_values_without_a_subject_are_refused,
+            repository_deletes_snapshots_and_archives,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
