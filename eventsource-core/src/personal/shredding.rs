@@ -164,6 +164,9 @@ impl<S, K: KeyStore> Shredding<S, K> {
 
     /// Seals the personal values of `event` (marked with their subjects by the repository).
     async fn seal(&self, stream: &StreamId, event: &mut NewEvent) -> Result<(), StoreError> {
+        // Only the wrapper lists sealed paths: a list from elsewhere (metadata a user could
+        // set) would have strings of the user's opened as sealed values.
+        event.metadata.custom.remove(SEALED_PATHS);
         let mut found = Vec::new();
         collect_personal(&event.payload, &mut String::new(), &mut found);
         if found.is_empty() {
@@ -524,10 +527,13 @@ impl<S: ProjectionStore, K: KeyStore> ProjectionStore for Shredding<S, K> {
     }
 }
 
+/// A cached answer of [`KeyStore::key`], with when it was fetched.
+type CachedKey = (Instant, Option<SubjectKey>);
+
 /// The bounded key cache of one [`Shredding`] (shared by its clones).
 struct KeyCache {
     ttl: Duration,
-    keys: Mutex<LruCache<(String, u32), (Instant, Option<SubjectKey>)>>,
+    keys: Mutex<LruCache<(String, u32), CachedKey>>,
     current: Mutex<LruCache<String, (Instant, SubjectKey)>>,
     recorded: Mutex<LruCache<(String, StreamId), ()>>,
 }

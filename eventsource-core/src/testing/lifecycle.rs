@@ -434,6 +434,29 @@ pub async fn personal_values_without_a_subject_are_refused<S: LifecycleStore>(st
         assert!(!message.contains("example.com"), "{message}");
     }
     assert_eq!(store.stream_version(&s).await.unwrap(), Version::NONE);
+
+    // A sealed-paths list given by the caller is dropped: a user's string that looks sealed
+    // stays a string.
+    let mut forged = NewEvent::new(
+        "customer.noted",
+        1,
+        json!({ "note": "es:personal:v1:1:bm9ib2R5:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" }),
+    );
+    forged
+        .metadata
+        .custom
+        .insert(SEALED_PATHS.into(), json!(["/note"]));
+    shredding
+        .append(&s, ExpectedVersion::Any, vec![forged])
+        .await
+        .unwrap();
+    let read = shredding
+        .read_stream(&s, Version(1), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(read.payload["note"].is_string(), "{}", read.payload);
+    assert!(!read.metadata.custom.contains_key(SEALED_PATHS));
 }
 
 pub async fn repository_deletes_snapshots_and_archives<S: LifecycleStore>(store: S) {
