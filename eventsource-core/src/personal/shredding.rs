@@ -275,6 +275,22 @@ impl<S, K: KeyStore> Shredding<S, K> {
     }
 }
 
+/// Replaces the opened values of `record` with the forgotten form.
+fn forget_opened(record: &mut RecordedEvent) {
+    let Some(Value::Array(paths)) = record.metadata.custom.get(SEALED_PATHS) else {
+        return;
+    };
+    let paths: Vec<String> = paths
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    for path in paths {
+        if let Some(slot) = record.payload.pointer_mut(&path) {
+            *slot = object(FORGOTTEN, Value::Bool(true));
+        }
+    }
+}
+
 fn object(key: &str, value: Value) -> Value {
     let mut map = Map::with_capacity(1);
     map.insert(key.to_owned(), value);
@@ -453,11 +469,18 @@ impl<S: ProjectionStore, K: KeyStore> ProjectionStore for Shredding<S, K> {
         error: &str,
         attempts: u32,
     ) -> Result<(), StoreError> {
-        // Park the sealed row, never the opened payload.
-        let sealed = self.store.find_event(record.event_id).await?;
-        let record = sealed.as_ref().unwrap_or(record);
+        // Park the sealed row, never the opened payload; a row deleted meanwhile is parked
+        // with its personal values forgotten.
+        let record = match self.store.find_event(record.event_id).await? {
+            Some(sealed) => sealed,
+            None => {
+                let mut stripped = record.clone();
+                forget_opened(&mut stripped);
+                stripped
+            }
+        };
         self.store
-            .park(tx, projection, record, error, attempts)
+            .park(tx, projection, &record, error, attempts)
             .await
     }
 

@@ -368,6 +368,9 @@ impl StreamRetirement for MemoryStore {
             inner.log[index].metadata = crate::Metadata::default();
         }
         inner.snapshots.remove(stream);
+        for parked in inner.parked.values_mut() {
+            parked.retain(|_, event| event.record.stream_id != *stream);
+        }
         Ok(indexes.len() as u64)
     }
 
