@@ -83,7 +83,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
     });
     let chain_checks = events.variants.iter().map(|variant| {
         let subject = format!("variant `{ident}::{}`", variant.ident);
-        chain_checks(&private, &variant.event, &subject)
+        chain_checks(&private, &variant.event, &subject, &quote!(#ident))
     });
     let event_enum = EventEnumImpl {
         names: quote!(#(#names),*),
@@ -99,6 +99,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         // One error for a missing `Serialize` or `Deserialize` derive, here, rather than one at
         // each use in the bodies.
         bounds: quote!(where #ident: #private::StoredEnum),
+        schemas: Some(variant_schemas(&private, events)),
     }
     .impl_for(&private, ident);
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
@@ -119,6 +120,27 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
     }
 }
 
+/// The schemas of each variant's payload (its content, as `encode_variant` stores it) at its
+/// version, and of the older versions of its chain.
+fn variant_schemas(private: &TokenStream, events: &ast::EventEnum) -> TokenStream {
+    let pushes = events.variants.iter().map(|variant| {
+        let (name, version) = (&variant.event.name, variant.event.version);
+        let schema = crate::internals::schema::variant_body(private, events.input, variant.variant);
+        let older = variant.event.previous.as_ref().map(|previous| {
+            quote_spanned!(previous.span()=> schemas.extend(<#previous as #private::Event>::version_schemas());)
+        });
+        quote! {
+            schemas.push(#private::EventSchema::new(#name, #version, #schema));
+            #older
+        }
+    });
+    quote! {
+        let mut schemas = ::std::vec::Vec::new();
+        #(#pushes)*
+        schemas
+    }
+}
+
 /// The bodies of an `EventEnum` impl, for the derived enum and for the `<Name>Event` enum that
 /// `#[derive(Aggregate)]` generates.
 pub(crate) struct EventEnumImpl {
@@ -134,6 +156,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) decode: TokenStream,
     /// The impl's `where` clause, if any.
     pub(crate) bounds: TokenStream,
+    /// The body of `fn event_schemas()`, if any (a `Vec<EventSchema>`).
+    pub(crate) schemas: Option<TokenStream>,
 }
 
 impl EventEnumImpl {
@@ -150,6 +174,7 @@ impl EventEnumImpl {
                 ::core::unimplemented!()
             }),
             bounds: TokenStream::new(),
+            schemas: None,
         }
     }
 
@@ -162,7 +187,15 @@ impl EventEnumImpl {
             encode,
             decode,
             bounds,
+            schemas,
         } = self;
+        let schemas = schemas.as_ref().map(|schemas| {
+            quote! {
+                fn event_schemas() -> ::std::vec::Vec<#private::EventSchema> {
+                    #schemas
+                }
+            }
+        });
         quote! {
             impl #private::EventEnum for #ty #bounds {
                 const NAMES: &'static [&'static str] = &[#names];
@@ -189,6 +222,8 @@ impl EventEnumImpl {
                 ) -> ::core::result::Result<Self, #private::DecodeFailure> {
                     #decode
                 }
+
+                #schemas
             }
         }
     }
