@@ -397,7 +397,9 @@ fn an_event_enum_exports_each_variant_and_the_retired_versions_of_its_chains() {
     // What each variant stores validates against its schema, with both validators; what the
     // variant would not read does not.
     let events = [
-        ShopEvent::Opened { owner: "Ada".into() },
+        ShopEvent::Opened {
+            owner: "Ada".into(),
+        },
         ShopEvent::ItemAdded {
             sku: "a".into(),
             qty: 2,

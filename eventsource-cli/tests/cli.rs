@@ -1281,17 +1281,29 @@ fn json_schema_check_validates_a_payload_file_without_a_database() {
         "{report}"
     );
     assert!(
-        report.contains("line 5: account.opened v2: at ``: the required property `overdraft_limit` is missing"),
+        report.contains(
+            "line 5: account.opened v2: at ``: the required property `overdraft_limit` is missing"
+        ),
         "{report}"
     );
-    assert!(report.contains("line 6: account.opened v3: no schema for `account.opened` v3"), "{report}");
+    assert!(
+        report.contains("line 6: account.opened v3: no schema for `account.opened` v3"),
+        "{report}"
+    );
     assert!(report.contains("line 7: not JSON"), "{report}");
     assert!(report.contains("line 8: not an event"), "{report}");
     assert!(report.len() < 5_000, "bounded: {} bytes", report.len());
 
     let json = json_of(&problems(run(
         &mut bare_cli(),
-        &["--json", "json-schema", "check", BANK_SCHEMAS, "--payloads", path],
+        &[
+            "--json",
+            "json-schema",
+            "check",
+            BANK_SCHEMAS,
+            "--payloads",
+            path,
+        ],
     )));
     assert_eq!(json["checked"], json!(8));
     assert_eq!(json["problem_count"], json!(5));
@@ -1311,14 +1323,26 @@ fn json_schema_check_validates_a_payload_file_without_a_database() {
     failure(
         run(
             &mut bare_cli(),
-            &["json-schema", "check", missing.to_str().unwrap(), "--payloads", path],
+            &[
+                "json-schema",
+                "check",
+                missing.to_str().unwrap(),
+                "--payloads",
+                path,
+            ],
         ),
         "missing",
     );
     failure(
         run(
             &mut bare_cli(),
-            &["json-schema", "check", BANK_SCHEMAS, "--payloads", missing.to_str().unwrap()],
+            &[
+                "json-schema",
+                "check",
+                BANK_SCHEMAS,
+                "--payloads",
+                missing.to_str().unwrap(),
+            ],
         ),
         "reading the payloads",
     );
@@ -1331,11 +1355,20 @@ async fn json_schema_check_validates_the_stored_payloads() {
     seed(&store).await;
     let ok = success(run(
         &mut cli(&store),
-        &["json-schema", "check", BANK_SCHEMAS, "--category", "account"],
+        &[
+            "json-schema",
+            "check",
+            BANK_SCHEMAS,
+            "--category",
+            "account",
+        ],
     ));
     assert!(ok.contains("checked 5 payloads against 4 schemas"), "{ok}");
     // `transfer.requested` is not the bank's: it has no schema.
-    let report = problems(run(&mut cli(&store), &["json-schema", "check", BANK_SCHEMAS]));
+    let report = problems(run(
+        &mut cli(&store),
+        &["json-schema", "check", BANK_SCHEMAS],
+    ));
     assert!(report.contains("checked 6 payloads"), "{report}");
     assert!(
         report.contains("position 5, transfer-t1 v1: transfer.requested v1: no schema"),
@@ -1349,7 +1382,14 @@ async fn json_schema_check_validates_the_stored_payloads() {
     .await;
     let report = json_of(&problems(run(
         &mut cli(&store),
-        &["--json", "json-schema", "check", BANK_SCHEMAS, "--name", "account.deposited"],
+        &[
+            "--json",
+            "json-schema",
+            "check",
+            BANK_SCHEMAS,
+            "--name",
+            "account.deposited",
+        ],
     )));
     assert_eq!(report["checked"], json!(3), "{report}");
     assert_eq!(report["problem_count"], json!(1), "{report}");

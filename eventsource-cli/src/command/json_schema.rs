@@ -245,7 +245,10 @@ fn check_value(
     let origin = Origin {
         line,
         position: event.get("position").and_then(Value::as_u64),
-        stream: event.get("stream").and_then(Value::as_str).map(str::to_owned),
+        stream: event
+            .get("stream")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         version: event.get("version").and_then(Value::as_u64),
     };
     let name = event.get("name").and_then(Value::as_str);
@@ -264,7 +267,9 @@ fn check_value(
                 origin,
                 name: None,
                 schema_version: None,
-                message: "not an event: expected an object with `name`, `schema_version` and `payload`".to_owned(),
+                message:
+                    "not an event: expected an object with `name`, `schema_version` and `payload`"
+                        .to_owned(),
             });
         }
     }
