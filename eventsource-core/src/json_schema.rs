@@ -108,6 +108,15 @@ pub enum SchemaFileError {
         /// The file.
         path: PathBuf,
     },
+    /// An event name that is not one plain path component (empty, `.`, `..`, or with a path
+    /// separator) cannot name a directory under the registry.
+    #[error(
+        "event name `{name}` cannot name a schema directory (one plain path component is needed)"
+    )]
+    InvalidName {
+        /// The name, as an excerpt.
+        name: String,
+    },
     /// Two schemas for one (name, version) with different content were to be written.
     #[error("two different schemas for `{name}` v{version}")]
     Conflict {
@@ -128,6 +137,18 @@ pub fn write_json_schemas(
 ) -> Result<Vec<PathBuf>, SchemaFileError> {
     let mut unique: BTreeMap<(&str, u32), &EventSchema> = BTreeMap::new();
     for schema in schemas {
+        let plain = matches!(
+            Path::new(&schema.name)
+                .components()
+                .collect::<Vec<_>>()
+                .as_slice(),
+            [std::path::Component::Normal(_)]
+        ) && !schema.name.contains(['/', '\\']);
+        if !plain {
+            return Err(SchemaFileError::InvalidName {
+                name: excerpt(&schema.name).into_owned(),
+            });
+        }
         match unique.insert((&schema.name, schema.version), schema) {
             Some(earlier) if earlier.schema != schema.schema => {
                 return Err(SchemaFileError::Conflict {
@@ -251,7 +272,8 @@ fn child(at: &str, key: &str) -> String {
     let mut out = String::with_capacity(at.len() + key.len() + 1);
     out.push_str(at);
     out.push('/');
-    out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+    // The key is user data: bounded.
+    out.push_str(&excerpt(key).replace('~', "~0").replace('/', "~1"));
     out
 }
 
@@ -528,6 +550,11 @@ mod tests {
         };
         assert_eq!(at, "/a~1b");
         assert!(message.len() < 1_000, "{}", message.len());
+        let closed = json!({"additionalProperties": false});
+        let Err(violation) = validate(&closed, &json!({ long.clone(): 1 })) else {
+            panic!("expected a violation");
+        };
+        assert!(violation.to_string().len() < 1_000, "a long key is bounded");
     }
 
     #[test]
@@ -554,6 +581,16 @@ mod tests {
             write_json_schemas(&dir, &conflict),
             Err(SchemaFileError::Conflict { version: 3, .. })
         ));
+        for name in ["", "..", "../x", "a/b", "a\\b", "."] {
+            let hostile = [EventSchema::new(name, 1, json!(true))];
+            assert!(
+                matches!(
+                    write_json_schemas(&dir, &hostile),
+                    Err(SchemaFileError::InvalidName { .. })
+                ),
+                "{name:?}"
+            );
+        }
         std::fs::write(dir.join("stray.txt"), "x").unwrap();
         assert!(matches!(
             read_json_schemas(&dir),
