@@ -217,15 +217,14 @@ pub trait ListedAsNewest<E: ?Sized, A: ?Sized> {}
 #[diagnostic::do_not_recommend]
 impl<E: ?Sized, A: ?Sized> ListedAsNewest<E, A> for Newest {}
 
-/// The check `#[derive(Aggregate)]` makes of each listed event `E`: `successor` returns what
-/// [`NewestProbe`] answered for it. It is a closure that is never called, as the probe's
-/// methods cannot run in a `const`; only its type matters.
-pub const fn assert_newest<S, E, A, F>(successor: &F)
+/// The check `#[derive(Aggregate)]` makes of each listed event `E`: `successor` is what
+/// [`NewestProbe`] answered for it (only its type matters; the generated function that calls
+/// this is never called).
+pub fn assert_newest<S, E, A>(successor: PhantomData<S>)
 where
     S: ListedAsNewest<E, A>,
     E: ?Sized,
     A: ?Sized,
-    F: Fn() -> PhantomData<S>,
 {
     let _ = successor;
 }

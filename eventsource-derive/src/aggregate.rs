@@ -378,16 +378,17 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
     quote!(#[automatically_derived] #event_set)
 }
 
-/// The checks of the listed events, one field each of a struct that is never built, at the
-/// event's name in the list: that their stored names differ (one `const` evaluation over the
-/// whole list, `first_repeated`, then one cheap comparison per event, so that the cost grows
-/// with the number of events, not with the number of pairs), and that each is the newest
-/// version of its chain (no `SupersededBy` impl, asked through `NewestProbe`).
+/// The checks of the listed events, each spanned at the event's name in the list: that their
+/// stored names differ (one `const` evaluation over the whole list, `first_repeated`, then one
+/// cheap comparison per event, so that the cost grows with the number of events, not with the
+/// number of pairs), and that each is the newest version of its chain (no `SupersededBy`
+/// impl, asked through `NewestProbe` in a function that is never called: only its type check
+/// matters, and method calls cannot run in a `const`).
 ///
-/// They sit in array lengths of a struct's fields, which rustc evaluates when it checks the
-/// struct's well-formedness, before it checks trait impls for overlap: emitted before the
-/// enums, they are the first error even when one type is listed twice through an alias (whose
-/// two `From` impls then conflict, E0119, reported after them).
+/// The name checks sit in the array length of a struct's field, which rustc evaluates when it
+/// checks the struct's well-formedness, before it checks trait impls for overlap: emitted
+/// before the enums, they are the first error even when one type is listed twice through an
+/// alias (whose two `From` impls then conflict, E0119, reported after them).
 fn listed_checks(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let ident = aggregate.ident;
@@ -398,28 +399,31 @@ fn listed_checks(aggregate: &ast::Aggregate) -> TokenStream {
     let names = events.iter().map(|Member { path, .. }| {
         quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>::LISTED_NAME)
     });
-    let fields = events.iter().enumerate().map(|(index, Member { path, .. })| {
+    let distinct = events.iter().enumerate().map(|(index, Member { path, .. })| {
         let message = literal_message(format!(
             "event `{}` of `{ident}` has the same name as an event listed before it: each event of an aggregate needs its own name (list only the newest version of a version chain, and each type once)",
             text(path),
         ));
+        quote_spanned!(path.span()=> ::core::assert!(REPEATED != #index, #message);)
+    });
+    let newest = events.iter().map(|Member { path, .. }| {
         quote_spanned! {path.span()=>
-            [(); {
-                ::core::assert!(REPEATED != #index, #message);
-                #private::assert_newest::<_, #path, #ident, _>(
-                    &|| (&#private::NewestProbe::<#path>::NEW).successor(),
-                );
-                0
-            }],
+            #private::assert_newest::<_, #path, #ident>(
+                (&#private::NewestProbe::<#path>::NEW).successor(),
+            );
         }
     });
     quote! {
         const _: () = {
-            #[allow(unused_imports)]
-            use #private::{NotRetired as _, RetiredBy as _};
             const REPEATED: usize = #private::first_repeated(&[#(#names),*]);
             #[allow(dead_code)]
-            struct ListedEvents(#(#fields)*);
+            struct ListedEvents([(); { #(#distinct)* 0 }]);
+            #[allow(dead_code)]
+            fn listed_events_are_the_newest_versions() {
+                #[allow(unused_imports)]
+                use #private::{NotRetired as _, RetiredBy as _};
+                #(#newest)*
+            }
         };
     }
 }
