@@ -1,10 +1,12 @@
 //! A bank account, declared with the derives: open, deposit, withdraw; a rejected withdrawal;
 //! the audit trail of a stream; time travel; and a read model built from the global log.
 //!
-//! Run with `cargo run --example bank`.
+//! Run with `cargo run --example bank`; `cargo run --example bank -- --write-schemas DIR`
+//! writes the JSON Schema of every event version instead (for a schema registry).
 //!
 //! The events' shapes are locked in `events.lock` (section `[bank]`) and their stored payloads
-//! are kept in `tests/golden/bank`; `cargo test` checks both (see the guide
+//! are kept in `tests/golden/bank`, their JSON Schemas (for other services' schema registries)
+//! in `tests/schemas/bank`; `cargo test` checks all three (see the guide
 //! `eventsource::guide::evolving_events`).
 
 use std::collections::BTreeMap;
@@ -264,6 +266,16 @@ type BoxError = Box<dyn std::error::Error>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // `cargo run --example bank -- --write-schemas DIR`: export the JSON Schema of every event
+    // version for a schema registry, and stop.
+    let mut args = std::env::args().skip_while(|arg| arg != "--write-schemas");
+    if let (Some(_), Some(dir)) = (args.next(), args.next()) {
+        let schemas = <AccountEvent as EventEnum>::event_schemas();
+        for path in eventsource::json_schema::write_json_schemas(dir.as_ref(), &schemas)? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     // Readable logs: spans are printed when they close, with their fields and timing.
     // `RUST_LOG=debug` adds appends and loads; `RUST_LOG=off` silences them.
     tracing_subscriber::fmt()
@@ -443,6 +455,17 @@ mod tests {
             Deposited { amount: 100 }.into(),
             Withdrawn { amount: 30 }.into(),
         ]
+    }
+
+    /// The JSON Schema of every version, for other services' schema registries, as committed
+    /// in `tests/schemas/bank` (`EVENTSOURCE_SCHEMAS=write cargo test --example bank` rewrites
+    /// them; `eventsource json-schema check tests/schemas/bank` validates stored payloads).
+    #[test]
+    fn json_schemas() {
+        eventsource::testing::check_json_schemas::<AccountEvent>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/schemas/bank"
+        ));
     }
 
     /// Every stored sample, old versions included, still decodes into today's events.

@@ -64,7 +64,7 @@ pub use eventsource_core::{
 // Given/when/then tests.
 pub use eventsource_core::{GivenWhenThen, harness};
 
-pub use eventsource_core::{limits, observe, shape, upcast};
+pub use eventsource_core::{json_schema, limits, observe, shape, upcast};
 
 #[cfg(feature = "testing")]
 pub use eventsource_core::{conformance_tests, lifecycle_conformance_tests, testing};

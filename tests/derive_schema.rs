@@ -343,3 +343,106 @@ fn validate(schema: &Value, value: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+// The registry export: every version of every event of a set, and the validator the CLI uses.
+
+/// An event enum whose `ItemAdded` variant is version 2 of a chain declared as a struct.
+#[derive(EventEnum, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(prefix = "shop.")]
+enum ShopEvent {
+    Opened {
+        owner: String,
+    },
+    #[event(version = 2, previous = ItemAddedV1)]
+    ItemAdded {
+        sku: String,
+        qty: u32,
+    },
+    Closed,
+    Renamed(String),
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "shop.item_added")]
+struct ItemAddedV1 {
+    sku: String,
+}
+
+impl From<ItemAddedV1> for ShopEvent {
+    fn from(old: ItemAddedV1) -> Self {
+        ShopEvent::ItemAdded {
+            sku: old.sku,
+            qty: 1,
+        }
+    }
+}
+
+#[test]
+fn an_event_enum_exports_each_variant_and_the_retired_versions_of_its_chains() {
+    let schemas = <ShopEvent as EventEnum>::event_schemas();
+    let versions: Vec<(&str, u32)> = schemas
+        .iter()
+        .map(|s| (s.name.as_str(), s.version))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("shop.opened", 1),
+            ("shop.item_added", 2),
+            ("shop.item_added", 1),
+            ("shop.closed", 1),
+            ("shop.renamed", 1),
+        ]
+    );
+    // What each variant stores validates against its schema, with both validators; what the
+    // variant would not read does not.
+    let events = [
+        ShopEvent::Opened {
+            owner: "Ada".into(),
+        },
+        ShopEvent::ItemAdded {
+            sku: "a".into(),
+            qty: 2,
+        },
+        ShopEvent::Closed,
+        ShopEvent::Renamed("B".into()),
+    ];
+    for event in events {
+        let payload = event.encode().unwrap();
+        let schema = schemas
+            .iter()
+            .find(|s| s.name == event.name() && s.version == event.schema_version())
+            .unwrap();
+        validate(&schema.schema, &payload).unwrap();
+        eventsource::json_schema::validate(&schema.schema, &payload).unwrap();
+        eventsource::json_schema::validate(&schema.document(), &payload).unwrap();
+    }
+    let item_added_v2 = &schemas[1].schema;
+    assert!(eventsource::json_schema::validate(item_added_v2, &json!({"sku": "a"})).is_err());
+    let item_added_v1 = &schemas[2].schema;
+    assert!(eventsource::json_schema::validate(item_added_v1, &json!({"sku": "a"})).is_ok());
+}
+
+#[test]
+fn the_committed_bank_schemas_are_what_the_code_exports_and_accept_the_golden_payloads() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemas/bank");
+    let files = eventsource::json_schema::read_json_schemas(dir.as_ref()).unwrap();
+    let versions = bank_versions();
+    assert_eq!(files.len(), versions.len());
+    for (name, version, _, schema) in versions {
+        let file = &files[&(name.to_owned(), version)];
+        let exported = eventsource::json_schema::EventSchema::new(name, version, schema);
+        assert_eq!(*file, exported.document(), "{name} v{version}");
+        let golden = format!(
+            "{}/tests/golden/bank/{name}/v{version}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let payload: Value =
+            serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+        eventsource::json_schema::validate(file, &payload).unwrap();
+        assert!(
+            eventsource::json_schema::validate(file, &json!([])).is_err(),
+            "{name} v{version} is an object"
+        );
+    }
+}

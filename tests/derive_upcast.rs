@@ -171,3 +171,61 @@ async fn old_rows_load_through_the_repository() {
     ];
     assert_eq!(currencies, ["EUR", "USD", "CHF"]);
 }
+
+/// A chain across crates: versions 1 and 2 of `ledger.opened` are declared in another crate
+/// (`eventsource-upstream-events`), version 3 and the aggregate here. The derive marks a
+/// `previous` from another crate as retired (`SupersededBy` is generic over the newer
+/// version, which the orphan rule allows), and the aggregate lists the newest version.
+mod cross_crate {
+    use eventsource::prelude::*;
+    use eventsource_upstream_events::{OpenedV1, OpenedV2};
+    use serde_json::json;
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[event(name = "ledger.opened", version = 3, previous = OpenedV2)]
+    pub(super) struct Opened {
+        owner: String,
+        overdraft_limit: u64,
+        #[serde(default)]
+        currency: String,
+    }
+
+    impl From<OpenedV2> for Opened {
+        fn from(old: OpenedV2) -> Self {
+            Opened {
+                owner: old.owner,
+                overdraft_limit: old.overdraft_limit,
+                currency: "EUR".into(),
+            }
+        }
+    }
+
+    #[derive(Aggregate, Default, Serialize, Deserialize)]
+    #[aggregate(name = "ledger", events(Opened))]
+    pub(super) struct Ledger {
+        owner: String,
+    }
+
+    impl Apply<Opened> for Ledger {
+        fn apply(&mut self, event: &Opened) {
+            self.owner.clone_from(&event.owner);
+        }
+    }
+
+    #[test]
+    fn a_chain_whose_older_versions_are_in_another_crate_decodes_and_lists_its_schemas() {
+        let v1 = <Opened as Event>::decode_version(1, &json!({"owner": "Ada"})).unwrap();
+        assert_eq!(v1.overdraft_limit, 0);
+        assert_eq!(v1.currency, "EUR");
+        let versions: Vec<(String, u32)> = <LedgerEvent as EventEnum>::event_schemas()
+            .into_iter()
+            .map(|schema| (schema.name, schema.version))
+            .collect();
+        let expected = [3, 2, 1].map(|version| ("ledger.opened".to_owned(), version));
+        assert_eq!(versions, expected);
+        // The older versions are marked retired (what an aggregate listing them is refused by).
+        fn retired<T: eventsource::upcast::SupersededBy<S>, S>() {}
+        retired::<OpenedV1, OpenedV2>();
+        retired::<OpenedV2, Opened>();
+    }
+}

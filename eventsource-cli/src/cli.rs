@@ -59,6 +59,9 @@ pub(crate) enum Command {
     /// Snapshot maintenance.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// JSON Schemas of event versions, as the application exported them for a schema registry.
+    #[command(subcommand, name = "json-schema")]
+    JsonSchema(JsonSchemaCommand),
 }
 
 impl Command {
@@ -67,7 +70,11 @@ impl Command {
     pub(crate) fn needs_current_schema(&self) -> bool {
         matches!(
             self,
-            Command::Stream(_) | Command::Log(_) | Command::Projection(_) | Command::Snapshot(_)
+            Command::Stream(_)
+                | Command::Log(_)
+                | Command::Projection(_)
+                | Command::Snapshot(_)
+                | Command::JsonSchema(_)
         )
     }
 }
@@ -132,6 +139,39 @@ pub(crate) struct SnapshotDeleteArgs {
     /// Every snapshot.
     #[arg(long)]
     pub(crate) all: bool,
+}
+
+/// `json-schema` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JsonSchemaCommand {
+    /// Validate stored payloads against the JSON Schema of their event name and version: the
+    /// files `DIR/<name>/v<N>.schema.json` the application wrote
+    /// (`eventsource::json_schema::write_json_schemas`). Reads the store's global log, or with
+    /// `--payloads` a file (no database needed). Exits with status 1 when a payload does not
+    /// validate or has no schema.
+    Check(SchemaCheckArgs),
+}
+
+/// Arguments of `json-schema check`.
+#[derive(Debug, Args)]
+pub(crate) struct SchemaCheckArgs {
+    /// The directory of schema files, `<name>/v<N>.schema.json`.
+    #[arg(value_name = "DIR")]
+    pub(crate) dir: std::path::PathBuf,
+
+    /// Read the payloads from this file (`-` for stdin) instead of the store: JSON lines of
+    /// events with `name`, `schema_version` and `payload` (as `log --follow --json` prints
+    /// them), or one document with an `events` array (as `log --json` prints it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) payloads: Option<std::path::PathBuf>,
+
+    /// From the store: only streams of this category; repeatable.
+    #[arg(long, value_name = "CATEGORY", conflicts_with = "payloads")]
+    pub(crate) category: Vec<String>,
+
+    /// From the store: only events with this name; repeatable.
+    #[arg(long, value_name = "NAME", conflicts_with = "payloads")]
+    pub(crate) name: Vec<String>,
 }
 
 /// Arguments of `stream`.

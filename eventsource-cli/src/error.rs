@@ -97,6 +97,17 @@ pub(crate) enum CliError {
         /// The stream.
         stream: String,
     },
+    /// The schema directory of `json-schema check` could not be read.
+    #[error("{0}")]
+    SchemaFiles(#[from] eventsource_core::json_schema::SchemaFileError),
+    /// The `--payloads` file of `json-schema check` could not be read.
+    #[error("reading the payloads `{path}`: {source}")]
+    Payloads {
+        /// The file (`-` for stdin).
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The output could not be encoded as JSON.
     #[error("encoding the output as JSON: {0}")]
     Json(#[source] serde_json::Error),

@@ -9,6 +9,8 @@
 //! eventsource log --follow --json           tail the global log as JSON lines
 //! eventsource projection list | reset NAME --yes
 //! eventsource verify                        integrity checks; exit 1 on problems
+//! eventsource json-schema check schemas/    stored payloads against exported JSON Schemas
+//! eventsource json-schema check schemas/ --payloads events.jsonl   (no database)
 //! ```
 //!
 //! Global options: `--database-url` (or `DATABASE_URL`), `--schema` (default `eventsource`),
@@ -29,7 +31,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ProjectionCommand, SnapshotCommand, StreamAction};
+use crate::cli::{
+    Cli, Command, JsonSchemaCommand, ProjectionCommand, SnapshotCommand, StreamAction,
+};
 use crate::error::CliError;
 use crate::output::Output;
 
@@ -66,8 +70,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let admin = database::connect(cli).await?.admin();
     let out = &mut Output::new(out, cli.json);
+    // Payloads from a file need no database.
+    if let Command::JsonSchema(JsonSchemaCommand::Check(args)) = &cli.command
+        && let Some(file) = &args.payloads
+    {
+        return command::json_schema::check_file(args, file, out);
+    }
+    let admin = database::connect(cli).await?.admin();
     if cli.command.needs_current_schema() {
         admin.require_current_schema().await?;
     }
@@ -104,6 +114,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             command::projection::discard(&admin, args, out).await
         }
         Command::Verify(args) => command::verify::run(&admin, args, out).await,
+        Command::JsonSchema(JsonSchemaCommand::Check(args)) => {
+            command::json_schema::check_store(&admin, args, out).await
+        }
     }
 }
 

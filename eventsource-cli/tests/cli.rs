@@ -1386,3 +1386,178 @@ async fn personal_data_is_shown_as_sealed_or_forgotten_never_in_clear() {
         assert!(text.contains("\"c-1\"") || text.contains("c-1"), "{text}");
     }
 }
+
+/// The bank example's exported JSON Schemas (`examples/bank.rs` checks they are current).
+const BANK_SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/schemas/bank");
+
+/// Exit status 1 (problems found); the stdout.
+fn problems(output: Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+#[test]
+fn json_schema_check_validates_a_payload_file_without_a_database() {
+    let dir = std::env::temp_dir().join(format!("es-cli-schema-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("events.jsonl");
+    let valid = [
+        json!({"name": "account.opened", "schema_version": 1, "payload": {"owner": "Bob"}}),
+        json!({"name": "account.opened", "schema_version": 2, "payload": {"owner": "Ada", "overdraft_limit": 50}}),
+        json!({"stream": "account-ada", "version": 2, "position": 7, "name": "account.deposited", "schema_version": 1, "payload": {"amount": 100}}),
+    ];
+    let lines: Vec<String> = valid.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let ok = success(run(
+        &mut bare_cli(),
+        &["json-schema", "check", BANK_SCHEMAS, "--payloads", path],
+    ));
+    assert!(ok.contains("checked 3 payloads against 4 schemas"), "{ok}");
+    assert!(ok.contains(": 0 problems"), "{ok}");
+
+    // A negative amount, a missing field, an unknown version, a line that is not JSON and
+    // one that is not an event; a huge value is shown as an excerpt.
+    let huge = "x".repeat(100_000);
+    let mut lines = lines.clone();
+    lines.extend([
+        json!({"stream": "account-ada", "version": 3, "position": 9, "name": "account.withdrawn", "schema_version": 1, "payload": {"amount": -5}}).to_string(),
+        json!({"name": "account.opened", "schema_version": 2, "payload": {"owner": "Ada"}}).to_string(),
+        json!({"name": "account.opened", "schema_version": 3, "payload": {}}).to_string(),
+        "{not json".to_owned(),
+        json!({"payload": {}}).to_string(),
+        json!({"name": "account.opened", "schema_version": 1, "payload": {"owner": huge}}).to_string(),
+    ]);
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let report = problems(run(
+        &mut bare_cli(),
+        &["json-schema", "check", BANK_SCHEMAS, "--payloads", path],
+    ));
+    assert!(report.contains("checked 8 payloads"), "{report}");
+    assert!(report.contains(": 5 problems"), "{report}");
+    assert!(
+        report.contains("line 4, position 9, account-ada v3: account.withdrawn v1: at `/amount`: -5 breaks `minimum: 0`"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "line 5: account.opened v2: at ``: the required property `overdraft_limit` is missing"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("line 6: account.opened v3: no schema for `account.opened` v3"),
+        "{report}"
+    );
+    assert!(report.contains("line 7: not JSON"), "{report}");
+    assert!(report.contains("line 8: not an event"), "{report}");
+    assert!(report.len() < 5_000, "bounded: {} bytes", report.len());
+
+    let json = json_of(&problems(run(
+        &mut bare_cli(),
+        &[
+            "--json",
+            "json-schema",
+            "check",
+            BANK_SCHEMAS,
+            "--payloads",
+            path,
+        ],
+    )));
+    assert_eq!(json["checked"], json!(8));
+    assert_eq!(json["problem_count"], json!(5));
+    assert_eq!(json["problems"][0]["position"], json!(9));
+    assert_eq!(json["problems"][0]["name"], json!("account.withdrawn"));
+
+    // What `log --json` prints (one document with `events`) is read too.
+    let document = json!({"events": valid, "count": 3});
+    std::fs::write(&file, document.to_string()).unwrap();
+    success(run(
+        &mut bare_cli(),
+        &["json-schema", "check", BANK_SCHEMAS, "--payloads", path],
+    ));
+
+    // Unreadable inputs fail with one line.
+    let missing = dir.join("missing");
+    failure(
+        run(
+            &mut bare_cli(),
+            &[
+                "json-schema",
+                "check",
+                missing.to_str().unwrap(),
+                "--payloads",
+                path,
+            ],
+        ),
+        "missing",
+    );
+    failure(
+        run(
+            &mut bare_cli(),
+            &[
+                "json-schema",
+                "check",
+                BANK_SCHEMAS,
+                "--payloads",
+                missing.to_str().unwrap(),
+            ],
+        ),
+        "reading the payloads",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_check_validates_the_stored_payloads() {
+    let store = fresh_store().await;
+    seed(&store).await;
+    let ok = success(run(
+        &mut cli(&store),
+        &[
+            "json-schema",
+            "check",
+            BANK_SCHEMAS,
+            "--category",
+            "account",
+        ],
+    ));
+    assert!(ok.contains("checked 5 payloads against 4 schemas"), "{ok}");
+    // `transfer.requested` is not the bank's: it has no schema.
+    let report = problems(run(
+        &mut cli(&store),
+        &["json-schema", "check", BANK_SCHEMAS],
+    ));
+    assert!(report.contains("checked 6 payloads"), "{report}");
+    assert!(
+        report.contains("position 5, transfer-t1 v1: transfer.requested v1: no schema"),
+        "{report}"
+    );
+    append(
+        &store,
+        "account-bob",
+        vec![event("account.deposited", json!({ "amount": "lots" }))],
+    )
+    .await;
+    let report = json_of(&problems(run(
+        &mut cli(&store),
+        &[
+            "--json",
+            "json-schema",
+            "check",
+            BANK_SCHEMAS,
+            "--name",
+            "account.deposited",
+        ],
+    )));
+    assert_eq!(report["checked"], json!(3), "{report}");
+    assert_eq!(report["problem_count"], json!(1), "{report}");
+    assert_eq!(report["problems"][0]["stream"], json!("account-bob"));
+    assert_eq!(report["problems"][0]["version"], json!(3));
+}

@@ -157,6 +157,8 @@ pub trait ListedEvent<A>: Sized {
     fn listed_personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
         let _ = out;
     }
+    /// `Event::version_schemas`.
+    fn listed_schemas() -> Vec<crate::json_schema::EventSchema>;
 }
 
 #[diagnostic::do_not_recommend]
@@ -186,6 +188,9 @@ where
     }
     fn listed_personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
         crate::Event::personal_fields(self, out);
+    }
+    fn listed_schemas() -> Vec<crate::json_schema::EventSchema> {
+        E::version_schemas()
     }
 }
 

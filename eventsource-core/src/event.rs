@@ -35,6 +35,14 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
         let _ = out;
     }
+
+    /// The JSON Schema of this version and of every older version of its chain, newest
+    /// first, for a schema registry ([`crate::json_schema`]). The derive writes it (from
+    /// [`Shape::json_schema`](crate::Shape::json_schema) of each version); a hand-written impl
+    /// has none unless it writes it.
+    fn version_schemas() -> Vec<crate::json_schema::EventSchema> {
+        Vec::new()
+    }
 }
 
 /// The set of events one aggregate owns: the `<Aggregate>Event` enum that
@@ -66,6 +74,14 @@ pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
     /// variant's event.
     fn personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
         let _ = out;
+    }
+
+    /// The JSON Schema of every version of every event of the set, current and retired (each
+    /// chain walked down to version 1), for a schema registry; write them with
+    /// [`write_json_schemas`](crate::json_schema::write_json_schemas). The derives write it;
+    /// a hand-written impl has none unless it writes it.
+    fn event_schemas() -> Vec<crate::json_schema::EventSchema> {
+        Vec::new()
     }
 }
 

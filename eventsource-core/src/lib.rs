@@ -13,6 +13,7 @@ mod error;
 mod event;
 mod fingerprint;
 pub mod harness;
+pub mod json_schema;
 pub mod limits;
 pub mod observe;
 mod personal;
@@ -68,8 +69,12 @@ pub mod __private {
     pub use crate::fingerprint::{
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,
     };
+    pub use crate::json_schema::EventSchema;
     pub use crate::personal::{PersonalField, mark_subjects};
     pub use crate::shape::{self, Shape, hex_str, shape_hash, shape_hex, shape_mix};
-    pub use crate::upcast::{Upcast, decode_first, decode_upcast, first_repeated, str_eq};
+    pub use crate::upcast::{
+        ListedAsNewest, Newest, NewestProbe, NotRetired, RetiredBy, SupersededBy, Upcast,
+        assert_newest, decode_first, decode_upcast, first_repeated, str_eq,
+    };
     pub use crate::variant::{StoredEnum, decode_variant, decode_variant_upcast, encode_variant};
 }

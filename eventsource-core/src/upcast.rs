@@ -7,6 +7,7 @@
 //! public so that a hand-written `Event` impl can use them too.
 
 use std::fmt::Display;
+use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -152,6 +153,80 @@ pub const fn first_repeated(names: &[&str]) -> usize {
         later += 1;
     }
     names.len()
+}
+
+/// Says that `S`, a newer version of an event, upcasts from `Self`: `#[derive(Event)]` with
+/// `previous = P` implements `SupersededBy<Self> for P`. Generic over the newer version so that
+/// the impl is allowed where the newer version is declared even when `P` comes from another
+/// crate (the orphan rule accepts `impl SupersededBy<Local> for Foreign`).
+///
+/// An aggregate asks whether a listed event has such an impl ([`NewestProbe`]); one that does
+/// is a retired version, a compile error. Never implement it yourself.
+pub trait SupersededBy<S> {}
+
+/// What [`NewestProbe::successor`] answers for an event that nothing upcasts from.
+#[derive(Clone, Copy, Debug)]
+pub struct Newest;
+
+/// Asks, by method resolution, whether `T` has a newer version: `(&NewestProbe::<T>::NEW)
+/// .successor()` is [`RetiredBy::successor`] (giving the newer version's type) when some `S`
+/// has `T: SupersededBy<S>`, and [`NotRetired::successor`] (giving [`Newest`]) otherwise. The
+/// first needs no auto-reference, so it wins whenever it applies; the existential "some `S`"
+/// is what method resolution can answer and a trait bound cannot.
+pub struct NewestProbe<T: ?Sized>(PhantomData<T>);
+
+impl<T: ?Sized> NewestProbe<T> {
+    /// The probe.
+    pub const NEW: Self = NewestProbe(PhantomData);
+}
+
+/// The answer of [`NewestProbe`] for a retired version; see there.
+pub trait RetiredBy<S> {
+    /// The newer version's type.
+    fn successor(&self) -> PhantomData<S>;
+}
+
+impl<T: ?Sized + SupersededBy<S>, S> RetiredBy<S> for NewestProbe<T> {
+    fn successor(&self) -> PhantomData<S> {
+        PhantomData
+    }
+}
+
+/// The answer of [`NewestProbe`] for the newest version; see there.
+pub trait NotRetired {
+    /// [`Newest`].
+    fn successor(&self) -> PhantomData<Newest>;
+}
+
+impl<T: ?Sized> NotRetired for &NewestProbe<T> {
+    fn successor(&self) -> PhantomData<Newest> {
+        PhantomData
+    }
+}
+
+/// That `E`, listed in `events(...)` of aggregate `A`, is the newest version of its chain:
+/// implemented only for [`Newest`], so a `Self` that is a newer version of `E` fails with this
+/// message, at the event in the list.
+#[diagnostic::on_unimplemented(
+    message = "`{E}` is a retired version: `{Self}` upcasts from it, so `{A}` cannot list `{E}` in `events(...)`",
+    label = "a retired version of its event",
+    note = "list the newest version of the chain instead (`{Self}`, or the version that upcasts from it): stored `{E}` payloads are decoded into it through the upcaster chain"
+)]
+pub trait ListedAsNewest<E: ?Sized, A: ?Sized> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: ?Sized, A: ?Sized> ListedAsNewest<E, A> for Newest {}
+
+/// The check `#[derive(Aggregate)]` makes of each listed event `E`: `successor` is what
+/// [`NewestProbe`] answered for it (only its type matters; the generated function that calls
+/// this is never called).
+pub fn assert_newest<S, E, A>(successor: PhantomData<S>)
+where
+    S: ListedAsNewest<E, A>,
+    E: ?Sized,
+    A: ?Sized,
+{
+    let _ = successor;
 }
 
 #[cfg(test)]

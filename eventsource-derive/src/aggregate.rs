@@ -44,11 +44,12 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
         quote!(_services)
     };
     let dispatch = dispatch(aggregate);
-    let distinct_names = distinct_names(aggregate);
+    let listed_checks = listed_checks(aggregate);
     let command_fingerprint = command_fingerprint(aggregate);
     let marker = crate::internals::unique::aggregate_marker(name);
 
     quote! {
+        #listed_checks
         #enums
         #marker
         const _: () = {
@@ -81,7 +82,6 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
                 #command_fingerprint
             }
 
-            #distinct_names
         };
     }
 }
@@ -358,6 +358,10 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             }
         }
     });
+    let schemas = events.iter().map(|Member { path, .. }| {
+        let listed = quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
+        quote!(schemas.extend(#listed::listed_schemas());)
+    });
     let event_set = EventEnumImpl {
         names: quote!(#(#names),*),
         name: quote!(match *self { #(#name_arms)* }),
@@ -369,40 +373,64 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
         },
         bounds: TokenStream::new(),
         personal_fields: quote!(match *self { #(#personal_arms)* }),
+        schemas: Some(quote! {
+            let mut schemas = ::std::vec::Vec::new();
+            #(#schemas)*
+            schemas
+        }),
     }
     .impl_for(&private, event_enum);
     quote!(#[automatically_derived] #event_set)
 }
 
-/// The listed events' requirements, one assertion each at the event's name in the list (an
-/// `Event` that serializes, deserializes, clones, prints and compares), and that their stored
-/// names differ: one `const` evaluation over the whole list (`first_repeated`), then one
+/// The checks of the listed events, each spanned at the event's name in the list: that their
+/// stored names differ (one `const` evaluation over the whole list, `first_repeated`, then one
 /// cheap comparison per event, so that the cost grows with the number of events, not with the
-/// number of pairs.
-fn distinct_names(aggregate: &ast::Aggregate) -> TokenStream {
+/// number of pairs), and that each is the newest version of its chain (no `SupersededBy`
+/// impl, asked through `NewestProbe` in a function that is never called: only its type check
+/// matters, and method calls cannot run in a `const`).
+///
+/// The name checks sit in the array length of a struct's field, which rustc evaluates when it
+/// checks the struct's well-formedness, before it checks trait impls for overlap: emitted
+/// before the enums, they are the first error even when one type is listed twice through an
+/// alias (whose two `From` impls then conflict, E0119, reported after them).
+fn listed_checks(aggregate: &ast::Aggregate) -> TokenStream {
     let private = private(aggregate);
     let ident = aggregate.ident;
-    let event_enum = &aggregate.event_enum;
     let events = aggregate.event_members();
-    if events.is_empty() {
+    if events.is_empty() || !matches!(aggregate.events, Some(Declared::Listed(_))) {
         return TokenStream::new();
     }
-    let mut checks = quote! {
-        const REPEATED: usize = #private::first_repeated(
-            <#event_enum as #private::EventEnum>::NAMES,
-        );
-    };
-    for (index, member) in events.iter().enumerate() {
-        let path = &member.path;
+    let names = events.iter().map(|Member { path, .. }| {
+        quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>::LISTED_NAME)
+    });
+    let distinct = events.iter().enumerate().map(|(index, Member { path, .. })| {
         let message = literal_message(format!(
-            "event `{}` of `{ident}` has the same name as an event listed before it: each event of an aggregate needs its own name (list only the newest version of a version chain)",
+            "event `{}` of `{ident}` has the same name as an event listed before it: each event of an aggregate needs its own name (list only the newest version of a version chain, and each type once)",
             text(path),
         ));
-        checks.extend(quote_spanned! {path.span()=>
-            const _: () = ::core::assert!(REPEATED != #index, #message);
-        });
+        quote_spanned!(path.span()=> ::core::assert!(REPEATED != #index, #message);)
+    });
+    let newest = events.iter().map(|Member { path, .. }| {
+        quote_spanned! {path.span()=>
+            #private::assert_newest::<_, #path, #ident>(
+                (&#private::NewestProbe::<#path>::NEW).successor(),
+            );
+        }
+    });
+    quote! {
+        const _: () = {
+            const REPEATED: usize = #private::first_repeated(&[#(#names),*]);
+            #[allow(dead_code)]
+            struct ListedEvents([(); { #(#distinct)* 0 }]);
+            #[allow(dead_code)]
+            fn listed_events_are_the_newest_versions() {
+                #[allow(unused_imports)]
+                use #private::{NotRetired as _, RetiredBy as _};
+                #(#newest)*
+            }
+        };
     }
-    checks
 }
 
 /// After an error: the enums and an `Aggregate` impl with the declared types, so that the

@@ -65,6 +65,9 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
     let version = event.event.version;
     let shape = Shape::of(event.input).to_string();
     let fingerprint = hash(&shape);
+    let older_schemas = event.event.previous.as_ref().map(|previous| {
+        quote_spanned!(previous.span()=> schemas.extend(<#previous as #private::Event>::version_schemas());)
+    });
     let (decode, chain_checks) = match &event.event.previous {
         None => (
             quote!(#private::decode_first::<Self>(version, payload)),
@@ -72,7 +75,12 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
         ),
         Some(previous) => (
             quote_spanned!(previous.span()=> #private::decode_upcast::<#previous, Self>(version, payload)),
-            chain_checks(&private, &event.event, &format!("`{ident}`")),
+            chain_checks(
+                &private,
+                &event.event,
+                &format!("`{ident}`"),
+                &quote!(#ident),
+            ),
         ),
     };
     let shape_impl = crate::shape::shape_impl(&private, event.input, &shape);
@@ -109,6 +117,15 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
                 }
 
                 #personal_fields
+                fn version_schemas() -> ::std::vec::Vec<#private::EventSchema> {
+                    let mut schemas = ::std::vec![#private::EventSchema::new(
+                        #name,
+                        #version,
+                        <Self as #private::Shape>::json_schema(),
+                    )];
+                    #older_schemas
+                    schemas
+                }
             }
             #chain_checks
         };
@@ -117,11 +134,16 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
 
 /// `const` assertions that the `previous` of `event` (described as `subject` in messages) has
 /// the same name and is exactly one version lower: its constants belong to another type, so
-/// only the compiler's const evaluation can compare them.
+/// only the compiler's const evaluation can compare them. And `SupersededBy<successor> for
+/// previous`, which marks the previous version as retired for aggregates that list it
+/// (`successor` is the type that decodes into the newer version: the event, or the enum of a
+/// variant); generic over the successor, so it is allowed even when `previous` is another
+/// crate's type.
 pub(crate) fn chain_checks(
     private: &TokenStream,
     event: &ast::Versioned,
     subject: &str,
+    successor: &TokenStream,
 ) -> TokenStream {
     let Some(previous) = &event.previous else {
         return TokenStream::new();
@@ -146,6 +168,8 @@ pub(crate) fn chain_checks(
             <#previous as #private::Event>::VERSION == #expected,
             #version_message
         );
+        #[automatically_derived]
+        impl #private::SupersededBy<#successor> for #previous {}
     }
 }
 

@@ -83,7 +83,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
     });
     let chain_checks = events.variants.iter().map(|variant| {
         let subject = format!("variant `{ident}::{}`", variant.ident);
-        chain_checks(&private, &variant.event, &subject)
+        chain_checks(&private, &variant.event, &subject, &quote!(#ident))
     });
     let event_enum = EventEnumImpl {
         names: quote!(#(#names),*),
@@ -100,6 +100,7 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         // each use in the bodies.
         bounds: quote!(where #ident: #private::StoredEnum),
         personal_fields: TokenStream::new(),
+        schemas: Some(variant_schemas(&private, events)),
     }
     .impl_for(&private, ident);
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
@@ -120,6 +121,27 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
     }
 }
 
+/// The schemas of each variant's payload (its content, as `encode_variant` stores it) at its
+/// version, and of the older versions of its chain.
+fn variant_schemas(private: &TokenStream, events: &ast::EventEnum) -> TokenStream {
+    let pushes = events.variants.iter().map(|variant| {
+        let (name, version) = (&variant.event.name, variant.event.version);
+        let schema = crate::internals::schema::variant_body(private, events.input, variant.variant);
+        let older = variant.event.previous.as_ref().map(|previous| {
+            quote_spanned!(previous.span()=> schemas.extend(<#previous as #private::Event>::version_schemas());)
+        });
+        quote! {
+            schemas.push(#private::EventSchema::new(#name, #version, #schema));
+            #older
+        }
+    });
+    quote! {
+        let mut schemas = ::std::vec::Vec::new();
+        #(#pushes)*
+        schemas
+    }
+}
+
 /// The bodies of an `EventEnum` impl, for the derived enum and for the `<Name>Event` enum that
 /// `#[derive(Aggregate)]` generates.
 pub(crate) struct EventEnumImpl {
@@ -137,6 +159,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) bounds: TokenStream,
     /// The body of `fn personal_fields(&self, out)`; empty keeps the trait's default (none).
     pub(crate) personal_fields: TokenStream,
+    /// The body of `fn event_schemas()`, if any (a `Vec<EventSchema>`).
+    pub(crate) schemas: Option<TokenStream>,
 }
 
 impl EventEnumImpl {
@@ -154,6 +178,7 @@ impl EventEnumImpl {
             }),
             bounds: TokenStream::new(),
             personal_fields: TokenStream::new(),
+            schemas: None,
         }
     }
 
@@ -167,11 +192,19 @@ impl EventEnumImpl {
             decode,
             bounds,
             personal_fields,
+            schemas,
         } = self;
         let personal_fields = (!personal_fields.is_empty()).then(|| {
             quote! {
                 fn personal_fields(&self, out: &mut ::std::vec::Vec<#private::PersonalField>) {
                     #personal_fields
+                }
+            }
+        });
+        let schemas = schemas.as_ref().map(|schemas| {
+            quote! {
+                fn event_schemas() -> ::std::vec::Vec<#private::EventSchema> {
+                    #schemas
                 }
             }
         });
@@ -203,6 +236,7 @@ impl EventEnumImpl {
                 }
 
                 #personal_fields
+                #schemas
             }
         }
     }

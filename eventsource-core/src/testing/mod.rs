@@ -15,9 +15,11 @@ pub mod conformance;
 pub mod fixture;
 pub mod golden;
 mod idempotency;
+pub mod json_schemas;
 pub mod lifecycle;
 
 pub use golden::{check_golden, verify_golden};
+pub use json_schemas::check_json_schemas;
 
 use std::future::Future;
 

@@ -123,6 +123,23 @@ pub(crate) fn body(private: &TokenStream, input: &DeriveInput) -> TokenStream {
     }
 }
 
+/// The schema of one variant's content (what an event enum stores as the payload), or `{}`
+/// where it cannot be exact.
+pub(crate) fn variant_body(
+    private: &TokenStream,
+    input: &DeriveInput,
+    variant: &syn::Variant,
+) -> TokenStream {
+    let schema = quote!(#private::shape::schema);
+    let container = serde(&input.attrs);
+    let attrs = serde(&variant.attrs);
+    if container.opaque || attrs.opaque {
+        return quote!(#schema::any());
+    }
+    fields_schema(private, &input.ident, &attrs, &variant.fields, true)
+        .unwrap_or_else(|| quote!(#schema::any()))
+}
+
 /// The schema of a struct's (or a variant's) fields; `None` if it cannot be exact.
 fn fields_schema(
     private: &TokenStream,
