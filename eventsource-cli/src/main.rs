@@ -9,6 +9,7 @@
 //! eventsource log --follow --json           tail the global log as JSON lines
 //! eventsource projection list | reset NAME --yes
 //! eventsource verify                        integrity checks; exit 1 on problems
+//! eventsource import events.jsonl | -       bulk import of JSON lines, all or nothing
 //! ```
 //!
 //! Global options: `--database-url` (or `DATABASE_URL`), `--schema` (default `eventsource`),
@@ -91,6 +92,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             command::projection::discard(&admin, args, out).await
         }
         Command::Verify(args) => command::verify::run(&admin, args, out).await,
+        Command::Import(args) => command::import::run(admin.store(), args, out).await,
     }
 }
 

@@ -94,8 +94,10 @@ pub enum ImportError {
         previous: Option<Version>,
     },
     /// The stream's current version is not the one before the import's first event of it.
-    #[error("stream `{}` is at version {actual}, but the import's first event of it is version {first}: an import starts new streams at version 1 or continues a stream right after its current version", excerpt(.stream.as_str()))]
+    #[error("import event #{index}: stream `{}` is at version {actual}, but the import's first event of it is version {first}: an import starts new streams at version 1 or continues a stream right after its current version", excerpt(.stream.as_str()))]
     Conflict {
+        /// The place in the import (0-based) of its first event of the stream.
+        index: u64,
         /// The stream.
         stream: StreamId,
         /// The import's first version of it.
@@ -104,8 +106,11 @@ pub enum ImportError {
         actual: Version,
     },
     /// The event's id is stored already, or repeated in the import.
-    #[error("event id {event_id} (stream `{}`, version {version}) is {}", excerpt(.stream.as_str()), match .existing { Some((s, v)) => format!("already stored, at stream `{}` version {v}", excerpt(s.as_str())), None => "repeated in the import".to_owned() })]
+    #[error("import event #{index}: event id {event_id} (stream `{}`, version {version}) is {}", excerpt(.stream.as_str()), match .existing { Some((s, v)) => format!("already stored, at stream `{}` version {v}", excerpt(s.as_str())), None => "repeated in the import".to_owned() })]
     DuplicateEventId {
+        /// The place in the import (0-based) of the event with that id (its first, when the
+        /// import repeats it).
+        index: u64,
         /// The id.
         event_id: Uuid,
         /// The stream of the imported event with that id.
@@ -136,10 +141,13 @@ struct Head {
     last: u64,
     /// Whether the batch being built has an event of the stream.
     in_batch: bool,
+    /// The place of its first event in the import.
+    first_index: u64,
 }
 
 /// An event of the batch being built: what error messages name.
 struct Pending {
+    index: u64,
     stream: StreamId,
     version: u64,
     event_id: Uuid,
@@ -382,6 +390,7 @@ impl Import {
                         sent: v - 1,
                         last: v,
                         in_batch: true,
+                        first_index: index,
                     },
                 );
                 true
@@ -392,6 +401,7 @@ impl Import {
             self.batch_streams.push(stream.clone());
         }
         self.batch.push(Pending {
+            index,
             stream,
             version: v,
             event_id: event.event_id,
@@ -430,6 +440,7 @@ impl Import {
                 sent: 0,
                 last: 0,
                 in_batch: false,
+                first_index: 0,
             });
             expected.push(bigint(head.sent));
             moved_to.push(bigint(head.last));
@@ -448,8 +459,13 @@ impl Import {
             let stream: String = row.try_get("stream_id").map_err(|e| store_error(what, e))?;
             let actual: i64 = row.try_get("actual").map_err(|e| store_error(what, e))?;
             let stream = StreamId::from_raw(stream);
-            let first = self.heads.get(&stream).map_or(0, |h| h.sent) + 1;
+            let (first, index) = self
+                .heads
+                .get(&stream)
+                .map_or((0, 0), |h| (h.sent, h.first_index));
+            let first = first + 1;
             return Err(ImportError::Conflict {
+                index,
                 stream,
                 first: Version(first),
                 actual: Version(u64::try_from(actual).unwrap_or(0)),
@@ -510,6 +526,7 @@ impl Import {
             ))
         });
         ImportError::DuplicateEventId {
+            index: pending.index,
             event_id,
             stream: pending.stream.clone(),
             version: Version(pending.version),

@@ -145,6 +145,7 @@ async fn an_import_into_a_stream_not_at_the_version_before_conflicts_and_writes_
         .unwrap_err();
     match &error {
         ImportError::Conflict {
+            index: 1,
             stream: s,
             first,
             actual,
@@ -214,6 +215,7 @@ async fn gaps_repeats_invalid_events_and_stored_ids_are_refused_by_name() {
         .unwrap_err();
     match duplicate {
         ImportError::DuplicateEventId {
+            index: 1,
             event_id,
             stream,
             version,

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub(crate) mod import;
 pub(crate) mod log;
 pub(crate) mod migrate;
 pub(crate) mod projection;
