@@ -23,6 +23,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 mod idempotency;
+mod import;
 mod projection;
 use uuid::Uuid;
 
@@ -171,6 +172,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("idempotency") {
         idempotency::lookup(&url, &mut table, rounds).await?;
+    }
+    if wanted("import") {
+        import::import(&url, &bench.raw, &mut table, rounds).await?;
     }
     println!(
         "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"
