@@ -149,8 +149,10 @@ pub(crate) struct Statements {
     pub(crate) counts: Statement,
     /// Every checkpoint with its projection's filter, by projection name.
     pub(crate) checkpoints: Statement,
-    /// How many events passing the filter follow (`$1` transaction, `$2` position).
-    pub(crate) count_after: ByFilter,
+    /// The planner's estimate (`EXPLAIN (FORMAT JSON)`, "Plan Rows") of how many events
+    /// passing the filter follow (`$1` transaction, `$2` position): a count beyond
+    /// `EXACT_COUNT_LIMIT` at the cost of planning, not of counting.
+    pub(crate) count_estimate: ByFilter,
     /// As `count_after`, but counting at most the limit (the parameter after the filter's),
     /// in the order of the index serving the filter: bounded work for `status`.
     pub(crate) count_upto: ByFilter,
@@ -424,9 +426,9 @@ impl Statements {
                     )
                 )
             }),
-            count_after: ByFilter::new(2, |shape| {
+            count_estimate: ByFilter::new(2, |shape| {
                 format!(
-                    "SELECT count(*) FROM {s}.events e \
+                    "EXPLAIN (FORMAT JSON) SELECT 1 FROM {s}.events e \
                       WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
                     shape.filter("e")
                 )

@@ -170,3 +170,65 @@ async fn metadata_that_does_not_decode_is_found_by_the_scan() {
     assert_eq!(report.events, 8);
     assert_eq!(report.streams, 3);
 }
+
+#[tokio::test]
+async fn counts_after_a_checkpoint_are_exact_up_to_the_limit_and_estimated_beyond() {
+    use eventsource_core::{Checkpoint, EventStore, LogFilter, ProjectionStore};
+    use eventsource_postgres::EXACT_COUNT_LIMIT;
+    let store = fresh_store().await;
+    let mut input = events(1_200, 10);
+    // One event in a hundred has a name of its own.
+    for (i, event) in input.iter_mut().enumerate() {
+        if i % 100 == 0 {
+            event.event.name = "account.flagged".into();
+        }
+    }
+    store.import(input).await.unwrap();
+    sql(&store, "ANALYZE {s}.events").await;
+    let admin = store.admin();
+    let (all, estimated) = admin
+        .count_after_estimated(Checkpoint::START, &LogFilter::all())
+        .await
+        .unwrap();
+    assert!(estimated);
+    assert_eq!(all, 12_000, "head position minus the checkpoint's");
+    assert!(all > EXACT_COUNT_LIMIT);
+    assert_eq!(
+        ProjectionStore::count_after(&store, Checkpoint::START, &LogFilter::all())
+            .await
+            .unwrap(),
+        12_000
+    );
+    // Few enough to count exactly.
+    let mut flagged = LogFilter::all();
+    flagged.names = vec!["account.flagged".into()];
+    assert_eq!(
+        admin
+            .count_after_estimated(Checkpoint::START, &flagged)
+            .await
+            .unwrap(),
+        (120, false)
+    );
+    // Many, filtered: the planner's estimate, at least the limit.
+    let mut deposits = LogFilter::all();
+    deposits.names = vec!["account.deposited".into()];
+    let (count, estimated) = admin
+        .count_after_estimated(Checkpoint::START, &deposits)
+        .await
+        .unwrap();
+    assert!(estimated);
+    assert!((EXACT_COUNT_LIMIT + 1..=13_000).contains(&count), "{count}");
+    // Near the end: exact again.
+    let events = store
+        .read_all(Checkpoint::START, 11_990, &LogFilter::all())
+        .await
+        .unwrap();
+    let near_end = events.last().unwrap().checkpoint;
+    assert_eq!(
+        admin
+            .count_after_estimated(near_end, &LogFilter::all())
+            .await
+            .unwrap(),
+        (10, false)
+    );
+}
