@@ -107,7 +107,7 @@ pub(crate) enum CliError {
         line: Option<u64>,
         /// The store's error, naming stream and version.
         #[source]
-        source: eventsource_postgres::ImportError,
+        source: Box<eventsource_postgres::ImportError>,
     },
     /// The output could not be encoded as JSON.
     #[error("encoding the output as JSON: {0}")]

@@ -79,7 +79,7 @@ pub enum ImportError {
         version: Version,
         /// What is wrong.
         #[source]
-        source: InvalidAppend,
+        source: Box<InvalidAppend>,
     },
     /// The event's version does not follow the stream's previous event in the import (or is 0).
     #[error("import event #{index}: stream `{}` gets version {version}, but {}", excerpt(.stream.as_str()), match .previous { Some(p) => format!("its previous event in the import is version {p} (versions must run on without gaps or repeats)"), None => "versions start at 1".to_owned() })]
@@ -360,7 +360,7 @@ impl Import {
             index,
             stream: stream.clone(),
             version,
-            source,
+            source: Box::new(source),
         };
         let limits = self.store.limits();
         limits.check_stream_id(&stream).map_err(invalid)?;

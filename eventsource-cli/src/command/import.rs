@@ -190,7 +190,7 @@ pub(crate) async fn run(
     let failed = |lines: &LineNumbers, input: &Input, error: ImportError| CliError::Import {
         input: input.name.clone(),
         line: line_of(&error).map(|index| lines.of(index)),
-        source: error,
+        source: Box::new(error),
     };
     let mut import = store
         .begin_import()
