@@ -1,30 +1,4 @@
 //! Bulk import: many streams' histories written through `COPY`, in one transaction.
-//!
-//! What an import may write, and how it stays indistinguishable from appends:
-//!
-//! - **Versions.** Each [`ImportEvent`] carries the version it gets in its stream. An import
-//!   starts a new stream at version 1, or continues an existing one right after its current
-//!   version (what the stream's head row in `streams` says when the import gets to it); within
-//!   the import a stream's versions run on without gaps or repeats. Anything else is refused
-//!   ([`ImportError::Conflict`], [`ImportError::Version`]). A stream's events need not be
-//!   contiguous in the input: streams may interleave.
-//! - **Validation.** Every event passes the store's [`Limits`](eventsource_core::Limits)
-//!   exactly as an append's would (stream id, name, schema version, JSON depth and size), and
-//!   is encoded by the same code. Event ids must be new: an id already stored, or repeated in
-//!   the import, fails it ([`ImportError::DuplicateEventId`]); an import is not an idempotent
-//!   retry.
-//! - **One transaction.** Everything is written by one transaction, committed by
-//!   [`Import::finish`]: nothing is visible before, and a failure (or dropping the [`Import`])
-//!   rolls all of it back. Its events carry the transaction's logical id (migration 4), in
-//!   input order, so readers see them as the events of one (large) append: global reads stop
-//!   below the open import and never skip one of its events, and projections catch up over
-//!   them as over any other. While it runs, global readers wait for it (its events will sort
-//!   before any append that commits meanwhile) — the price of a gap-free log; import before
-//!   going live, or in pieces.
-//! - **Heads and notifications.** The heads of the streams in each `COPY` batch are checked and
-//!   moved by one statement before the batch is sent (their row locks held until commit, so
-//!   a concurrent append to an imported stream waits for the import). Listeners are notified
-//!   once, after the commit, with the last position.
 
 use std::collections::HashMap;
 
@@ -153,9 +127,35 @@ struct Pending {
     event_id: Uuid,
 }
 
-/// A bulk import in progress (see the [module docs](self) for what it may write): an open
-/// transaction into which [`push`](Self::push) sends events, `COPY` batch by batch, and which
-/// [`finish`](Self::finish) commits. Dropped without `finish`, it is rolled back.
+/// A bulk import in progress: an open transaction into which [`push`](Self::push) sends
+/// events, `COPY` batch by batch, and which [`finish`](Self::finish) commits. Dropped without
+/// `finish`, it is rolled back.
+///
+/// What an import may write, and how it stays indistinguishable from appends:
+///
+/// - **Versions.** Each [`ImportEvent`] carries the version it gets in its stream. An import
+///   starts a new stream at version 1, or continues an existing one right after its current
+///   version (what the stream's head row in `streams` says when the import gets to it); within
+///   the import a stream's versions run on without gaps or repeats. Anything else is refused
+///   ([`ImportError::Conflict`], [`ImportError::Version`]). A stream's events need not be
+///   contiguous in the input: streams may interleave.
+/// - **Validation.** Every event passes the store's [`Limits`](eventsource_core::Limits)
+///   exactly as an append's would (stream id, name, schema version, JSON depth and size), and
+///   is encoded by the same code. Event ids must be new: an id already stored, or repeated in
+///   the import, fails it ([`ImportError::DuplicateEventId`]); an import is not an idempotent
+///   retry.
+/// - **One transaction.** Everything is written by one transaction, committed by
+///   [`Import::finish`]: nothing is visible before, and a failure (or dropping the [`Import`])
+///   rolls all of it back. Its events carry the transaction's logical id (migration 4), in
+///   input order, so readers see them as the events of one (large) append: global reads stop
+///   below the open import and never skip one of its events, and projections catch up over
+///   them as over any other. While it runs, global readers wait for it (its events will sort
+///   before any append that commits meanwhile) — the price of a gap-free log; import before
+///   going live, or in pieces.
+/// - **Heads and notifications.** The heads of the streams in each `COPY` batch are checked and
+///   moved by one statement before the batch is sent (their row locks held until commit, so
+///   a concurrent append to an imported stream waits for the import). Listeners are notified
+///   once, after the commit, with the last position.
 pub struct Import {
     store: PostgresStore,
     tx: Option<Transaction<'static, Postgres>>,
@@ -216,8 +216,9 @@ impl PostgresStore {
         })
     }
 
-    /// Imports `events` in one transaction (see [`Import`]): [`begin_import`]
-    /// (Self::begin_import), [`push`](Import::push) each, [`finish`](Import::finish).
+    /// Imports `events` in one transaction (see [`Import`]):
+    /// [`begin_import`](Self::begin_import), [`push`](Import::push) each,
+    /// [`finish`](Import::finish).
     pub async fn import(
         &self,
         events: impl IntoIterator<Item = ImportEvent>,
