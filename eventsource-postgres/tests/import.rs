@@ -261,3 +261,58 @@ async fn a_dropped_import_writes_nothing_and_an_open_one_holds_readers_back() {
     let imported = store.import(Vec::new()).await.unwrap();
     assert_eq!((imported.events, imported.positions), (0, None));
 }
+
+#[tokio::test]
+async fn an_open_import_holds_later_appends_back_and_a_concurrent_append_to_its_stream_waits() {
+    let store = fresh_store()
+        .await
+        .with_horizon_wait(Duration::from_millis(50));
+    let mut import = store.begin_import().await.unwrap().batch_size(2);
+    for v in 1..=3 {
+        import.push(event("account-i", v, 1)).await.unwrap();
+    }
+    // Another stream's append commits while the import is open...
+    let other = store
+        .append(
+            &StreamId::from_raw("account-other"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("account.opened", 1, json!({}))],
+        )
+        .await
+        .unwrap();
+    // ...but readers do not get past the open import: it may still write events before it.
+    assert!(all_events(&store).await.is_empty());
+    // The first batch went out: its head row is locked by the import. (Appended after the
+    // other one: group commit may put concurrent appends in one statement, which would then
+    // wait together.)
+    let writer = store.clone();
+    let blocked = tokio::spawn(async move {
+        writer
+            .append(
+                &StreamId::from_raw("account-i"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("account.opened", 1, json!({}))],
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !blocked.is_finished(),
+        "the append waits for the import's head lock"
+    );
+    let imported = import.finish().await.unwrap();
+    let error = blocked.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, eventsource_core::StoreError::Conflict { .. }),
+        "{error:?}"
+    );
+    // The import's events come first in the log, then the append that committed meanwhile.
+    let log = all_events(&store).await;
+    assert_eq!(log.len(), 4);
+    assert!(log[..3].iter().all(|e| e.stream_id.as_str() == "account-i"));
+    assert_eq!(log[3].position, other.first_position);
+    // Its position lies between the import's (the import's last batch was sent after it
+    // committed): the log orders by transaction, so it still comes after all of them.
+    let (first, last) = imported.positions.unwrap();
+    assert!(first < other.first_position && other.first_position < last);
+}
