@@ -150,12 +150,14 @@ struct Pending {
 ///   input order, so readers see them as the events of one (large) append: global reads stop
 ///   below the open import and never skip one of its events, and projections catch up over
 ///   them as over any other. While it runs, global readers wait for it (its events will sort
-///   before any append that commits meanwhile) — the price of a gap-free log; import before
-///   going live, or in pieces.
+///   before any append that commits meanwhile) — the price of a gap-free log, paid by the
+///   global readers of every store in the cluster, as for any long transaction: import
+///   before going live, or in pieces.
 /// - **Heads and notifications.** The heads of the streams in each `COPY` batch are checked and
 ///   moved by one statement before the batch is sent (their row locks held until commit, so
-///   a concurrent append to an imported stream waits for the import). Listeners are notified
-///   once, after the commit, with the last position.
+///   a concurrent append to an imported stream waits for the import, and then conflicts;
+///   another import of the same streams waits too, and may be refused as a deadlock, a
+///   transient error). Listeners are notified once, after the commit, with the last position.
 pub struct Import {
     store: PostgresStore,
     tx: Option<Transaction<'static, Postgres>>,
