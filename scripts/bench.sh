@@ -7,6 +7,12 @@
 # target/bench.log. Extra arguments select PostgreSQL scenarios by substring, e.g.
 #   scripts/bench.sh "append 1 event"
 # and BENCH_ROUNDS sets their measured rounds (default 15).
+#
+# The scale scenario is opt-in (issue 22):
+#   scripts/bench.sh scale [N]
+# grows one store to N events (default 5,000,000; at 5M it takes about 3.5 GB of disk and
+# 10-15 minutes) with the bulk import, then measures command, load, catch-up, filtered
+# catch-up, status and verify at 10,000 events and at N, each beside raw SQL.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,8 +26,17 @@ mkdir -p target
 # Build everything first, so the compiler does not compete with the measurements.
 cargo bench -p eventsource-bench --no-run
 
+SCALE=0
+if [[ "${1:-}" == "scale" ]]; then
+    SCALE=1
+    export SCALE_EVENTS="${2:-5000000}"
+    set -- scale
+fi
+
 pg_start eventsource_bench
-nats_start
+if [[ $SCALE -eq 0 ]]; then
+    nats_start
+fi
 {
     echo "scripts/bench.sh: PostgreSQL $(pg_version) on $DATABASE_URL (durable defaults); $(nproc) cores; $(date -u +%FT%TZ)"
     if [[ $# -eq 0 ]]; then
@@ -37,4 +52,4 @@ nats_start
 
 echo
 echo "=== summary (full output in $LOG) ==="
-grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|COMMITS|PostgreSQL:|NATS:|\|)' "$LOG"
+grep -E '^(scripts/bench.sh:|FOLD|DECODE|INSTRUMENT|COMMITS|SCALE|PostgreSQL:|NATS:|\|)' "$LOG"

@@ -62,6 +62,11 @@ pub(crate) enum Command {
     /// JSON Schemas of event versions, as the application exported them for a schema registry.
     #[command(subcommand, name = "json-schema")]
     JsonSchema(JsonSchemaCommand),
+    /// Bulk-import events from JSON lines, one event per line, in one transaction (all or
+    /// nothing): `{"stream": "account-ada", "version": 1, "name": "account.opened",
+    /// "payload": {...}}`, optionally with `event_id`, `schema_version` and `metadata`. A
+    /// stream is new (its first version 1) or continued right after its current version.
+    Import(ImportArgs),
 }
 
 impl Command {
@@ -75,6 +80,7 @@ impl Command {
                 | Command::Projection(_)
                 | Command::Snapshot(_)
                 | Command::JsonSchema(_)
+                | Command::Import(_)
         )
     }
 }
@@ -301,6 +307,25 @@ pub(crate) struct VerifyArgs {
     /// Treat warnings (e.g. payloads that are not JSON objects) as problems.
     #[arg(long)]
     pub(crate) strict: bool,
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The JSON-lines file, or `-` for standard input.
+    #[arg(value_name = "FILE|-")]
+    pub(crate) file: String,
+
+    /// Events sent per COPY statement (memory use grows with it).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_batch_size)]
+    pub(crate) batch_size: usize,
+}
+
+fn parse_batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("expected a number of events from 1 to 1000000".to_owned()),
+    }
 }
 
 fn parse_schema(name: &str) -> Result<SchemaName, String> {

@@ -108,6 +108,36 @@ pub(crate) enum CliError {
         /// The error.
         source: std::io::Error,
     },
+    /// `import` could not read its input.
+    #[error("reading {input}: {source}")]
+    ImportInput {
+        /// The file (or standard input).
+        input: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `import` found a line it cannot read as an event; nothing was imported.
+    #[error("{input}, line {line}: {problem}; nothing was imported")]
+    BadLine {
+        /// The file (or standard input).
+        input: String,
+        /// The line (1-based).
+        line: u64,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The store refused the import; nothing was imported.
+    #[error("{input}{}: {source}; nothing was imported", .line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Import {
+        /// The file (or standard input).
+        input: String,
+        /// The line of the event refused, when the error is about one.
+        line: Option<u64>,
+        /// The store's error, naming stream and version.
+        #[source]
+        source: Box<eventsource_postgres::ImportError>,
+    },
     /// The output could not be encoded as JSON.
     #[error("encoding the output as JSON: {0}")]
     Json(#[source] serde_json::Error),

@@ -11,6 +11,7 @@
 //! eventsource verify                        integrity checks; exit 1 on problems
 //! eventsource json-schema check schemas/    stored payloads against exported JSON Schemas
 //! eventsource json-schema check schemas/ --payloads events.jsonl   (no database)
+//! eventsource import events.jsonl | -       bulk import of JSON lines, all or nothing
 //! ```
 //!
 //! Global options: `--database-url` (or `DATABASE_URL`), `--schema` (default `eventsource`),
@@ -117,6 +118,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::JsonSchema(JsonSchemaCommand::Check(args)) => {
             command::json_schema::check_store(&admin, args, out).await
         }
+        Command::Import(args) => command::import::run(admin.store(), args, out).await,
     }
 }
 

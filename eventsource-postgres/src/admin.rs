@@ -447,16 +447,28 @@ impl PostgresAdmin {
     /// [`read_all`](EventStore::read_all) from `after` returned a short page, these are the
     /// events held back behind an older transaction that is still open (and any committed
     /// since).
+    ///
+    /// Exact up to [`EXACT_COUNT_LIMIT`]; beyond, an estimate (at least the limit), so that the
+    /// cost does not grow with the store: without a filter the head position minus `after`'s
+    /// (positions are dense but for rolled-back appends), with one the planner's estimate of
+    /// the rows passing it after `after`. [`count_after_estimated`](Self::count_after_estimated)
+    /// says which.
     pub async fn count_after(
         &self,
         after: Checkpoint,
         filter: &LogFilter,
     ) -> Result<u64, PostgresError> {
+        Ok(self.count_after_estimated(after, filter).await?.0)
+    }
+
+    /// [`count_after`](Self::count_after), and whether the count is an estimate.
+    pub async fn count_after_estimated(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+    ) -> Result<(u64, bool), PostgresError> {
         self.store.ensure_fits().await?;
-        let query = self.sql().count_after.after(after, filter);
-        let what = format!("the count of events after {after}");
-        let row = self.row(query, &what).await?;
-        count(&row, "count", &what)
+        Ok(self.store.count_after_bounded(after, filter).await?)
     }
 
     /// A checkpoint from which [`read_all`](EventStore::read_all) returns every event at or
@@ -514,5 +526,39 @@ impl PostgresAdmin {
             horizon_lag: self.store.horizon_lag().await?,
             checkpoints: self.checkpoints().await?,
         })
+    }
+}
+
+impl PostgresStore {
+    /// The count of [`PostgresAdmin::count_after`] (also the projection store's), and whether
+    /// it is estimated.
+    pub(crate) async fn count_after_bounded(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+    ) -> Result<(u64, bool), eventsource_core::StoreError> {
+        let what = format!("counting the events after {after}");
+        let limit = bigint(EXACT_COUNT_LIMIT.saturating_add(1));
+        let query = self.sql().count_upto.after(after, filter).bind(limit);
+        let counted: i64 = self.scalar(query, what.clone()).await?;
+        let counted = u64::try_from(counted).unwrap_or(0);
+        if counted <= EXACT_COUNT_LIMIT {
+            return Ok((counted, false));
+        }
+        let estimate = if filter.names.is_empty() && filter.categories.is_empty() {
+            let head: i64 = self.scalar(self.sql().head_position.query(), what).await?;
+            u64::try_from(head)
+                .unwrap_or(0)
+                .saturating_sub(after.position().0)
+        } else {
+            let query = self.sql().count_estimate.after(after, filter);
+            let plan: serde_json::Value = self.scalar(query, what).await?;
+            // A row count the planner writes as a float; anything else is no estimate.
+            plan[0]["Plan"]["Plan Rows"]
+                .as_f64()
+                .filter(|rows| rows.is_finite() && *rows >= 0.0)
+                .map_or(0, |rows| rows.min(u64::MAX as f64) as u64)
+        };
+        Ok((estimate.max(counted), true))
     }
 }

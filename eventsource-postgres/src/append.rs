@@ -318,7 +318,9 @@ impl PostgresStore {
 /// an integer (`-2.754074151680626e17`) would come back as the integer
 /// `-275407415168062600`, a different JSON value. Such floats are written out in full with a
 /// `.0`, which `numeric` keeps, so they read back as the same float.
-fn jsonb_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, serde_json::Error> {
+pub(crate) fn jsonb_text<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<Box<RawValue>, serde_json::Error> {
     struct PlainIntegralFloats;
     impl serde_json::ser::Formatter for PlainIntegralFloats {
         fn write_f64<W: ?Sized + std::io::Write>(

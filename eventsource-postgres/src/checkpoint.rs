@@ -311,12 +311,9 @@ impl ProjectionStore for PostgresStore {
     }
 
     async fn count_after(&self, after: Checkpoint, filter: &LogFilter) -> Result<u64, StoreError> {
-        // The admin API's count: every committed event, visible or held back.
-        let query = self.sql().count_after.after(after, filter);
-        let count: i64 = self
-            .scalar(query, format!("counting the events after {after}"))
-            .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        // The admin API's count: every committed event, visible or held back; exact up to
+        // `EXACT_COUNT_LIMIT`, estimated beyond (a lag or a progress total, not a balance).
+        Ok(self.count_after_bounded(after, filter).await?.0)
     }
 
     async fn wait_for_append(

@@ -151,8 +151,10 @@ pub(crate) struct Statements {
     pub(crate) counts: Statement,
     /// Every checkpoint with its projection's filter, by projection name.
     pub(crate) checkpoints: Statement,
-    /// How many events passing the filter follow (`$1` transaction, `$2` position).
-    pub(crate) count_after: ByFilter,
+    /// The planner's estimate (`EXPLAIN (FORMAT JSON)`, "Plan Rows") of how many events
+    /// passing the filter follow (`$1` transaction, `$2` position): a count beyond
+    /// `EXACT_COUNT_LIMIT` at the cost of planning, not of counting.
+    pub(crate) count_estimate: ByFilter,
     /// As `count_after`, but counting at most the limit (the parameter after the filter's),
     /// in the order of the index serving the filter: bounded work for `status`.
     pub(crate) count_upto: ByFilter,
@@ -168,6 +170,12 @@ pub(crate) struct Statements {
     pub(crate) repeated_positions: Statement,
     /// Event ids stored several times, with (a few of) their holders.
     pub(crate) repeated_event_ids: Statement,
+    /// Whether a valid unique index on `events (position)` and one on `events (event_id)`
+    /// exist in schema `$1` (`positions`, `event_ids`): then PostgreSQL guarantees them.
+    pub(crate) unique_guarantees: Statement,
+    /// The tables of schema `$1` with more than `$2` live rows that were never analysed
+    /// (`table_name`, `live_rows`).
+    pub(crate) never_analysed: Statement,
     /// Every checkpoint with the head of the log.
     pub(crate) checkpoints_and_head: Statement,
     /// Snapshots whose version is past their stream's head (at most `$1`).
@@ -422,9 +430,9 @@ impl Statements {
                     )
                 )
             }),
-            count_after: ByFilter::new(2, |shape| {
+            count_estimate: ByFilter::new(2, |shape| {
                 format!(
-                    "SELECT count(*) FROM {s}.events e \
+                    "EXPLAIN (FORMAT JSON) SELECT 1 FROM {s}.events e \
                       WHERE (e.transaction_id, e.position) > ($1::bigint, $2){}",
                     shape.filter("e")
                 )
@@ -447,7 +455,10 @@ impl Statements {
             // generic plan crossed `jit_above_cost` and each page paid ~270 ms of JIT.
             scan_page: format!(
                 "SELECT e.stream_id, e.version, e.position, e.name, e.schema_version, \
-                        jsonb_typeof(e.payload) AS payload_type, e.metadata, h.version AS head \
+                        jsonb_typeof(e.payload) AS payload_type, \
+                        CASE WHEN e.metadata = '{{}}'::jsonb THEN NULL \
+                             ELSE e.metadata::text END AS metadata, \
+                        jsonb_typeof(e.metadata) AS metadata_type, h.version AS head \
                    FROM {s}.events e LEFT JOIN {s}.streams h \
                         ON h.stream_id = e.stream_id AND h.stream_id >= $1 \
                   WHERE (e.stream_id, e.version) > ($1, $2) \
@@ -480,6 +491,8 @@ impl Statements {
                   GROUP BY e.event_id ORDER BY e.event_id LIMIT $1"
             )
             .into(),
+            unique_guarantees: UNIQUE_GUARANTEES.to_owned().into(),
+            never_analysed: NEVER_ANALYSED.to_owned().into(),
             checkpoints_and_head: format!(
                 "SELECT c.projection, c.transaction_id, c.position, \
                         (SELECT coalesce(max(position), 0) FROM {s}.events) AS head \
@@ -541,6 +554,26 @@ pub(crate) fn migration(template: &str, schema: &SchemaName) -> String {
         .replace("__SCHEMA__", &schema.quoted())
         .replace("__CHANNEL__", &schema.channel())
 }
+
+/// See `Statements::unique_guarantees`: a unique, valid, non-partial, plain index on exactly
+/// that column.
+const UNIQUE_GUARANTEES: &str = "SELECT \
+       coalesce(bool_or(a.attname = 'position'), false) AS positions, \
+       coalesce(bool_or(a.attname = 'event_id'), false) AS event_ids \
+  FROM pg_catalog.pg_index i \
+  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+ WHERE n.nspname = $1 AND c.relname = 'events' \
+   AND i.indisunique AND i.indisvalid AND i.indisready AND i.indnatts = 1 \
+   AND i.indpred IS NULL AND i.indexprs IS NULL";
+
+/// See `Statements::never_analysed`.
+const NEVER_ANALYSED: &str = "SELECT relname::text AS table_name, n_live_tup AS live_rows \
+  FROM pg_catalog.pg_stat_user_tables \
+ WHERE schemaname = $1 AND relname IN ('events', 'streams') \
+   AND last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup > $2 \
+ ORDER BY relname";
 
 /// Whether schema `$1` exists.
 pub(crate) const SCHEMA_EXISTS: &str =

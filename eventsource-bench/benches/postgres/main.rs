@@ -23,7 +23,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 mod idempotency;
+mod import;
 mod projection;
+mod scale;
 use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -107,7 +109,12 @@ async fn main() -> Result<(), BoxError> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    let wanted = |name: &str| {
+        only.is_empty()
+            || only
+                .iter()
+                .any(|o| o != "scale" && name.contains(o.as_str()))
+    };
 
     let raw = PgPoolOptions::new()
         .max_connections(8)
@@ -171,6 +178,17 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("idempotency") {
         idempotency::lookup(&url, &mut table, rounds).await?;
+    }
+    // Opt-in only: it grows a store to millions of events.
+    if only.iter().any(|o| o == "scale") {
+        let events = std::env::var("SCALE_EVENTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(5_000_000);
+        scale::scale(&url, &bench.raw, &mut table, events).await?;
+    }
+    if wanted("import") {
+        import::import(&url, &bench.raw, &mut table, rounds).await?;
     }
     println!(
         "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"

@@ -62,12 +62,15 @@ pub enum Check {
     /// store refuses to read or append), or a checkpoint is beyond every event and the
     /// cluster; or the offset row of the global order is missing.
     TransactionIds,
+    /// A big table of the store was never analysed: the planner has no statistics on it (a
+    /// warning).
+    Statistics,
 }
 
 impl Check {
     /// The check's name in reports: `schema-version`, `immutability`, `stream-versions`,
     /// `stream-head`, `event-name`, `payload`, `metadata`, `positions`, `event-ids`,
-    /// `checkpoints`, `snapshots`, `transaction-ids`.
+    /// `checkpoints`, `snapshots`, `transaction-ids`, `statistics`.
     pub fn as_str(self) -> &'static str {
         match self {
             Check::SchemaVersion => "schema-version",
@@ -82,6 +85,7 @@ impl Check {
             Check::Checkpoints => "checkpoints",
             Check::Snapshots => "snapshots",
             Check::TransactionIds => "transaction-ids",
+            Check::Statistics => "statistics",
         }
     }
 }
