@@ -28,7 +28,8 @@ pub use eventsource_derive::Aggregate;
 
 // The envelope: what is stored around an event.
 pub use eventsource_core::{
-    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
+    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
+    Version,
 };
 
 // The repository: loading aggregates and executing commands.
@@ -40,6 +41,12 @@ pub use eventsource_core::{
 pub use eventsource_core::{
     Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot, SnapshotStore,
     StreamPages,
+};
+
+// Decisions across streams: multi-stream and conditional appends.
+pub use eventsource_core::{
+    AppendCondition, DecisionStore, Query, QueryItem, QueryRead, ReadPosition, StreamAppend,
+    StreamConflict,
 };
 
 // Projections: read models fed from the global log.
@@ -61,7 +68,7 @@ pub use eventsource_core::{GivenWhenThen, harness};
 pub use eventsource_core::{limits, observe, shape, upcast};
 
 #[cfg(feature = "testing")]
-pub use eventsource_core::{conformance_tests, testing};
+pub use eventsource_core::{conformance_tests, decision_conformance_tests, testing};
 
 /// The PostgreSQL adapter (feature `postgres`): `PostgresStore` goes wherever a
 /// [`MemoryStore`] goes.

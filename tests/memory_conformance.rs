@@ -5,3 +5,4 @@ async fn fresh_store() -> eventsource::MemoryStore {
 }
 
 eventsource::conformance_tests!(fresh_store);
+eventsource::decision_conformance_tests!(fresh_store);

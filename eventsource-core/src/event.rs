@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use crate::envelope::Tag;
+
 /// A domain event: a fact with a stable name and a schema version.
 ///
 /// Usually derived (`#[derive(Event)]`). A current event type decodes payloads written at any
@@ -29,6 +31,13 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Decodes a payload stored at `version` (at most [`Event::VERSION`]) into this type,
     /// upcasting through earlier versions as needed.
     fn decode_version(version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+
+    /// The tags this event carries (see [`Tag`]): `#[derive(Event)]` makes one of each field
+    /// marked `#[tag]` (`<field name>:<value>`) or `#[tag(key = "course")]`
+    /// (`course:<value>`), using the field's `Display`. None by default.
+    fn tags(&self) -> Vec<Tag> {
+        Vec::new()
+    }
 }
 
 /// The set of events one aggregate owns: the `<Aggregate>Event` enum that
@@ -54,6 +63,13 @@ pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
 
     /// Decodes a stored (name, schema version, payload) into the current type.
     fn decode(name: &str, version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+
+    /// The tags of this event ([`Event::tags`] of the variant's event for the enums
+    /// `#[derive(Aggregate)]` generates). None by default. (Named apart from `Event::tags` so
+    /// that a call is never ambiguous.)
+    fn event_tags(&self) -> Vec<Tag> {
+        Vec::new()
+    }
 }
 
 /// Why a stored payload did not decode; the store context is added by [`crate::DecodeError`].

@@ -27,7 +27,8 @@ mod variant;
 pub use aggregate::{Aggregate, Apply, EventOf, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
 pub use envelope::{
-    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
+    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
+    Version,
 };
 pub use error::{
     AppendError, BoxError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError,
@@ -45,7 +46,10 @@ pub use projection::{
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
-pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
+pub use store::{
+    AppendCondition, Appended, DecisionStore, EventStore, LogFilter, Query, QueryItem, QueryRead,
+    ReadPosition, Snapshot, SnapshotStore, StreamAppend, StreamConflict, StreamPages,
+};
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
 #[doc(hidden)]

@@ -163,6 +163,7 @@ pub(super) fn encode_batch<A: Aggregate>(
                 schema_version: event.schema_version(),
                 payload,
                 metadata: event_metadata.clone(),
+                tags: event.event_tags(),
             })
         })
         .collect()
