@@ -6,3 +6,4 @@ mod support;
 use support::fresh_pg_store;
 
 eventsource::conformance_tests!(fresh_pg_store);
+eventsource::decision_conformance_tests!(fresh_pg_store);

@@ -113,6 +113,7 @@ mod store;
 mod admin;
 mod append;
 mod checkpoint;
+mod decision;
 mod lease;
 mod read;
 mod snapshot;

@@ -437,15 +437,22 @@ pub async fn condition_fails_on_a_matching_write_after_the_read<S: DecisionTestS
             .await,
         Err(StoreError::ConditionFailed { .. })
     ));
-    assert_eq!(
-        store.read_query(&name).await.unwrap().position.clone(),
-        store.read_query(&name).await.unwrap().position,
-        "a read position is stable while nothing is written"
-    );
-    assert_ne!(
-        store.read_query(&name).await.unwrap().position,
-        ReadPosition::START
-    );
+    // A fresh read of the name sees the registration; a condition on it holds until the
+    // next matching write.
+    let seen = store.read_query(&name).await.unwrap();
+    assert_eq!(seen.events.len(), 1);
+    assert_ne!(seen.position, ReadPosition::START);
+    store
+        .append_streams(
+            vec![StreamAppend::new(
+                stream("u1"),
+                ExpectedVersion::Exact(Version(1)),
+                vec![event("user.renamed", &[])],
+            )],
+            Some(seen.condition(name.clone())),
+        )
+        .await
+        .unwrap();
 }
 
 /// The payload field in which a decision records how many matching events it saw.
