@@ -43,10 +43,10 @@ pub use eventsource_core::{
     StreamPages,
 };
 
-// Decisions across streams: multi-stream and conditional appends.
+// Decisions across streams: multi-stream and conditional appends, decision models.
 pub use eventsource_core::{
-    AppendCondition, DecisionStore, Query, QueryItem, QueryRead, ReadPosition, StreamAppend,
-    StreamConflict,
+    AppendCondition, Boundary, ConsistencyBoundary, DecideError, Decided, Decision, DecisionStore,
+    Decisions, Query, QueryItem, QueryRead, ReadPosition, StreamAppend, StreamConflict,
 };
 
 // Projections: read models fed from the global log.
@@ -105,6 +105,9 @@ pub mod prelude {
         ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryStore, Project,
         Projection, ProjectionRunner, RecordedEvent, Repository, Reset, Shape, SnapshotPolicy,
         SnapshotStore, StreamId, Version,
+    };
+    pub use eventsource_core::{
+        Boundary, ConsistencyBoundary, Decision, DecisionStore, Decisions, Query, QueryItem, Tag,
     };
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};

@@ -153,6 +153,8 @@ pub trait ListedEvent<A>: Sized {
     fn fmt_event(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
     /// The stored payload.
     fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error>;
+    /// `Event::tags`.
+    fn listed_tags(&self) -> Vec<crate::Tag>;
 }
 
 #[diagnostic::do_not_recommend]
@@ -179,6 +181,9 @@ where
     }
     fn encode_event(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::to_value(self)
+    }
+    fn listed_tags(&self) -> Vec<crate::Tag> {
+        crate::Event::tags(self)
     }
 }
 

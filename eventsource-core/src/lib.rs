@@ -8,6 +8,7 @@
 mod aggregate;
 mod cache;
 mod command;
+mod decision;
 mod envelope;
 mod error;
 mod event;
@@ -26,6 +27,7 @@ mod variant;
 
 pub use aggregate::{Aggregate, Apply, EventOf, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
+pub use decision::{Boundary, ConsistencyBoundary, DecideError, Decided, Decision, Decisions};
 pub use envelope::{
     Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
     Version,
@@ -60,6 +62,8 @@ pub mod __private {
     pub use crate::aggregate::{
         Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
     };
+    pub use crate::decision::{Boundary, ConsistencyBoundary, Decision};
+    pub use crate::envelope::Tag;
     pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::fingerprint::{
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,

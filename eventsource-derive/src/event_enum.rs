@@ -99,6 +99,8 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         // One error for a missing `Serialize` or `Deserialize` derive, here, rather than one at
         // each use in the bodies.
         bounds: quote!(where #ident: #private::StoredEnum),
+        // Variants are not `Event`s of their own: an enum's events carry no tags.
+        tags: None,
     }
     .impl_for(&private, ident);
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
@@ -134,6 +136,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) decode: TokenStream,
     /// The impl's `where` clause, if any.
     pub(crate) bounds: TokenStream,
+    /// The body of `fn event_tags(&self)`, if not the trait's default (none).
+    pub(crate) tags: Option<TokenStream>,
 }
 
 impl EventEnumImpl {
@@ -150,6 +154,7 @@ impl EventEnumImpl {
                 ::core::unimplemented!()
             }),
             bounds: TokenStream::new(),
+            tags: None,
         }
     }
 
@@ -162,7 +167,15 @@ impl EventEnumImpl {
             encode,
             decode,
             bounds,
+            tags,
         } = self;
+        let tags = tags.as_ref().map(|body| {
+            quote! {
+                fn event_tags(&self) -> ::std::vec::Vec<#private::Tag> {
+                    #body
+                }
+            }
+        });
         quote! {
             impl #private::EventEnum for #ty #bounds {
                 const NAMES: &'static [&'static str] = &[#names];
@@ -189,6 +202,8 @@ impl EventEnumImpl {
                 ) -> ::core::result::Result<Self, #private::DecodeFailure> {
                     #decode
                 }
+
+                #tags
             }
         }
     }

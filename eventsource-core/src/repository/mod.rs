@@ -6,6 +6,8 @@ mod idempotency;
 mod load;
 mod write;
 
+pub(crate) use write::encode_batch;
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;

@@ -141,7 +141,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 /// The batch a command or a typed append writes: each event encoded, with the ids and
 /// metadata that `metadata` gives it (and, with an idempotency key, the command's
 /// `fingerprint`).
-pub(super) fn encode_batch<A: Aggregate>(
+pub(crate) fn encode_batch<A: Aggregate>(
     stream_id: &StreamId,
     events: &[A::Event],
     metadata: &CommandMetadata,
