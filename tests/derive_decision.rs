@@ -91,13 +91,19 @@ fn name(username: &str) -> Query {
 
 impl ConsistencyBoundary<Register> for UserName {
     fn boundary(command: &Register) -> Boundary {
-        Boundary::new(StreamId::new("account", command.id), name(&command.username))
+        Boundary::new(
+            StreamId::new("account", command.id),
+            name(&command.username),
+        )
     }
 }
 
 impl ConsistencyBoundary<Release> for UserName {
     fn boundary(command: &Release) -> Boundary {
-        Boundary::new(StreamId::new("released", &command.username), name(&command.username))
+        Boundary::new(
+            StreamId::new("released", &command.username),
+            name(&command.username),
+        )
     }
 }
 
@@ -112,7 +118,10 @@ fn tag_fields_become_tags() {
         registered.tags(),
         vec![Tag::new("username", "ada"), Tag::new("account", 7)]
     );
-    assert_eq!(Released("ada".into()).tags(), vec![Tag::new("username", "ada")]);
+    assert_eq!(
+        Released("ada".into()).tags(),
+        vec![Tag::new("username", "ada")]
+    );
     // The generated event enum carries them, and so does every encoded event.
     let event = UserNameEvent::from(Released("bob".into()));
     assert_eq!(event.event_tags(), vec![Tag::new("username", "bob")]);
@@ -167,7 +176,13 @@ async fn decisions_fold_the_boundary_across_streams() {
         })
         .await;
     assert!(
-        matches!(refused, Err(DecideError::Rejected { source: NameError::Taken, .. })),
+        matches!(
+            refused,
+            Err(DecideError::Rejected {
+                source: NameError::Taken,
+                ..
+            })
+        ),
         "{refused:?}"
     );
     names
@@ -221,7 +236,10 @@ async fn racing_decisions_take_a_name_once() {
     for handle in handles {
         match handle.await.unwrap() {
             Ok(_) => won += 1,
-            Err(DecideError::Rejected { source: NameError::Taken, .. }) => {}
+            Err(DecideError::Rejected {
+                source: NameError::Taken,
+                ..
+            }) => {}
             Err(other) => panic!("unexpected: {other}"),
         }
     }

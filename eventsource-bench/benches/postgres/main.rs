@@ -22,6 +22,7 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
+mod decisions;
 mod idempotency;
 mod projection;
 use uuid::Uuid;
@@ -171,6 +172,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("idempotency") {
         idempotency::lookup(&url, &mut table, rounds).await?;
+    }
+    if wanted("decision") {
+        decisions::contention(&url, &mut table, rounds).await?;
     }
     println!(
         "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"
