@@ -276,6 +276,16 @@ impl Limits {
             if query_item.tags().is_empty() {
                 return Err(InvalidAppend::UntaggedQueryItem { item });
             }
+            for name in query_item.names() {
+                if let Some(problem) = name_problem(name) {
+                    return Err(InvalidAppend::QueryName {
+                        item,
+                        name: excerpt(name).into_owned(),
+                        len: name.len(),
+                        problem,
+                    });
+                }
+            }
             for tag in query_item.tags() {
                 if let Some(problem) = tag_problem(tag) {
                     return Err(InvalidAppend::QueryTag {
@@ -360,13 +370,22 @@ fn walk(
 
 /// What is wrong with a tag, if anything: the rules of event names.
 fn tag_problem(tag: &Tag) -> Option<IdProblem> {
-    let tag = tag.as_str();
-    if tag.is_empty() {
+    label_problem(tag.as_str(), MAX_TAG_BYTES)
+}
+
+/// What is wrong with an event name in a query, if anything.
+fn name_problem(name: &str) -> Option<IdProblem> {
+    label_problem(name, MAX_EVENT_NAME_BYTES)
+}
+
+/// Empty, longer than `max` bytes, or holding a control character.
+fn label_problem(text: &str, max: usize) -> Option<IdProblem> {
+    if text.is_empty() {
         Some(IdProblem::Empty)
-    } else if tag.len() > MAX_TAG_BYTES {
-        Some(IdProblem::TooLong { max: MAX_TAG_BYTES })
+    } else if text.len() > max {
+        Some(IdProblem::TooLong { max })
     } else {
-        tag.char_indices()
+        text.char_indices()
             .find(|(_, c)| c.is_control())
             .map(|(at, c)| IdProblem::ControlCharacter {
                 at,
@@ -626,6 +645,18 @@ pub enum InvalidAppend {
     UntaggedQueryItem {
         /// The item's place in the query (0-based).
         item: usize,
+    },
+    /// An event name in a query breaks the rules of event names.
+    #[error("invalid event name `{name}` ({len} bytes) in query item #{item}: {problem}")]
+    QueryName {
+        /// The item's place in the query (0-based).
+        item: usize,
+        /// An excerpt of the name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// What is wrong.
+        problem: IdProblem,
     },
     /// A query tag breaks the rules.
     #[error("invalid tag `{tag}` ({len} bytes) in query item #{item}: {problem}")]

@@ -257,6 +257,36 @@ mod tests {
     }
 
     #[test]
+    fn conflict_messages_name_the_streams_bounded() {
+        let conflicts: Vec<StreamConflict> = (0..12)
+            .map(|i| StreamConflict {
+                stream: StreamId::new("s", i),
+                expected: ExpectedVersion::Exact(Version(1)),
+                actual: Version(2),
+            })
+            .collect();
+        let text = crate::StoreError::Conflicts { conflicts }.to_string();
+        assert!(
+            text.starts_with("concurrency conflict on 12 stream(s)"),
+            "{text}"
+        );
+        assert!(text.contains("`s-0` expected version 1, but it is at version 2"));
+        assert!(
+            text.contains("and 2 more") && !text.contains("s-11"),
+            "{text}"
+        );
+
+        let failed = crate::StoreError::ConditionFailed {
+            stream: StreamId::new("student", 1),
+            position: crate::Position(7),
+            name: "x".repeat(10_000),
+        }
+        .to_string();
+        assert!(failed.len() < 400, "bounded: {} bytes", failed.len());
+        assert!(failed.contains("position 7 in stream `student-1`"));
+    }
+
+    #[test]
     fn read_positions_list_what_was_unseen() {
         let read = ReadPosition::from_parts(10, vec![7, 3, 7, 12]);
         assert_eq!(read.in_flight(), &[3, 7]);

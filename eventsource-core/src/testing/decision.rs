@@ -245,6 +245,11 @@ pub async fn multi_stream_append_is_validated<S: DecisionTestStore>(store: S) {
         store.read_query(&long).await,
         Err(StoreError::Invalid(InvalidAppend::QueryTag { .. }))
     ));
+    let nul_name = Query::new().item(QueryItem::tagged([course(1)]).named(["a\0b"]));
+    assert!(matches!(
+        store.read_query(&nul_name).await,
+        Err(StoreError::Invalid(InvalidAppend::QueryName { .. }))
+    ));
     assert_eq!(version(&store, &a).await, Version(0), "nothing was written");
     assert!(
         store
