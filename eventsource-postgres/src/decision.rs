@@ -159,7 +159,8 @@ impl Call {
                     written.push(decode_appended(row, stream, outcome == "replayed")?);
                 }
                 ("conflict", Some(stream)) => {
-                    let index = usize::try_from(request.unwrap_or(1) - 1).unwrap_or(0);
+                    let index =
+                        usize::try_from(request.unwrap_or(1).saturating_sub(1)).unwrap_or(0);
                     conflicts.push(StreamConflict {
                         stream: stream.clone(),
                         expected: self
