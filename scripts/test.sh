@@ -7,7 +7,7 @@
 # exit, also when a test fails. Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh --test postgres_conformance
 # After the tests it builds the README's quick start as a new crate (scripts/quickstart.sh) and
-# runs the bank example on PostgreSQL.
+# runs the bank and enrolment examples on PostgreSQL.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +36,11 @@ scripts/quickstart.sh
 # The example, on PostgreSQL this time (the README's first command runs it in memory).
 RUST_LOG=warn cargo run --quiet --features postgres --example bank >/dev/null
 echo "scripts/test.sh: examples/bank ran on PostgreSQL"
+# The decision across streams (issue 18), in memory and on PostgreSQL: it asserts that the
+# capacity and the per-student limit held.
+RUST_LOG=warn cargo run --quiet --example enrolment >/dev/null
+RUST_LOG=warn cargo run --quiet --features postgres --example enrolment >/dev/null
+echo "scripts/test.sh: examples/enrolment ran in memory and on PostgreSQL"
 
 # The two NATS services of the README: the writer places orders and relays them, the reader
 # applies them into its own schema and stops once it has seen them all.

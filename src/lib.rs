@@ -28,7 +28,8 @@ pub use eventsource_derive::Aggregate;
 
 // The envelope: what is stored around an event.
 pub use eventsource_core::{
-    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
+    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
+    Version,
 };
 
 // The repository: loading aggregates and executing commands.
@@ -46,6 +47,12 @@ pub use eventsource_core::{
 pub use eventsource_core::{
     Forgotten, KeyStore, MemoryKeyStore, Personal, PersonalField, SEALED_PATHS, SealedValue,
     Shredding, SubjectKey, sealed_values,
+};
+
+// Decisions across streams: multi-stream and conditional appends, decision models.
+pub use eventsource_core::{
+    AppendCondition, Boundary, ConsistencyBoundary, DecideError, Decided, Decision, DecisionStore,
+    Decisions, Query, QueryItem, QueryRead, ReadPosition, StreamAppend, StreamConflict,
 };
 
 // Projections: read models fed from the global log.
@@ -67,7 +74,9 @@ pub use eventsource_core::{GivenWhenThen, harness};
 pub use eventsource_core::{json_schema, limits, observe, shape, upcast};
 
 #[cfg(feature = "testing")]
-pub use eventsource_core::{conformance_tests, lifecycle_conformance_tests, testing};
+pub use eventsource_core::{
+    conformance_tests, decision_conformance_tests, lifecycle_conformance_tests, testing,
+};
 
 /// The PostgreSQL adapter (feature `postgres`): `PostgresStore` goes wherever a
 /// [`MemoryStore`] goes.
@@ -104,6 +113,9 @@ pub mod prelude {
         ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryKeyStore, MemoryStore,
         Personal, Project, Projection, ProjectionRunner, RecordedEvent, Repository, Reset, Shape,
         Shredding, SnapshotPolicy, SnapshotStore, StreamId, Version,
+    };
+    pub use eventsource_core::{
+        Boundary, ConsistencyBoundary, Decision, DecisionStore, Decisions, Query, QueryItem, Tag,
     };
 
     pub use eventsource_core::__private::serde::{Deserialize, Serialize};

@@ -20,3 +20,4 @@ mod through_shredding {
 
     eventsource::conformance_tests!(fresh_store);
 }
+eventsource::decision_conformance_tests!(fresh_store);

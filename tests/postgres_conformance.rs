@@ -8,3 +8,4 @@ use support::fresh_pg_store;
 eventsource::conformance_tests!(fresh_pg_store);
 
 eventsource::lifecycle_conformance_tests!(fresh_pg_store);
+eventsource::decision_conformance_tests!(fresh_pg_store);

@@ -159,6 +159,8 @@ pub trait ListedEvent<A>: Sized {
     }
     /// `Event::version_schemas`.
     fn listed_schemas() -> Vec<crate::json_schema::EventSchema>;
+    /// `Event::tags`.
+    fn listed_tags(&self) -> Vec<crate::Tag>;
 }
 
 #[diagnostic::do_not_recommend]
@@ -191,6 +193,9 @@ where
     }
     fn listed_schemas() -> Vec<crate::json_schema::EventSchema> {
         E::version_schemas()
+    }
+    fn listed_tags(&self) -> Vec<crate::Tag> {
+        crate::Event::tags(self)
     }
 }
 

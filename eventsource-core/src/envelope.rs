@@ -236,6 +236,10 @@ pub struct NewEvent {
     pub payload: Value,
     /// Tracing ids and application fields.
     pub metadata: Metadata,
+    /// The tags that place the event in decisions' consistency boundaries (see [`Tag`] and
+    /// [`Query`](crate::Query)); usually from the event type's `#[tag]` fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 impl NewEvent {
@@ -247,6 +251,7 @@ impl NewEvent {
             schema_version,
             payload,
             metadata: Metadata::default(),
+            tags: Vec::new(),
         }
     }
 
@@ -259,7 +264,15 @@ impl NewEvent {
             event.name(),
             event.schema_version(),
             crate::personal::encode_marked(event)?,
-        ))
+        )
+        .with_tags(event.event_tags()))
+    }
+
+    /// Replaces the tags.
+    #[must_use]
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
+        self.tags = tags.into_iter().collect();
+        self
     }
 
     /// Replaces the metadata.
@@ -274,6 +287,45 @@ impl NewEvent {
     pub fn with_id(mut self, event_id: Uuid) -> Self {
         self.event_id = event_id;
         self
+    }
+}
+
+/// A label that places an event in the consistency boundaries of decisions: `key:value`,
+/// e.g. `course:c-42` or `username:ada`.
+///
+/// A [`Query`](crate::Query) selects events by name and tags across streams; an append
+/// conditional on it fails when an event carrying its tags was written since the query was
+/// read (see [`DecisionStore`](crate::DecisionStore)). Tags are plaintext and indexed: never
+/// put personal data in them that must be erasable.
+///
+/// ```
+/// # use eventsource_core::Tag;
+/// assert_eq!(Tag::new("course", 42).as_str(), "course:42");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Tag(String);
+
+impl Tag {
+    /// The tag `key:value`.
+    pub fn new(key: &str, value: impl fmt::Display) -> Self {
+        Tag(format!("{key}:{value}"))
+    }
+
+    /// A tag as stored, e.g. `"course:42"`.
+    pub fn from_raw(tag: impl Into<String>) -> Self {
+        Tag(tag.into())
+    }
+
+    /// The tag as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -33,6 +33,27 @@ pub enum StoreError {
         /// The stream's version when the append was checked.
         actual: Version,
     },
+    /// A multi-stream append ([`DecisionStore::append_streams`](crate::DecisionStore::append_streams))
+    /// found streams not at their expected versions; nothing was written. Lists every one.
+    #[error("concurrency conflict on {} stream(s): {}", conflicts.len(), conflict_list(conflicts))]
+    Conflicts {
+        /// Every stream whose expectation did not hold, in the order given.
+        conflicts: Vec<crate::StreamConflict>,
+    },
+    /// A conditional append found an event matching its query written after the position
+    /// the decision read; nothing was written. Read again and decide again.
+    #[error(
+        "append condition failed: event `{}` at position {position} in stream `{stream}` matches the decision's query and was written after it was read",
+        crate::limits::excerpt(name)
+    )]
+    ConditionFailed {
+        /// The stream of the first such event.
+        stream: StreamId,
+        /// Its global position.
+        position: Position,
+        /// Its name.
+        name: String,
+    },
     /// An event id of the batch is already stored elsewhere, or the batch only partly repeats an
     /// earlier append; nothing was written.
     #[error(
@@ -142,6 +163,21 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+}
+
+/// At most this many conflicts are spelled out in a message.
+const LISTED_CONFLICTS: usize = 10;
+
+fn conflict_list(conflicts: &[crate::StreamConflict]) -> String {
+    let mut text: Vec<String> = conflicts
+        .iter()
+        .take(LISTED_CONFLICTS)
+        .map(ToString::to_string)
+        .collect();
+    if conflicts.len() > LISTED_CONFLICTS {
+        text.push(format!("and {} more", conflicts.len() - LISTED_CONFLICTS));
+    }
+    text.join("; ")
 }
 
 impl StoreError {

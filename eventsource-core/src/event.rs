@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use crate::envelope::Tag;
+
 /// A domain event: a fact with a stable name and a schema version.
 ///
 /// Usually derived (`#[derive(Event)]`). A current event type decodes payloads written at any
@@ -43,6 +45,13 @@ pub trait Event: Sized + Send + Sync + 'static {
     fn version_schemas() -> Vec<crate::json_schema::EventSchema> {
         Vec::new()
     }
+
+    /// The tags this event carries (see [`Tag`]): `#[derive(Event)]` makes one of each field
+    /// marked `#[tag]` (`<field name>:<value>`) or `#[tag(key = "course")]`
+    /// (`course:<value>`), using the field's `Display`. None by default.
+    fn tags(&self) -> Vec<Tag> {
+        Vec::new()
+    }
 }
 
 /// The set of events one aggregate owns: the `<Aggregate>Event` enum that
@@ -81,6 +90,13 @@ pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
     /// [`write_json_schemas`](crate::json_schema::write_json_schemas). The derives write it;
     /// a hand-written impl has none unless it writes it.
     fn event_schemas() -> Vec<crate::json_schema::EventSchema> {
+        Vec::new()
+    }
+
+    /// The tags of this event ([`Event::tags`] of the variant's event for the enums
+    /// `#[derive(Aggregate)]` generates). None by default. (Named apart from `Event::tags` so
+    /// that a call is never ambiguous.)
+    fn event_tags(&self) -> Vec<Tag> {
         Vec::new()
     }
 }

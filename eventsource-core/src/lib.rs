@@ -8,6 +8,7 @@
 mod aggregate;
 mod cache;
 mod command;
+mod decision;
 mod envelope;
 mod error;
 mod event;
@@ -28,8 +29,10 @@ mod variant;
 
 pub use aggregate::{Aggregate, Apply, EventOf, Events, Handle, HandleWith, SnapshotPolicy};
 pub use command::CommandMetadata;
+pub use decision::{Boundary, ConsistencyBoundary, DecideError, Decided, Decision, Decisions};
 pub use envelope::{
-    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Version,
+    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
+    Version,
 };
 pub use error::{
     AppendError, BoxError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError,
@@ -52,8 +55,9 @@ pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
 pub use store::{
-    Appended, EventStore, LogFilter, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore,
-    StreamPages, StreamRetirement, StreamStatus,
+    AppendCondition, Appended, DecisionStore, EventStore, LogFilter, Query, QueryItem, QueryRead,
+    ReadPosition, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamAppend,
+    StreamConflict, StreamPages, StreamRetirement, StreamStatus,
 };
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
@@ -65,6 +69,8 @@ pub mod __private {
     pub use crate::aggregate::{
         Aggregate, Apply, Events, Handle, HandleWith, ListedEvent, SnapshotPolicy,
     };
+    pub use crate::decision::{Boundary, ConsistencyBoundary, Decision};
+    pub use crate::envelope::Tag;
     pub use crate::event::{DecodeFailure, Event, EventEnum};
     pub use crate::fingerprint::{
         CommandFingerprint, FingerprintByName, FingerprintBySerialize, FingerprintProbe,

@@ -9,6 +9,9 @@
 //! | stream id | 1 to [`Limits::max_stream_id_bytes`] bytes (default 512), no control characters (`U+0000`–`U+001F`, `U+007F`–`U+009F`) | PostgreSQL text cannot hold NUL; an index entry holds at most ~2.7 KB; ids are shown in logs and the CLI |
 //! | event name | 1 to 255 bytes, no control characters | the same, and names are matched by equality |
 //! | schema version | 1 to 2³¹ − 1 | stored as a PostgreSQL integer column |
+//! | tag | 1 to [`MAX_TAG_BYTES`] bytes (255), no control characters; at most [`MAX_TAGS`] (32) per event | tags are indexed and matched by equality, like names |
+//! | multi-stream append | at least one stream, no stream twice, no event id twice | one expectation and one version range per stream |
+//! | query (of a read or a condition) | every item has at least one tag, valid as above | the store locks and scans a boundary by its tags; an untagged item would be the whole log |
 //! | payload, metadata | nesting at most [`Limits::max_depth`] levels (default 64); no NUL (`\u0000`) in any string or key; encoded JSON at most [`Limits::max_event_bytes`] (default 4 MiB) for payload and metadata together | PostgreSQL `jsonb` rejects `\u0000`; readers parse JSON with a recursion limit of 128, so writes stop well below it; a size limit keeps one event from filling memory |
 //!
 //! Reading never has a tighter limit than writing: a row that passed these checks reads back.
@@ -21,12 +24,17 @@ use std::io;
 
 use serde_json::Value;
 
-use crate::envelope::{Metadata, NewEvent, StreamId};
+use crate::envelope::{Metadata, NewEvent, StreamId, Tag};
+use crate::store::{AppendCondition, Query, StreamAppend};
 
 /// The default of [`Limits::max_stream_id_bytes`].
 pub const DEFAULT_MAX_STREAM_ID_BYTES: usize = 512;
 /// The longest event name, in bytes.
 pub const MAX_EVENT_NAME_BYTES: usize = 255;
+/// The longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 255;
+/// The most tags one event may carry.
+pub const MAX_TAGS: usize = 32;
 /// The default of [`Limits::max_depth`].
 pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// The default of [`Limits::max_event_bytes`]: 4 MiB.
@@ -173,6 +181,23 @@ impl Limits {
                 problem,
             });
         }
+        if event.tags.len() > MAX_TAGS {
+            return Err(InvalidAppend::TooManyTags {
+                at: at(),
+                count: event.tags.len(),
+                max: MAX_TAGS,
+            });
+        }
+        for tag in &event.tags {
+            if let Some(problem) = tag_problem(tag) {
+                return Err(InvalidAppend::Tag {
+                    at: at(),
+                    tag: excerpt(tag.as_str()).into_owned(),
+                    len: tag.as_str().len(),
+                    problem,
+                });
+            }
+        }
         if event.schema_version == 0 || event.schema_version > i32::MAX as u32 {
             return Err(InvalidAppend::SchemaVersion {
                 at: at(),
@@ -198,6 +223,79 @@ impl Limits {
                 bytes,
                 max: self.max_event_bytes,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks a multi-stream append and its condition: at least one stream, none twice, no
+    /// event id twice, each batch as [`check_append`](Self::check_append) (empty batches
+    /// included), and the condition's query as [`check_query`](Self::check_query).
+    pub fn check_streams(
+        &self,
+        appends: &[StreamAppend],
+        condition: Option<&AppendCondition>,
+    ) -> Result<(), crate::StoreError> {
+        if appends.is_empty() {
+            return Err(InvalidAppend::NoStreams.into());
+        }
+        let mut streams = std::collections::HashSet::with_capacity(appends.len());
+        let mut ids = std::collections::HashMap::new();
+        for append in appends {
+            if !streams.insert(&append.stream) {
+                return Err(InvalidAppend::RepeatedStream {
+                    stream: excerpt(append.stream.as_str()).into_owned(),
+                }
+                .into());
+            }
+            if append.events.is_empty() {
+                return Err(crate::StoreError::EmptyBatch {
+                    stream: append.stream.clone(),
+                });
+            }
+            self.check_append(&append.stream, &append.events)?;
+            for event in &append.events {
+                if let Some(first) = ids.insert(event.event_id, &append.stream) {
+                    return Err(InvalidAppend::RepeatedEventId {
+                        event_id: event.event_id,
+                        first_stream: excerpt(first.as_str()).into_owned(),
+                        stream: excerpt(append.stream.as_str()).into_owned(),
+                    }
+                    .into());
+                }
+            }
+        }
+        if let Some(condition) = condition {
+            self.check_query(&condition.query)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a query: every item has at least one tag, and each tag is valid.
+    pub fn check_query(&self, query: &Query) -> Result<(), InvalidAppend> {
+        for (item, query_item) in query.items().iter().enumerate() {
+            if query_item.tags().is_empty() {
+                return Err(InvalidAppend::UntaggedQueryItem { item });
+            }
+            for name in query_item.names() {
+                if let Some(problem) = name_problem(name) {
+                    return Err(InvalidAppend::QueryName {
+                        item,
+                        name: excerpt(name).into_owned(),
+                        len: name.len(),
+                        problem,
+                    });
+                }
+            }
+            for tag in query_item.tags() {
+                if let Some(problem) = tag_problem(tag) {
+                    return Err(InvalidAppend::QueryTag {
+                        item,
+                        tag: excerpt(tag.as_str()).into_owned(),
+                        len: tag.as_str().len(),
+                        problem,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -268,6 +366,32 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// What is wrong with a tag, if anything: the rules of event names.
+fn tag_problem(tag: &Tag) -> Option<IdProblem> {
+    label_problem(tag.as_str(), MAX_TAG_BYTES)
+}
+
+/// What is wrong with an event name in a query, if anything.
+fn name_problem(name: &str) -> Option<IdProblem> {
+    label_problem(name, MAX_EVENT_NAME_BYTES)
+}
+
+/// Empty, longer than `max` bytes, or holding a control character.
+fn label_problem(text: &str, max: usize) -> Option<IdProblem> {
+    if text.is_empty() {
+        Some(IdProblem::Empty)
+    } else if text.len() > max {
+        Some(IdProblem::TooLong { max })
+    } else {
+        text.char_indices()
+            .find(|(_, c)| c.is_control())
+            .map(|(at, c)| IdProblem::ControlCharacter {
+                at,
+                code: u32::from(c),
+            })
+    }
 }
 
 fn check_string(s: &str, path: &str) -> Result<(), JsonProblem> {
@@ -470,6 +594,81 @@ pub enum InvalidAppend {
         part: Part,
         /// What is wrong.
         problem: JsonProblem,
+    },
+    /// A tag breaks the rules.
+    #[error("invalid tag `{tag}` ({len} bytes) in {at}: {problem}")]
+    Tag {
+        /// Which event.
+        at: EventAt,
+        /// An excerpt of the tag.
+        tag: String,
+        /// Its length in bytes.
+        len: usize,
+        /// What is wrong.
+        problem: IdProblem,
+    },
+    /// An event with more tags than allowed.
+    #[error("{at} carries {count} tags, more than the limit of {max}")]
+    TooManyTags {
+        /// Which event.
+        at: EventAt,
+        /// How many it carries.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A multi-stream append without streams.
+    #[error("a multi-stream append needs at least one stream")]
+    NoStreams,
+    /// A multi-stream append names a stream twice.
+    #[error("stream `{stream}` appears twice in one multi-stream append: give it one batch")]
+    RepeatedStream {
+        /// An excerpt of the stream id.
+        stream: String,
+    },
+    /// A multi-stream append carries an event id twice.
+    #[error(
+        "event id {event_id} appears twice in one multi-stream append (in streams `{first_stream}` and `{stream}`)"
+    )]
+    RepeatedEventId {
+        /// The id.
+        event_id: uuid::Uuid,
+        /// An excerpt of the stream of its first occurrence.
+        first_stream: String,
+        /// An excerpt of the stream of its second.
+        stream: String,
+    },
+    /// A query item without tags: it would span the whole log.
+    #[error(
+        "query item #{item} has no tags: a decision's boundary is found by its tags (e.g. `QueryItem::tagged([Tag::new(\"course\", id)])`)"
+    )]
+    UntaggedQueryItem {
+        /// The item's place in the query (0-based).
+        item: usize,
+    },
+    /// An event name in a query breaks the rules of event names.
+    #[error("invalid event name `{name}` ({len} bytes) in query item #{item}: {problem}")]
+    QueryName {
+        /// The item's place in the query (0-based).
+        item: usize,
+        /// An excerpt of the name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// What is wrong.
+        problem: IdProblem,
+    },
+    /// A query tag breaks the rules.
+    #[error("invalid tag `{tag}` ({len} bytes) in query item #{item}: {problem}")]
+    QueryTag {
+        /// The item's place in the query (0-based).
+        item: usize,
+        /// An excerpt of the tag.
+        tag: String,
+        /// Its length in bytes.
+        len: usize,
+        /// What is wrong.
+        problem: IdProblem,
     },
     /// An event larger than the configured limit.
     #[error(

@@ -46,6 +46,7 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
     let dispatch = dispatch(aggregate);
     let listed_checks = listed_checks(aggregate);
     let command_fingerprint = command_fingerprint(aggregate);
+    let decision = decision(aggregate);
     let marker = crate::internals::unique::aggregate_marker(name);
 
     quote! {
@@ -82,7 +83,40 @@ fn generate(aggregate: &ast::Aggregate) -> TokenStream {
                 #command_fingerprint
             }
 
+            #decision
         };
+    }
+}
+
+/// With `decision`: `Decision` for the aggregate, each listed command's boundary from its
+/// `ConsistencyBoundary` impl (spanned at the command, where a missing impl is reported).
+fn decision(aggregate: &ast::Aggregate) -> TokenStream {
+    if aggregate.decision.is_none() {
+        return TokenStream::new();
+    }
+    let private = private(aggregate);
+    let ident = aggregate.ident;
+    let command_type = aggregate.command_type();
+    let call = |path: &dyn ToTokens, span: Span| quote_spanned!(span=> <#ident as #private::ConsistencyBoundary<#path>>::boundary(command));
+    let body = match &aggregate.commands {
+        Declared::Enum(ty) => call(ty, ty.span()),
+        Declared::Listed(members) if members.items.is_empty() => quote!(match *command {}),
+        Declared::Listed(members) => {
+            let command_enum = &aggregate.command_enum;
+            let arms = members.items.iter().map(|Member { path, variant }| {
+                let call = call(path, path.span());
+                quote!(#command_enum::#variant(ref command) => #call,)
+            });
+            quote!(match *command { #(#arms)* })
+        }
+    };
+    quote! {
+        #[automatically_derived]
+        impl #private::Decision for #ident {
+            fn command_boundary(command: &#command_type) -> #private::Boundary {
+                #body
+            }
+        }
     }
 }
 
@@ -350,6 +384,10 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
         let listed = quote_spanned!(path.span()=> <#path as #private::ListedEvent<#ident>>);
         quote!(#event_enum::#variant(ref event) => #listed::listed_personal_fields(event, out),)
     });
+    let tag_arms = events.iter().map(|Member { path, variant }| {
+        let event = event_trait(path);
+        quote!(#event_enum::#variant(ref event) => #event::listed_tags(event),)
+    });
     let decoders = events.iter().map(|Member { path, variant }| {
         let event = event_trait(path);
         quote! {
@@ -378,6 +416,7 @@ fn event_set(aggregate: &ast::Aggregate) -> TokenStream {
             #(#schemas)*
             schemas
         }),
+        tags: Some(quote!(match *self { #(#tag_arms)* })),
     }
     .impl_for(&private, event_enum);
     quote!(#[automatically_derived] #event_set)

@@ -98,6 +98,7 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
             }
         }
     });
+    let tags = tags(event, &private);
     quote! {
         #marker
         const _: () = {
@@ -126,9 +127,28 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
                     #older_schemas
                     schemas
                 }
+                #tags
             }
             #chain_checks
         };
+    }
+}
+
+/// `fn tags` from the fields marked `#[tag]` (none: the trait's default), each field through
+/// its `Display`, spanned at the field so that a field without one is reported there.
+fn tags(event: &ast::Event, private: &TokenStream) -> TokenStream {
+    if event.tags.is_empty() {
+        return TokenStream::new();
+    }
+    let tags = event.tags.iter().map(|tag| {
+        let member = &tag.member;
+        let key = &tag.key;
+        quote_spanned!(member.span()=> #private::Tag::new(#key, &self.#member))
+    });
+    quote! {
+        fn tags(&self) -> ::std::vec::Vec<#private::Tag> {
+            ::std::vec![#(#tags),*]
+        }
     }
 }
 

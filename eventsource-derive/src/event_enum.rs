@@ -101,6 +101,8 @@ fn generate(events: &ast::EventEnum) -> TokenStream {
         bounds: quote!(where #ident: #private::StoredEnum),
         personal_fields: TokenStream::new(),
         schemas: Some(variant_schemas(&private, events)),
+        // Variants are not `Event`s of their own: an enum's events carry no tags.
+        tags: None,
     }
     .impl_for(&private, ident);
     let shape_impl = crate::shape::shape_impl(&private, events.input, &local_text(events.input));
@@ -161,6 +163,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) personal_fields: TokenStream,
     /// The body of `fn event_schemas()`, if any (a `Vec<EventSchema>`).
     pub(crate) schemas: Option<TokenStream>,
+    /// The body of `fn event_tags(&self)`, if not the trait's default (none).
+    pub(crate) tags: Option<TokenStream>,
 }
 
 impl EventEnumImpl {
@@ -179,6 +183,7 @@ impl EventEnumImpl {
             bounds: TokenStream::new(),
             personal_fields: TokenStream::new(),
             schemas: None,
+            tags: None,
         }
     }
 
@@ -193,6 +198,7 @@ impl EventEnumImpl {
             bounds,
             personal_fields,
             schemas,
+            tags,
         } = self;
         let personal_fields = (!personal_fields.is_empty()).then(|| {
             quote! {
@@ -205,6 +211,13 @@ impl EventEnumImpl {
             quote! {
                 fn event_schemas() -> ::std::vec::Vec<#private::EventSchema> {
                     #schemas
+                }
+            }
+        });
+        let tags = tags.as_ref().map(|body| {
+            quote! {
+                fn event_tags(&self) -> ::std::vec::Vec<#private::Tag> {
+                    #body
                 }
             }
         });
@@ -237,6 +250,7 @@ impl EventEnumImpl {
 
                 #personal_fields
                 #schemas
+                #tags
             }
         }
     }

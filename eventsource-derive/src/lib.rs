@@ -19,7 +19,7 @@ use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
 
 /// Derives `eventsource::Event`; see the `eventsource` crate for the attributes.
-#[proc_macro_derive(Event, attributes(event, personal))]
+#[proc_macro_derive(Event, attributes(event, personal, tag))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     run("Event", &input, event::expand)

@@ -34,9 +34,19 @@ CREATE TRIGGER streams_archived
 CREATE OR REPLACE FUNCTION __SCHEMA__.reject_event_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW'
-        AND OLD.stream_id = current_setting('eventsource.deleting_stream', true) THEN
-        RETURN OLD;
+    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' THEN
+        IF TG_TABLE_NAME = 'events' THEN
+            IF OLD.stream_id = current_setting('eventsource.deleting_stream', true) THEN
+                RETURN OLD;
+            END IF;
+        ELSIF TG_TABLE_NAME = 'event_tags' THEN
+            -- The tag index rows of the stream being deleted (tags may hold personal data).
+            IF EXISTS (SELECT 1 FROM __SCHEMA__.events e
+                        WHERE e.position = OLD.position
+                          AND e.stream_id = current_setting('eventsource.deleting_stream', true)) THEN
+                RETURN OLD;
+            END IF;
+        END IF;
     END IF;
     RAISE EXCEPTION 'events are immutable: % on %.% is not allowed', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING ERRCODE = 'ES001';
@@ -60,6 +70,14 @@ BEGIN
         RETURN 0;
     END IF;
     PERFORM set_config('eventsource.deleting_stream', p_stream_id, true);
+    -- The tag index rows first (decisions across streams, migration 6), while the events that
+    -- prove they belong to this stream are still there.
+    DELETE FROM __SCHEMA__.event_tags g
+     USING __SCHEMA__.events e
+     WHERE e.stream_id = p_stream_id
+       AND g.tag = ANY (e.tags)
+       AND g.transaction_id = e.transaction_id
+       AND g.position = e.position;
     DELETE FROM __SCHEMA__.events WHERE stream_id = p_stream_id;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
     PERFORM set_config('eventsource.deleting_stream', '', true);

@@ -79,6 +79,12 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        // Tagged events take their boundaries' locks: `decision.rs`.
+        if events.iter().any(|e| !e.tags.is_empty()) {
+            return self
+                .append_tagged(Some(conn), stream, expected, events)
+                .await;
+        }
         let batch = self.checked_batch(stream, events)?;
         self.ensure_fits_on(conn).await?;
         self.call_append(conn, stream, expected, &batch)
@@ -100,6 +106,10 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        // Tagged events take their boundaries' locks: `decision.rs`.
+        if events.iter().any(|e| !e.tags.is_empty()) {
+            return self.append_tagged(None, stream, expected, events).await;
+        }
         let batch = self.checked_batch(stream, events)?;
         // New events would sort before restored ones in a store moved from another cluster.
         self.ensure_fits_store().await?;
@@ -348,16 +358,16 @@ pub(crate) fn jsonb_text<T: serde::Serialize + ?Sized>(
     RawValue::from_string(text)
 }
 
-struct Batch {
-    ids: Vec<Uuid>,
-    names: Vec<String>,
-    schema_versions: Vec<i64>,
-    payloads: Vec<Json<Box<RawValue>>>,
-    metadata: Vec<Json<Box<RawValue>>>,
+pub(crate) struct Batch {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) names: Vec<String>,
+    pub(crate) schema_versions: Vec<i64>,
+    pub(crate) payloads: Vec<Json<Box<RawValue>>>,
+    pub(crate) metadata: Vec<Json<Box<RawValue>>>,
 }
 
 impl Batch {
-    fn with_capacity(events: usize) -> Self {
+    pub(crate) fn with_capacity(events: usize) -> Self {
         Batch {
             ids: Vec::with_capacity(events),
             names: Vec::with_capacity(events),
@@ -368,7 +378,7 @@ impl Batch {
     }
 
     /// Adds the events of `other`.
-    fn extend(&mut self, other: &Batch) {
+    pub(crate) fn extend(&mut self, other: &Batch) {
         self.ids.extend_from_slice(&other.ids);
         self.names.extend_from_slice(&other.names);
         self.schema_versions
@@ -377,7 +387,7 @@ impl Batch {
         self.metadata.extend(other.metadata.iter().cloned());
     }
 
-    fn encode(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, StoreError> {
+    pub(crate) fn encode(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, StoreError> {
         if events.is_empty() {
             return Err(StoreError::EmptyBatch {
                 stream: stream.clone(),
@@ -420,7 +430,7 @@ impl Batch {
     }
 
     /// The first id the batch repeats within itself.
-    fn repeated_id(&self) -> Option<Uuid> {
+    pub(crate) fn repeated_id(&self) -> Option<Uuid> {
         let mut seen = HashSet::with_capacity(self.ids.len());
         self.ids.iter().copied().find(|id| !seen.insert(*id))
     }
@@ -491,7 +501,7 @@ fn is_archived(error: &sqlx::Error) -> bool {
 }
 
 /// Whether `error` is the unique index on event ids refusing a row: an id of the batch is stored.
-fn is_stored_id(error: &sqlx::Error) -> bool {
+pub(crate) fn is_stored_id(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
@@ -499,7 +509,7 @@ fn is_stored_id(error: &sqlx::Error) -> bool {
 }
 
 /// Reads column `column` of an append's result row.
-fn column<T>(row: &PgRow, column: &str, stream: &StreamId) -> Result<T, StoreError>
+pub(crate) fn column<T>(row: &PgRow, column: &str, stream: &StreamId) -> Result<T, StoreError>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
@@ -509,7 +519,7 @@ where
 }
 
 /// Reads the non-negative `bigint` column `column` of an append's result row.
-fn count(row: &PgRow, column_name: &str, stream: &StreamId) -> Result<u64, StoreError> {
+pub(crate) fn count(row: &PgRow, column_name: &str, stream: &StreamId) -> Result<u64, StoreError> {
     let value: Option<i64> = column(row, column_name, stream)?;
     value.and_then(|v| u64::try_from(v).ok()).ok_or_else(|| {
         StoreError::backend(
@@ -520,7 +530,11 @@ fn count(row: &PgRow, column_name: &str, stream: &StreamId) -> Result<u64, Store
 }
 
 /// The versions and positions an append wrote (or, `replayed`, had written before).
-fn decode_appended(row: &PgRow, stream: &StreamId, replayed: bool) -> Result<Appended, StoreError> {
+pub(crate) fn decode_appended(
+    row: &PgRow,
+    stream: &StreamId,
+    replayed: bool,
+) -> Result<Appended, StoreError> {
     Ok(Appended {
         stream_id: stream.clone(),
         first_version: Version(count(row, "first_version", stream)?),

@@ -115,6 +115,7 @@ mod append;
 mod checkpoint;
 mod keys;
 mod import;
+mod decision;
 mod lease;
 mod read;
 mod retire;

@@ -52,6 +52,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0005_planner_statistics.sql"),
     },
     Migration {
+        version: 6,
+        description: "decisions across streams: event tags, the tag index, append_streams()",
+        sql: include_str!("../migrations/0006_decisions.sql"),
+    },
+    Migration {
         version: 7,
         description: "retiring streams (archive, delete), subject keys for crypto-shredding",
         sql: include_str!("../migrations/0007_retire_and_shred.sql"),

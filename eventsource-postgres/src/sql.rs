@@ -98,6 +98,12 @@ pub(crate) struct Statements {
     /// in it. A row per request whose head moved (`request`, versions, positions); the others
     /// are left to the `append()` function.
     pub(crate) append_group: Statement,
+    /// The `append_streams()` function of migration 6: several streams, tags, a condition.
+    pub(crate) append_streams: Statement,
+    /// The events matching the query `$1` (JSON: `[{"names": [..], "tags": [..]}, ..]`, each
+    /// item's tags sorted) in checkpoint order, each row also carrying what the statement's
+    /// snapshot did not see (`unseen_from`, `unseen`); one row of NULL events when none match.
+    pub(crate) read_query: Statement,
     /// `$1` stream, `$2` first version, `$3` limit.
     pub(crate) read_stream: Statement,
     /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
@@ -281,6 +287,40 @@ impl Statements {
                    FROM heads h JOIN req r USING (request) \
                         LEFT JOIN inserted i ON i.stream_id = r.stream_id \
                   GROUP BY h.request, h.version, r.n",
+                offset = offset(s)
+            )
+            .into(),
+            append_streams: format!(
+                "SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                                                  $11, $12, $13)"
+            )
+            .into(),
+            // One statement, one snapshot: the events it returns and what it reports unseen
+            // come from the same picture of the log. Each item is found through its first tag
+            // in the tag index (in checkpoint order), then checked for its other tags and its
+            // names on the event row.
+            read_query: format!(
+                "WITH snap AS ( \
+                     SELECT pg_snapshot_xmax(c.s)::text::bigint + {offset} AS unseen_from, \
+                            ARRAY(SELECT x::text::bigint + {offset} \
+                                    FROM pg_snapshot_xip(c.s) AS x) AS unseen \
+                       FROM (SELECT pg_current_snapshot() AS s) c \
+                 ) \
+                 SELECT snap.unseen_from, snap.unseen, m.* \
+                   FROM snap LEFT JOIN LATERAL ( \
+                        SELECT DISTINCT ON (e.transaction_id, e.position) \
+                               e.position, e.transaction_id, e.stream_id, e.version, \
+                               e.event_id, e.name, e.schema_version, e.payload, e.metadata, \
+                               e.recorded_at \
+                          FROM jsonb_array_elements($1::jsonb) AS q(item) \
+                          JOIN {s}.event_tags g ON g.tag = q.item -> 'tags' ->> 0 \
+                          JOIN {s}.events e ON e.position = g.position \
+                         WHERE e.tags @> ARRAY(SELECT jsonb_array_elements_text(q.item -> 'tags')) \
+                           AND (jsonb_array_length(q.item -> 'names') = 0 \
+                                OR e.name IN (SELECT jsonb_array_elements_text(q.item -> 'names'))) \
+                         ORDER BY e.transaction_id, e.position \
+                   ) m ON true \
+                  ORDER BY m.transaction_id, m.position",
                 offset = offset(s)
             )
             .into(),

@@ -22,6 +22,7 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
+mod decisions;
 mod idempotency;
 mod import;
 mod projection;
@@ -189,6 +190,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("import") {
         import::import(&url, &bench.raw, &mut table, rounds).await?;
+    }
+    if wanted("decision") {
+        decisions::contention(&url, &mut table, rounds).await?;
     }
     println!(
         "\nPOSTGRES (median of {rounds} rounds after {WARM_UP} warm-up rounds; ratio = framework time / baseline time)\n"

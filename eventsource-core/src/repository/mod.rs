@@ -7,6 +7,8 @@ mod load;
 mod maintain;
 mod write;
 
+pub(crate) use write::encode_batch;
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;

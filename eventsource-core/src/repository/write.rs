@@ -142,7 +142,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
 /// The batch a command or a typed append writes: each event encoded, with the ids and
 /// metadata that `metadata` gives it (and, with an idempotency key, the command's
 /// `fingerprint`).
-pub(super) fn encode_batch<A: Aggregate>(
+pub(crate) fn encode_batch<A: Aggregate>(
     stream_id: &StreamId,
     events: &[A::Event],
     metadata: &CommandMetadata,
@@ -172,6 +172,7 @@ pub(super) fn encode_batch<A: Aggregate>(
                 schema_version: event.schema_version(),
                 payload,
                 metadata: event_metadata.clone(),
+                tags: event.event_tags(),
             })
         })
         .collect()

@@ -9,13 +9,16 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::envelope::{
-    Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
+    Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Tag, Version,
 };
 use crate::error::StoreError;
 use crate::limits::Limits;
 use crate::projection::{ParkedEvent, ParkedSelection, ProjectionStore};
 use crate::store::retire::{SnapshotMaintenance, SnapshotScope, StreamRetirement, StreamStatus};
-use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
+use crate::store::{
+    AppendCondition, Appended, DecisionStore, EventStore, LogFilter, Query, QueryRead,
+    ReadPosition, Snapshot, SnapshotStore, StreamAppend, StreamConflict,
+};
 
 /// An event and snapshot store held in memory, safe to share between tasks.
 ///
@@ -42,6 +45,8 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     log: Vec<RecordedEvent>,
+    /// The tags of each event of `log`, at the same index.
+    tags: Vec<Vec<Tag>>,
     /// Indexes into `log`, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
     ids: HashMap<Uuid, usize>,
@@ -224,6 +229,7 @@ impl MemoryStore {
                 let position = index as u64 + 1;
                 inner.ids.insert(event.event_id, index);
                 inner.streams.entry(stream.clone()).or_default().push(index);
+                inner.tags.push(event.tags);
                 inner.log.push(RecordedEvent {
                     event_id: event.event_id,
                     stream_id: stream.clone(),
@@ -248,6 +254,158 @@ impl MemoryStore {
         };
         self.head.send_replace(head.last_position);
         Ok(head)
+    }
+}
+
+impl MemoryStore {
+    /// [`DecisionStore::append_streams`]: every check under the one lock, then every write.
+    fn append_streams_locked(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: Option<AppendCondition>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        self.limits.check_streams(&appends, condition.as_ref())?;
+        let written = {
+            let mut inner = self.lock();
+            // A retry of a whole earlier call: every stream's batch stored as given.
+            let mut replays = Vec::with_capacity(appends.len());
+            for append in &appends {
+                replays.push(inner.replay(&append.stream, &append.events)?);
+            }
+            if replays.iter().all(Option::is_some) {
+                return Ok(replays.into_iter().flatten().collect());
+            }
+            if let Some(stored) = appends
+                .iter()
+                .flat_map(|a| a.events.iter().map(move |e| (&a.stream, e.event_id)))
+                .find_map(|(stream, id)| inner.ids.get(&id).map(|&i| (stream, i)))
+            {
+                let (stream, index) = stored;
+                let clash = &inner.log[index];
+                return Err(StoreError::DuplicateEventId {
+                    stream: stream.clone(),
+                    event_id: clash.event_id,
+                    existing_stream: clash.stream_id.clone(),
+                    existing_version: clash.version,
+                });
+            }
+            if let Some(condition) = &condition
+                && let Some(index) = inner.first_match(&condition.query, &condition.after)
+            {
+                let event = &inner.log[index];
+                return Err(StoreError::ConditionFailed {
+                    stream: event.stream_id.clone(),
+                    position: event.position,
+                    name: event.name.clone(),
+                });
+            }
+            let conflicts: Vec<StreamConflict> = appends
+                .iter()
+                .filter_map(|append| {
+                    let actual = inner.version(&append.stream);
+                    (!append.expected.matches(actual)).then(|| StreamConflict {
+                        stream: append.stream.clone(),
+                        expected: append.expected,
+                        actual,
+                    })
+                })
+                .collect();
+            if !conflicts.is_empty() {
+                return Err(StoreError::Conflicts { conflicts });
+            }
+
+            inner.transactions += 1;
+            let transaction = inner.transactions;
+            let recorded_at = Utc::now();
+            let mut written = Vec::with_capacity(appends.len());
+            for append in appends {
+                let actual = inner.version(&append.stream);
+                let first_position = Position(inner.log.len() as u64 + 1);
+                let count = append.events.len() as u64;
+                for (i, event) in append.events.into_iter().enumerate() {
+                    let index = inner.log.len();
+                    let position = index as u64 + 1;
+                    inner.ids.insert(event.event_id, index);
+                    inner
+                        .streams
+                        .entry(append.stream.clone())
+                        .or_default()
+                        .push(index);
+                    inner.tags.push(event.tags);
+                    inner.log.push(RecordedEvent {
+                        event_id: event.event_id,
+                        stream_id: append.stream.clone(),
+                        version: Version(actual.0 + 1 + i as u64),
+                        position: Position(position),
+                        checkpoint: Checkpoint::from_parts(transaction, position),
+                        name: event.name,
+                        schema_version: event.schema_version,
+                        payload: event.payload,
+                        metadata: event.metadata,
+                        recorded_at,
+                    });
+                }
+                written.push(Appended {
+                    stream_id: append.stream,
+                    first_version: actual.next(),
+                    last_version: Version(actual.0 + count),
+                    first_position,
+                    last_position: Position(first_position.0 + count - 1),
+                    replayed: false,
+                });
+            }
+            written
+        };
+        if let Some(last) = written.last() {
+            self.head.send_replace(last.last_position);
+        }
+        Ok(written)
+    }
+}
+
+impl Inner {
+    /// The index of the first event matching `query` that a read at `after` did not see.
+    fn first_match(&self, query: &Query, after: &ReadPosition) -> Option<usize> {
+        // Transactions increase with the log index: start at the first unseen one.
+        let start = self
+            .log
+            .partition_point(|e| e.checkpoint.transaction() < after.lowest_unseen());
+        (start..self.log.len()).find(|&i| {
+            let event = &self.log[i];
+            after.unseen(event.checkpoint.transaction())
+                && query.matches(&event.name, &self.tags[i])
+        })
+    }
+}
+
+impl DecisionStore for MemoryStore {
+    async fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: Option<AppendCondition>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        self.append_streams_locked(appends, condition)
+    }
+
+    async fn read_query(&self, query: &Query) -> Result<QueryRead, StoreError> {
+        self.limits.check_query(query)?;
+        let inner = self.lock();
+        let events = if query.items().is_empty() {
+            Vec::new()
+        } else {
+            inner
+                .log
+                .iter()
+                .zip(&inner.tags)
+                .filter(|(event, tags)| query.matches(&event.name, tags))
+                .map(|(event, _)| event.clone())
+                .collect()
+        };
+        Ok(QueryRead {
+            events,
+            // Every transaction so far was seen; the next one was not.
+            position: ReadPosition::from_parts(inner.transactions + 1, Vec::new()),
+        })
     }
 }
 

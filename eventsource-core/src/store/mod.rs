@@ -12,10 +12,14 @@ use crate::envelope::{
 };
 use crate::error::StoreError;
 
+mod decision;
 pub(crate) mod memory;
 mod pages;
 pub(crate) mod retire;
 
+pub use decision::{
+    AppendCondition, Query, QueryItem, QueryRead, ReadPosition, StreamAppend, StreamConflict,
+};
 pub use pages::StreamPages;
 pub use retire::{SnapshotMaintenance, SnapshotScope, StreamRetirement, StreamStatus};
 
@@ -143,6 +147,46 @@ pub trait EventStore: Send + Sync + 'static {
     fn seals_personal_data(&self) -> bool {
         false
     }
+}
+
+/// A store that keeps invariants spanning streams: atomic appends to several streams, and
+/// appends conditional on a query of tagged events (Dynamic Consistency Boundaries).
+///
+/// A decision reads its facts with [`read_query`](Self::read_query), decides, and appends
+/// with the read's [`AppendCondition`]: the append fails with
+/// [`StoreError::ConditionFailed`] if an event matching the query was written in between, so
+/// two decisions on one boundary never both commit. Disjoint boundaries do not wait for each
+/// other.
+///
+/// Both `MemoryStore` and the PostgreSQL store implement it and pass the conformance cases.
+pub trait DecisionStore: EventStore {
+    /// Appends to several streams atomically: all or nothing.
+    ///
+    /// Each stream is checked against its own [`ExpectedVersion`]; if any does not hold,
+    /// nothing is written and the error is [`StoreError::Conflicts`], naming every stream that
+    /// failed. With a `condition`, the append also fails, writing nothing, with
+    /// [`StoreError::ConditionFailed`] if an event matching its query was written after its
+    /// position. Returns one [`Appended`] per stream, in the order given.
+    ///
+    /// Idempotency: if every event id of every stream is already stored, each stream's batch
+    /// exactly as given, nothing is written and the original results are returned with
+    /// `replayed = true` (the condition and the expectations are not checked again: a retry
+    /// after a lost acknowledgement succeeds). Some but not all of the ids stored is
+    /// [`StoreError::DuplicateEventId`]. The checks of [`Limits`](crate::Limits) apply to
+    /// every stream and event, plus: no stream twice, no event id twice, at least one stream,
+    /// every query item with at least one tag.
+    fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: Option<AppendCondition>,
+    ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
+
+    /// Every event matching `query`, in checkpoint order, and the position the read saw the
+    /// log up to. An empty query matches nothing; every item needs at least one tag.
+    fn read_query(
+        &self,
+        query: &Query,
+    ) -> impl Future<Output = Result<QueryRead, StoreError>> + Send;
 }
 
 /// A stored copy of an aggregate's state at a version.

@@ -12,6 +12,7 @@
 //! broken guarantee.
 
 pub mod conformance;
+pub mod decision;
 pub mod fixture;
 pub mod golden;
 mod idempotency;
@@ -128,6 +129,34 @@ macro_rules! lifecycle_conformance_tests {
                 $crate::testing::run(async {
                     let store = $factory().await;
                     $crate::testing::lifecycle::$case(store).await;
+                });
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[test]` per [`DecisionStore`](crate::DecisionStore) conformance case
+/// ([`decision`]), each given a fresh store by `$factory`, as [`conformance_tests!`] does.
+#[macro_export]
+macro_rules! decision_conformance_tests {
+    ($factory:path) => {
+        $crate::decision_conformance_tests!(@cases $factory;
+            multi_stream_append_is_all_or_nothing,
+            multi_stream_retry_is_replayed,
+            multi_stream_append_is_validated,
+            query_reads_tagged_events_across_streams,
+            condition_fails_on_a_matching_write_after_the_read,
+            concurrent_decisions_keep_the_boundary,
+            concurrent_registrations_take_a_name_once,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::testing::run(async {
+                    let store = $factory().await;
+                    $crate::testing::decision::$case(store).await;
                 });
             }
         )*

@@ -52,18 +52,25 @@ pub(crate) struct Event<'a> {
     /// the crate root).
     pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Path,
+    /// The fields marked `#[tag]`, in order.
+    pub(crate) tags: Vec<attr::TagField>,
 }
 
 impl<'a> Event<'a> {
     pub(crate) fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Self {
         let mut attrs = attr::event_attrs(cx, &input.attrs, Place::Struct);
         let ident = &input.ident;
+        let tags = match &input.data {
+            Data::Struct(data) => attr::tag_fields(cx, &data.fields),
+            Data::Enum(_) | Data::Union(_) => Vec::new(),
+        };
         Event {
             input,
             ident,
             event: Versioned::new(&mut attrs, || LitStr::new(&ident.to_string(), ident.span())),
             lock: attrs.lock,
             krate: attrs.krate.unwrap_or_else(default_crate),
+            tags,
         }
     }
 }
@@ -149,6 +156,9 @@ pub(crate) struct Aggregate<'a> {
     /// `snapshot(every = N)`.
     pub(crate) snapshot: Option<Snapshot>,
     pub(crate) services: Option<Type>,
+    /// `decision`: also implement `Decision`, each command's boundary from its
+    /// `ConsistencyBoundary` impl.
+    pub(crate) decision: Option<Path>,
     pub(crate) krate: Path,
     /// `<Name>Event`.
     pub(crate) event_enum: Ident,
@@ -222,6 +232,7 @@ impl<'a> Aggregate<'a> {
             ),
             snapshot: attrs.snapshot,
             services: attrs.services,
+            decision: attrs.decision,
             krate: attrs.krate.unwrap_or_else(default_crate),
             event_enum: format_ident!("{}Event", ident),
             command_enum: format_ident!("{}Command", ident),

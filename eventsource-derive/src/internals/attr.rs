@@ -9,6 +9,7 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::{Attribute, LitInt, LitStr, Path, Token, Type};
 
 use crate::internals::ctxt::Ctxt;
@@ -27,12 +28,16 @@ const EVENT_KEYS: &[&str] = &["name", "version", "previous", "same_as", "lock", 
 const EVENT_ENUM_KEYS: &[&str] = &["prefix", "lock", "crate"];
 const VARIANT_KEYS: &[&str] = &["name", "version", "previous", "same_as"];
 const AGGREGATE_KEYS: &[&str] = &[
-    "name", "error", "events", "commands", "snapshot", "services", "crate",
+    "name", "error", "events", "commands", "snapshot", "services", "decision", "crate",
 ];
 const SNAPSHOT_KEYS: &[&str] = &["every", "version"];
 const SHAPE_KEYS: &[&str] = &["lock", "crate"];
 /// `#[shape(...)]`.
 pub(crate) const SHAPE: &str = "shape";
+/// `#[tag]` or `#[tag(key = "...")]` on a field of an event.
+pub(crate) const TAG: &str = "tag";
+const IN_TAG: &str = "`#[tag(...)]`";
+const TAG_KEYS: &[&str] = &["key"];
 const IN_SHAPE: &str = "`#[shape(...)]`";
 
 /// Where an `#[event(...)]` attribute is written: each place has its own keys.
@@ -98,6 +103,8 @@ pub(crate) struct AggregateAttrs {
     pub(crate) commands: Option<Declared>,
     pub(crate) snapshot: Option<Snapshot>,
     pub(crate) services: Option<Type>,
+    /// `decision`: the aggregate is a decision model, folded from a query across streams.
+    pub(crate) decision: Option<Path>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -131,6 +138,68 @@ pub(crate) struct Snapshot {
 pub(crate) struct ShapeAttrs {
     pub(crate) lock: Option<LitStr>,
     pub(crate) krate: Option<Path>,
+}
+
+/// A field of an event marked `#[tag]`: each event carries the tag `<key>:<field value>`.
+pub(crate) struct TagField {
+    /// The field.
+    pub(crate) member: syn::Member,
+    /// The tag's key: `key = "..."`, or the field's name.
+    pub(crate) key: LitStr,
+}
+
+/// Reads the `#[tag]` attributes on the fields of an event struct.
+pub(crate) fn tag_fields(cx: &Ctxt, fields: &syn::Fields) -> Vec<TagField> {
+    let mut out = Vec::new();
+    for (index, field) in fields.iter().enumerate() {
+        let mut seen: Option<&Attribute> = None;
+        for attr in field.attrs.iter().filter(|attr| attr.path().is_ident(TAG)) {
+            if seen.is_some() {
+                cx.error_spanned_by(attr, "duplicate `#[tag]` on one field: a field is one tag");
+                continue;
+            }
+            seen = Some(attr);
+            let mut key: Option<LitStr> = None;
+            if !matches!(attr.meta, syn::Meta::Path(_)) {
+                let result = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("key") {
+                        let example = "key = \"course\"";
+                        key_eq(cx, &meta, &mut key, IN_TAG, example, |value| {
+                            parse_str(cx, value, "key", example)
+                        })
+                    } else {
+                        unknown_key(cx, &meta, IN_TAG, TAG_KEYS)
+                    }
+                });
+                if let Err(error) = result {
+                    cx.syn_error(error);
+                }
+            }
+            let member = match &field.ident {
+                Some(ident) => syn::Member::Named(ident.clone()),
+                None => syn::Member::Unnamed(syn::Index {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    span: attr.span(),
+                }),
+            };
+            let key = match (key, &field.ident) {
+                (Some(key), _) => key,
+                (None, Some(ident)) => {
+                    let name = ident.to_string();
+                    LitStr::new(name.strip_prefix("r#").unwrap_or(&name), ident.span())
+                }
+                (None, None) => {
+                    cx.error_spanned_by(
+                        attr,
+                        "a tag on an unnamed field needs a key: `#[tag(key = \"course\")]`",
+                    );
+                    continue;
+                }
+            };
+            out.push(TagField { member, key });
+        }
+    }
+    out
 }
 
 /// Reads every `#[shape(...)]` attribute of the type.
@@ -281,6 +350,17 @@ pub(crate) fn aggregate_attrs(cx: &Ctxt, attrs: &[Attribute]) -> AggregateAttrs 
             } else if key.is_ident("snapshot") {
                 let snapshot = parse_snapshot(cx, &meta)?;
                 set(cx, &mut out.snapshot, key, IN_AGGREGATE, snapshot);
+            } else if key.is_ident("decision") {
+                // A flag: `decision`, nothing after it.
+                if meta.input.is_empty() || meta.input.peek(Token![,]) {
+                    set(cx, &mut out.decision, key, IN_AGGREGATE, Some(key.clone()));
+                } else {
+                    cx.error_spanned_by(
+                        key,
+                        "`decision` is a flag and takes no value: `#[aggregate(..., decision)]`",
+                    );
+                    skip_value(meta.input)?;
+                }
             } else {
                 unknown_key(cx, &meta, IN_AGGREGATE, AGGREGATE_KEYS)?;
             }

@@ -27,6 +27,23 @@ pub(crate) fn event(cx: &Ctxt, event: &Event) {
     if let Data::Struct(data) = &event.input.data {
         check_no_field_attrs(cx, &data.fields, "the struct");
     }
+    check_tag_keys(cx, event);
+}
+
+// A tag key is the part before the `:` of every tag the field makes, so it is not empty and
+// holds no control character (the store refuses such tags): `#[tag(key = "")]` is rejected.
+fn check_tag_keys(cx: &Ctxt, event: &Event) {
+    for tag in &event.tags {
+        let key = tag.key.value();
+        if key.is_empty() {
+            cx.error_spanned_by(
+                &tag.key,
+                "a tag key is not empty: `#[tag(key = \"course\")]`",
+            );
+        } else if key.chars().any(char::is_control) {
+            cx.error_spanned_by(&tag.key, "a tag key holds no control characters");
+        }
+    }
 }
 
 /// Every check of `#[derive(EventEnum)]`.
