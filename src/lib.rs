@@ -38,8 +38,8 @@ pub use eventsource_core::{
 
 // The store contract and the in-memory store.
 pub use eventsource_core::{
-    Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot, SnapshotStore,
-    StreamPages,
+    Appended, EventStore, FoldEvent, FoldPage, InvalidAppend, Limits, LogFilter, MemoryStore,
+    Snapshot, SnapshotStore, StreamPages,
 };
 
 // Projections: read models fed from the global log.

@@ -45,7 +45,9 @@ pub use projection::{
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
-pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
+pub use store::{
+    Appended, EventStore, FoldEvent, FoldPage, LogFilter, Snapshot, SnapshotStore, StreamPages,
+};
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.
 #[doc(hidden)]

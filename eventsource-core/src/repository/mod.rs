@@ -15,6 +15,7 @@ use crate::cache::AggregateCache;
 use crate::envelope::{RecordedEvent, StreamId, Version};
 use crate::error::DecodeError;
 use crate::event::EventEnum;
+use crate::store::FoldEvent;
 
 /// The default of [`Repository::retry_transient`].
 const DEFAULT_TRANSIENT_RETRIES: u32 = 3;
@@ -231,6 +232,26 @@ impl<A: Aggregate> Loaded<A> {
         let event = decode_event::<A>(record)?;
         self.state.evolve(&event);
         self.version = record.version;
+        self.events_folded += 1;
+        Ok(())
+    }
+
+    /// [`Self::fold`] of an event read for folding (see [`EventStore::read_stream_for_fold`]).
+    ///
+    /// [`EventStore::read_stream_for_fold`]: crate::EventStore::read_stream_for_fold
+    fn fold_narrow(&mut self, event: &FoldEvent) -> Result<(), DecodeError> {
+        let decoded = A::Event::decode(&event.name, event.schema_version, &event.payload).map_err(
+            |source| DecodeError {
+                stream: self.stream_id.clone(),
+                version: event.version,
+                position: event.position,
+                name: event.name.clone(),
+                schema_version: event.schema_version,
+                source,
+            },
+        )?;
+        self.state.evolve(&decoded);
+        self.version = event.version;
         self.events_folded += 1;
         Ok(())
     }

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
     AppendError, Appended, Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, ParkedSelection, Position,
-    ProjectionStore, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore,
+    ExpectedVersion, FoldEvent, LoadError, Loaded, LogFilter, Metadata, NewEvent, ParkedSelection,
+    Position, ProjectionStore, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore,
     StoreError, StreamId, Version,
 };
 
@@ -888,6 +888,70 @@ pub async fn reading_a_stream_page_by_page<S: TestStore>(store: S) {
     assert!(pages(&store, &s, 1, Some(0), 3).await.is_empty());
     assert!(pages(&store, &s, 8, None, 3).await.is_empty());
     assert!(pages(&store, &stream("none"), 1, None, 3).await.is_empty());
+}
+
+pub async fn reading_a_stream_for_folding<S: TestStore>(store: S) {
+    let (a, b) = (stream("a"), stream("b"));
+    append_ok(&store, &a, ExpectedVersion::NoStream, &[1, 2, 3, 4]).await;
+    append_ok(&store, &b, ExpectedVersion::NoStream, &[9]).await;
+    append_ok(&store, &a, ExpectedVersion::Exact(Version(4)), &[5, 6, 7]).await;
+    for from in [0, 1, 3, 7, 8] {
+        for max in [0, 1, 3, 4, 7, 100] {
+            let page = store
+                .read_stream_for_fold(&a, Version(from), max)
+                .await
+                .unwrap();
+            let full: Vec<FoldEvent> = store
+                .read_stream(&a, Version(from), max)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(FoldEvent::from)
+                .collect();
+            assert_eq!(
+                page.events, full,
+                "from {from}, max {max}: what read_stream returns"
+            );
+            let after = page
+                .events
+                .last()
+                .map_or(Version(from), |e| e.version.next());
+            let more = !store.read_stream(&a, after, 1).await.unwrap().is_empty();
+            if page.last {
+                assert!(
+                    !more,
+                    "from {from}, max {max}: a page marked last ends the stream"
+                );
+            }
+            if max > 0 && page.events.len() < max {
+                assert!(
+                    page.last,
+                    "from {from}, max {max}: a short page is the last"
+                );
+            }
+        }
+    }
+    let page = store
+        .read_stream_for_fold(&b, Version(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].payload["amount"], json!(9));
+    assert_eq!(
+        (page.events[0].name.as_str(), page.events[0].schema_version),
+        (ADDED, 1)
+    );
+    assert!(page.last);
+    let none = store
+        .read_stream_for_fold(&stream("none"), Version(1), 10)
+        .await
+        .unwrap();
+    assert!(none.events.is_empty());
+    // A load folds the same events through this read, with and without a snapshot.
+    let repo = Repository::<Counter, _>::new(store.clone());
+    let loaded = repo.load("a").await.unwrap();
+    assert_eq!((loaded.state.value, loaded.version), (28, Version(7)));
+    assert_eq!(loaded.events_folded, 7);
 }
 
 pub async fn corrupt_payload_is_a_typed_error<S: TestStore>(store: S) {

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             snapshot_now_stores_the_current_state,
             typed_append_encodes_and_checks_the_expected_version,
             reading_a_stream_page_by_page,
+            reading_a_stream_for_folding,
             corrupt_payload_is_a_typed_error,
             unknown_event_name_is_a_typed_error,
             time_travel_by_version_and_timestamp,
