@@ -4,6 +4,7 @@
 mod execute;
 mod idempotency;
 mod load;
+mod queue;
 mod write;
 
 use std::fmt;
@@ -35,6 +36,8 @@ pub struct Repository<A: Aggregate, S> {
     transient_retries: u32,
     snapshot: SnapshotPolicy,
     cache: Option<AggregateCache<A>>,
+    /// Writers of one stream take turns (`None`: they race, as writers in other processes do).
+    queue: Option<queue::StreamQueue>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -46,6 +49,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
             .field("conflict_retries", &self.conflict_retries)
             .field("snapshot", &self.snapshot)
             .field("cached", &self.cached())
+            .field("queue_writers", &self.queue.is_some())
             .finish()
     }
 }
@@ -111,6 +115,7 @@ impl<A: Aggregate, S> Repository<A, S> {
             transient_retries: DEFAULT_TRANSIENT_RETRIES,
             snapshot: effective(A::SNAPSHOT),
             cache: None,
+            queue: Some(queue::StreamQueue::default()),
             _aggregate: PhantomData,
         }
     }
@@ -134,6 +139,20 @@ impl<A: Aggregate, S> Repository<A, S> {
     #[must_use]
     pub fn retry_transient(mut self, retries: u32) -> Self {
         self.transient_retries = retries;
+        self
+    }
+
+    /// Whether concurrent commands on one aggregate through this repository take turns (the
+    /// default, `true`): the second waits for the first to finish, then loads (or takes from
+    /// the cache) the state the first left, instead of deciding on the same version and losing
+    /// the append to it. Writers elsewhere (other repositories, other processes) are not
+    /// queued: the append's expected version still catches them, as a conflict.
+    ///
+    /// With `false`, commands on one aggregate race, and all but one of a simultaneous group
+    /// conflict (and are retried up to [`retry_on_conflict`](Self::retry_on_conflict)).
+    #[must_use]
+    pub fn queue_writers(mut self, queue: bool) -> Self {
+        self.queue = queue.then(queue::StreamQueue::default);
         self
     }
 

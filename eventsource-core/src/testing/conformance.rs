@@ -1104,6 +1104,62 @@ pub async fn idempotency_key_executes_once<S: TestStore>(store: S) {
     assert!(!other.replayed);
 }
 
+pub async fn writers_of_one_stream_take_turns_in_a_repository<S: TestStore>(store: S) {
+    // One repository shared by 8 tasks: their commands on one aggregate queue, so none
+    // conflicts even without conflict retries, with and without the cache.
+    for (id, cached) in [("q", false), ("qc", true)] {
+        let mut repo = Repository::<Counter, _>::new(store.clone());
+        if cached {
+            repo = repo.with_cache(std::num::NonZeroUsize::new(4).unwrap());
+        }
+        let repo = std::sync::Arc::new(repo);
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            let repo = std::sync::Arc::clone(&repo);
+            handles.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let done = repo.execute(id, CounterCommand::Add(1)).await.unwrap();
+                    assert_eq!(done.attempts, 1, "a queued writer decides once");
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let loaded = repo.load(id).await.unwrap();
+        assert_eq!((loaded.state.value, loaded.version), (40, Version(40)));
+    }
+    // A writer outside the repository still conflicts with a queued one: the expected version
+    // is checked as before.
+    let repo = Repository::<Counter, _>::new(store.clone());
+    repo.execute("q", CounterCommand::Add(1)).await.unwrap();
+    let s = stream("q");
+    let stale = store
+        .append(&s, ExpectedVersion::Exact(Version(40)), batch(&[1]))
+        .await;
+    assert_conflict(stale, &s, ExpectedVersion::Exact(Version(40)), Version(41));
+    // Racing writers without the queue: losers get a typed conflict.
+    let racing =
+        std::sync::Arc::new(Repository::<Counter, _>::new(store.clone()).queue_writers(false));
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let repo = std::sync::Arc::clone(&racing);
+        handles.push(tokio::spawn(async move {
+            match repo.execute("r", CounterCommand::Add(1)).await {
+                Ok(_) => 0,
+                Err(ExecuteError::Conflict { .. }) => 1,
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }));
+    }
+    let mut conflicts = 0;
+    for handle in handles {
+        conflicts += handle.await.unwrap();
+    }
+    let landed = racing.load("r").await.unwrap().state.value;
+    assert_eq!(landed + conflicts, 8);
+}
+
 pub async fn conflict_retries_are_bounded<S: TestStore>(store: S) {
     // A rejected command writes nothing and says why.
     let repo = Repository::<Counter, _>::new(store.clone());

@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             typed_append_encodes_and_checks_the_expected_version,
             reading_a_stream_page_by_page,
             reading_a_stream_for_folding,
+            writers_of_one_stream_take_turns_in_a_repository,
             corrupt_payload_is_a_typed_error,
             unknown_event_name_is_a_typed_error,
             time_travel_by_version_and_timestamp,
