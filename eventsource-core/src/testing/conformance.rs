@@ -461,6 +461,64 @@ pub async fn global_read_filters_by_category_and_name<S: TestStore>(store: S) {
     assert_eq!(next[0].name, CLEARED);
 }
 
+pub async fn filtered_global_read_merges_names_in_order<S: TestStore>(store: S) {
+    // Ten names, interleaved in single and batched appends over three streams of two
+    // categories; read through filters of several sizes (a repeated name included), a page
+    // at a time: every matching event once, in checkpoint order, as an unfiltered read has them.
+    let names: Vec<String> = (0..10).map(|i| format!("counter.n{i}")).collect();
+    for round in 0..6 {
+        for (k, id) in ["a", "b"].iter().enumerate() {
+            let batch: Vec<NewEvent> = (0..=k + round % 2)
+                .map(|i| NewEvent::new(&names[(round * 3 + k + i) % 10], 1, json!({})))
+                .collect();
+            store
+                .append(&stream(id), ExpectedVersion::Any, batch)
+                .await
+                .unwrap();
+        }
+        let other = StreamId::new("ledger", "x");
+        let event = NewEvent::new(&names[(round * 7) % 10], 1, json!({}));
+        store
+            .append(&other, ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+    let all = store
+        .read_all(Checkpoint::START, 10_000, &LogFilter::all())
+        .await
+        .unwrap();
+    for (size, page) in [(1, 1), (3, 2), (3, 100), (8, 3), (9, 4)] {
+        for category in [None, Some("counter")] {
+            let mut filter = LogFilter::all();
+            for name in &names[..size] {
+                filter = filter.name(name.as_str());
+            }
+            filter = filter.name(names[0].as_str());
+            if let Some(category) = category {
+                filter = filter.category(category);
+            }
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|e| filter.matches(e))
+                .map(|e| e.position)
+                .collect();
+            let mut got = Vec::new();
+            let mut after = Checkpoint::START;
+            loop {
+                let events = store.read_all(after, page, &filter).await.unwrap();
+                assert!(events.len() <= page);
+                let Some(last) = events.last() else { break };
+                after = last.checkpoint;
+                got.extend(events.iter().map(|e| e.position));
+            }
+            assert_eq!(
+                got, expected,
+                "{size} names, pages of {page}, category {category:?}"
+            );
+        }
+    }
+}
+
 pub async fn head_position_and_stream_version<S: TestStore>(store: S) {
     assert_eq!(store.head_position().await.unwrap(), Position(0));
     assert_eq!(

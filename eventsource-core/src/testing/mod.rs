@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             global_read_is_in_append_order,
             global_read_resumes_from_a_checkpoint,
             global_read_filters_by_category_and_name,
+            filtered_global_read_merges_names_in_order,
             head_position_and_stream_version,
             metadata_round_trips,
             find_event_by_id,
