@@ -10,9 +10,13 @@ use crate::aggregate::{Aggregate, SnapshotPolicy};
 use crate::envelope::{StreamId, Version};
 use crate::error::{LoadError, StoreError};
 use crate::observe::names;
-use crate::store::{EventStore, FoldEvent, SnapshotStore, StreamPages};
+use crate::store::{EventStore, FoldEvent, SnapshotStore};
 
 use super::{DecodedEvent, Loaded, Repository, decode_event};
+
+/// Events asked for per read when folding: a narrow row is small (version, position, name,
+/// schema version, payload), so a page holds a few thousand, and most streams are one read.
+const FOLD_PAGE_SIZE: usize = 5_000;
 
 impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// The aggregate's current state: its newest usable snapshot plus the events after it.
@@ -115,7 +119,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     ) -> Result<(), LoadError> {
         // Version 0 is "no events": the first event is version 1.
         let mut next = from.max(Version(1));
-        let page_size = StreamPages::<S>::DEFAULT_PAGE_SIZE;
+        let page_size = FOLD_PAGE_SIZE;
         while next <= until {
             // `until - next + 1` events are left in the range; a range wider than memory is
             // simply "a full page".
