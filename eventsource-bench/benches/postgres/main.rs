@@ -539,8 +539,10 @@ async fn command(
 }
 
 /// The W4: 8 tasks executing commands on one aggregate. The framework's tasks share
-/// one repository (its writers of a stream take turns); the raw tasks load, fold and INSERT,
-/// and start again when the unique `(stream_id, version)` refuses the row. Each round writes a
+/// one repository (its writers of a stream take turns): with the aggregate cache (a queued
+/// writer starts from the state the previous one left), without it (each loads), and with the
+/// queue off (writers race and retry on conflict). The raw tasks load, fold and INSERT, and
+/// start again when the unique `(stream_id, version)` refuses the row. Each round writes a
 /// fresh stream of `HISTORY` events per contestant; the figure is committed commands per
 /// second.
 async fn contention(bench: &Arc<Bench>, table: &mut Table, name: &str) -> Result<(), BoxError> {
@@ -549,11 +551,17 @@ async fn contention(bench: &Arc<Bench>, table: &mut Table, name: &str) -> Result
     let seeder = Repository::<Account, _>::new(bench.store.clone());
     let mut contest = Contest::new(
         &[
-            "Repository::execute, one repository shared by the tasks",
+            "Repository::execute, one repository shared by the tasks, with the aggregate cache",
             "raw SELECT + decode + fold + INSERT, retried on a unique violation",
-            "Repository::execute, writers not queued (retry on conflict)",
+            "Repository::execute, one repository shared by the tasks, no cache",
+            "Repository::execute, writers not queued (retry on conflict), no cache",
         ],
         WARM_UP,
+    );
+    let cached = Arc::new(
+        Repository::<Account, _>::new(bench.store.clone())
+            .with_cache(std::num::NonZeroUsize::new(64).expect("positive"))
+            .retry_on_conflict(1_000),
     );
     let queued =
         Arc::new(Repository::<Account, _>::new(bench.store.clone()).retry_on_conflict(1_000));
@@ -570,7 +578,11 @@ async fn contention(bench: &Arc<Bench>, table: &mut Table, name: &str) -> Result
             let mut tasks = Vec::new();
             for task in 0..TASKS {
                 let (bench, id) = (Arc::clone(bench), id.clone());
-                let repo = Arc::clone(if who == 2 { &racing } else { &queued });
+                let repo = Arc::clone(match who {
+                    0 => &cached,
+                    2 => &queued,
+                    _ => &racing,
+                });
                 tasks.push(tokio::spawn(async move {
                     for op in 0..OPS {
                         let amount = ((task + op) % 13 + 1) as u64;
