@@ -39,7 +39,7 @@ pub use eventsource_core::{
 
 // The store contract and the in-memory store.
 pub use eventsource_core::{
-    Appended, EventStore, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot,
+    Appended, EventStore, FoldEvent, FoldPage, InvalidAppend, Limits, LogFilter, MemoryStore, Snapshot,
     SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamPages, StreamRetirement, StreamStatus,
 };
 

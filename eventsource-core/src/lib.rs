@@ -55,7 +55,7 @@ pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
 pub use store::{
-    AppendCondition, Appended, DecisionStore, EventStore, LogFilter, Query, QueryItem, QueryRead,
+    AppendCondition, Appended, DecisionStore, EventStore, FoldEvent, FoldPage, LogFilter, Query, QueryItem, QueryRead,
     ReadPosition, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamAppend,
     StreamConflict, StreamPages, StreamRetirement, StreamStatus,
 };

@@ -3,13 +3,13 @@
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, LogFilter, NewEvent, Position,
+    Appended, Checkpoint, EventStore, ExpectedVersion, FoldPage, LogFilter, NewEvent, Position,
     RecordedEvent, StoreError, StreamId, Version,
 };
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::row::decode_event;
+use crate::row::{decode_event, decode_fold_event};
 use crate::sql::{HORIZON_LAG, bigint};
 use crate::store::PostgresStore;
 
@@ -76,6 +76,42 @@ impl EventStore for PostgresStore {
         let what = format!("reading stream `{stream}` from version {from}");
         let rows = self.rows(query, what).await?;
         rows.iter().map(decode_event).collect()
+    }
+
+    async fn read_stream_for_fold(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        max_count: usize,
+    ) -> Result<FoldPage, StoreError> {
+        if max_count == 0 || unstorable(stream) {
+            return Ok(FoldPage::default());
+        }
+        self.ensure_fits_store().await?;
+        let query = self
+            .sql()
+            .read_stream_for_fold
+            .query()
+            .bind(stream.as_str())
+            .bind(bigint(from.0))
+            .bind(bigint(max_count));
+        let what = format!("reading stream `{stream}` from version {from}");
+        let rows = self.rows(query, what).await?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut head = None;
+        for row in &rows {
+            let (event, row_head) = decode_fold_event(stream, row)?;
+            head = row_head;
+            events.push(event);
+        }
+        // The head is read in the rows' own snapshot: a page ending at it ends the stream. A
+        // head behind the page (which a store never writes) proves nothing: read on.
+        let last = events.len() < max_count
+            || events
+                .last()
+                .zip(head)
+                .is_some_and(|(event, head)| i64::try_from(event.version.0) == Ok(head));
+        Ok(FoldPage { events, last })
     }
 
     async fn read_all(

@@ -2,8 +2,8 @@
 
 use crate::error::{PostgresError, excerpt};
 use eventsource_core::{
-    Checkpoint, Metadata, ParkedEvent, Position, RecordedEvent, Snapshot, StoreError, StreamId,
-    Version,
+    Checkpoint, FoldEvent, Metadata, ParkedEvent, Position, RecordedEvent, Snapshot, StoreError,
+    StreamId, Version,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -82,6 +82,63 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         recorded_at: column(row, "recorded_at", "recorded_at", corrupt)?,
         name,
     })
+}
+
+/// Decodes a row of `Statements::read_stream_for_fold` (columns by position) of `stream`:
+/// the event, and the stream's head version beside it (`None` without a head row).
+pub(crate) fn decode_fold_event(
+    stream: &StreamId,
+    row: &PgRow,
+) -> Result<(FoldEvent, Option<i64>), StoreError> {
+    let raw_version: i64 = row.try_get(0).map_err(|e| {
+        StoreError::backend(
+            format!("reading an event row of stream `{stream}`"),
+            format!("the version: {e}"),
+        )
+    })?;
+    let corrupt = |message: String| StoreError::CorruptRow {
+        stream: stream.clone(),
+        version: Version(u64::try_from(raw_version).unwrap_or(0)),
+        message,
+    };
+    let version = u64::try_from(raw_version)
+        .map(Version)
+        .map_err(|_| corrupt(format!("negative version {raw_version}")))?;
+    let raw_position: i64 = row
+        .try_get(1)
+        .map_err(|e| corrupt(format!("position: {e}")))?;
+    let position = u64::try_from(raw_position)
+        .map_err(|_| corrupt(format!("negative position {raw_position}")))?;
+    let name: String = row
+        .try_get(2)
+        .map_err(|e| corrupt(format!("at position {position}: event name: {e}")))?;
+    let corrupt = |what: String| {
+        corrupt(format!(
+            "event `{}` at position {position}: {what}",
+            excerpt(&name)
+        ))
+    };
+    let schema_version: i64 = row
+        .try_get(3)
+        .map_err(|e| corrupt(format!("schema version: {e}")))?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
+    let payload = row
+        .try_get(4)
+        .map_err(|e| corrupt(format!("payload: {e}")))?;
+    let head: Option<i64> = row
+        .try_get(5)
+        .map_err(|e| corrupt(format!("the stream's head: {e}")))?;
+    Ok((
+        FoldEvent {
+            version,
+            position: Position(position),
+            name,
+            schema_version,
+            payload,
+        },
+        head,
+    ))
 }
 
 /// Decodes a row selected with `sql::PARKED_COLUMNS`.

@@ -106,6 +106,10 @@ pub(crate) struct Statements {
     pub(crate) read_query: Statement,
     /// `$1` stream, `$2` first version, `$3` limit.
     pub(crate) read_stream: Statement,
+    /// The same rows as `read_stream`, only the columns `row::decode_fold_event` reads, by
+    /// position: version, position, name, schema version, payload, and the stream's head
+    /// version (read once per statement) beside each row.
+    pub(crate) read_stream_for_fold: Statement,
     /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
     pub(crate) read_all: ByFilter,
     /// Whether events passing the filter exist after (`$1` transaction, `$2` position).
@@ -327,6 +331,13 @@ impl Statements {
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events \
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+            )
+            .into(),
+            read_stream_for_fold: format!(
+                "SELECT e.version, e.position, e.name, e.schema_version, e.payload, \
+                        (SELECT h.version FROM {s}.streams h WHERE h.stream_id = $1) AS head \
+                   FROM {s}.events e \
+                  WHERE e.stream_id = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3"
             )
             .into(),
             read_all: ByFilter::new(2, |shape| read_all(s, shape)),

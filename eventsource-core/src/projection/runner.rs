@@ -530,16 +530,21 @@ where
         metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME).set(total as f64);
         let mut applied = 0u64;
         let mut reported_total = 0u64;
+        // The page after a full batch, read while the batch is applied and committed.
+        let mut ahead: Option<Vec<RecordedEvent>> = None;
         loop {
-            let batch = self
-                .store
-                .read_all(
-                    checkpoint.unwrap_or(Checkpoint::START),
-                    self.options.batch_size,
-                    &self.filter,
-                )
-                .await
-                .map_err(Self::store_error)?;
+            let batch = match ahead.take() {
+                Some(batch) => batch,
+                None => self
+                    .store
+                    .read_all(
+                        checkpoint.unwrap_or(Checkpoint::START),
+                        self.options.batch_size,
+                        &self.filter,
+                    )
+                    .await
+                    .map_err(Self::store_error)?,
+            };
             let Some(last) = batch.last() else { break };
             let full = batch.len() == self.options.batch_size;
             let from = checkpoint.unwrap_or(Checkpoint::START);
@@ -551,10 +556,28 @@ where
                 to = %to,
                 count = batch.len(),
             );
-            let outcome = self
+            // After a full batch, the next page is read meanwhile: the same gap-safe read
+            // from the batch's last checkpoint that would follow its commit. It is used only
+            // when the batch committed up to there (compare-and-set under the lease); after
+            // any failure it is dropped and the next read starts from the committed checkpoint.
+            let read_ahead = full.then(|| {
+                let (store, filter) = (self.store.clone(), self.filter.clone());
+                let size = self.options.batch_size;
+                async move { store.read_all(to, size, &filter).await }
+            });
+            let apply = self
                 .apply_batch(lease, &batch, &mut checkpoint)
-                .instrument(span)
-                .await;
+                .instrument(span);
+            let outcome = match read_ahead {
+                Some(next) => {
+                    let (outcome, next) = tokio::join!(apply, next);
+                    if outcome.is_ok() && checkpoint == Some(to) {
+                        ahead = next.ok();
+                    }
+                    outcome
+                }
+                None => apply.await,
+            };
             let count = match outcome {
                 Ok(count) => count,
                 Err(error) => {

@@ -115,6 +115,12 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     where
         A::Command: Clone,
     {
+        // Commands on this stream through this repository take turns (see `queue_writers`).
+        let turn = self.queue.as_ref().map(|queue| queue.join(&stream_id));
+        let _held = match &turn {
+            Some(turn) => Some(turn.wait().await),
+            None => None,
+        };
         let key = Keyed::new::<A>(&metadata, &command);
         // A repeat that arrives after the first execution is stored: one indexed lookup.
         if let Some(done) = self.earlier_execution(&stream_id, key.as_ref(), 0).await? {

@@ -10,9 +10,13 @@ use crate::aggregate::{Aggregate, SnapshotPolicy};
 use crate::envelope::{StreamId, Version};
 use crate::error::{LoadError, StoreError};
 use crate::observe::names;
-use crate::store::{EventStore, SnapshotStore};
+use crate::store::{EventStore, FoldEvent, SnapshotStore};
 
 use super::{DecodedEvent, Loaded, Repository, decode_event};
+
+/// Events asked for per read when folding: a narrow row is small (version, position, name,
+/// schema version, payload), so a page holds a few thousand, and most streams are one read.
+const FOLD_PAGE_SIZE: usize = 5_000;
 
 impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// The aggregate's current state: its newest usable snapshot plus the events after it.
@@ -76,17 +80,67 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         until: Option<Version>,
         recorded_by: Option<DateTime<Utc>>,
     ) -> Result<(), LoadError> {
+        let until = until.unwrap_or(Version(u64::MAX));
+        let Some(recorded_by) = recorded_by else {
+            // No time bound: the narrow read of what a fold uses.
+            let (stream, from) = (loaded.stream_id.clone(), loaded.version.next());
+            return self
+                .fold_pages(&stream, from, until, |event| {
+                    loaded.fold_narrow(event)?;
+                    Ok(true)
+                })
+                .await;
+        };
         let mut pages = self
             .store
             .read_stream_pages(&loaded.stream_id, loaded.version.next())
-            .until(until.unwrap_or(Version(u64::MAX)));
+            .until(until);
         while let Some(page) = pages.next_page().await? {
             for record in &page {
-                if recorded_by.is_some_and(|at| record.recorded_at > at) {
+                if record.recorded_at > recorded_by {
                     return Ok(());
                 }
                 loaded.fold(record)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Reads the events of `stream` from version `from` up to `until` (inclusive) with
+    /// [`EventStore::read_stream_for_fold`], a page at a time, and hands each to `each` until
+    /// it returns false. Stops without another read on a page the store marks as the last, on
+    /// a short page, or on one that does not move forward.
+    async fn fold_pages(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        until: Version,
+        mut each: impl FnMut(&FoldEvent) -> Result<bool, LoadError> + Send,
+    ) -> Result<(), LoadError> {
+        // Version 0 is "no events": the first event is version 1.
+        let mut next = from.max(Version(1));
+        let page_size = FOLD_PAGE_SIZE;
+        while next <= until {
+            // `until - next + 1` events are left in the range; a range wider than memory is
+            // simply "a full page".
+            let wanted = usize::try_from(until.0 - next.0)
+                .map_or(page_size, |rest| rest.saturating_add(1).min(page_size));
+            let page = self
+                .store
+                .read_stream_for_fold(stream, next, wanted)
+                .await?;
+            let Some(last) = page.events.last().map(|e| e.version) else {
+                return Ok(());
+            };
+            for event in &page.events {
+                if !each(event)? {
+                    return Ok(());
+                }
+            }
+            if page.last || page.events.len() < wanted || last < next || last.0 == u64::MAX {
+                return Ok(());
+            }
+            next = last.next();
         }
         Ok(())
     }
@@ -165,24 +219,25 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         until: Option<Version>,
     ) -> Result<bool, LoadError> {
         let snapshot_version = loaded.version;
-        let mut pages = self
-            .store
-            .read_stream_pages(&loaded.stream_id, snapshot_version)
-            .until(until.unwrap_or(Version(u64::MAX)));
+        let stream = loaded.stream_id.clone();
         let mut first = true;
-        while let Some(page) = pages.next_page().await? {
-            for record in &page {
+        let mut proven = false;
+        self.fold_pages(
+            &stream,
+            snapshot_version,
+            until.unwrap_or(Version(u64::MAX)),
+            |event| {
                 if first {
                     first = false;
-                    if record.version != snapshot_version {
-                        return Ok(false);
-                    }
-                    continue;
+                    proven = event.version == snapshot_version;
+                    return Ok(proven);
                 }
-                loaded.fold(record)?;
-            }
-        }
-        Ok(!first)
+                loaded.fold_narrow(event)?;
+                Ok(true)
+            },
+        )
+        .await?;
+        Ok(proven)
     }
 
     /// The stored snapshot if it is usable: written for this state shape, decodable, and not

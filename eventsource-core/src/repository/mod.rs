@@ -5,6 +5,7 @@ mod execute;
 mod idempotency;
 mod load;
 mod maintain;
+mod queue;
 mod write;
 
 pub(crate) use write::encode_batch;
@@ -18,6 +19,7 @@ use crate::cache::AggregateCache;
 use crate::envelope::{RecordedEvent, StreamId, Version};
 use crate::error::DecodeError;
 use crate::event::EventEnum;
+use crate::store::FoldEvent;
 
 /// The default of [`Repository::retry_transient`].
 const DEFAULT_TRANSIENT_RETRIES: u32 = 3;
@@ -37,6 +39,8 @@ pub struct Repository<A: Aggregate, S> {
     transient_retries: u32,
     snapshot: SnapshotPolicy,
     cache: Option<AggregateCache<A>>,
+    /// Writers of one stream take turns (`None`: they race, as writers in other processes do).
+    queue: Option<queue::StreamQueue>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -48,6 +52,7 @@ impl<A: Aggregate, S: fmt::Debug> fmt::Debug for Repository<A, S> {
             .field("conflict_retries", &self.conflict_retries)
             .field("snapshot", &self.snapshot)
             .field("cached", &self.cached())
+            .field("queue_writers", &self.queue.is_some())
             .finish()
     }
 }
@@ -113,6 +118,7 @@ impl<A: Aggregate, S> Repository<A, S> {
             transient_retries: DEFAULT_TRANSIENT_RETRIES,
             snapshot: effective(A::SNAPSHOT),
             cache: None,
+            queue: Some(queue::StreamQueue::default()),
             _aggregate: PhantomData,
         }
     }
@@ -136,6 +142,20 @@ impl<A: Aggregate, S> Repository<A, S> {
     #[must_use]
     pub fn retry_transient(mut self, retries: u32) -> Self {
         self.transient_retries = retries;
+        self
+    }
+
+    /// Whether concurrent commands on one aggregate through this repository take turns (the
+    /// default, `true`): the second waits for the first to finish, then loads (or takes from
+    /// the cache) the state the first left, instead of deciding on the same version and losing
+    /// the append to it. Writers elsewhere (other repositories, other processes) are not
+    /// queued: the append's expected version still catches them, as a conflict.
+    ///
+    /// With `false`, commands on one aggregate race, and all but one of a simultaneous group
+    /// conflict (and are retried up to [`retry_on_conflict`](Self::retry_on_conflict)).
+    #[must_use]
+    pub fn queue_writers(mut self, queue: bool) -> Self {
+        self.queue = queue.then(queue::StreamQueue::default);
         self
     }
 
@@ -234,6 +254,26 @@ impl<A: Aggregate> Loaded<A> {
         let event = decode_event::<A>(record)?;
         self.state.evolve(&event);
         self.version = record.version;
+        self.events_folded += 1;
+        Ok(())
+    }
+
+    /// [`Self::fold`] of an event read for folding (see [`EventStore::read_stream_for_fold`]).
+    ///
+    /// [`EventStore::read_stream_for_fold`]: crate::EventStore::read_stream_for_fold
+    fn fold_narrow(&mut self, event: &FoldEvent) -> Result<(), DecodeError> {
+        let decoded = A::Event::decode(&event.name, event.schema_version, &event.payload).map_err(
+            |source| DecodeError {
+                stream: self.stream_id.clone(),
+                version: event.version,
+                position: event.position,
+                name: event.name.clone(),
+                schema_version: event.schema_version,
+                source,
+            },
+        )?;
+        self.state.evolve(&decoded);
+        self.version = event.version;
         self.events_folded += 1;
         Ok(())
     }

@@ -81,6 +81,45 @@ impl LogFilter {
     }
 }
 
+/// The parts of a stored event that folding it into an aggregate reads: what
+/// [`EventStore::read_stream_for_fold`] returns (no id, metadata, time or transaction).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FoldEvent {
+    /// The event's version in its stream.
+    pub version: Version,
+    /// Its position in the global log (named in decode errors).
+    pub position: Position,
+    /// The event's stable name.
+    pub name: String,
+    /// The schema version its payload was written with.
+    pub schema_version: u32,
+    /// The payload.
+    pub payload: Value,
+}
+
+impl From<RecordedEvent> for FoldEvent {
+    fn from(record: RecordedEvent) -> Self {
+        FoldEvent {
+            version: record.version,
+            position: record.position,
+            name: record.name,
+            schema_version: record.schema_version,
+            payload: record.payload,
+        }
+    }
+}
+
+/// A page of [`FoldEvent`]s of one stream, in version order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FoldPage {
+    /// The events, in version order.
+    pub events: Vec<FoldEvent>,
+    /// True when the store knows that no event of the stream came after the page's last one
+    /// when it was read, so that a reader need not ask for another page. False says nothing
+    /// (a full page may or may not be the stream's end).
+    pub last: bool,
+}
+
 /// A durable, append-only log of events, organised in streams.
 ///
 /// Every adapter passes the conformance suite (`eventsource_core::testing`), which pins down
@@ -106,6 +145,29 @@ pub trait EventStore: Send + Sync + 'static {
         from: Version,
         max_count: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// What [`read_stream`](Self::read_stream) returns for the same arguments, narrowed to
+    /// what a fold reads ([`FoldEvent`]); `last` is set when the page is known to end the
+    /// stream. Loads read through this (not time travel by timestamp, nor audit trails).
+    ///
+    /// The default reads whole records and narrows them, with `last` for a short page;
+    /// stores override it to read fewer columns and to spare the empty page after a full last
+    /// one.
+    fn read_stream_for_fold(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        max_count: usize,
+    ) -> impl Future<Output = Result<FoldPage, StoreError>> + Send {
+        async move {
+            let events = self.read_stream(stream, from, max_count).await?;
+            let last = events.len() < max_count;
+            Ok(FoldPage {
+                events: events.into_iter().map(FoldEvent::from).collect(),
+                last,
+            })
+        }
+    }
 
     /// Up to `max_count` events of the global log after `after` that pass `filter`, in
     /// checkpoint order. Resuming from the last returned event's checkpoint never skips or

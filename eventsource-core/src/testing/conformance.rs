@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::fixture::{ADDED, CLEARED, Counter, CounterCommand, CounterError, CounterEvent};
 use crate::{
     AppendError, Appended, Checkpoint, CommandMetadata, DecodeFailure, EventStore, ExecuteError,
-    ExpectedVersion, LoadError, Loaded, LogFilter, Metadata, NewEvent, ParkedSelection, Position,
-    ProjectionStore, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore,
+    ExpectedVersion, FoldEvent, LoadError, Loaded, LogFilter, Metadata, NewEvent, ParkedSelection,
+    Position, ProjectionStore, Repository, Snapshot, SnapshotError, SnapshotPolicy, SnapshotStore,
     StoreError, StreamId, Version,
 };
 
@@ -461,6 +461,64 @@ pub async fn global_read_filters_by_category_and_name<S: TestStore>(store: S) {
     assert_eq!(next[0].name, CLEARED);
 }
 
+pub async fn filtered_global_read_merges_names_in_order<S: TestStore>(store: S) {
+    // Ten names, interleaved in single and batched appends over three streams of two
+    // categories; read through filters of several sizes (a repeated name included), a page
+    // at a time: every matching event once, in checkpoint order, as an unfiltered read has them.
+    let names: Vec<String> = (0..10).map(|i| format!("counter.n{i}")).collect();
+    for round in 0..6 {
+        for (k, id) in ["a", "b"].iter().enumerate() {
+            let batch: Vec<NewEvent> = (0..=k + round % 2)
+                .map(|i| NewEvent::new(&names[(round * 3 + k + i) % 10], 1, json!({})))
+                .collect();
+            store
+                .append(&stream(id), ExpectedVersion::Any, batch)
+                .await
+                .unwrap();
+        }
+        let other = StreamId::new("ledger", "x");
+        let event = NewEvent::new(&names[(round * 7) % 10], 1, json!({}));
+        store
+            .append(&other, ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+    }
+    let all = store
+        .read_all(Checkpoint::START, 10_000, &LogFilter::all())
+        .await
+        .unwrap();
+    for (size, page) in [(1, 1), (3, 2), (3, 100), (8, 3), (9, 4)] {
+        for category in [None, Some("counter")] {
+            let mut filter = LogFilter::all();
+            for name in &names[..size] {
+                filter = filter.name(name.as_str());
+            }
+            filter = filter.name(names[0].as_str());
+            if let Some(category) = category {
+                filter = filter.category(category);
+            }
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|e| filter.matches(e))
+                .map(|e| e.position)
+                .collect();
+            let mut got = Vec::new();
+            let mut after = Checkpoint::START;
+            loop {
+                let events = store.read_all(after, page, &filter).await.unwrap();
+                assert!(events.len() <= page);
+                let Some(last) = events.last() else { break };
+                after = last.checkpoint;
+                got.extend(events.iter().map(|e| e.position));
+            }
+            assert_eq!(
+                got, expected,
+                "{size} names, pages of {page}, category {category:?}"
+            );
+        }
+    }
+}
+
 pub async fn head_position_and_stream_version<S: TestStore>(store: S) {
     assert_eq!(store.head_position().await.unwrap(), Position(0));
     assert_eq!(
@@ -890,6 +948,70 @@ pub async fn reading_a_stream_page_by_page<S: TestStore>(store: S) {
     assert!(pages(&store, &stream("none"), 1, None, 3).await.is_empty());
 }
 
+pub async fn reading_a_stream_for_folding<S: TestStore>(store: S) {
+    let (a, b) = (stream("a"), stream("b"));
+    append_ok(&store, &a, ExpectedVersion::NoStream, &[1, 2, 3, 4]).await;
+    append_ok(&store, &b, ExpectedVersion::NoStream, &[9]).await;
+    append_ok(&store, &a, ExpectedVersion::Exact(Version(4)), &[5, 6, 7]).await;
+    for from in [0, 1, 3, 7, 8] {
+        for max in [0, 1, 3, 4, 7, 100] {
+            let page = store
+                .read_stream_for_fold(&a, Version(from), max)
+                .await
+                .unwrap();
+            let full: Vec<FoldEvent> = store
+                .read_stream(&a, Version(from), max)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(FoldEvent::from)
+                .collect();
+            assert_eq!(
+                page.events, full,
+                "from {from}, max {max}: what read_stream returns"
+            );
+            let after = page
+                .events
+                .last()
+                .map_or(Version(from), |e| e.version.next());
+            let more = !store.read_stream(&a, after, 1).await.unwrap().is_empty();
+            if page.last {
+                assert!(
+                    !more,
+                    "from {from}, max {max}: a page marked last ends the stream"
+                );
+            }
+            if max > 0 && page.events.len() < max {
+                assert!(
+                    page.last,
+                    "from {from}, max {max}: a short page is the last"
+                );
+            }
+        }
+    }
+    let page = store
+        .read_stream_for_fold(&b, Version(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].payload["amount"], json!(9));
+    assert_eq!(
+        (page.events[0].name.as_str(), page.events[0].schema_version),
+        (ADDED, 1)
+    );
+    assert!(page.last);
+    let none = store
+        .read_stream_for_fold(&stream("none"), Version(1), 10)
+        .await
+        .unwrap();
+    assert!(none.events.is_empty());
+    // A load folds the same events through this read, with and without a snapshot.
+    let repo = Repository::<Counter, _>::new(store.clone());
+    let loaded = repo.load("a").await.unwrap();
+    assert_eq!((loaded.state.value, loaded.version), (28, Version(7)));
+    assert_eq!(loaded.events_folded, 7);
+}
+
 pub async fn corrupt_payload_is_a_typed_error<S: TestStore>(store: S) {
     let s = stream("x");
     let good = added(1);
@@ -1038,6 +1160,62 @@ pub async fn idempotency_key_executes_once<S: TestStore>(store: S) {
         .await
         .unwrap();
     assert!(!other.replayed);
+}
+
+pub async fn writers_of_one_stream_take_turns_in_a_repository<S: TestStore>(store: S) {
+    // One repository shared by 8 tasks: their commands on one aggregate queue, so none
+    // conflicts even without conflict retries, with and without the cache.
+    for (id, cached) in [("q", false), ("qc", true)] {
+        let mut repo = Repository::<Counter, _>::new(store.clone());
+        if cached {
+            repo = repo.with_cache(std::num::NonZeroUsize::new(4).unwrap());
+        }
+        let repo = std::sync::Arc::new(repo);
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            let repo = std::sync::Arc::clone(&repo);
+            handles.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let done = repo.execute(id, CounterCommand::Add(1)).await.unwrap();
+                    assert_eq!(done.attempts, 1, "a queued writer decides once");
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let loaded = repo.load(id).await.unwrap();
+        assert_eq!((loaded.state.value, loaded.version), (40, Version(40)));
+    }
+    // A writer outside the repository still conflicts with a queued one: the expected version
+    // is checked as before.
+    let repo = Repository::<Counter, _>::new(store.clone());
+    repo.execute("q", CounterCommand::Add(1)).await.unwrap();
+    let s = stream("q");
+    let stale = store
+        .append(&s, ExpectedVersion::Exact(Version(40)), batch(&[1]))
+        .await;
+    assert_conflict(stale, &s, ExpectedVersion::Exact(Version(40)), Version(41));
+    // Racing writers without the queue: losers get a typed conflict.
+    let racing =
+        std::sync::Arc::new(Repository::<Counter, _>::new(store.clone()).queue_writers(false));
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let repo = std::sync::Arc::clone(&racing);
+        handles.push(tokio::spawn(async move {
+            match repo.execute("r", CounterCommand::Add(1)).await {
+                Ok(_) => 0,
+                Err(ExecuteError::Conflict { .. }) => 1,
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }));
+    }
+    let mut conflicts = 0;
+    for handle in handles {
+        conflicts += handle.await.unwrap();
+    }
+    let landed = racing.load("r").await.unwrap().state.value;
+    assert_eq!(landed + conflicts, 8);
 }
 
 pub async fn conflict_retries_are_bounded<S: TestStore>(store: S) {

@@ -81,14 +81,7 @@ impl Shape {
         };
         let value_param = value_param.unwrap_or(0);
         // The other value set (if any) filters the rows of each value's scan.
-        let mut rest = String::new();
-        if column == "name" {
-            if let Some(c) = self.categories {
-                rest = format!(" AND {t}.category = ANY(${c}::text[])");
-            }
-        } else if let Some(n) = self.names {
-            rest = format!(" AND {t}.name = ANY(${n}::text[])");
-        }
+        let rest = self.rest(t, column);
         format!(
             "SELECT {columns} \
                FROM (SELECT DISTINCT v FROM unnest(${value_param}::text[]) AS v) f_{t} \
@@ -100,6 +93,65 @@ impl Shape {
                     ) {t} \
               {order}"
         )
+    }
+}
+
+impl Shape {
+    /// Like [`Shape::ordered`] with the bound `($1::bigint, $2)`, for a page of many rows:
+    /// each value's ordered index scan is one branch of a `UNION ALL` (up to
+    /// [`EACH_VALUE_LIMIT`] branches, the `n`-th reading the `n`-th value of the array; a
+    /// branch past the array's end is skipped by a one-time filter), and the branches are
+    /// merged in checkpoint order (a Merge Append) up to `limit`: the page reads about `limit`
+    /// rows however many values the filter has, where a lateral join per value reads `limit`
+    /// rows of each and sorts them (three times the rows, and a sort, for three names).
+    ///
+    /// The value's row comparison, `(name, transaction_id, position) > (value, $1, $2)`, starts
+    /// the value's index at the checkpoint in every plan; with statistics that make a value
+    /// common, a custom plan may walk the global index instead, started by the second
+    /// comparison. The values must be distinct (`ByFilter::after` binds them so).
+    pub(super) fn merged(
+        &self,
+        schema: &str,
+        t: &str,
+        columns: &str,
+        also: &str,
+        limit: &str,
+    ) -> String {
+        let bound = "($1::bigint, $2)";
+        let (value_param, column) = match self.scan {
+            Scan::Global => return self.ordered(schema, t, columns, bound, also, limit),
+            Scan::EachCategory => (self.categories, "category"),
+            Scan::EachName => (self.names, "name"),
+        };
+        let value_param = value_param.unwrap_or(0);
+        let rest = self.rest(t, column);
+        let order = format!("ORDER BY {t}.transaction_id, {t}.position LIMIT {limit}");
+        let branches: Vec<String> = (1..=EACH_VALUE_LIMIT)
+            .map(|n| {
+                let value = format!("(${value_param}::text[])[{n}]");
+                format!(
+                    "(SELECT {t}.* FROM {schema}.events {t} \
+                       WHERE {value} IS NOT NULL AND {t}.{column} = {value} \
+                         AND ({t}.{column}, {t}.transaction_id, {t}.position) \
+                             > ({value}, $1::bigint, $2) \
+                         AND ({t}.transaction_id, {t}.position) > {bound}{also}{rest} \
+                       {order})"
+                )
+            })
+            .collect();
+        format!(
+            "SELECT {columns} FROM ({}) {t} {order}",
+            branches.join(" UNION ALL ")
+        )
+    }
+
+    /// The condition of the value set not walked by an each-value scan of `column` (if any).
+    fn rest(&self, t: &str, column: &str) -> String {
+        match (column, self.categories, self.names) {
+            ("name", Some(c), _) => format!(" AND {t}.category = ANY(${c}::text[])"),
+            ("category", _, Some(n)) => format!(" AND {t}.name = ANY(${n}::text[])"),
+            _ => String::new(),
+        }
     }
 }
 
@@ -170,7 +222,7 @@ impl ByFilter {
     /// transaction and position of `after`, then the filter's values. Further parameters (a
     /// limit) follow.
     pub(crate) fn after(&self, after: Checkpoint, filter: &LogFilter) -> PgQuery {
-        let few = |values: &[String]| distinct(values) <= EACH_VALUE_LIMIT;
+        let few = |values: &[String]| distinct(values).len() <= EACH_VALUE_LIMIT;
         let statement = match (filter.categories.is_empty(), filter.names.is_empty()) {
             (true, true) => &self.all,
             (false, true) if few(&filter.categories) => &self.category,
@@ -185,22 +237,24 @@ impl ByFilter {
             .query()
             .bind(bigint(after.transaction()))
             .bind(bigint(after.position().0));
+        // Distinct values: a statement that walks each value's index (`Shape::merged`) would
+        // return a repeated value's events twice.
         if !filter.categories.is_empty() {
-            query = query.bind(filter.categories.as_slice());
+            query = query.bind(distinct(&filter.categories));
         }
         if !filter.names.is_empty() {
-            query = query.bind(filter.names.as_slice());
+            query = query.bind(distinct(&filter.names));
         }
         query
     }
 }
 
-/// How many distinct values `values` holds (a filter may repeat one).
-fn distinct(values: &[String]) -> usize {
+/// The distinct values of `values` (a filter may repeat one), sorted.
+fn distinct(values: &[String]) -> Vec<&str> {
     let mut seen: Vec<&str> = values.iter().map(String::as_str).collect();
     seen.sort_unstable();
     seen.dedup();
-    seen.len()
+    seen
 }
 
 /// A page of the global log after a checkpoint (`$1` logical transaction, `$2` position), only
@@ -235,12 +289,11 @@ pub(super) fn read_all(schema: &str, shape: &Shape) -> String {
         "",
         "1",
     );
-    let page = shape.ordered(
+    let page = shape.merged(
         schema,
         "e",
         "e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
          e.name, e.schema_version, e.payload, e.metadata, e.recorded_at",
-        "($1::bigint, $2)",
         " AND e.transaction_id < h.xmin",
         &limit,
     );

@@ -123,6 +123,12 @@ fn cases(sql: &Statements) -> Vec<Case> {
             &["user-1", "3", "500"],
             &[STREAM],
         ),
+        case(
+            "read_stream_for_fold",
+            &sql.read_stream_for_fold,
+            &["user-1", "3", "500"],
+            &[STREAM],
+        ),
         case("stream_version", &sql.stream_version, &["user-1"], &[]),
         case("head_position", &sql.head_position, &[], &["events_pkey"]),
         case(
