@@ -16,6 +16,7 @@ pub mod harness;
 pub mod limits;
 pub mod observe;
 mod projection;
+pub mod reaction;
 mod repository;
 pub mod shape;
 mod store;
@@ -42,9 +43,15 @@ pub use projection::{
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
     ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };
+pub use reaction::{
+    Advance, Deadline, DeadlineRunner, DeadlineState, DeadlineStore, Dispatch, DispatchError,
+    Dispatched, Dispatcher, Fired, Policy, PolicyProjection, ProcessManager, ProcessProjection,
+    React, ReactionError, Reactions, process_stream,
+};
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
+pub use store::memory_deadlines::MemoryClaim;
 pub use store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore, StreamPages};
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.

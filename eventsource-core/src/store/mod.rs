@@ -13,6 +13,7 @@ use crate::envelope::{
 use crate::error::StoreError;
 
 pub(crate) mod memory;
+pub(crate) mod memory_deadlines;
 mod pages;
 
 pub use pages::StreamPages;
