@@ -113,6 +113,7 @@ mod store;
 mod admin;
 mod append;
 mod checkpoint;
+mod deadline;
 mod lease;
 mod read;
 mod snapshot;
@@ -126,6 +127,7 @@ pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;
 pub use clock::{Rebased, TransactionClock};
+pub use deadline::PostgresClaim;
 pub use error::{PostgresError, is_transient};
 pub use lease::PostgresLease;
 pub use migrate::SCHEMA_VERSION;

@@ -51,10 +51,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "planner statistics: analyze events and streams after 1 % of changes",
         sql: include_str!("../migrations/0005_planner_statistics.sql"),
     },
+    Migration {
+        version: 8,
+        description: "deadlines of process managers",
+        sql: include_str!("../migrations/0008_deadlines.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// What one run of [`migrate`] did besides applying migrations.
 #[derive(Clone, Copy, Debug, Default)]

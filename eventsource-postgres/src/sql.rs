@@ -11,7 +11,9 @@ use sqlx::{AssertSqlSafe, Postgres};
 
 use crate::schema::SchemaName;
 
+mod deadlines;
 mod family;
+pub(crate) use deadlines::DeadlineStatements;
 use family::read_all;
 pub(crate) use family::{ByFilter, FastAppend, expected_version};
 
@@ -188,6 +190,8 @@ pub(crate) struct Statements {
     pub(crate) needs_analyze: Statement,
     /// Gathers the planner's statistics on the store's tables.
     pub(crate) analyze: Statement,
+    /// The `deadlines` table's statements.
+    pub(crate) deadlines: DeadlineStatements,
 }
 
 impl Statements {
@@ -524,6 +528,7 @@ impl Statements {
                          {s}.transaction_offset"
             )
             .into(),
+            deadlines: DeadlineStatements::new(s),
         }
     }
 }

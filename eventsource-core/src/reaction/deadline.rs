@@ -52,7 +52,7 @@ pub enum DeadlineState {
     Fired {
         /// When it was marked fired.
         at: DateTime<Utc>,
-        /// `"stepped"`, `"repeated"`, `"unchanged"`, `"instance completed"`, or `"failed: …"`.
+        /// `"stepped"`, `"repeated"`, `"instance completed"`, or `"failed: …"`.
         outcome: String,
     },
     /// Cancelled before it fired.
@@ -203,7 +203,6 @@ where
                     match outcome {
                         StepOutcome::Stepped => "stepped".to_owned(),
                         StepOutcome::Repeated => "repeated".to_owned(),
-                        StepOutcome::Unchanged => "unchanged".to_owned(),
                         StepOutcome::Completed => "instance completed".to_owned(),
                     }
                 }

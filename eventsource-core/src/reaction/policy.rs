@@ -1,7 +1,7 @@
 //! Policies: stateless reactions from events to commands, run as projections.
 
 use crate::envelope::RecordedEvent;
-use crate::projection::{Project, Projection};
+use crate::projection::{Project, Projection, Reset};
 
 use super::dispatch::{Dispatch, Dispatcher};
 use super::{ReactionError, Trigger, dispatch_all};
@@ -132,5 +132,13 @@ where
         drop(event);
         let trigger = Trigger::event(record);
         dispatch_all(&self.dispatcher, P::NAME, &trigger, dispatches).await
+    }
+}
+
+/// A policy keeps no read model: a rebuild (`eventsource projection reset`) delivers every
+/// event again, and each command, sent again under its key, runs no second time.
+impl<P: Policy, Tx: Send> Reset<Tx> for PolicyProjection<P> {
+    async fn reset(&mut self, _: &mut Tx) -> Result<(), ReactionError> {
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::envelope::{ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId, Version};
 use crate::error::StoreError;
-use crate::projection::{Project, Projection};
+use crate::projection::{Project, Projection, Reset};
 use crate::store::EventStore;
 
 use super::deadline::{Deadline, DeadlineStore};
@@ -175,10 +175,6 @@ impl<D> Reactions<D> {
     pub fn completes(&self) -> bool {
         self.complete
     }
-
-    fn is_empty(&self) -> bool {
-        self.dispatches.is_empty() && self.deadlines.is_empty() && !self.cancel && !self.complete
-    }
 }
 
 /// The stream of one process instance: `<NAME>.process-<instance>`.
@@ -256,6 +252,20 @@ where
     }
 }
 
+/// The state lives in the instances' streams, not in a read model: a rebuild delivers every
+/// event again, each finds its step stored, and its commands and deadlines, sent again under
+/// their keys, happen no second time.
+impl<P, S, Tx> Reset<Tx> for ProcessProjection<P, S>
+where
+    P: ProcessManager,
+    S: Send + 'static,
+    Tx: Send,
+{
+    async fn reset(&mut self, _: &mut Tx) -> Result<(), ReactionError> {
+        Ok(())
+    }
+}
+
 /// What handling one trigger did to its instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StepOutcome {
@@ -264,8 +274,6 @@ pub(crate) enum StepOutcome {
     /// The step had been stored before (a redelivery): its reactions were sent again under
     /// their keys (each runs once).
     Repeated,
-    /// Nothing changed and nothing followed: no step was stored.
-    Unchanged,
     /// The instance had completed: the trigger was ignored.
     Completed,
 }
@@ -328,12 +336,10 @@ where
                 );
                 return Ok(StepOutcome::Completed);
             }
-            let before = self.encode_state(&current.state)?;
+            // Every trigger stores a step, also one that changed nothing: a redelivery must
+            // find it, not decide again on the state that later steps left.
             let reactions = decide(self.process, &mut current.state)?;
             let after = self.encode_state(&current.state)?;
-            if before == after && reactions.is_empty() {
-                return Ok(StepOutcome::Unchanged);
-            }
             let event = NewEvent::new(
                 STEP_EVENT,
                 1,

@@ -261,7 +261,6 @@ impl<P: ProcessManager> ProcessScenario<P> {
     }
 
     /// Hands `inspect` the state after the trigger.
-    #[must_use]
     pub fn then_state(self, inspect: impl FnOnce(&P::State)) -> Self {
         inspect(&self.state);
         self

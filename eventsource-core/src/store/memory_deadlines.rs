@@ -129,10 +129,10 @@ impl DeadlineStore for MemoryStore {
         outcome: &str,
     ) -> Result<(), StoreError> {
         if !claim.ids.contains(&id) {
-            return Err(StoreError::Backend {
-                context: format!("deadline {id} is not held by this claim"),
-                source: "mark_fired on an unclaimed deadline".into(),
-            });
+            return Err(StoreError::backend(
+                format!("marking deadline {id} fired"),
+                "the deadline is not held by this claim",
+            ));
         }
         let mut rows = self.deadlines.lock();
         if let Some((_, state)) = rows.by_id.get_mut(&id) {
