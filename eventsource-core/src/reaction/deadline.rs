@@ -80,7 +80,9 @@ pub trait DeadlineStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Cancels the pending deadlines of `instance` of `process` scheduled by a step before
-    /// version `before`; returns how many.
+    /// version `before`, except those a claim holds (they are being fired: the runner marks
+    /// them, or leaves them pending after a transient failure, and a later firing finds the
+    /// instance's state); returns how many. Never waits for a claim.
     fn cancel_deadlines(
         &self,
         process: &str,

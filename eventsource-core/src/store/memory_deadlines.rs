@@ -75,12 +75,13 @@ impl DeadlineStore for MemoryStore {
         before: Version,
     ) -> Result<u64, StoreError> {
         let mut rows = self.deadlines.lock();
+        let Rows { by_id, claimed } = &mut *rows;
         let now = Utc::now();
         let mut cancelled = 0;
-        // A claimed deadline may be firing meanwhile: if it fires, the runner's mark wins (as
-        // after PostgreSQL's row lock); if it stays pending, it stays cancelled.
-        for (deadline, state) in rows.by_id.values_mut() {
+        for (id, (deadline, state)) in by_id.iter_mut() {
+            // A claimed deadline is being fired (as PostgreSQL's SKIP LOCKED skips it).
             if *state == DeadlineState::Pending
+                && !claimed.contains(id)
                 && deadline.process == process
                 && deadline.instance == instance
                 && deadline.scheduled_by < before

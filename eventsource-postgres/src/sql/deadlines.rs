@@ -14,7 +14,7 @@ pub(crate) struct DeadlineStatements {
     /// versions; an id stored already is left as it is.
     pub(crate) schedule: Statement,
     /// Cancels the pending deadlines of process `$1`, instance `$2`, scheduled before version
-    /// `$3`. Waits for a runner that holds one (its row lock), then skips it if it fired.
+    /// `$3`, except those a runner holds (it is firing them).
     pub(crate) cancel: Statement,
     /// Locks up to `$2` due pending deadlines of `$1` that no other transaction holds.
     pub(crate) claim_due: Statement,
@@ -37,9 +37,13 @@ impl DeadlineStatements {
                  ON CONFLICT (id) DO NOTHING"
             )
             .into(),
+            // SKIP LOCKED: a deadline a runner holds is being fired; waiting for its lock
+            // would deadlock when the firing step itself completes the instance.
             cancel: format!(
                 "UPDATE {table} SET cancelled_at = now() \
-                  WHERE process = $1 AND instance = $2 AND scheduled_by < $3 AND {pending}"
+                  WHERE id IN (SELECT id FROM {table} \
+                                WHERE process = $1 AND instance = $2 AND scheduled_by < $3 \
+                                  AND {pending} FOR UPDATE SKIP LOCKED)"
             )
             .into(),
             claim_due: format!(
