@@ -137,6 +137,9 @@ pub struct Fired {
 /// claimed by one at a time, and a deadline claimed again after a crash repeats its step
 /// without repeating its effects. A deadline that came due while no runner ran fires on the
 /// next pass.
+///
+/// On PostgreSQL a pass holds one connection for its claim and takes another for each step:
+/// give each runner's pool at least two.
 pub struct DeadlineRunner<P, S> {
     process: P,
     store: S,

@@ -83,7 +83,10 @@ pub trait React<E>: Policy {
 /// same keys, so the commands that did run are not run again.
 ///
 /// With PostgreSQL the runner's unit of work holds a connection while the commands use
-/// others: give the pool at least two connections.
+/// others: give the pool at least two connections. The unit of work stays open while the
+/// batch's commands run, and global readers see nothing committed after it began until it
+/// ends (the read horizon): give reaction runners a small
+/// [`batch_size`](crate::RunnerOptions::batch_size), e.g. 20.
 pub struct PolicyProjection<P> {
     policy: P,
     dispatcher: Dispatcher,

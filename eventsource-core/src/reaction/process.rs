@@ -184,7 +184,8 @@ pub fn process_stream(process: &str, instance: &str) -> StreamId {
 
 /// A [`ProcessManager`]'s events as a [`Projection`]: `ProjectionRunner::new(
 /// ProcessProjection::new(manager, store.clone(), dispatcher), store)`. `store` keeps the
-/// instances' streams and the deadlines.
+/// instances' streams and the deadlines. As for a [`PolicyProjection`](crate::PolicyProjection),
+/// give its runner a small batch size and a pool of at least two connections on PostgreSQL.
 pub struct ProcessProjection<P, S> {
     process: P,
     store: S,
