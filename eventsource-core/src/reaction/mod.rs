@@ -23,7 +23,7 @@
 //! # Process state
 //!
 //! A process manager's state is event-sourced: each step appends one event to the instance's
-//! own stream (`<name>.process-<instance>`, event `eventsource.process.step`, holding the
+//! own stream ([`process_stream`]: `<name>.process-<instance>`, event `eventsource.process.step`, holding the
 //! state after the step), with an id derived from the trigger and at the expected version.
 //! That works the same on every store, keeps each instance's history, makes a redelivered
 //! step a no-op (the id exists), and orders the runner of events and the runners of deadlines

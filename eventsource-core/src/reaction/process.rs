@@ -36,7 +36,7 @@ const STEP_ATTEMPTS: u32 = 5;
 /// cancelled and later events and deadlines of the instance are ignored.
 pub trait ProcessManager: Send + Sync + 'static {
     /// The manager's name: it keys the projection's checkpoint, the instances' streams
-    /// (`<NAME>.process-<instance>`), the deadlines and the commands' idempotency keys.
+    /// ([`process_stream`]), the deadlines and the commands' idempotency keys.
     const NAME: &'static str;
     /// The events it reacts to: a tuple of event types, each with an [`Advance`] impl, or one
     /// event enum with one `Advance` impl.
@@ -177,9 +177,11 @@ impl<D> Reactions<D> {
     }
 }
 
-/// The stream of one process instance: `<NAME>.process-<instance>`.
+/// The stream of one process instance: `<NAME>.process-<instance>`, with each `-` of the name
+/// written `_`, so that the stream's category is `<NAME>.process` and never an aggregate's
+/// (`order-fulfilment` would otherwise fall in the category `order`).
 pub fn process_stream(process: &str, instance: &str) -> StreamId {
-    StreamId::new(&format!("{process}.process"), instance)
+    StreamId::new(&format!("{}.process", process.replace('-', "_")), instance)
 }
 
 /// A [`ProcessManager`]'s events as a [`Projection`]: `ProjectionRunner::new(
@@ -525,4 +527,16 @@ pub(crate) fn due_at(at: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|delta| at.checked_add_signed(delta))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_stream;
+
+    #[test]
+    fn a_process_stream_is_in_its_own_category() {
+        let stream = process_stream("order-fulfilment", "o-1");
+        assert_eq!(stream.as_str(), "order_fulfilment.process-o-1");
+        assert_eq!(stream.category(), "order_fulfilment.process");
+    }
 }
