@@ -436,14 +436,14 @@ async fn a_deadline_due_while_its_runner_was_down_fires_once_after_the_restart()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_runner_killed_mid_batch_fires_each_deadline_once() {
     let mut scene = Scene::new(30).await;
-    // Due at once; 100 ms per deadline, 10 per claim: the marks commit a second after a
-    // claim, long after its first commands ran.
+    // Due after 4 s, when all 30 are scheduled; 200 ms per deadline, 10 per claim: a claim's
+    // marks commit 2 s after it, long after its first commands ran.
     scene.spawn(
         "first",
         "process",
         &[
-            ("EVENTSOURCE_TEST_REACTION_AFTER", 0),
-            ("EVENTSOURCE_TEST_REACTION_DELAY", 100),
+            ("EVENTSOURCE_TEST_REACTION_AFTER", 4_000),
+            ("EVENTSOURCE_TEST_REACTION_DELAY", 200),
         ],
     );
     scene
@@ -483,7 +483,7 @@ async fn a_deadline_runner_killed_mid_batch_fires_each_deadline_once() {
         "second",
         "process",
         &[
-            ("EVENTSOURCE_TEST_REACTION_AFTER", 0),
+            ("EVENTSOURCE_TEST_REACTION_AFTER", 4_000),
             ("EVENTSOURCE_TEST_REACTION_DELAY", 0),
         ],
     );

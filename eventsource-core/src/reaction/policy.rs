@@ -32,7 +32,7 @@ use super::{ReactionError, Trigger, dispatch_all};
 /// # impl EventEnum for NoEvents { const NAMES: &'static [&'static str] = &[];
 /// #   fn name(&self) -> &'static str { match *self {} } fn schema_version(&self) -> u32 { match *self {} }
 /// #   fn encode(&self) -> Result<serde_json::Value, serde_json::Error> { match *self {} }
-/// #   fn decode(n: &str, _: u32, _: &serde_json::Value) -> Result<Self, DecodeFailure> { Err(DecodeFailure::UnknownName(n.into())) } }
+/// #   fn decode(n: &str, _: u32, _: &serde_json::Value) -> Result<Self, DecodeFailure> { { let _ = n; Err(DecodeFailure::UnknownEvent) } } }
 /// # impl Aggregate for Payment { const NAME: &'static str = "payment"; const STATE_FINGERPRINT: &'static str = "1";
 /// #   type Event = NoEvents; type Command = RequestPayment; type Error = Never; type Services = ();
 /// #   fn evolve(&mut self, _: &NoEvents) {} fn decide(&self, _: RequestPayment, _: &()) -> Result<Events<Self>, Never> { Ok(Events::none()) } }
