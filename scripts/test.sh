@@ -42,6 +42,10 @@ RUST_LOG=warn cargo run --quiet --example enrolment >/dev/null
 RUST_LOG=warn cargo run --quiet --features postgres --example enrolment >/dev/null
 echo "scripts/test.sh: examples/enrolment ran in memory and on PostgreSQL"
 
+# Reactions in memory: order, payment, shipment, and a payment timeout (issue 21).
+RUST_LOG=warn cargo run --quiet --example orders >/dev/null
+echo "scripts/test.sh: examples/orders ran"
+
 # The two NATS services of the README: the writer places orders and relays them, the reader
 # applies them into its own schema and stops once it has seen them all.
 RUST_LOG=warn cargo run --quiet --features nats,postgres --example nats_writer -- 200 >/dev/null

@@ -62,6 +62,13 @@ pub use eventsource_core::{
     ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };
 
+// Reactions: policies and process managers that turn events into commands, exactly once.
+pub use eventsource_core::{
+    Advance, Deadline, DeadlineRunner, DeadlineState, DeadlineStore, Dispatch, DispatchError,
+    Dispatched, Dispatcher, Fired, MemoryClaim, Policy, PolicyProjection, ProcessManager,
+    ProcessProjection, React, ReactionError, Reactions, process_stream, reaction,
+};
+
 // Errors.
 pub use eventsource_core::{
     AppendError, BoxError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError,
@@ -101,7 +108,8 @@ pub mod guide {
 /// The items most applications need, for a glob import: `use eventsource::prelude::*;`.
 ///
 /// Aggregates and events (the traits and, with the default `derive` feature, their derives),
-/// the repository and the in-memory store, projections, and the given/when/then harness.
+/// the repository and the in-memory store, projections, reactions (policies and process
+/// managers), and the given/when/then harness.
 ///
 /// `Serialize` and `Deserialize` are serde's derives, re-exported for convenience. The code
 /// they generate names the `serde` crate, so **the crate that uses them must depend on
@@ -109,9 +117,10 @@ pub mod guide {
 /// derive fails with E0463 "can't find crate for `serde`".
 pub mod prelude {
     pub use eventsource_core::{
-        Aggregate, Apply, CommandMetadata, Event, EventEnum, EventStore, Events, ExecuteError,
-        ExpectedVersion, GivenWhenThen, Handle, HandleWith, LoadError, MemoryKeyStore, MemoryStore,
-        Personal, Project, Projection, ProjectionRunner, RecordedEvent, Repository, Reset, Shape,
+        Advance, Aggregate, Apply, CommandMetadata, Dispatch, Dispatcher, Event, EventEnum,
+        EventStore, Events, ExecuteError, ExpectedVersion, GivenWhenThen, Handle, HandleWith,
+        LoadError, MemoryKeyStore, MemoryStore, Personal, Policy, ProcessManager, Project,
+        Projection, ProjectionRunner, React, Reactions, RecordedEvent, Repository, Reset, Shape,
         Shredding, SnapshotPolicy, SnapshotStore, StreamId, Version,
     };
     pub use eventsource_core::{

@@ -14,11 +14,17 @@
 //! Each `then*` assertion panics with a message that shows the given events, the command and
 //! the expected and actual outcome side by side; each has a `check*` twin that returns the
 //! failure as a [`ScenarioFailure`] instead.
+//!
+//! Reactions have their own scenarios: [`PolicyScenario`] (when events, then commands) and
+//! [`ProcessScenario`] (given events or a state, when an event or a deadline, then commands,
+//! deadlines, completion).
 
 use std::any::Any;
 use std::fmt::{self, Debug, Write as _};
 
 use crate::aggregate::Aggregate;
+
+pub use crate::reaction::scenario::{PolicyScenario, ProcessScenario, SCENARIO_CORRELATION};
 
 /// Starts a given/when/then scenario on any aggregate. Implemented for every [`Aggregate`].
 pub trait GivenWhenThen: Aggregate {
@@ -278,6 +284,10 @@ pub struct ScenarioFailure {
 }
 
 impl ScenarioFailure {
+    pub(crate) fn new(message: String) -> Self {
+        ScenarioFailure { message }
+    }
+
     /// The full failure message.
     pub fn message(&self) -> &str {
         &self.message

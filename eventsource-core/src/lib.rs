@@ -19,6 +19,7 @@ pub mod limits;
 pub mod observe;
 mod personal;
 mod projection;
+pub mod reaction;
 mod repository;
 pub mod shape;
 mod store;
@@ -51,9 +52,15 @@ pub use projection::{
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
     ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };
+pub use reaction::{
+    Advance, Deadline, DeadlineRunner, DeadlineState, DeadlineStore, Dispatch, DispatchError,
+    Dispatched, Dispatcher, Fired, Policy, PolicyProjection, ProcessManager, ProcessProjection,
+    React, ReactionError, Reactions, process_stream,
+};
 pub use repository::{DecodedEvent, Executed, Loaded, Repository, decode_event};
 pub use shape::Shape;
 pub use store::memory::MemoryStore;
+pub use store::memory_deadlines::MemoryClaim;
 pub use store::{
     AppendCondition, Appended, DecisionStore, EventStore, FoldEvent, FoldPage, LogFilter, Query, QueryItem, QueryRead,
     ReadPosition, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamAppend,

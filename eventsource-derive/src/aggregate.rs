@@ -292,7 +292,7 @@ fn member_enum(
         return quote! {
             #[doc = #doc]
             #[derive(::core::clone::Clone)]
-            #[allow(clippy::large_enum_variant)]
+            #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
             #vis enum #enum_ident {
                 #(#variants)*
             }
@@ -329,7 +329,7 @@ fn member_enum(
     let debug = debug_impl(enum_ident, debug_arms);
     quote! {
         #[doc = #doc]
-        #[allow(clippy::large_enum_variant)]
+        #[allow(clippy::large_enum_variant, clippy::enum_variant_names)]
         #vis enum #enum_ident {
             #(#variants)*
         }

@@ -116,6 +116,7 @@ mod checkpoint;
 mod keys;
 mod import;
 mod decision;
+mod deadline;
 mod lease;
 mod read;
 mod retire;
@@ -130,6 +131,7 @@ pub use verify::{Check, Finding, ScanProgress, Severity, VerifyReport};
 
 pub use checkpoint::PostgresTx;
 pub use clock::{Rebased, TransactionClock};
+pub use deadline::PostgresClaim;
 pub use error::{PostgresError, is_transient};
 pub use keys::PostgresKeyStore;
 pub use import::{DEFAULT_IMPORT_BATCH, Import, ImportError, ImportEvent, Imported};

@@ -61,10 +61,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "retiring streams (archive, delete), subject keys for crypto-shredding",
         sql: include_str!("../migrations/0007_retire_and_shred.sql"),
     },
+    Migration {
+        version: 8,
+        description: "deadlines of process managers",
+        sql: include_str!("../migrations/0008_deadlines.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// What one run of [`migrate`] did besides applying migrations.
 #[derive(Clone, Copy, Debug, Default)]

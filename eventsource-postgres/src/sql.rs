@@ -11,8 +11,10 @@ use sqlx::{AssertSqlSafe, Postgres};
 
 use crate::schema::SchemaName;
 
+mod deadlines;
 mod family;
 mod lifecycle;
+pub(crate) use deadlines::DeadlineStatements;
 use family::read_all;
 pub(crate) use family::{ByFilter, FastAppend, expected_version};
 pub(crate) use lifecycle::{Lifecycle, STREAM_ARCHIVED};
@@ -210,6 +212,8 @@ pub(crate) struct Statements {
     pub(crate) analyze: Statement,
     /// Retiring streams, snapshot maintenance, subject keys.
     pub(crate) lifecycle: Lifecycle,
+    /// The `deadlines` table's statements.
+    pub(crate) deadlines: DeadlineStatements,
 }
 
 impl Statements {
@@ -594,6 +598,7 @@ impl Statements {
             )
             .into(),
             lifecycle: Lifecycle::new(s),
+            deadlines: DeadlineStatements::new(s),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     head: Arc<watch::Sender<Position>>,
     limits: Limits,
+    /// Scheduled deadlines (`store/memory_deadlines.rs`).
+    pub(super) deadlines: super::memory_deadlines::DeadlineTable,
 }
 
 #[derive(Default)]
@@ -95,6 +97,7 @@ impl MemoryStore {
             inner: Arc::default(),
             head: Arc::new(watch::Sender::new(Position(0))),
             limits: Limits::default(),
+            deadlines: super::memory_deadlines::DeadlineTable::default(),
         }
     }
 

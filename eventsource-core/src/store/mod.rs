@@ -14,6 +14,7 @@ use crate::error::StoreError;
 
 mod decision;
 pub(crate) mod memory;
+pub(crate) mod memory_deadlines;
 mod pages;
 pub(crate) mod retire;
 
