@@ -293,6 +293,7 @@ async fn many_writers_on_one_boundary_never_exceed_the_capacity() {
 #[tokio::test]
 async fn deleting_a_stream_removes_its_tags() {
     use eventsource::StreamRetirement;
+    use eventsource::postgres::sqlx;
     let store = fresh_pg_store().await;
     store.append_streams(enrol(1, 7), None).await.unwrap();
     store.append_streams(enrol(2, 7), None).await.unwrap();

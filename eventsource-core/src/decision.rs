@@ -242,6 +242,7 @@ impl<D: Decision, S: DecisionStore> Decisions<D, S> {
                 &events,
                 &metadata,
                 fingerprint.as_ref(),
+                self.store.seals_personal_data(),
             )?;
             let append = StreamAppend::new(boundary.stream.clone(), ExpectedVersion::Any, batch);
             match self

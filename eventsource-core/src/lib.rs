@@ -62,9 +62,9 @@ pub use shape::Shape;
 pub use store::memory::MemoryStore;
 pub use store::memory_deadlines::MemoryClaim;
 pub use store::{
-    AppendCondition, Appended, DecisionStore, EventStore, FoldEvent, FoldPage, LogFilter, Query, QueryItem, QueryRead,
-    ReadPosition, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamAppend,
-    StreamConflict, StreamPages, StreamRetirement, StreamStatus,
+    AppendCondition, Appended, DecisionStore, EventStore, FoldEvent, FoldPage, LogFilter, Query,
+    QueryItem, QueryRead, ReadPosition, Snapshot, SnapshotMaintenance, SnapshotScope,
+    SnapshotStore, StreamAppend, StreamConflict, StreamPages, StreamRetirement, StreamStatus,
 };
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.

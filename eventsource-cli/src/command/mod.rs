@@ -1,7 +1,7 @@
 //! One module per command.
 
-pub(crate) mod json_schema;
 pub(crate) mod import;
+pub(crate) mod json_schema;
 pub(crate) mod log;
 pub(crate) mod migrate;
 pub(crate) mod projection;
