@@ -159,6 +159,23 @@ pub(crate) fn tag_fields(cx: &Ctxt, fields: &syn::Fields) -> Vec<TagField> {
                 continue;
             }
             seen = Some(attr);
+            // A tag is stored in plain text, in the event row and the tag index, and outlives
+            // `forget`: personal data must not become one.
+            if crate::internals::personal::is_personal_type(&field.ty)
+                || field.attrs.iter().any(|a| a.path().is_ident("personal"))
+            {
+                let name = field
+                    .ident
+                    .as_ref()
+                    .map_or_else(|| "this field".to_owned(), |i| format!("field `{i}`"));
+                cx.error_spanned_by(
+                    attr,
+                    format!(
+                        "{name} is personal data and cannot be a tag: tags are stored in plain text and outlive `forget`; tag a pseudonymous field instead (e.g. the subject's id)"
+                    ),
+                );
+                continue;
+            }
             let mut key: Option<LitStr> = None;
             if !matches!(attr.meta, syn::Meta::Path(_)) {
                 let result = attr.parse_nested_meta(|meta| {

@@ -105,7 +105,7 @@ fn parse(cx: &Ctxt, attr: &syn::Attribute) -> Option<Ident> {
 }
 
 /// Whether `ty` is written `Personal<..>` (any path ending in it).
-fn is_personal_type(ty: &syn::Type) -> bool {
+pub(crate) fn is_personal_type(ty: &syn::Type) -> bool {
     matches!(ty, syn::Type::Path(path)
         if path.qself.is_none()
             && path.path.segments.last().is_some_and(|s| s.ident == "Personal"))
