@@ -16,3 +16,34 @@ async fn a_forgotten_customer_reads_back_forgotten_everywhere() {
 async fn a_store_that_does_not_seal_is_refused() {
     customer::plain_store_refuses_personal_values(MemoryStore::new()).await;
 }
+
+/// A `forget` through one wrapper (another process, say) reaches a reader with its own key
+/// cache once the cache's default lifetime (1 s) is over: that reader never opens the value
+/// again.
+#[tokio::test]
+async fn a_forget_elsewhere_reaches_another_cache_within_its_lifetime() {
+    use eventsource::prelude::*;
+    use eventsource::{Personal, Shredding};
+
+    let store = MemoryStore::new();
+    let keys = MemoryKeyStore::new();
+    let writer = Shredding::new(store.clone(), keys.clone());
+    let reader = Shredding::new(store.clone(), keys.clone());
+    let customers = Repository::<customer::Customer, _>::new(writer.clone());
+    customers
+        .execute("c-1", customer::register("c-1", "ada@example.com"))
+        .await
+        .unwrap();
+    let readers = Repository::<customer::Customer, _>::new(reader.clone());
+    assert_eq!(
+        readers.load("c-1").await.unwrap().state.email,
+        Some(Personal::Known("ada@example.com".to_owned()))
+    );
+
+    writer.forget("c-1").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    assert_eq!(
+        readers.load("c-1").await.unwrap().state.email,
+        Some(Personal::Forgotten)
+    );
+}

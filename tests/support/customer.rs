@@ -184,7 +184,7 @@ pub const ADA: &str = "ada.lovelace@example.com";
 pub const ADA_NEW: &str = "countess@example.org";
 pub const GRACE: &str = "grace.hopper@example.com";
 
-fn register(id: &str, email: &str) -> Register {
+pub fn register(id: &str, email: &str) -> Register {
     Register {
         customer_id: id.to_owned(),
         email: email.to_owned(),

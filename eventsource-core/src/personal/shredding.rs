@@ -23,7 +23,9 @@ use crate::store::{Appended, EventStore, LogFilter, Snapshot, SnapshotStore};
 /// The default capacity of the key cache (keys, and streams recorded per subject).
 const DEFAULT_CACHE: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 /// How long a cached key is trusted: a `forget` in another process shows here after this.
-const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Short, so that a `forget` anywhere reaches every reader within a second; the cache still
+/// spares the key store a query per value within a page or a burst of commands.
+const DEFAULT_TTL: Duration = Duration::from_secs(1);
 
 /// A store whose events' personal fields are sealed with their subjects' keys: appends seal
 /// them, every read (stream reads, the global log, `find_event`, parked events) opens them,
@@ -37,7 +39,7 @@ const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// # let _ = store;
 /// ```
 ///
-/// Keys are cached (bounded, least recently used out first, trusted for 60 s by default): a
+/// Keys are cached (bounded, least recently used out first, trusted for 1 s by default): a
 /// `forget` through this wrapper drops the subject's keys from its cache at once; one in
 /// another process shows here when the cached entry expires ([`with_cache`](Self::with_cache)).
 /// A relay or tool that must not see personal data reads the inner store
