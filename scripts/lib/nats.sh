@@ -28,15 +28,16 @@ nats_free_port() {
         || echo $((20000 + RANDOM % 20000))
 }
 
-# Stops the server; keeps the exit status of the script for a trap handler that runs after it.
+# Stops the server and deletes its directory. Always succeeds: under `set -e` a failing
+# command in a trap handler would end the handler before pg_stop ran (the script's status is
+# handed to pg_stop by the trap instead).
 nats_stop() {
-    local status=$?
     if [[ -n "${NATS_PID:-}" ]] && kill -0 "$NATS_PID" 2>/dev/null; then
         kill "$NATS_PID" 2>/dev/null || true
         wait "$NATS_PID" 2>/dev/null || true
     fi
     rm -rf "$NATS_DIR"
-    return "$status"
+    return 0
 }
 
 nats_start() {
@@ -48,7 +49,7 @@ nats_start() {
 
     # Chain with pg.sh's handler (which exits with the saved status) when it is installed.
     if declare -F pg_stop >/dev/null; then
-        trap 'nats_stop; pg_stop' EXIT INT TERM
+        trap 'es_status=$?; nats_stop; pg_stop "$es_status"' EXIT INT TERM
     else
         trap nats_stop EXIT INT TERM
     fi

@@ -36,8 +36,10 @@ pg_free_port() {
 # Every cluster pg_start started (their directories), stopped and deleted by pg_stop.
 PG_CLUSTERS=()
 
+# pg_stop [STATUS]: stops and deletes every cluster, then exits with STATUS (default: the status
+# the script ended with).
 pg_stop() {
-    local status=$? dir
+    local status=${1:-$?} dir
     for dir in "${PG_CLUSTERS[@]}"; do
         if [[ -f "$dir/data/postmaster.pid" ]]; then
             "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
