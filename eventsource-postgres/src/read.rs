@@ -7,13 +7,37 @@ use eventsource_core::{
     RecordedEvent, StoreError, StreamId, Version,
 };
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::row::{decode_event, decode_fold_event};
-use crate::sql::{HORIZON_LAG, bigint};
+use crate::sql::{HORIZON_LAG, Statement, bigint};
 use crate::store::PostgresStore;
 
 impl PostgresStore {
+    /// The rows of one page of `stream` from `from` read by `statement` (`read_stream` or its
+    /// narrow form for folds, which bind the same parameters); `None` when the page is empty
+    /// without asking (no rows wanted, or an id no stream can have).
+    async fn stream_page(
+        &self,
+        statement: &Statement,
+        stream: &StreamId,
+        from: Version,
+        max_count: usize,
+    ) -> Result<Option<Vec<PgRow>>, StoreError> {
+        if max_count == 0 || unstorable(stream) {
+            return Ok(None);
+        }
+        self.ensure_fits_store().await?;
+        let query = statement
+            .query()
+            .bind(stream.as_str())
+            .bind(bigint(from.0))
+            .bind(bigint(max_count));
+        let what = format!("reading stream `{stream}` from version {from}");
+        self.rows(query, what).await.map(Some)
+    }
+
     /// How far global reads lag behind the newest commits: the age of the oldest open
     /// transaction of the cluster that holds a transaction id (events of later transactions
     /// stay invisible to [`read_all`](EventStore::read_all) until it ends). Zero when none is
@@ -62,20 +86,11 @@ impl EventStore for PostgresStore {
         from: Version,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if max_count == 0 || unstorable(stream) {
-            return Ok(Vec::new());
+        let statement = &self.sql().read_stream;
+        match self.stream_page(statement, stream, from, max_count).await? {
+            Some(rows) => rows.iter().map(decode_event).collect(),
+            None => Ok(Vec::new()),
         }
-        self.ensure_fits_store().await?;
-        let query = self
-            .sql()
-            .read_stream
-            .query()
-            .bind(stream.as_str())
-            .bind(bigint(from.0))
-            .bind(bigint(max_count));
-        let what = format!("reading stream `{stream}` from version {from}");
-        let rows = self.rows(query, what).await?;
-        rows.iter().map(decode_event).collect()
     }
 
     async fn read_stream_for_fold(
@@ -84,19 +99,10 @@ impl EventStore for PostgresStore {
         from: Version,
         max_count: usize,
     ) -> Result<FoldPage, StoreError> {
-        if max_count == 0 || unstorable(stream) {
+        let statement = &self.sql().read_stream_for_fold;
+        let Some(rows) = self.stream_page(statement, stream, from, max_count).await? else {
             return Ok(FoldPage::default());
-        }
-        self.ensure_fits_store().await?;
-        let query = self
-            .sql()
-            .read_stream_for_fold
-            .query()
-            .bind(stream.as_str())
-            .bind(bigint(from.0))
-            .bind(bigint(max_count));
-        let what = format!("reading stream `{stream}` from version {from}");
-        let rows = self.rows(query, what).await?;
+        };
         let mut events = Vec::with_capacity(rows.len());
         let mut head = None;
         for row in &rows {
