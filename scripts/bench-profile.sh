@@ -10,7 +10,7 @@ source scripts/lib/pg.sh
 
 cargo bench -p eventsource-bench --no-run
 pg_start eventsource_bench shared_preload_libraries=pg_stat_statements pg_stat_statements.track=all \
-    track_functions=all track_io_timing=on
+    track_functions=all track_io_timing=on pg_stat_statements.track_planning=on ${BENCH_PG_SETTINGS:-}
 psql() { "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d eventsource_bench "$@"; }
 psql -c "CREATE EXTENSION pg_stat_statements"
 
@@ -19,7 +19,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3} cargo bench -q -p eventsource-bench --bench post
 echo
 echo "=== server time by statement (pg_stat_statements, nested statements included) ==="
 psql -P pager=off -c "
-SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+SELECT calls, round(total_exec_time::numeric, 1) AS total_ms, plans, round(total_plan_time::numeric, 1) AS plan_ms,
        round(mean_exec_time::numeric, 3) AS mean_ms, rows,
        wal_records, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
   FROM pg_stat_statements

@@ -6,7 +6,8 @@
 # Takes 2-4 minutes after the build (more on a slow disk); see BENCHMARKS.md. The whole output is kept in
 # target/bench.log. Extra arguments select PostgreSQL scenarios by substring, e.g.
 #   scripts/bench.sh "append 1 event"
-# and BENCH_ROUNDS sets their measured rounds (default 15).
+# and BENCH_ROUNDS sets their measured rounds (default 15); BENCH_PG_SETTINGS (below) starts
+# the cluster with other settings.
 #
 # The scale scenario is opt-in (issue 22):
 #   scripts/bench.sh scale [N]
@@ -33,7 +34,11 @@ if [[ "${1:-}" == "scale" ]]; then
     set -- scale
 fi
 
-pg_start eventsource_bench
+# BENCH_PG_SETTINGS="synchronous_commit=off ..." starts the cluster with other settings, e.g. to
+# take the disk's flush out of the figures and see what the client and the server's CPU cost
+# (the figures are then not the durable ones BENCHMARKS.md reports as such).
+# shellcheck disable=SC2086
+pg_start eventsource_bench ${BENCH_PG_SETTINGS:-}
 if [[ $SCALE -eq 0 ]]; then
     nats_start
 fi

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{excerpt, store_error};
 use crate::sql::{PgQuery, expected_version};
-use crate::store::{PostgresStore, WeakStore};
+use crate::store::PostgresStore;
 
 /// At most this many appends share one transaction.
 const GROUP_MAX_REQUESTS: usize = 64;
@@ -24,7 +24,7 @@ const GROUP_MAX_EVENTS: usize = 16;
 /// next is written (PostgreSQL flushes commits that wait together once).
 const GROUPS_IN_FLIGHT: usize = 2;
 
-/// An append waiting for the group-commit writer, with the channel for its own outcome.
+/// An append waiting for a shared transaction, with the channel for its own outcome.
 pub(crate) struct GroupRequest {
     stream: StreamId,
     expected: ExpectedVersion,
@@ -32,34 +32,31 @@ pub(crate) struct GroupRequest {
     reply: tokio::sync::oneshot::Sender<Result<Appended, StoreError>>,
 }
 
-/// The queue of a store's group-commit writer.
-pub(crate) type GroupQueue = tokio::sync::mpsc::UnboundedSender<GroupRequest>;
+/// The group commit of one store (shared by its clones): how many transactions are in flight,
+/// and the appends waiting for the next one.
+///
+/// There is no writer task: an append that finds a transaction slot free writes itself, on
+/// its caller's task (a lone writer waits for nothing, not even a hop to another task). An
+/// append that finds every slot busy queues here; the append that frees a slot takes the whole
+/// queue (up to [`GROUP_MAX_REQUESTS`]) and hands it, with its slot, to a task that writes it
+/// as one group. So the queue is only ever non-empty while every slot is busy.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    /// Transactions in flight (at most [`GROUPS_IN_FLIGHT`]).
+    in_flight: usize,
+    /// Appends waiting for a slot, in arrival order.
+    queue: Vec<GroupRequest>,
+}
 
-/// The group-commit writer of a store: once a transaction slot is free, takes every append
-/// that is queued (waiting for none when there is one), writes them in one transaction, and
-/// answers each on its own channel. Ends with the last clone of the store.
-pub(crate) async fn run_group_writer(
-    store: WeakStore,
-    mut requests: tokio::sync::mpsc::UnboundedReceiver<GroupRequest>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
-    loop {
-        // Appends that arrive while every slot is busy wait in the queue: they form the next
-        // group.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let mut group = Vec::with_capacity(GROUP_MAX_REQUESTS);
-        if requests.recv_many(&mut group, GROUP_MAX_REQUESTS).await == 0 {
-            return;
-        }
-        let Some(store) = store.upgrade() else {
-            return;
-        };
-        tokio::spawn(async move {
-            store.write_group(group).await;
-            drop(slot);
-        });
+/// A transaction slot of the group commit, released (and handed to the queue, if any) on drop,
+/// also when its append is cancelled.
+struct Slot {
+    store: PostgresStore,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.store.release_slot();
     }
 }
 
@@ -116,25 +113,70 @@ impl PostgresStore {
         if batch.repeated_id().is_some() || batch.ids.len() > GROUP_MAX_EVENTS {
             return self.append_alone(stream, expected, &batch).await;
         }
-        let Some(writer) = self.group_writer() else {
-            return self.append_alone(stream, expected, &batch).await;
+        // Take a free transaction slot and write at once, or wait in the queue for the next
+        // shared transaction.
+        let turn = {
+            let mut group = self.group_commit();
+            if group.in_flight < GROUPS_IN_FLIGHT {
+                group.in_flight += 1;
+                Ok(batch)
+            } else {
+                let batch = Arc::new(batch);
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                group.queue.push(GroupRequest {
+                    stream: stream.clone(),
+                    expected,
+                    batch: Arc::clone(&batch),
+                    reply,
+                });
+                Err((batch, outcome))
+            }
         };
-        let batch = Arc::new(batch);
-        let (reply, outcome) = tokio::sync::oneshot::channel();
-        let request = GroupRequest {
-            stream: stream.clone(),
-            expected,
-            batch: Arc::clone(&batch),
-            reply,
-        };
-        if writer.send(request).is_ok()
-            && let Ok(outcome) = outcome.await
-        {
-            return outcome;
+        match turn {
+            Ok(batch) => {
+                let slot = Slot {
+                    store: self.clone(),
+                };
+                let outcome = self.append_alone(stream, expected, &batch).await;
+                drop(slot);
+                outcome
+            }
+            Err((batch, outcome)) => match outcome.await {
+                Ok(outcome) => outcome,
+                // The group was dropped unwritten or half-way (its runtime shut down), perhaps
+                // after writing the batch: alone, a batch already stored is reported as
+                // replayed.
+                Err(_) => self.append_alone(stream, expected, &batch).await,
+            },
         }
-        // The writer is gone (its runtime shut down), perhaps after writing the batch: alone,
-        // a batch already stored is reported as replayed.
-        self.append_alone(stream, expected, &batch).await
+    }
+
+    /// Frees a transaction slot, or hands it to the appends queued meanwhile: they are written
+    /// as one group by a task of their own.
+    fn release_slot(&self) {
+        let group = {
+            let mut state = self.group_commit();
+            if state.queue.is_empty() {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                return;
+            }
+            let n = state.queue.len().min(GROUP_MAX_REQUESTS);
+            state.queue.drain(..n).collect::<Vec<_>>()
+        };
+        let slot = Slot {
+            store: self.clone(),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    slot.store.write_group(group).await;
+                    drop(slot);
+                });
+            }
+            // Outside a runtime nothing can write: the waiters, whose replies are dropped
+            // here, append alone; the slot goes to whoever is queued next.
+            Err(_) => drop((group, slot)),
+        }
     }
 
     /// An append in a transaction of its own. The common case is one statement; every other
@@ -286,11 +328,30 @@ impl PostgresStore {
         expected: ExpectedVersion,
         batch: &Batch,
     ) -> Result<Option<Appended>, StoreError> {
-        let statement = self.sql().append_fast.pick(expected);
-        let result = batch
-            .bind(statement.query(), stream, expected)
-            .fetch_optional(self.pool())
-            .await;
+        let result = match batch.single() {
+            Some(one) => {
+                self.sql()
+                    .append_fast
+                    .pick_one(expected)
+                    .query()
+                    .bind(stream.as_str())
+                    .bind(expected_version(expected))
+                    .bind(one.id)
+                    .bind(one.name)
+                    .bind(one.schema_version)
+                    .bind(one.payload)
+                    .bind(one.metadata)
+                    .fetch_optional(self.pool())
+                    .await
+            }
+            None => {
+                let statement = self.sql().append_fast.pick(expected);
+                batch
+                    .bind(statement.query(), stream, expected)
+                    .fetch_optional(self.pool())
+                    .await
+            }
+        };
         match result {
             Ok(Some(row)) => decode_appended(&row, stream, false).map(Some),
             Ok(None) => Ok(None),
@@ -358,6 +419,15 @@ pub(crate) fn jsonb_text<T: serde::Serialize + ?Sized>(
     RawValue::from_string(text)
 }
 
+/// The columns of a batch's only event (see [`Batch::single`]).
+struct OneEvent<'a> {
+    id: Uuid,
+    name: &'a str,
+    schema_version: i64,
+    payload: &'a Json<Box<RawValue>>,
+    metadata: &'a Json<Box<RawValue>>,
+}
+
 pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
     pub(crate) names: Vec<String>,
@@ -414,6 +484,26 @@ impl Batch {
             batch.metadata.push(Json(metadata));
         }
         Ok(batch)
+    }
+
+    /// The batch's only event, when it has exactly one.
+    fn single(&self) -> Option<OneEvent<'_>> {
+        match (
+            self.ids.as_slice(),
+            self.names.as_slice(),
+            self.schema_versions.as_slice(),
+            self.payloads.as_slice(),
+            self.metadata.as_slice(),
+        ) {
+            ([id], [name], [schema_version], [payload], [metadata]) => Some(OneEvent {
+                id: *id,
+                name,
+                schema_version: *schema_version,
+                payload,
+                metadata,
+            }),
+            _ => None,
+        }
     }
 
     /// Binds `$1`..`$7` of both append statements: the stream, the expected version and the

@@ -66,10 +66,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "deadlines of process managers",
         sql: include_str!("../migrations/0008_deadlines.sql"),
     },
+    Migration {
+        version: 9,
+        description: "the archived-stream guard as a trigger with a WHEN condition",
+        sql: include_str!("../migrations/0009_archived_trigger_when.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// What one run of [`migrate`] did besides applying migrations.
 #[derive(Clone, Copy, Debug, Default)]

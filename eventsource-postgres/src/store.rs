@@ -3,14 +3,14 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use eventsource_core::{Limits, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
-use crate::append::{GroupQueue, run_group_writer};
+use crate::append::GroupCommit;
 use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate;
@@ -29,10 +29,9 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 /// notified once it has committed; conflicts, retries of stored ids and duplicates are then
 /// told apart by the schema's `append()` function.
 ///
-/// **Group commit.** Appends of up to 16 events go through a writer task of the store (started
-/// by the first append, inside the caller's tokio runtime): a lone append is written at once;
-/// appends that arrive while two shared transactions are in flight wait for a slot and are
-/// then written together. The first append of each stream goes into one statement (one
+/// **Group commit.** An append of up to 16 events that finds fewer than two transactions of the
+/// store in flight is written at once, on the caller's task; appends that arrive while two are
+/// in flight wait, and are written together in the next transaction once one ends. The first append of each stream goes into one statement (one
 /// transaction) that moves the heads whose expectation holds and inserts their events; the
 /// others (a conflict, a replay, a duplicate, a later append of a stream already in the
 /// group) are then written alone, in arrival order, so each append gets the outcome it would
@@ -60,26 +59,6 @@ pub struct PostgresStore {
     limits: Limits,
 }
 
-/// A store held by its group-commit writer task without keeping it alive.
-pub(crate) struct WeakStore {
-    pool: PgPool,
-    shared: Weak<Shared>,
-    horizon_wait: Duration,
-    limits: Limits,
-}
-
-impl WeakStore {
-    /// The store, while a clone of it is alive.
-    pub(crate) fn upgrade(&self) -> Option<PostgresStore> {
-        Some(PostgresStore {
-            pool: self.pool.clone(),
-            shared: self.shared.upgrade()?,
-            horizon_wait: self.horizon_wait,
-            limits: self.limits,
-        })
-    }
-}
-
 /// What every clone of a store shares: its schema, the statements written for it, and its
 /// notifications.
 struct Shared {
@@ -88,9 +67,8 @@ struct Shared {
     notifications: Arc<Notifications>,
     /// Set once the store's events were found to fit the cluster (see `clock.rs`).
     fits: AtomicBool,
-    /// The queue of the group-commit writer task (`append.rs`), started by the first append
-    /// that can share a transaction; started again if its runtime went away.
-    writer: Mutex<Option<GroupQueue>>,
+    /// The group commit of appends (`append.rs`): transactions in flight, appends queued.
+    group: Mutex<GroupCommit>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -237,7 +215,7 @@ impl PostgresStore {
                 notifications: Notifications::new(schema.channel()),
                 schema,
                 fits: AtomicBool::new(false),
-                writer: Mutex::new(None),
+                group: Mutex::new(GroupCommit::default()),
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             limits: Limits::default(),
@@ -373,30 +351,12 @@ impl PostgresStore {
         &self.shared.sql
     }
 
-    /// The queue of the store's group-commit writer, started on first use (`None` outside a
-    /// tokio runtime: the append then goes alone).
-    pub(crate) fn group_writer(&self) -> Option<GroupQueue> {
-        let mut writer = self
-            .shared
-            .writer
+    /// The group commit of this store's appends.
+    pub(crate) fn group_commit(&self) -> std::sync::MutexGuard<'_, GroupCommit> {
+        self.shared
+            .group
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(queue) = writer.as_ref().filter(|queue| !queue.is_closed()) {
-            return Some(queue.clone());
-        }
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
-        // The task holds the store weakly, so that it ends with the last clone of the store
-        // (the queue's sender lives in `Shared`).
-        let store = WeakStore {
-            pool: self.pool.clone(),
-            shared: Arc::downgrade(&self.shared),
-            horizon_wait: self.horizon_wait,
-            limits: self.limits,
-        };
-        runtime.spawn(run_group_writer(store, requests));
-        *writer = Some(queue.clone());
-        Some(queue)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The notifications of this store (sending and listening).

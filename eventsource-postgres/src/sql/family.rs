@@ -348,9 +348,37 @@ fn append_fast(schema: &str, head: &str) -> Statement {
     .into()
 }
 
-/// The fast append statements, one per kind of expectation.
+/// [`append_fast`] for a batch of one event, from scalar parameters: `$3` id, `$4` name, `$5`
+/// schema version, `$6` payload, `$7` metadata. The same outcomes: no row when the head did not
+/// move, a unique violation (head rolled back) when the id is already stored.
+fn append_fast_one(schema: &str, head: &str) -> Statement {
+    let offset = offset(schema);
+    format!(
+        "WITH head AS ({head} RETURNING s.version) \
+         INSERT INTO {schema}.events \
+             (transaction_id, stream_id, version, event_id, name, schema_version, payload, \
+              metadata) \
+         SELECT pg_current_xact_id()::text::bigint + {offset}, $1, h.version, $3::uuid, \
+                $4::text, $5::bigint, $6::jsonb, $7::jsonb \
+           FROM head h \
+         RETURNING version AS first_version, version AS last_version, \
+                   position AS first_position, position AS last_position"
+    )
+    .into()
+}
+
+/// The fast append statements, one per kind of expectation, each for a batch (column arrays)
+/// and for the single event most appends carry (scalar parameters: no arrays to build and
+/// read, no `unnest`, no sort, no aggregates over the inserted rows).
 #[derive(Debug)]
 pub(crate) struct FastAppend {
+    batch: FastAppendKinds,
+    one: FastAppendKinds,
+}
+
+/// [`FastAppend`]'s statements of one shape.
+#[derive(Debug)]
+struct FastAppendKinds {
     /// `ExpectedVersion::Any`: create or move the head.
     any: Statement,
     /// `ExpectedVersion::NoStream` (or `Exact(0)`): create the head.
@@ -361,34 +389,35 @@ pub(crate) struct FastAppend {
     exact: Statement,
 }
 
-impl FastAppend {
-    pub(super) fn new(s: &str) -> Self {
-        let move_head = "SET version = s.version + cardinality($3::uuid[])";
-        FastAppend {
-            any: append_fast(
+impl FastAppendKinds {
+    /// The four heads, moved by `count` events, each completed by `statement`.
+    fn new(s: &str, count: &str, statement: fn(&str, &str) -> Statement) -> Self {
+        let move_head = format!("SET version = s.version + {count}");
+        FastAppendKinds {
+            any: statement(
                 s,
                 &format!(
                     "INSERT INTO {s}.streams AS s (stream_id, version) \
-                     SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint IS NULL \
+                     SELECT $1, {count} WHERE $2::bigint IS NULL \
                      ON CONFLICT (stream_id) DO UPDATE {move_head}"
                 ),
             ),
-            no_stream: append_fast(
+            no_stream: statement(
                 s,
                 &format!(
                     "INSERT INTO {s}.streams AS s (stream_id, version) \
-                     SELECT $1, cardinality($3::uuid[]) WHERE $2::bigint = 0 \
+                     SELECT $1, {count} WHERE $2::bigint = 0 \
                      ON CONFLICT (stream_id) DO NOTHING"
                 ),
             ),
-            stream_exists: append_fast(
+            stream_exists: statement(
                 s,
                 &format!(
                     "UPDATE {s}.streams AS s {move_head} \
                      WHERE s.stream_id = $1 AND $2::bigint = -1"
                 ),
             ),
-            exact: append_fast(
+            exact: statement(
                 s,
                 &format!(
                     "UPDATE {s}.streams AS s {move_head} \
@@ -398,14 +427,34 @@ impl FastAppend {
         }
     }
 
-    /// The statement for `expected`; its `$2` is [`expected_version`]`(expected)`.
-    pub(crate) fn pick(&self, expected: ExpectedVersion) -> &Statement {
+    fn pick(&self, expected: ExpectedVersion) -> &Statement {
         match expected {
             ExpectedVersion::Any => &self.any,
             ExpectedVersion::StreamExists => &self.stream_exists,
             ExpectedVersion::NoStream | ExpectedVersion::Exact(Version(0)) => &self.no_stream,
             ExpectedVersion::Exact(_) => &self.exact,
         }
+    }
+}
+
+impl FastAppend {
+    pub(super) fn new(s: &str) -> Self {
+        FastAppend {
+            batch: FastAppendKinds::new(s, "cardinality($3::uuid[])", append_fast),
+            one: FastAppendKinds::new(s, "1", append_fast_one),
+        }
+    }
+
+    /// The batch statement for `expected`; its `$2` is [`expected_version`]`(expected)`, and
+    /// `$3`..`$7` are the batch's columns as arrays.
+    pub(crate) fn pick(&self, expected: ExpectedVersion) -> &Statement {
+        self.batch.pick(expected)
+    }
+
+    /// The statement for one event and `expected`: `$3`..`$7` are the event's id, name,
+    /// schema version, payload and metadata.
+    pub(crate) fn pick_one(&self, expected: ExpectedVersion) -> &Statement {
+        self.one.pick(expected)
     }
 }
 

@@ -115,6 +115,15 @@ fn cases(sql: &Statements) -> Vec<Case> {
             &args,
             &[],
         ));
+        // The same head, one event from scalar parameters.
+        let mut one = args.clone();
+        one[2..].copy_from_slice(&["00000000-0000-0000-0000-000000000001", "E", "1", "{}", "{}"]);
+        cases.push(case(
+            format!("append_fast_one/{kind}"),
+            sql.append_fast.pick_one(expected),
+            &one,
+            &[],
+        ));
     }
     cases.extend([
         case(
