@@ -388,3 +388,90 @@ async fn many_writers_store_every_acknowledged_event_once_and_nothing_else() {
         assert_eq!(store.stream_version(s).await.unwrap(), Version(last));
     }
 }
+
+/// An append whose caller stops waiting gives its transaction slot back at once: with both
+/// slots held by appends blocked on locked heads, the appends queued behind them are written
+/// as soon as the blocked callers are cancelled, while the heads are still locked (a slot
+/// kept by a cancelled caller would hold them until the lock is released). Nothing is lost:
+/// the queued appends are stored once, and the store goes on taking appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_append_gives_its_transaction_slot_to_the_queue() {
+    let store = fresh_pg_store().await;
+    let blocked = [stream("slot-a"), stream("slot-b")];
+    for s in &blocked {
+        store
+            .append(s, ExpectedVersion::NoStream, vec![added(1)])
+            .await
+            .unwrap();
+    }
+    let lock = lock_heads(&store, &blocked.iter().collect::<Vec<_>>()).await;
+    let mut holders = Vec::new();
+    for s in &blocked {
+        let (writer, s) = (store.clone(), s.clone());
+        holders.push(tokio::spawn(async move {
+            writer
+                .append(&s, ExpectedVersion::Exact(Version(1)), vec![added(2)])
+                .await
+        }));
+    }
+    wait_for_lock_waiters(&store, 2).await;
+    let queued: Vec<StreamId> = (0..3).map(|i| stream(&format!("slot-q{i}"))).collect();
+    let mut waiting = Vec::new();
+    for s in &queued {
+        let (writer, s) = (store.clone(), s.clone());
+        waiting.push(tokio::spawn(async move {
+            writer
+                .append(&s, ExpectedVersion::NoStream, vec![added(3)])
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "with both slots busy, the appends wait in the queue"
+    );
+    for holder in &holders {
+        holder.abort();
+    }
+    for (s, w) in queued.iter().zip(waiting) {
+        let appended = tokio::time::timeout(Duration::from_secs(20), w)
+            .await
+            .unwrap_or_else(|_| panic!("the append to {s} still waits: the slot was not freed"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(appended.last_version, Version(1));
+    }
+    // Only now are the heads released (the cancelled appends' statements may still commit:
+    // a cancelled append may or may not have been written, as always).
+    lock.close().await.unwrap();
+    for s in &queued {
+        assert_eq!(
+            transactions(&store, s).await.len(),
+            1,
+            "{s} holds its event once"
+        );
+    }
+    // The store still takes appends, one at a time and many at once.
+    for s in &blocked {
+        store
+            .append(s, ExpectedVersion::Any, vec![added(4)])
+            .await
+            .unwrap();
+    }
+    let mut writers = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            store
+                .append(
+                    &stream(&format!("slot-after{i}")),
+                    ExpectedVersion::NoStream,
+                    vec![added(5)],
+                )
+                .await
+        }));
+    }
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+}
