@@ -112,7 +112,9 @@ impl DeadlineStore for PostgresStore {
                 excerpt(process)
             )
         };
-        let mut tx = self.pool().begin().await.map_err(self.failed(what()))?;
+        let mut tx = crate::begin::begin(self.pool())
+            .await
+            .map_err(self.failed(what()))?;
         let rows = self
             .sql()
             .deadlines

@@ -192,9 +192,7 @@ impl PostgresStore {
         // New events would sort before restored ones in a store moved from another cluster.
         self.ensure_fits().await?;
         let what = "starting an import";
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::begin::begin(self.pool())
             .await
             .map_err(self.failed(what.into()))?;
         let s = self.schema().quoted();

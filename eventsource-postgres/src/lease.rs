@@ -95,9 +95,7 @@ impl PostgresStore {
     ) -> Result<PostgresTx, StoreError> {
         let projection = lease.projection.as_str();
         let context = || format!("starting a batch of projection `{projection}`");
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::begin::begin(self.pool())
             .await
             .map_err(|e| store_error(context(), e))?;
         let fenced = self

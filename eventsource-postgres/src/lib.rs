@@ -101,6 +101,7 @@
 //! ```
 
 // Leaves first: none of these imports a module below it.
+mod begin;
 mod clock;
 mod error;
 mod migrate;

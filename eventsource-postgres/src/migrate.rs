@@ -98,7 +98,7 @@ pub(crate) async fn migrate(
         move |source| PostgresError::database(context, source)
     };
 
-    let mut tx = pool.begin().await.map_err(failed("begin"))?;
+    let mut tx = crate::begin::begin(pool).await.map_err(failed("begin"))?;
     // The re-base must see every append committed while it waited for its lock: a snapshot
     // per statement, whatever the server's default.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")

@@ -325,8 +325,27 @@ impl PostgresStore {
     }
 
     /// The connection pool, e.g. to write read models in the same database.
+    ///
+    /// To open a transaction on it (e.g. for [`append_in`](Self::append_in)), prefer
+    /// [`begin_transaction`](Self::begin_transaction) to `pool().begin()`: sqlx 0.9.0's
+    /// `begin` is not cancel-safe on PostgreSQL.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Begins a transaction on a connection of the pool, for writes of your own beside
+    /// [`append_in`](Self::append_in). Unlike `pool().begin()` it is cancel-safe: sqlx 0.9.0
+    /// leaves a connection whose `BEGIN` was cancelled in flight (an aborted task, a timeout)
+    /// inside a transaction nobody ends, and hands it to the next borrower of the pool, whose
+    /// writes are then acknowledged but never committed (transact-rs/sqlx#4393). Here the
+    /// `BEGIN` completes on a task of its own, and a transaction nobody waits for any more is
+    /// rolled back before its connection is reused.
+    pub async fn begin_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        crate::begin::begin(&self.pool)
+            .await
+            .map_err(|e| crate::error::store_error("beginning a transaction", e))
     }
 
     /// The schema the store lives in.

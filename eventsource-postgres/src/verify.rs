@@ -129,10 +129,7 @@ impl PostgresAdmin {
         // plus a sort, 2–3 s per page at 2M events instead of 15 ms (issue 22). The ordered
         // index scans and the merge join are then the only plans left.
         let what = "a page of events";
-        let mut tx = self
-            .store()
-            .pool()
-            .begin()
+        let mut tx = crate::begin::begin(self.store().pool())
             .await
             .map_err(self.failed(what))?;
         sqlx::raw_sql(
