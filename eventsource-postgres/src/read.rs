@@ -10,7 +10,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use crate::row::{decode_event, decode_fold_event};
+use crate::row::{decode_event, decode_event_at, decode_fold_event};
 use crate::sql::{HORIZON_LAG, Statement, bigint};
 use crate::store::PostgresStore;
 
@@ -139,18 +139,17 @@ impl EventStore for PostgresStore {
         loop {
             let query = self.sql().read_all.after(after, filter);
             let rows = self.rows(query.bind(bigint(max_count)), what()).await?;
+            // The flag first, then the events' columns (see `sql::family::read_all`).
             let held_back = match rows.first() {
-                Some(row) => row
-                    .try_get::<bool, _>("held_back")
-                    .map_err(self.failed(what()))?,
+                Some(row) => row.try_get::<bool, _>(0).map_err(self.failed(what()))?,
                 None => false,
             };
             let mut events = Vec::with_capacity(rows.len());
             for row in &rows {
                 // An empty page is one row of NULLs beside the flag.
-                let position: Option<i64> = row.try_get("position").map_err(self.failed(what()))?;
+                let position: Option<i64> = row.try_get(1).map_err(self.failed(what()))?;
                 if position.is_some() {
-                    events.push(decode_event(row)?);
+                    events.push(decode_event_at(row, 1)?);
                 }
             }
             // The statement leaves the order to its index scan (see `sql::read_all`); a stable

@@ -517,21 +517,26 @@ where
             .await
             .map_err(Self::store_error)?;
         self.retry_parked(lease, checkpoint).await?;
-        // What this projection has to apply: its own events only, so that a caught-up
-        // projection shows no lag however many other events follow its checkpoint.
-        let total = self
-            .store
-            .count_after(checkpoint.unwrap_or(Checkpoint::START), &self.filter)
-            .await
-            .map_err(Self::store_error)?;
-        let horizon = self.store.horizon_lag().await.map_err(Self::store_error)?;
+        // What this projection has to apply (its own events only, so that a caught-up
+        // projection shows no lag however many other events follow its checkpoint), counted
+        // while the first page is read: the count does not hold up the catch-up.
+        let from = checkpoint.unwrap_or(Checkpoint::START);
+        let (total, horizon, first) = tokio::join!(
+            self.store.count_after(from, &self.filter),
+            self.store.horizon_lag(),
+            self.store
+                .read_all(from, self.options.batch_size, &self.filter),
+        );
+        let total = total.map_err(Self::store_error)?;
+        let horizon = horizon.map_err(Self::store_error)?;
         metrics::gauge!(names::PROJECTION_HORIZON_LAG, "projection" => P::NAME)
             .set(horizon.as_secs_f64());
         metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME).set(total as f64);
         let mut applied = 0u64;
         let mut reported_total = 0u64;
-        // The page after a full batch, read while the batch is applied and committed.
-        let mut ahead: Option<Vec<RecordedEvent>> = None;
+        // The page after a full batch, read while the batch is applied and committed (the
+        // first page, read beside the count, from the committed checkpoint).
+        let mut ahead: Option<Vec<RecordedEvent>> = Some(first.map_err(Self::store_error)?);
         loop {
             let batch = match ahead.take() {
                 Some(batch) => batch,

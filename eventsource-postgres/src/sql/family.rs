@@ -262,7 +262,8 @@ fn distinct(values: &[String]) -> Vec<&str> {
 /// `pg_snapshot_xmin` plus the store's offset), so that a transaction committing late never
 /// lands behind a reader's checkpoint. Every row also says whether committed events
 /// matching the filter wait beyond the horizon (`held_back`); an empty page is one row of
-/// NULLs with that flag.
+/// NULLs with that flag. The flag is the first column, the events' columns follow in the order
+/// of `sql::EVENT_COLUMNS` (decoded by position, `row::decode_event_at`).
 ///
 /// The `held_back` probe asks for the first row after `max(checkpoint, (horizon, -1))` as one
 /// row comparison, the same rows as "after the checkpoint and at or beyond the horizon"
@@ -303,7 +304,7 @@ pub(super) fn read_all(schema: &str, shape: &Shape) -> String {
              FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint + {offset} \
                        AS xmin) x \
          ) \
-         SELECT h.held_back, p.xid AS transaction_id, p.position, p.stream_id, p.version, \
+         SELECT h.held_back, p.position, p.xid AS transaction_id, p.stream_id, p.version, \
                 p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at \
            FROM horizon h LEFT JOIN LATERAL ({page}) p ON true"
     )
