@@ -280,7 +280,17 @@ fn distinct(values: &[String]) -> Vec<&str> {
 /// pass over rows already in order).
 pub(super) fn read_all(schema: &str, shape: &Shape) -> String {
     let offset = offset(schema);
-    let limit = format!("${}", shape.next);
+    // On the global index, the limit as a subquery: a custom plan sees it no better than the
+    // generic one, so the plan cache settles on the generic plan after its first executions
+    // (a custom plan, with the page's size known, looked cheaper than the generic one, and
+    // the statement was planned again for every page: 0.2-0.5 ms of planning against
+    // 0.15-0.2 ms of execution). Not for the merge of each value's scan, which goes generic
+    // by itself and whose plan with an unknown limit runs slower (0.56 ms against 0.33).
+    let limit = if shape.scan == Scan::Global {
+        format!("(SELECT ${}::bigint)", shape.next)
+    } else {
+        format!("${}", shape.next)
+    };
     let probe = shape.ordered(
         schema,
         "l",
