@@ -137,16 +137,17 @@ fn nearly_contiguous(events: &[RecordedEvent]) -> bool {
     held >= DENSE_PAGE_MIN && span.saturating_sub(held) <= held / 8
 }
 
-/// Filtered reads that may resume in plain checkpoint order: per filter, the checkpoint its
-/// last page ended at when that page was [`nearly_contiguous`] (or the window read after it
-/// held nothing else). Only a hint on which statement to use: both are gap-safe.
+/// Filtered reads that may resume in plain checkpoint order: for a filter, the checkpoints
+/// where one of its reads ended on a [`nearly_contiguous`] page (or a window read that held
+/// nothing else). Several readers of one filter (several projections handling the same
+/// events) each leave their own. Only a hint on which statement to use: both are gap-safe.
 #[derive(Debug, Default)]
 pub(crate) struct DenseReads(Mutex<Vec<(LogFilter, Checkpoint)>>);
 
 /// The smallest page whose positions say that a filter is dense.
 const DENSE_PAGE_MIN: u64 = 4;
 
-/// At most this many filters are remembered (one per projection of a process, usually).
+/// At most this many hints are kept (the oldest go first).
 const DENSE_READS_KEPT: usize = 32;
 
 impl DenseReads {
@@ -157,31 +158,22 @@ impl DenseReads {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the last read of `filter` ended dense at `after`.
-    fn resumes_at(&self, filter: &LogFilter, after: Checkpoint) -> bool {
-        self.hints()
+    /// Whether a read of `filter` ended dense at `after`; the hint is used up.
+    fn take(&self, filter: &LogFilter, after: Checkpoint) -> bool {
+        let mut hints = self.hints();
+        let found = hints
             .iter()
-            .any(|(f, end)| *end == after && f == filter)
+            .position(|(f, end)| *end == after && f == filter);
+        found.map(|i| hints.remove(i)).is_some()
     }
 
-    /// Records that the last read of `filter` ended dense at `end`, or (`None`) was not
-    /// dense.
-    fn record(&self, filter: &LogFilter, end: Option<Checkpoint>) {
+    /// Records that a read of `filter` ended dense at `end`.
+    fn record(&self, filter: &LogFilter, end: Checkpoint) {
         let mut hints = self.hints();
-        let known = hints.iter().position(|(f, _)| f == filter);
-        match (known, end) {
-            (Some(i), Some(end)) => hints[i].1 = end,
-            (Some(i), None) => {
-                hints.swap_remove(i);
-            }
-            (None, Some(end)) => {
-                if hints.len() >= DENSE_READS_KEPT {
-                    hints.remove(0);
-                }
-                hints.push((filter.clone(), end));
-            }
-            (None, None) => {}
+        if hints.len() >= DENSE_READS_KEPT {
+            hints.remove(0);
         }
+        hints.push((filter.clone(), end));
     }
 }
 
@@ -256,7 +248,7 @@ impl EventStore for PostgresStore {
         let dense = self.dense_reads();
         let mut events = Vec::new();
         let mut from = after;
-        if dense.resumes_at(filter, after) {
+        if dense.take(filter, after) {
             // The last page of this filter held nearly every event of its stretch of the log:
             // read the next stretch whole, in checkpoint order (one ordered scan, where the
             // filter's statement merges one scan per value), and filter it here.
@@ -265,10 +257,11 @@ impl EventStore for PostgresStore {
             let end = window.last().map(|e| e.checkpoint);
             events = window.into_iter().filter(|e| filter.matches(e)).collect();
             if complete && events.len() == max_count {
-                dense.record(filter, events.last().map(|e| e.checkpoint));
+                if let Some(last) = events.last() {
+                    dense.record(filter, last.checkpoint);
+                }
                 return Ok(events);
             }
-            dense.record(filter, None);
             // Every event up to the window's last one was seen (whatever commits later lies
             // beyond the window's horizon, so after it): the filter's own statement reads on
             // from there, waiting for held-back events as usual.
@@ -279,11 +272,12 @@ impl EventStore for PostgresStore {
         let rest = self
             .read_visible(from, max_count - events.len(), filter)
             .await?;
-        if events.is_empty() {
-            let next = (rest.len() == max_count && nearly_contiguous(&rest))
-                .then(|| rest.last().map(|e| e.checkpoint))
-                .flatten();
-            dense.record(filter, next);
+        if events.is_empty()
+            && rest.len() == max_count
+            && nearly_contiguous(&rest)
+            && let Some(last) = rest.last()
+        {
+            dense.record(filter, last.checkpoint);
         }
         events.extend(rest);
         Ok(events)
