@@ -555,6 +555,55 @@ async fn global_reads_decode_odd_metadata_or_name_the_corrupt_row() {
     }
 }
 
+/// A filter that holds nearly the whole log is read in plain checkpoint order and filtered in
+/// the store; an event it leaves out is still never its problem, even one that does not
+/// decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dense_filter_reads_past_a_corrupt_event_it_leaves_out() {
+    let store = fresh_pg_store().await;
+    let batch = |n: u64| (0..n).map(added).collect::<Vec<_>>();
+    store
+        .append(&stream("first"), ExpectedVersion::NoStream, batch(8))
+        .await
+        .unwrap();
+    insert_raw(
+        &store,
+        &stream("other"),
+        1,
+        "counter.other",
+        1,
+        "{}",
+        r#""not metadata""#,
+    )
+    .await;
+    store
+        .append(&stream("second"), ExpectedVersion::NoStream, batch(8))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .read_all(Checkpoint::START, 100, &LogFilter::all())
+            .await,
+        Err(StoreError::CorruptRow { .. })
+    ));
+    let filter = LogFilter::all().name(ADDED);
+    for _ in 0..2 {
+        let mut read = Vec::new();
+        let mut after = Checkpoint::START;
+        loop {
+            let page = store.read_all(after, 4, &filter).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.checkpoint;
+            read.extend(page.into_iter().map(|e| (e.stream_id, e.version)));
+        }
+        let expected: Vec<_> = ["first", "second"]
+            .into_iter()
+            .flat_map(|id| (1..=8).map(move |v| (stream(id), Version(v))))
+            .collect();
+        assert_eq!(read, expected);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stored_events_are_immutable() {
     let store = fresh_pg_store().await;

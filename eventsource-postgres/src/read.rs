@@ -65,6 +65,7 @@ impl PostgresStore {
         self.scalar(query, "looking for unread events".to_owned())
             .await
     }
+
     /// Up to `max_count` events passing `filter` after `after`, below the read horizon; when
     /// fewer come back while matching events wait beyond the horizon, waits up to
     /// `horizon_wait` for them (most transactions are short), so that a reader sees what was
@@ -248,11 +249,16 @@ impl EventStore for PostgresStore {
         let dense = self.dense_reads();
         let mut events = Vec::new();
         let mut from = after;
-        if dense.take(filter, after) {
-            // The last page of this filter held nearly every event of its stretch of the log:
-            // read the next stretch whole, in checkpoint order (one ordered scan, where the
-            // filter's statement merges one scan per value), and filter it here.
-            let (window, _) = self.page(after, max_count, &LogFilter::all()).await?;
+        // The last page of this filter held nearly every event of its stretch of the log:
+        // read the next stretch whole, in checkpoint order (one ordered scan, where the
+        // filter's statement merges one scan per value), and filter it here. If that fails
+        // (an event the filter leaves out may not even decode), the filter's statement reads.
+        let window = if dense.take(filter, after) {
+            self.page(after, max_count, &LogFilter::all()).await.ok()
+        } else {
+            None
+        };
+        if let Some((window, _)) = window {
             let complete = window.len() == max_count;
             let end = window.last().map(|e| e.checkpoint);
             events = window.into_iter().filter(|e| filter.matches(e)).collect();
