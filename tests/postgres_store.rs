@@ -452,6 +452,158 @@ async fn broken_envelopes_are_corrupt_rows() {
     }
 }
 
+/// The global read decodes its rows by position: metadata of every shape a row can hold
+/// decodes as written (empty, full, with fields a newer release added), and metadata that is
+/// no envelope's is a corrupt row naming the stream, the version, the event and its position,
+/// from every read that returns the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_reads_decode_odd_metadata_or_name_the_corrupt_row() {
+    let store = fresh_pg_store().await;
+    let correlation = Uuid::now_v7();
+    let full = format!(
+        r#"{{"correlation_id": "{correlation}", "idempotency_key": "k-1", "custom": {{"tenant": "t"}}}}"#
+    );
+    let rows = [
+        ("spaced", "{ }".to_owned()),
+        ("full", full),
+        (
+            "newer",
+            r#"{"added_later": [1, 2], "custom": {}}"#.to_owned(),
+        ),
+    ];
+    for (id, metadata) in &rows {
+        insert_raw(
+            &store,
+            &stream(id),
+            1,
+            ADDED,
+            1,
+            r#"{"amount": 1}"#,
+            metadata,
+        )
+        .await;
+    }
+    let events = read_settled(&store, Checkpoint::START, 3).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    let by_stream = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.stream_id == stream(id))
+            .unwrap_or_else(|| panic!("no event of {id}"))
+    };
+    assert_eq!(by_stream("spaced").metadata, Default::default());
+    let full = &by_stream("full").metadata;
+    assert_eq!(full.correlation_id, Some(correlation));
+    assert_eq!(full.idempotency_key.as_deref(), Some("k-1"));
+    assert_eq!(full.custom.get("tenant"), Some(&json!("t")));
+    assert!(by_stream("newer").metadata.custom.is_empty());
+    for event in &events {
+        assert_eq!(
+            (event.name.as_str(), event.version, event.schema_version),
+            (ADDED, Version(1), 1)
+        );
+        assert_eq!(event.payload, json!({ "amount": 1 }));
+        let found = store.find_event(event.event_id).await.unwrap().unwrap();
+        assert_eq!(&found, event, "find_event decodes the same columns");
+    }
+    let after = events.last().unwrap().checkpoint;
+
+    for (id, metadata) in [
+        ("null", "null"),
+        ("text", r#""not metadata""#),
+        ("badid", r#"{"correlation_id": "not-a-uuid"}"#),
+    ] {
+        insert_raw(
+            &store,
+            &stream(id),
+            1,
+            ADDED,
+            1,
+            r#"{"amount": 1}"#,
+            metadata,
+        )
+        .await;
+        let filters = [
+            LogFilter::all(),
+            LogFilter::all().name(ADDED),
+            LogFilter::all().category("counter"),
+        ];
+        for filter in filters {
+            match store.read_all(after, 10, &filter).await {
+                Err(error @ StoreError::CorruptRow { .. }) => {
+                    let message = error.to_string();
+                    for part in [id, "version 1", ADDED, "position", "metadata"] {
+                        assert!(message.contains(part), "`{message}` names {part}");
+                    }
+                }
+                other => panic!("{id}, {filter:?}: expected a corrupt row, got {other:?}"),
+            }
+        }
+        // Out of the way of the next case.
+        execute(
+            &store,
+            format!(
+                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
+                 DELETE FROM \"{schema}\".events WHERE stream_id = '{stream}'; \
+                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable",
+                schema = store.schema(),
+                stream = stream(id),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A filter that holds nearly the whole log is read in plain checkpoint order and filtered in
+/// the store; an event it leaves out is still never its problem, even one that does not
+/// decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dense_filter_reads_past_a_corrupt_event_it_leaves_out() {
+    let store = fresh_pg_store().await;
+    let batch = |n: u64| (0..n).map(added).collect::<Vec<_>>();
+    store
+        .append(&stream("first"), ExpectedVersion::NoStream, batch(8))
+        .await
+        .unwrap();
+    insert_raw(
+        &store,
+        &stream("other"),
+        1,
+        "counter.other",
+        1,
+        "{}",
+        r#""not metadata""#,
+    )
+    .await;
+    store
+        .append(&stream("second"), ExpectedVersion::NoStream, batch(8))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .read_all(Checkpoint::START, 100, &LogFilter::all())
+            .await,
+        Err(StoreError::CorruptRow { .. })
+    ));
+    let filter = LogFilter::all().name(ADDED);
+    for _ in 0..2 {
+        let mut read = Vec::new();
+        let mut after = Checkpoint::START;
+        loop {
+            let page = store.read_all(after, 4, &filter).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.checkpoint;
+            read.extend(page.into_iter().map(|e| (e.stream_id, e.version)));
+        }
+        let expected: Vec<_> = ["first", "second"]
+            .into_iter()
+            .flat_map(|id| (1..=8).map(move |v| (stream(id), Version(v))))
+            .collect();
+        assert_eq!(read, expected);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stored_events_are_immutable() {
     let store = fresh_pg_store().await;

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::append::{Batch, column, count, decode_appended, is_stored_id};
 use crate::error::{excerpt, store_error};
-use crate::row::decode_event;
+use crate::row::decode_event_at;
 use crate::sql::{bigint, expected_version};
 use crate::store::PostgresStore;
 
@@ -393,7 +393,8 @@ impl DecisionStore for PostgresStore {
         for row in &rows {
             let matched: Option<i64> = column(row, "position", &anchor)?;
             if matched.is_some() {
-                events.push(decode_event(row)?);
+                // After `unseen_from` and `unseen`, the columns of `sql::EVENT_COLUMNS`.
+                events.push(decode_event_at(row, 2)?);
             }
         }
         Ok(QueryRead { events, position })

@@ -1,5 +1,6 @@
 //! Reading: streams, the gap-safe global log, heads, and how far the read horizon lags.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
@@ -10,7 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use crate::row::{decode_event, decode_fold_event};
+use crate::row::{decode_event, decode_event_at, decode_fold_event};
 use crate::sql::{HORIZON_LAG, Statement, bigint};
 use crate::store::PostgresStore;
 
@@ -63,6 +64,117 @@ impl PostgresStore {
         let query = self.sql().unread.after(checkpoint, filter);
         self.scalar(query, "looking for unread events".to_owned())
             .await
+    }
+
+    /// Up to `max_count` events passing `filter` after `after`, below the read horizon; when
+    /// fewer come back while matching events wait beyond the horizon, waits up to
+    /// `horizon_wait` for them (most transactions are short), so that a reader sees what was
+    /// committed before it asked. Never reads past the horizon: that could skip events.
+    async fn read_visible(
+        &self,
+        after: Checkpoint,
+        max_count: usize,
+        filter: &LogFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let deadline = Instant::now() + self.horizon_wait();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let (events, held_back) = self.page(after, max_count, filter).await?;
+            let now = Instant::now();
+            if !held_back || events.len() >= max_count || now >= deadline {
+                return Ok(events);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// One page of `sql::Statements::read_all` for `filter`, in checkpoint order, and whether
+    /// events passing it wait beyond the horizon.
+    async fn page(
+        &self,
+        after: Checkpoint,
+        max_count: usize,
+        filter: &LogFilter,
+    ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
+        let what = || format!("reading the global log after {after}");
+        let query = self.sql().read_all.after(after, filter);
+        let rows = self.rows(query.bind(bigint(max_count)), what()).await?;
+        // The flag first, then the events' columns (see `sql::family::read_all`). Error
+        // contexts are formatted only on failure: this runs for every row of a catch-up.
+        let held_back = match rows.first() {
+            Some(row) => row
+                .try_get::<bool, _>(0)
+                .map_err(|e| self.failed(what())(e))?,
+            None => false,
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // An empty page is one row of NULLs beside the flag.
+            let position: Option<i64> = row.try_get(1).map_err(|e| self.failed(what())(e))?;
+            if position.is_some() {
+                events.push(decode_event_at(row, 1)?);
+            }
+        }
+        // The statement leaves the order to its index scan (see `sql::read_all`); a stable
+        // sort of rows already in order is one pass.
+        events.sort_by_key(|e| e.checkpoint);
+        Ok((events, held_back))
+    }
+}
+
+/// Whether `events` (a full page of a filtered read) hold nearly every position of the
+/// stretch of the log they span: then the whole log there passes the filter, and reading
+/// on in plain checkpoint order is cheaper than the filter's merge of one scan per value.
+fn nearly_contiguous(events: &[RecordedEvent]) -> bool {
+    let positions = events.iter().map(|e| e.position.0);
+    let (Some(low), Some(high)) = (positions.clone().min(), positions.max()) else {
+        return false;
+    };
+    let span = high.saturating_sub(low).saturating_add(1);
+    let held = events.len() as u64;
+    // At least seven in eight (gaps are rolled-back appends and other events), and enough
+    // events to say so.
+    held >= DENSE_PAGE_MIN && span.saturating_sub(held) <= held / 8
+}
+
+/// Filtered reads that may resume in plain checkpoint order: for a filter, the checkpoints
+/// where one of its reads ended on a [`nearly_contiguous`] page (or a window read that held
+/// nothing else). Several readers of one filter (several projections handling the same
+/// events) each leave their own. Only a hint on which statement to use: both are gap-safe.
+#[derive(Debug, Default)]
+pub(crate) struct DenseReads(Mutex<Vec<(LogFilter, Checkpoint)>>);
+
+/// The smallest page whose positions say that a filter is dense.
+const DENSE_PAGE_MIN: u64 = 4;
+
+/// At most this many hints are kept (the oldest go first).
+const DENSE_READS_KEPT: usize = 32;
+
+impl DenseReads {
+    fn hints(&self) -> std::sync::MutexGuard<'_, Vec<(LogFilter, Checkpoint)>> {
+        // The list holds no invariant a panic could break.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a read of `filter` ended dense at `after`; the hint is used up.
+    fn take(&self, filter: &LogFilter, after: Checkpoint) -> bool {
+        let mut hints = self.hints();
+        let found = hints
+            .iter()
+            .position(|(f, end)| *end == after && f == filter);
+        found.map(|i| hints.remove(i)).is_some()
+    }
+
+    /// Records that a read of `filter` ended dense at `end`.
+    fn record(&self, filter: &LogFilter, end: Checkpoint) {
+        let mut hints = self.hints();
+        if hints.len() >= DENSE_READS_KEPT {
+            hints.remove(0);
+        }
+        hints.push((filter.clone(), end));
     }
 }
 
@@ -130,39 +242,51 @@ impl EventStore for PostgresStore {
             return Ok(Vec::new());
         }
         self.ensure_fits_store().await?;
-        let what = || format!("reading the global log after {after}");
-        // Committed events may wait beyond the horizon for an older transaction to end; give it
-        // `horizon_wait` to do so (most transactions are short), so that a reader sees what was
-        // committed before it asked. Never read past the horizon: that could skip events.
-        let deadline = Instant::now() + self.horizon_wait();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let query = self.sql().read_all.after(after, filter);
-            let rows = self.rows(query.bind(bigint(max_count)), what()).await?;
-            let held_back = match rows.first() {
-                Some(row) => row
-                    .try_get::<bool, _>("held_back")
-                    .map_err(self.failed(what()))?,
-                None => false,
-            };
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
-                // An empty page is one row of NULLs beside the flag.
-                let position: Option<i64> = row.try_get("position").map_err(self.failed(what()))?;
-                if position.is_some() {
-                    events.push(decode_event(row)?);
+        let filtered = !filter.names.is_empty() || !filter.categories.is_empty();
+        if !filtered {
+            return self.read_visible(after, max_count, filter).await;
+        }
+        let dense = self.dense_reads();
+        let mut events = Vec::new();
+        let mut from = after;
+        // The last page of this filter held nearly every event of its stretch of the log:
+        // read the next stretch whole, in checkpoint order (one ordered scan, where the
+        // filter's statement merges one scan per value), and filter it here. If that fails
+        // (an event the filter leaves out may not even decode), the filter's statement reads.
+        let window = if dense.take(filter, after) {
+            self.page(after, max_count, &LogFilter::all()).await.ok()
+        } else {
+            None
+        };
+        if let Some((window, _)) = window {
+            let complete = window.len() == max_count;
+            let end = window.last().map(|e| e.checkpoint);
+            events = window.into_iter().filter(|e| filter.matches(e)).collect();
+            if complete && events.len() == max_count {
+                if let Some(last) = events.last() {
+                    dense.record(filter, last.checkpoint);
                 }
-            }
-            // The statement leaves the order to its index scan (see `sql::read_all`); a stable
-            // sort of rows already in order is one pass.
-            events.sort_by_key(|e| e.checkpoint);
-            let now = Instant::now();
-            if !held_back || events.len() >= max_count || now >= deadline {
                 return Ok(events);
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            // Every event up to the window's last one was seen (whatever commits later lies
+            // beyond the window's horizon, so after it): the filter's own statement reads on
+            // from there, waiting for held-back events as usual.
+            if let Some(end) = end {
+                from = end;
+            }
         }
+        let rest = self
+            .read_visible(from, max_count - events.len(), filter)
+            .await?;
+        if events.is_empty()
+            && rest.len() == max_count
+            && nearly_contiguous(&rest)
+            && let Some(last) = rest.last()
+        {
+            dense.record(filter, last.checkpoint);
+        }
+        events.extend(rest);
+        Ok(events)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {

@@ -168,7 +168,8 @@ pub(crate) struct Statements {
     /// `EXACT_COUNT_LIMIT` at the cost of planning, not of counting.
     pub(crate) count_estimate: ByFilter,
     /// As `count_after`, but counting at most the limit (the parameter after the filter's),
-    /// in the order of the index serving the filter: bounded work for `status`.
+    /// in the order of the index serving the filter: bounded work for `status` and for the
+    /// total of a catch-up.
     pub(crate) count_upto: ByFilter,
     /// The oldest transaction with an event at or after position `$1`, and the horizon.
     pub(crate) first_transaction_from: Statement,
@@ -472,17 +473,13 @@ impl Statements {
                    FROM {s}.checkpoints c ORDER BY c.projection"
             )
             .into(),
+            // The pages' merge of each value's ordered scan (`Shape::merged`): it reads about
+            // the limit's rows, where a lateral join per value read the limit's rows of each
+            // and sorted them (14-34 ms against 5 ms for 10,001 events of three names).
             count_upto: ByFilter::new(2, |shape| {
                 format!(
                     "SELECT count(*) FROM ({}) counted",
-                    shape.ordered(
-                        s,
-                        "e",
-                        "1",
-                        "($1::bigint, $2)",
-                        "",
-                        &format!("${}", shape.next)
-                    )
+                    shape.merged(s, "e", "1", "", &format!("${}", shape.next))
                 )
             }),
             count_estimate: ByFilter::new(2, |shape| {

@@ -15,6 +15,7 @@ use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate;
 use crate::notify::Notifications;
+use crate::read::DenseReads;
 use crate::schema::SchemaName;
 use crate::sql::{PgQuery, Statements};
 
@@ -69,6 +70,8 @@ struct Shared {
     fits: AtomicBool,
     /// The group commit of appends (`append.rs`): transactions in flight, appends queued.
     group: Mutex<GroupCommit>,
+    /// Filtered global reads that may go on in plain checkpoint order (`read.rs`).
+    dense_reads: DenseReads,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -216,6 +219,7 @@ impl PostgresStore {
                 schema,
                 fits: AtomicBool::new(false),
                 group: Mutex::new(GroupCommit::default()),
+                dense_reads: DenseReads::default(),
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             limits: Limits::default(),
@@ -363,6 +367,11 @@ impl PostgresStore {
     /// A listener already subscribed to [`notify_channel`](Self::notify_channel).
     pub async fn listen(&self) -> Result<PgListener, PostgresError> {
         self.shared.notifications.listen(&self.pool).await
+    }
+
+    /// What filtered global reads learnt about the log (see `read::DenseReads`).
+    pub(crate) fn dense_reads(&self) -> &DenseReads {
+        &self.shared.dense_reads
     }
 
     /// The statements written for this store's schema.

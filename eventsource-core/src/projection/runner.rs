@@ -517,21 +517,28 @@ where
             .await
             .map_err(Self::store_error)?;
         self.retry_parked(lease, checkpoint).await?;
-        // What this projection has to apply: its own events only, so that a caught-up
-        // projection shows no lag however many other events follow its checkpoint.
-        let total = self
-            .store
-            .count_after(checkpoint.unwrap_or(Checkpoint::START), &self.filter)
-            .await
-            .map_err(Self::store_error)?;
-        let horizon = self.store.horizon_lag().await.map_err(Self::store_error)?;
+        let start = checkpoint.unwrap_or(Checkpoint::START);
+        let (horizon, first) = tokio::join!(
+            self.store.horizon_lag(),
+            self.store
+                .read_all(start, self.options.batch_size, &self.filter),
+        );
+        let horizon = horizon.map_err(Self::store_error)?;
         metrics::gauge!(names::PROJECTION_HORIZON_LAG, "projection" => P::NAME)
             .set(horizon.as_secs_f64());
-        metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME).set(total as f64);
+        let first = first.map_err(Self::store_error)?;
+        // What this projection has to apply: its own events only, so that a caught-up
+        // projection shows no lag however many other events follow its checkpoint. A short
+        // first page is all of it (a live runner's usual wake-up: nothing to count); after a
+        // full one, the store counts while the first batch is applied.
+        let mut total = (first.len() < self.options.batch_size).then_some(first.len() as u64);
+        if let Some(total) = total {
+            metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME).set(total as f64);
+        }
         let mut applied = 0u64;
         let mut reported_total = 0u64;
         // The page after a full batch, read while the batch is applied and committed.
-        let mut ahead: Option<Vec<RecordedEvent>> = None;
+        let mut ahead: Option<Vec<RecordedEvent>> = Some(first);
         loop {
             let batch = match ahead.take() {
                 Some(batch) => batch,
@@ -560,20 +567,31 @@ where
             // from the batch's last checkpoint that would follow its commit. It is used only
             // when the batch committed up to there (compare-and-set under the lease); after
             // any failure it is dropped and the next read starts from the committed checkpoint.
+            // The first time, the run's total is counted meanwhile too.
             let read_ahead = full.then(|| {
                 let (store, filter) = (self.store.clone(), self.filter.clone());
                 let size = self.options.batch_size;
-                async move { store.read_all(to, size, &filter).await }
+                let count = total.is_none();
+                async move {
+                    let next = store.read_all(to, size, &filter);
+                    if !count {
+                        return (next.await, None);
+                    }
+                    let (next, counted) = tokio::join!(next, store.count_after(start, &filter));
+                    (next, Some(counted))
+                }
             });
             let apply = self
                 .apply_batch(lease, &batch, &mut checkpoint)
                 .instrument(span);
+            let mut counted = None;
             let outcome = match read_ahead {
                 Some(next) => {
-                    let (outcome, next) = tokio::join!(apply, next);
+                    let (outcome, (next, count)) = tokio::join!(apply, next);
                     if outcome.is_ok() && checkpoint == Some(to) {
                         ahead = next.ok();
                     }
+                    counted = count;
                     outcome
                 }
                 None => apply.await,
@@ -590,6 +608,12 @@ where
             };
             applied += count;
             metrics::counter!(names::PROJECTION_EVENTS, "projection" => P::NAME).increment(count);
+            if let Some(counted) = counted {
+                total = Some(counted.map_err(Self::store_error)?);
+            }
+            // Counted while the first full batch was applied, so known here unless that
+            // batch was not full (then this is the last one).
+            let total = total.unwrap_or(applied);
             // A short page is the end of what is visible: caught up.
             let remaining = if full {
                 total.saturating_sub(applied)

@@ -358,3 +358,61 @@ async fn every_statement_reads_events_by_its_index_with_and_without_statistics()
     conn.close().await.unwrap();
     assert!(report.is_empty(), "plans that depend on luck:\n{report}");
 }
+
+/// The names of `super::EVENT_COLUMNS`, in order.
+fn event_columns() -> Vec<&'static str> {
+    super::EVENT_COLUMNS.split(',').map(str::trim).collect()
+}
+
+/// `row::decode_event_at` reads the event's columns by position: every statement it decodes
+/// must select them in the order of `EVENT_COLUMNS`, starting at the column it is given.
+#[tokio::test]
+async fn event_columns_in_order() {
+    use sqlx::{Column as _, Executor as _, SqlSafeStr as _, Statement as _};
+    let schema = format!("t_columns_{}", uuid::Uuid::now_v7().simple());
+    let store = PostgresStore::builder()
+        .schema(schema.as_str())
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(20))
+        .connect(&database_url())
+        .await
+        .unwrap_or_else(|e| panic!("the column tests need a reachable PostgreSQL server: {e}"));
+    store.migrate().await.unwrap();
+    let sql = store.sql();
+    // (statement, where its event columns start): the offsets `read.rs`, `decision.rs` and
+    // `row::decode_parked` pass.
+    let mut statements: Vec<(String, &Statement, usize)> = vec![
+        ("read_stream".into(), &sql.read_stream, 0),
+        ("find_event".into(), &sql.find_event, 0),
+        ("read_query".into(), &sql.read_query, 2),
+        ("parked".into(), &sql.parked, 5),
+        ("due_for_retry".into(), &sql.due_for_retry, 5),
+    ];
+    for (family, statement) in sql.read_all.each() {
+        statements.push((format!("read_all/{family}"), statement, 1));
+    }
+    let expected = event_columns();
+    assert_eq!(expected.len(), 10, "{expected:?}");
+    let mut conn = store.pool().acquire().await.unwrap();
+    for (name, statement, first) in statements {
+        let prepared = (&mut *conn)
+            .prepare(AssertSqlSafe(statement.text().to_string()).into_sql_str())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: cannot prepare: {e}"));
+        let columns: Vec<&str> = prepared.columns().iter().map(|c| c.name()).collect();
+        assert!(
+            columns.len() >= first + expected.len(),
+            "{name}: {columns:?}"
+        );
+        assert_eq!(
+            &columns[first..first + expected.len()],
+            expected.as_slice(),
+            "{name}: the event's columns are not where `decode_event_at` reads them"
+        );
+    }
+    let drop = format!("DROP SCHEMA {} CASCADE", store.schema().quoted());
+    sqlx::raw_sql(AssertSqlSafe(drop))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
