@@ -342,6 +342,42 @@ async fn payloads_that_do_not_fit_are_typed_decode_errors() {
     }
 }
 
+/// The narrow read marks a page as the stream's last exactly when no event follows it, a full
+/// page included (so that a load of a stream whose length is a multiple of the page size does
+/// not read an empty page).
+#[tokio::test]
+async fn a_fold_page_is_last_exactly_when_nothing_follows() {
+    let store = fresh_pg_store().await;
+    let stream = StreamId::new("account", "pages");
+    let events = (1..=7).map(|n| deposited(json!({ "amount": n }))).collect();
+    append(&store, &stream, events).await;
+    for (from, max, count, last) in [
+        (1, 7, 7, true),
+        (1, 6, 6, false),
+        (5, 3, 3, true),
+        (5, 2, 2, false),
+        (7, 1, 1, true),
+        (8, 1, 0, true),
+        (1, usize::MAX, 7, true),
+        (2, 0, 0, false),
+    ] {
+        let page = store
+            .read_stream_for_fold(&stream, Version(from), max)
+            .await
+            .unwrap();
+        let versions: Vec<u64> = page.events.iter().map(|e| e.version.0).collect();
+        let expected: Vec<u64> = (from..=7).take(count).collect();
+        assert_eq!(versions, expected, "from {from}, max {max}");
+        assert_eq!(page.last, last, "from {from}, max {max}");
+        assert!(
+            page.events
+                .iter()
+                .all(|e| matches!(e.payload, FoldPayload::Json(_))),
+            "PostgreSQL hands over the text"
+        );
+    }
+}
+
 #[test]
 fn the_payload_forms_compare_as_json() {
     let text = FoldPayload::Json(r#"{"amount": 5}"#.into());

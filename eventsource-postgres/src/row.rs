@@ -84,12 +84,8 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// Decodes a row of `Statements::read_stream_for_fold` (columns by position) of `stream`:
-/// the event, and the stream's head version beside it (`None` without a head row).
-pub(crate) fn decode_fold_event(
-    stream: &StreamId,
-    row: &PgRow,
-) -> Result<(FoldEvent, Option<i64>), StoreError> {
+/// Decodes a row of `Statements::read_stream_for_fold` (columns by position) of `stream`.
+pub(crate) fn decode_fold_event(stream: &StreamId, row: &PgRow) -> Result<FoldEvent, StoreError> {
     let raw_version: i64 = row.try_get(0).map_err(|e| {
         StoreError::backend(
             format!("reading an event row of stream `{stream}`"),
@@ -124,19 +120,13 @@ pub(crate) fn decode_fold_event(
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
     let payload = jsonb_text(row, 4).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let head: Option<i64> = row
-        .try_get(5)
-        .map_err(|e| corrupt(format!("the stream's head: {e}")))?;
-    Ok((
-        FoldEvent {
-            version,
-            position: Position(position),
-            name,
-            schema_version,
-            payload: FoldPayload::Json(payload),
-        },
-        head,
-    ))
+    Ok(FoldEvent {
+        version,
+        position: Position(position),
+        name,
+        schema_version,
+        payload: FoldPayload::Json(payload),
+    })
 }
 
 /// The JSON text of the `jsonb` column `index` of `row`, copied but not parsed: a load
