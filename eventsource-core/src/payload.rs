@@ -30,7 +30,7 @@ pub trait StoredJson: sealed::Sealed + Copy {
     fn decode_event<E: Event>(self, version: u32) -> Result<E, DecodeFailure>;
 
     /// Deserializes the payload as the content of the variant at `index` of the event enum
-    /// `E` (see [`crate::variant`]).
+    /// `E`: the payload as the equivalent struct would read it, without an enum tag.
     fn parse_variant<E: StoredEnum>(self, index: u32, version: u32) -> Result<E, DecodeFailure>;
 }
 
