@@ -39,9 +39,9 @@ pub use eventsource_core::{
 
 // The store contract and the in-memory store.
 pub use eventsource_core::{
-    Appended, EventStore, FoldEvent, FoldPage, InvalidAppend, Limits, LogFilter, MemoryStore,
-    Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamPages, StreamRetirement,
-    StreamStatus,
+    Appended, EventStore, FoldEvent, FoldPage, FoldPayload, InvalidAppend, Limits, LogFilter,
+    MemoryStore, Snapshot, SnapshotMaintenance, SnapshotScope, SnapshotStore, StreamPages,
+    StreamRetirement, StreamStatus,
 };
 
 // Crypto-shredding: personal fields sealed per data subject, and forgetting a subject.

@@ -236,6 +236,63 @@ fn decoding_failures_are_typed() {
     ));
 }
 
+/// What a failure is, without the deserializer's message (parsing text adds a line and
+/// column to it).
+fn kind(failure: &DecodeFailure) -> String {
+    match failure {
+        DecodeFailure::Payload { version, .. } => format!("payload of v{version}"),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn json_text_decodes_as_its_value_for_every_variant_shape() {
+    for (name, version, payload) in [
+        ("cart.opened", 1, json!({ "owner": "ada" })),
+        ("cart.item_added", 1, json!({ "sku": "A1" })),
+        ("cart.item_added", 2, json!({ "sku": "A1", "count": 4 })),
+        ("cart.item_added", 3, json!({ "sku": "A1", "qty": 7 })),
+        ("cart.item_removed", 1, json!("A1")),
+        ("cart.checked_out", 1, json!(null)),
+        ("cart.currency_set", 1, json!({ "name": "euro" })),
+        ("cart.currency_set", 2, json!({ "code": "CHF" })),
+        // Failures: each kind, each variant shape.
+        ("cart.item_added", 2, json!({ "sku": "A1", "count": 0 })),
+        ("cart.currency_set", 1, json!({ "name": "ducat" })),
+        ("cart.item_added", 4, json!({})),
+        ("cart.opened", 0, json!({})),
+        ("cart.lost", 1, json!({})),
+        ("cart.opened", 1, json!({ "sku": "A1", "qty": 1 })),
+        ("cart.checked_out", 1, json!({ "owner": "ada" })),
+        ("cart.item_removed", 1, json!(["A1"])),
+        ("cart.item_added", 3, json!({ "sku": "A1", "qty": -1 })),
+    ] {
+        let text = payload.to_string();
+        let from_value = CartEvent::decode(name, version, &payload);
+        let from_text = CartEvent::decode_json(name, version, &text);
+        match (&from_value, &from_text) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{name} v{version} {text}"),
+            (Err(a), Err(b)) => assert_eq!(kind(a), kind(b), "{name} v{version} {text}"),
+            _ => panic!("{name} v{version} {text}: {from_value:?} against {from_text:?}"),
+        }
+    }
+    // Text after the value, or none at all, is a payload failure of the stored version.
+    for (name, text) in [
+        ("cart.opened", r#"{"owner": "ada"} {}"#),
+        ("cart.checked_out", "null x"),
+        ("cart.item_removed", r#""A1"#),
+        ("cart.opened", ""),
+    ] {
+        assert!(
+            matches!(
+                CartEvent::decode_json(name, 1, text),
+                Err(DecodeFailure::Payload { version: 1, .. })
+            ),
+            "{name}: {text}"
+        );
+    }
+}
+
 // The aggregate folds the user's enum with one `Apply<CartEvent>`; its commands are listed
 // structs, as before.
 
@@ -747,6 +804,58 @@ fn golden_payloads_are_kept_per_variant_version() {
     assert_eq!(report.decoded.len(), 6);
     std::fs::write(&v1, r#"{"sku":7}"#).unwrap();
     let problems = verify_golden(&dir, examples(), GoldenMode::Check).unwrap_err();
+    assert!(problems.to_string().contains("v1.json"), "{problems}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A hand-written event set whose text decoding disagrees with its value decoding: the golden
+/// check reports the sample, naming it.
+#[test]
+fn golden_payloads_that_decode_differently_from_text_are_reported() {
+    use eventsource_core::testing::golden::{
+        GoldenMode, GoldenProblem, sample_path, verify_golden,
+    };
+
+    #[derive(Clone, Debug)]
+    struct Skewed(u64);
+    impl EventEnum for Skewed {
+        const NAMES: &'static [&'static str] = &["skewed"];
+        fn name(&self) -> &'static str {
+            "skewed"
+        }
+        fn schema_version(&self) -> u32 {
+            1
+        }
+        fn encode(&self) -> Result<serde_json::Value, serde_json::Error> {
+            Ok(json!(self.0))
+        }
+        fn decode(
+            _: &str,
+            version: u32,
+            payload: &serde_json::Value,
+        ) -> Result<Self, DecodeFailure> {
+            DecodeFailure::parse(version, payload).map(Skewed)
+        }
+        fn decode_json(_: &str, version: u32, json: &str) -> Result<Self, DecodeFailure> {
+            let value = serde_json::from_str::<u64>(json)
+                .map_err(|source| DecodeFailure::Payload { version, source })?;
+            Ok(Skewed(value + 1))
+        }
+    }
+
+    let dir =
+        std::env::temp_dir().join(format!("eventsource-skewed-golden-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    verify_golden(&dir, [Skewed(4)], GoldenMode::Record).unwrap_err();
+    assert!(sample_path(&dir, "skewed", 1).is_file());
+    let problems = verify_golden(&dir, [Skewed(4)], GoldenMode::Check).unwrap_err();
+    assert!(
+        matches!(
+            problems.0.as_slice(),
+            [GoldenProblem::Diverging { name, version: 1, .. }] if name == "skewed"
+        ),
+        "{problems}"
+    );
     assert!(problems.to_string().contains("v1.json"), "{problems}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -133,6 +133,99 @@ fn a_payload_of_the_wrong_shape_names_its_version() {
     );
 }
 
+/// What a failure is, without the deserializer's message (parsing text adds a line and
+/// column to it).
+fn kind(failure: &DecodeFailure) -> String {
+    match failure {
+        DecodeFailure::Payload { version, .. } => format!("payload of v{version}"),
+        other => other.to_string(),
+    }
+}
+
+/// Each `(version, payload)` decodes from its JSON text (`decode_version_json`, what a load
+/// from PostgreSQL calls) exactly as from its value (`decode_version`).
+fn decodes_alike<E: Event + PartialEq + std::fmt::Debug>(cases: &[(u32, serde_json::Value)]) {
+    for (version, payload) in cases {
+        let text = payload.to_string();
+        let from_value = E::decode_version(*version, payload);
+        let from_text = E::decode_version_json(*version, &text);
+        match (&from_value, &from_text) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "v{version} {text}"),
+            (Err(a), Err(b)) => assert_eq!(kind(a), kind(b), "v{version} {text}"),
+            _ => panic!(
+                "v{version} {text}: {from_value:?} from the value, {from_text:?} from the text"
+            ),
+        }
+    }
+}
+
+#[test]
+fn json_text_decodes_as_its_value_at_every_version() {
+    decodes_alike::<Opened>(&[
+        (1, json!({ "owner": "ada" })),
+        (2, json!({ "owner": "ada", "currency_name": "dollar" })),
+        (3, json!({ "owner": "ada", "currency": "CHF" })),
+        (
+            3,
+            json!({ "owner": "a\u{e9}\"\n\u{0}", "currency": "€", "extra": [1, {}] }),
+        ),
+        // Failures of every kind, at every step.
+        (2, json!({ "owner": "ada", "currency_name": "doubloon" })),
+        (1, json!({ "name": "ada" })),
+        (2, json!(null)),
+        (3, json!({ "owner": 7, "currency": "CHF" })),
+        (3, json!([])),
+        (4, json!({ "owner": "ada" })),
+        (0, json!({ "owner": "ada" })),
+    ]);
+}
+
+#[test]
+fn json_text_that_does_not_fit_is_a_typed_payload_failure() {
+    for (version, text) in [
+        (3, r#"{"owner": "ada", "currency": "CHF"} trailing"#),
+        (3, "{"),
+        (3, ""),
+        (1, r#"{"owner": "\ud800"}"#),
+        (2, r#"{"owner": "ada", "currency_name": 1e400}"#),
+    ] {
+        match Opened::decode_version_json(version, text) {
+            Err(DecodeFailure::Payload { version: v, .. }) => assert_eq!(v, version, "{text}"),
+            other => panic!("{text}: expected a payload failure, got {other:?}"),
+        }
+    }
+    // The version is checked before the text is read.
+    assert!(matches!(
+        Opened::decode_version_json(9, "not json"),
+        Err(DecodeFailure::VersionTooNew {
+            found: 9,
+            latest: 3
+        })
+    ));
+}
+
+#[test]
+fn the_generated_event_enum_decodes_json_text_as_values() {
+    for (version, payload) in [
+        (1, json!({ "owner": "ada" })),
+        (3, json!({ "owner": "ada", "currency": "CHF" })),
+        (3, json!({ "owner": 1 })),
+        (7, json!({})),
+    ] {
+        let from_value = AccountEvent::decode("account.opened", version, &payload);
+        let from_text = AccountEvent::decode_json("account.opened", version, &payload.to_string());
+        match (from_value, from_text) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(kind(&a), kind(&b)),
+            (a, b) => panic!("{a:?} from the value, {b:?} from the text"),
+        }
+    }
+    assert!(matches!(
+        AccountEvent::decode_json("account.closed", 1, "{}"),
+        Err(DecodeFailure::UnknownEvent)
+    ));
+}
+
 // The chain end to end: rows written by old code load through the repository.
 
 #[derive(Aggregate, Default, Serialize, Deserialize, Debug)]

@@ -140,10 +140,10 @@ pub trait ListedEvent<A>: Sized {
     const LISTED_NAME: &'static str;
     /// `Event::VERSION`.
     const LISTED_VERSION: u32;
-    /// `Event::decode_version`.
+    /// `Event::decode_version` of a value, `Event::decode_version_json` of JSON text.
     fn decode_listed(
         version: u32,
-        payload: &serde_json::Value,
+        payload: impl crate::upcast::StoredJson,
     ) -> Result<Self, crate::DecodeFailure>;
     /// `Clone::clone`.
     fn clone_event(&self) -> Self;
@@ -172,9 +172,9 @@ where
     const LISTED_VERSION: u32 = E::VERSION;
     fn decode_listed(
         version: u32,
-        payload: &serde_json::Value,
+        payload: impl crate::upcast::StoredJson,
     ) -> Result<Self, crate::DecodeFailure> {
-        E::decode_version(version, payload)
+        payload.decode_event::<E>(version)
     }
     fn clone_event(&self) -> Self {
         self.clone()

@@ -32,6 +32,15 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// upcasting through earlier versions as needed.
     fn decode_version(version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
 
+    /// [`Event::decode_version`] of a payload given as JSON text (as PostgreSQL hands it over):
+    /// the derive deserializes the current version straight from the text, without a
+    /// [`Value`] in between, and older versions through the chain. The default parses a
+    /// `Value` and calls `decode_version`, so a hand-written impl decodes both forms alike.
+    fn decode_version_json(version: u32, json: &str) -> Result<Self, DecodeFailure> {
+        let payload: Value = crate::payload::StoredJson::parse(json, version)?;
+        Self::decode_version(version, &payload)
+    }
+
     /// Pushes this event's personal fields ([`Personal`](crate::Personal) values declared
     /// with `#[personal(subject = ..)]`) and their subjects onto `out`. None by default.
     fn personal_fields(&self, out: &mut Vec<crate::PersonalField>) {
@@ -77,6 +86,15 @@ pub trait EventEnum: Sized + Clone + Send + Sync + 'static {
 
     /// Decodes a stored (name, schema version, payload) into the current type.
     fn decode(name: &str, version: u32, payload: &Value) -> Result<Self, DecodeFailure>;
+
+    /// [`EventEnum::decode`] of a payload given as JSON text (see
+    /// [`Event::decode_version_json`]); loads decode through it when the store hands over
+    /// text ([`FoldPayload::Json`](crate::FoldPayload::Json)). The derives decode straight from
+    /// the text; the default parses a `Value` and calls `decode`.
+    fn decode_json(name: &str, version: u32, json: &str) -> Result<Self, DecodeFailure> {
+        let payload: Value = crate::payload::StoredJson::parse(json, version)?;
+        Self::decode(name, version, &payload)
+    }
 
     /// Pushes the personal fields of this event onto `out` (see
     /// [`Event::personal_fields`]). None by default; the enum an aggregate generates asks its

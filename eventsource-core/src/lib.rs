@@ -17,6 +17,7 @@ pub mod harness;
 pub mod json_schema;
 pub mod limits;
 pub mod observe;
+mod payload;
 mod personal;
 mod projection;
 pub mod reaction;
@@ -62,9 +63,10 @@ pub use shape::Shape;
 pub use store::memory::MemoryStore;
 pub use store::memory_deadlines::MemoryClaim;
 pub use store::{
-    AppendCondition, Appended, DecisionStore, EventStore, FoldEvent, FoldPage, LogFilter, Query,
-    QueryItem, QueryRead, ReadPosition, Snapshot, SnapshotMaintenance, SnapshotScope,
-    SnapshotStore, StreamAppend, StreamConflict, StreamPages, StreamRetirement, StreamStatus,
+    AppendCondition, Appended, DecisionStore, EventStore, FoldEvent, FoldPage, FoldPayload,
+    LogFilter, Query, QueryItem, QueryRead, ReadPosition, Snapshot, SnapshotMaintenance,
+    SnapshotScope, SnapshotStore, StreamAppend, StreamConflict, StreamPages, StreamRetirement,
+    StreamStatus,
 };
 
 /// Items the derive macros' generated code uses. Not a public API: may change in any release.

@@ -10,9 +10,9 @@ use std::fmt::Display;
 use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::event::{DecodeFailure, Event};
+pub use crate::payload::StoredJson;
 
 /// One typed step of an upcaster chain: converting the previous version `P` of an event into
 /// this one.
@@ -57,10 +57,14 @@ pub trait Payload: DeserializeOwned {}
 #[diagnostic::do_not_recommend]
 impl<T: DeserializeOwned> Payload for T {}
 
-/// Decodes a payload of the first version of an event (one without a `previous`).
-pub fn decode_first<T: Event + Payload>(version: u32, payload: &Value) -> Result<T, DecodeFailure> {
+/// Decodes a payload of the first version of an event (one without a `previous`), given as a
+/// `&Value` or as JSON text (see [`StoredJson`]).
+pub fn decode_first<T: Event + Payload>(
+    version: u32,
+    payload: impl StoredJson,
+) -> Result<T, DecodeFailure> {
     if version == T::VERSION {
-        DecodeFailure::parse(version, payload)
+        payload.parse(version)
     } else {
         Err(version_mismatch(version, T::VERSION))
     }
@@ -68,13 +72,15 @@ pub fn decode_first<T: Event + Payload>(version: u32, payload: &Value) -> Result
 
 /// Decodes a payload stored at `version` into `T`, whose previous version is `P`: the current
 /// shape is deserialized directly, an older one through `P`'s chain and the step `P` → `T`.
-pub fn decode_upcast<P, T>(version: u32, payload: &Value) -> Result<T, DecodeFailure>
+/// The payload is a `&Value` or JSON text (see [`StoredJson`]); text is deserialized straight
+/// into the stored version's type, whichever it is.
+pub fn decode_upcast<P, T>(version: u32, payload: impl StoredJson) -> Result<T, DecodeFailure>
 where
     P: Event,
     T: Event + Payload + Upcast<P>,
 {
     if version == T::VERSION {
-        return DecodeFailure::parse(version, payload);
+        return payload.parse(version);
     }
     let previous = decode_previous::<P>(version, T::VERSION, payload)?;
     T::upcast(previous).map_err(|error| DecodeFailure::Upcast {
@@ -106,18 +112,20 @@ pub(crate) fn version_mismatch(version: u32, latest: u32) -> DecodeFailure {
 pub(crate) fn decode_previous<P: Event>(
     version: u32,
     latest: u32,
-    payload: &Value,
+    payload: impl StoredJson,
 ) -> Result<P, DecodeFailure> {
     if version > latest {
         return Err(version_mismatch(version, latest));
     }
-    P::decode_version(version, payload).map_err(|failure| match failure {
-        // Report the newest version of the chain, not the oldest one that gave up.
-        DecodeFailure::UnknownVersion { found, .. } => {
-            DecodeFailure::UnknownVersion { found, latest }
-        }
-        other => other,
-    })
+    payload
+        .decode_event::<P>(version)
+        .map_err(|failure| match failure {
+            // Report the newest version of the chain, not the oldest one that gave up.
+            DecodeFailure::UnknownVersion { found, .. } => {
+                DecodeFailure::UnknownVersion { found, latest }
+            }
+            other => other,
+        })
 }
 
 /// Whether two strings are equal, in a `const` context (the derive's compile-time checks

@@ -19,6 +19,7 @@ use serde_json::Value;
 use serde_json::value::Serializer as ValueSerializer;
 
 use crate::event::{DecodeFailure, Event, EventEnum};
+use crate::payload::StoredJson;
 use crate::upcast::{Upcast, decode_previous, version_mismatch};
 
 /// What an event enum needs from serde: both directions, derived. A bound of its own so that
@@ -38,18 +39,45 @@ pub fn encode_variant<E: StoredEnum>(event: &E) -> Result<Value, serde_json::Err
 }
 
 /// Decodes a payload stored at `version` as the variant at `index` (its position in the enum)
-/// of an event whose current version is `latest` and which has no `previous`.
+/// of an event whose current version is `latest` and which has no `previous`. The payload is
+/// a `&Value` or JSON text (see [`StoredJson`]).
 pub fn decode_variant<E: StoredEnum>(
     index: u32,
     latest: u32,
     version: u32,
-    payload: &Value,
+    payload: impl StoredJson,
 ) -> Result<E, DecodeFailure> {
     if version != latest {
         return Err(version_mismatch(version, latest));
     }
-    E::deserialize(VariantDeserializer { index, payload })
-        .map_err(|source| DecodeFailure::Payload { version, source })
+    payload.parse_variant(index, version)
+}
+
+/// Deserializes `payload` as the content of the variant at `index` of `E`.
+pub(crate) fn variant_from_value<E: StoredEnum>(
+    index: u32,
+    payload: &Value,
+) -> Result<E, serde_json::Error> {
+    E::deserialize(VariantDeserializer {
+        index,
+        content: Content(payload),
+    })
+}
+
+/// Deserializes the JSON text `json` as the content of the variant at `index` of `E`, straight
+/// from the text; anything after the JSON value but whitespace is an error, as in
+/// `serde_json::from_str`.
+pub(crate) fn variant_from_json<E: StoredEnum>(
+    index: u32,
+    json: &str,
+) -> Result<E, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let event = E::deserialize(VariantDeserializer {
+        index,
+        content: JsonContent(&mut deserializer),
+    })?;
+    deserializer.end()?;
+    Ok(event)
 }
 
 /// Decodes a payload stored at `version` as the variant at `index`, named `name` and at version
@@ -61,7 +89,7 @@ pub fn decode_variant_upcast<P, E>(
     name: &'static str,
     latest: u32,
     version: u32,
-    payload: &Value,
+    payload: impl StoredJson,
 ) -> Result<E, DecodeFailure>
 where
     P: Event,
@@ -259,13 +287,16 @@ impl ser::SerializeStructVariant for StructContent {
 }
 
 /// Presents a stored payload as the variant at `index` of an enum, with the payload as the
-/// variant's content (read as the equivalent struct would read it).
-struct VariantDeserializer<'de> {
+/// variant's content (read as the equivalent struct would read it): `C` is [`Content`] of a
+/// value or [`JsonContent`] of text.
+struct VariantDeserializer<C> {
     index: u32,
-    payload: &'de Value,
+    content: C,
 }
 
-impl<'de> Deserializer<'de> for VariantDeserializer<'de> {
+impl<'de, C: VariantAccess<'de, Error = serde_json::Error>> Deserializer<'de>
+    for VariantDeserializer<C>
+{
     type Error = serde_json::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
@@ -288,19 +319,18 @@ impl<'de> Deserializer<'de> for VariantDeserializer<'de> {
     }
 }
 
-impl<'de> EnumAccess<'de> for VariantDeserializer<'de> {
+impl<'de, C: VariantAccess<'de, Error = serde_json::Error>> EnumAccess<'de>
+    for VariantDeserializer<C>
+{
     type Error = serde_json::Error;
-    type Variant = Content<'de>;
+    type Variant = C;
 
-    fn variant_seed<S: DeserializeSeed<'de>>(
-        self,
-        seed: S,
-    ) -> Result<(S::Value, Content<'de>), Self::Error> {
+    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, C), Self::Error> {
         // A derived `Deserialize` accepts a variant's index as well as its name; the index does
         // not depend on `rename` or `rename_all`.
         let index: de::value::U32Deserializer<serde_json::Error> = self.index.into_deserializer();
         let variant = seed.deserialize(index)?;
-        Ok((variant, Content(self.payload)))
+        Ok((variant, self.content))
     }
 }
 
@@ -308,6 +338,42 @@ impl<'de> EnumAccess<'de> for VariantDeserializer<'de> {
 struct Content<'de>(&'de Value);
 
 impl<'de> VariantAccess<'de> for Content<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        // As a unit struct reads: `null`.
+        de::Deserialize::deserialize(self.0)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_tuple(len, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_struct("", fields, visitor)
+    }
+}
+
+/// A variant's content: the stored payload's JSON text, read as the equivalent struct would
+/// read it.
+struct JsonContent<'a, 'de>(&'a mut serde_json::Deserializer<serde_json::de::StrRead<'de>>);
+
+impl<'de> VariantAccess<'de> for JsonContent<'_, 'de> {
     type Error = serde_json::Error;
 
     fn unit_variant(self) -> Result<(), Self::Error> {

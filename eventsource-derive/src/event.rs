@@ -117,6 +117,15 @@ fn generate(event: &ast::Event, personal: &[personal::PersonalField]) -> TokenSt
                     #decode
                 }
 
+                // The same chain, straight from the text (`decode_first`/`decode_upcast` are
+                // generic over the payload's form).
+                fn decode_version_json(
+                    version: u32,
+                    payload: &str,
+                ) -> ::core::result::Result<Self, #private::DecodeFailure> {
+                    #decode
+                }
+
                 #personal_fields
                 fn version_schemas() -> ::std::vec::Vec<#private::EventSchema> {
                     let mut schemas = ::std::vec![#private::EventSchema::new(

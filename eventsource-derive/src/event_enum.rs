@@ -155,7 +155,8 @@ pub(crate) struct EventEnumImpl {
     pub(crate) schema_version: TokenStream,
     /// The body of `fn encode(&self)`.
     pub(crate) encode: TokenStream,
-    /// The body of `fn decode(name, version, payload)`.
+    /// The body of `fn decode(name, version, payload)`, and of `fn decode_json` (the same
+    /// tokens, with `payload: &str`: it calls functions generic over the payload's form).
     pub(crate) decode: TokenStream,
     /// The impl's `where` clause, if any.
     pub(crate) bounds: TokenStream,
@@ -244,6 +245,16 @@ impl EventEnumImpl {
                     name: &str,
                     version: u32,
                     payload: &#private::serde_json::Value,
+                ) -> ::core::result::Result<Self, #private::DecodeFailure> {
+                    #decode
+                }
+
+                // The same body, straight from the text: the functions it calls are generic
+                // over the payload's form.
+                fn decode_json(
+                    name: &str,
+                    version: u32,
+                    payload: &str,
                 ) -> ::core::result::Result<Self, #private::DecodeFailure> {
                     #decode
                 }

@@ -212,23 +212,21 @@ impl EventStore for PostgresStore {
         max_count: usize,
     ) -> Result<FoldPage, StoreError> {
         let statement = &self.sql().read_stream_for_fold;
-        let Some(rows) = self.stream_page(statement, stream, from, max_count).await? else {
+        if max_count == 0 {
+            return Ok(FoldPage::default());
+        }
+        // One row more than the page: present, the stream goes on after the page (the row is
+        // dropped undecoded); absent, the page ends the stream as of the read's snapshot.
+        let wanted = max_count.saturating_add(1);
+        let Some(rows) = self.stream_page(statement, stream, from, wanted).await? else {
             return Ok(FoldPage::default());
         };
-        let mut events = Vec::with_capacity(rows.len());
-        let mut head = None;
-        for row in &rows {
-            let (event, row_head) = decode_fold_event(stream, row)?;
-            head = row_head;
-            events.push(event);
-        }
-        // The head is read in the rows' own snapshot: a page ending at it ends the stream. A
-        // head behind the page (which a store never writes) proves nothing: read on.
-        let last = events.len() < max_count
-            || events
-                .last()
-                .zip(head)
-                .is_some_and(|(event, head)| i64::try_from(event.version.0) == Ok(head));
+        let last = rows.len() <= max_count;
+        let events = rows
+            .iter()
+            .take(max_count)
+            .map(|row| decode_fold_event(stream, row))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(FoldPage { events, last })
     }
 

@@ -2,12 +2,12 @@
 
 use crate::error::{PostgresError, excerpt};
 use eventsource_core::{
-    Checkpoint, FoldEvent, Metadata, ParkedEvent, Position, RecordedEvent, Snapshot, StoreError,
-    StreamId, Version,
+    Checkpoint, FoldEvent, FoldPayload, Metadata, ParkedEvent, Position, RecordedEvent, Snapshot,
+    StoreError, StreamId, Version,
 };
 use sqlx::postgres::{PgRow, PgTypeInfo, PgValueFormat};
 use sqlx::types::Json;
-use sqlx::{Row, ValueRef as _};
+use sqlx::{Row, TypeInfo, ValueRef};
 
 /// Column `column` of `row`; a value that does not decode is reported by `corrupt` with the
 /// column's `label`.
@@ -112,12 +112,8 @@ fn metadata(
     Ok(metadata)
 }
 
-/// Decodes a row of `Statements::read_stream_for_fold` (columns by position) of `stream`:
-/// the event, and the stream's head version beside it (`None` without a head row).
-pub(crate) fn decode_fold_event(
-    stream: &StreamId,
-    row: &PgRow,
-) -> Result<(FoldEvent, Option<i64>), StoreError> {
+/// Decodes a row of `Statements::read_stream_for_fold` (columns by position) of `stream`.
+pub(crate) fn decode_fold_event(stream: &StreamId, row: &PgRow) -> Result<FoldEvent, StoreError> {
     let raw_version: i64 = row.try_get(0).map_err(|e| {
         StoreError::backend(
             format!("reading an event row of stream `{stream}`"),
@@ -151,22 +147,43 @@ pub(crate) fn decode_fold_event(
         .map_err(|e| corrupt(format!("schema version: {e}")))?;
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
-    let payload = row
-        .try_get(4)
-        .map_err(|e| corrupt(format!("payload: {e}")))?;
-    let head: Option<i64> = row
-        .try_get(5)
-        .map_err(|e| corrupt(format!("the stream's head: {e}")))?;
-    Ok((
-        FoldEvent {
-            version,
-            position: Position(position),
-            name,
-            schema_version,
-            payload,
+    let payload = jsonb_text(row, 4).map_err(|e| corrupt(format!("payload: {e}")))?;
+    Ok(FoldEvent {
+        version,
+        position: Position(position),
+        name,
+        schema_version,
+        payload: FoldPayload::Json(payload),
+    })
+}
+
+/// The JSON text of the `jsonb` column `index` of `row`, copied but not parsed: a load
+/// deserializes it straight into the typed event (`EventEnum::decode_json`), where going
+/// through a `serde_json::Value` first cost most of the client's time (BENCHMARKS.md, "Cold
+/// load from raw bytes"). In the binary format `jsonb` is a format version byte (1) and then
+/// the text; `json`, and either in the text format, is the text alone.
+fn jsonb_text(row: &PgRow, index: usize) -> Result<Box<str>, String> {
+    let value = row.try_get_raw(index).map_err(|e| e.to_string())?;
+    if value.is_null() {
+        return Err("NULL where a JSON payload belongs".to_owned());
+    }
+    let bytes = value.as_bytes().map_err(|e| e.to_string())?;
+    let text = match (value.type_info().name(), value.format()) {
+        ("JSONB", PgValueFormat::Binary) => match bytes.split_first() {
+            Some((1, text)) => text,
+            Some((version, _)) => {
+                return Err(format!(
+                    "jsonb format version {version} (this driver reads version 1)"
+                ));
+            }
+            None => return Err("an empty jsonb value".to_owned()),
         },
-        head,
-    ))
+        ("JSONB" | "JSON", _) => bytes,
+        (other, _) => return Err(format!("a column of type {other}, not jsonb")),
+    };
+    std::str::from_utf8(text)
+        .map(Box::from)
+        .map_err(|e| format!("JSON text that is not UTF-8: {e}"))
 }
 
 /// Decodes a row selected with `sql::PARKED_COLUMNS`.

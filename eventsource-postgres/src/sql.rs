@@ -338,11 +338,13 @@ impl Statements {
                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             )
             .into(),
+            // Five narrow columns, asked for one row more than the page holds: that row (read
+            // in the same snapshot, then dropped) says whether the page ends the stream, with
+            // no column of the stream's head on every row (session 26: each column is carried
+            // through the sort and sent for every row; BENCHMARKS.md).
             read_stream_for_fold: format!(
-                "SELECT e.version, e.position, e.name, e.schema_version, e.payload, \
-                        (SELECT h.version FROM {s}.streams h WHERE h.stream_id = $1) AS head \
-                   FROM {s}.events e \
-                  WHERE e.stream_id = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3"
+                "SELECT version, position, name, schema_version, payload FROM {s}.events \
+                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             )
             .into(),
             read_all: ByFilter::new(2, |shape| read_all(s, shape)),

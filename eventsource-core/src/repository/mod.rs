@@ -262,16 +262,17 @@ impl<A: Aggregate> Loaded<A> {
     ///
     /// [`EventStore::read_stream_for_fold`]: crate::EventStore::read_stream_for_fold
     fn fold_narrow(&mut self, event: &FoldEvent) -> Result<(), DecodeError> {
-        let decoded = A::Event::decode(&event.name, event.schema_version, &event.payload).map_err(
-            |source| DecodeError {
+        let decoded = event
+            .payload
+            .decode::<A::Event>(&event.name, event.schema_version)
+            .map_err(|source| DecodeError {
                 stream: self.stream_id.clone(),
                 version: event.version,
                 position: event.position,
                 name: event.name.clone(),
                 schema_version: event.schema_version,
                 source,
-            },
-        )?;
+            })?;
         self.state.evolve(&decoded);
         self.version = event.version;
         self.events_folded += 1;

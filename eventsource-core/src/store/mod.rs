@@ -13,6 +13,7 @@ use crate::envelope::{
 use crate::error::StoreError;
 
 mod decision;
+mod fold;
 pub(crate) mod memory;
 pub(crate) mod memory_deadlines;
 mod pages;
@@ -21,6 +22,7 @@ pub(crate) mod retire;
 pub use decision::{
     AppendCondition, Query, QueryItem, QueryRead, ReadPosition, StreamAppend, StreamConflict,
 };
+pub use fold::{FoldEvent, FoldPage, FoldPayload};
 pub use pages::StreamPages;
 pub use retire::{SnapshotMaintenance, SnapshotScope, StreamRetirement, StreamStatus};
 
@@ -80,45 +82,6 @@ impl LogFilter {
                 .any(|c| c == event.stream_id.category()))
             && (self.names.is_empty() || self.names.contains(&event.name))
     }
-}
-
-/// The parts of a stored event that folding it into an aggregate reads: what
-/// [`EventStore::read_stream_for_fold`] returns (no id, metadata, time or transaction).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FoldEvent {
-    /// The event's version in its stream.
-    pub version: Version,
-    /// Its position in the global log (named in decode errors).
-    pub position: Position,
-    /// The event's stable name.
-    pub name: String,
-    /// The schema version its payload was written with.
-    pub schema_version: u32,
-    /// The payload.
-    pub payload: Value,
-}
-
-impl From<RecordedEvent> for FoldEvent {
-    fn from(record: RecordedEvent) -> Self {
-        FoldEvent {
-            version: record.version,
-            position: record.position,
-            name: record.name,
-            schema_version: record.schema_version,
-            payload: record.payload,
-        }
-    }
-}
-
-/// A page of [`FoldEvent`]s of one stream, in version order.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FoldPage {
-    /// The events, in version order.
-    pub events: Vec<FoldEvent>,
-    /// True when the store knows that no event of the stream came after the page's last one
-    /// when it was read, so that a reader need not ask for another page. False says nothing
-    /// (a full page may or may not be the stream's end).
-    pub last: bool,
 }
 
 /// A durable, append-only log of events, organised in streams.

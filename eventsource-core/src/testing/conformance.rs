@@ -994,7 +994,10 @@ pub async fn reading_a_stream_for_folding<S: TestStore>(store: S) {
         .await
         .unwrap();
     assert_eq!(page.events.len(), 1);
-    assert_eq!(page.events[0].payload["amount"], json!(9));
+    assert_eq!(
+        page.events[0].payload.to_value().unwrap()["amount"],
+        json!(9)
+    );
     assert_eq!(
         (page.events[0].name.as_str(), page.events[0].schema_version),
         (ADDED, 1)

@@ -10,8 +10,10 @@
 //!   account.deposited/v1.json   {"amount":100}
 //! ```
 //!
-//! [`check_golden`] decodes every file through the event's upcaster chain
-//! ([`EventEnum::decode`]) and fails, naming the file, on any that no longer decodes. It is
+//! [`check_golden`] decodes every file through the event's upcaster chain, from the parsed
+//! value ([`EventEnum::decode`]) and from the text ([`EventEnum::decode_json`], as loads from
+//! PostgreSQL do), and fails, naming the file, on any that no longer decodes or that decodes
+//! to different events the two ways. It is
 //! given an example value of each current event: a missing sample of a current version is a
 //! failure too, and with `EVENTSOURCE_GOLDEN=record` the missing ones are written from the
 //! examples instead (existing files are never rewritten: a sample is history).
@@ -99,6 +101,21 @@ pub enum GoldenProblem {
         /// Why it does not decode.
         #[source]
         source: DecodeFailure,
+    },
+    /// A sample decodes to another event from its JSON text ([`EventEnum::decode_json`]) than
+    /// from its parsed value ([`EventEnum::decode`]), compared by what they encode to (or one
+    /// of them does not encode).
+    #[error(
+        "{}: `{name}` v{version} decodes to another event from its JSON text than from its parsed value (`decode_json` against `decode`)",
+        path.display()
+    )]
+    Diverging {
+        /// The file.
+        path: PathBuf,
+        /// The event name (its directory).
+        name: String,
+        /// The schema version (its file name).
+        version: u32,
     },
     /// An example's current version has no sample.
     #[error(
@@ -213,8 +230,23 @@ pub fn verify_golden<E: EventEnum>(
                 continue;
             }
         };
-        match E::decode(&name, version, &payload) {
-            Ok(_) => report.decoded.push(path),
+        // Both forms a store hands over (a parsed value; JSON text, as PostgreSQL's loads
+        // read): each must decode, and to the same event.
+        let decoded = E::decode(&name, version, &payload)
+            .and_then(|event| Ok((event, E::decode_json(&name, version, &text)?)));
+        match decoded {
+            Ok((from_value, from_text)) => {
+                let encoded = |event: &E| event.encode().ok();
+                if encoded(&from_value).is_some() && encoded(&from_value) == encoded(&from_text) {
+                    report.decoded.push(path);
+                } else {
+                    problems.push(GoldenProblem::Diverging {
+                        path,
+                        name,
+                        version,
+                    });
+                }
+            }
             Err(source) => problems.push(GoldenProblem::Undecodable {
                 path,
                 name,
