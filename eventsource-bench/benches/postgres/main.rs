@@ -739,7 +739,9 @@ async fn raw_command(pool: &PgPool, stream: &str, amount: u64) -> Result<(), Box
     raw_insert_one(pool, stream, version + 1, amount).await
 }
 
-/// Inserts one deposit at `version`, encoded and with metadata as the framework writes them.
+/// Inserts one deposit at `version`, encoded and with metadata as the framework writes them:
+/// `Repository::execute` gives every event of a command its correlation and causation ids
+/// (both the command's id when the caller sets neither), so the raw row carries the same two.
 async fn raw_insert_one(
     pool: &PgPool,
     stream: &str,
@@ -747,7 +749,12 @@ async fn raw_insert_one(
     amount: u64,
 ) -> Result<(), BoxError> {
     let event = deposited(amount);
-    let metadata = serde_json::to_value(eventsource::Metadata::default())?;
+    let command = Uuid::now_v7();
+    let metadata = serde_json::to_value(eventsource::Metadata {
+        correlation_id: Some(command),
+        causation_id: Some(command),
+        ..eventsource::Metadata::default()
+    })?;
     sqlx::query(INSERT_INDEXED)
         .bind(stream)
         .bind(version as i64)
