@@ -18,20 +18,12 @@ use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection}
 use eventsource::testing::fixture::ADDED;
 use eventsource::{EventStore, ExpectedVersion, LogFilter, NewEvent, ProjectionStore, StreamId};
 use serde_json::json;
-use support::{database_url, unique_schema};
+use support::{database_url, fresh_pg_store_with_pool};
 
 /// A migrated store whose pool has a single connection, so that every borrower after a
 /// cancelled `BEGIN` gets the connection it was sent on.
 async fn one_connection_store() -> PostgresStore {
-    let store = PostgresStore::builder()
-        .schema(unique_schema())
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(20))
-        .connect(&database_url())
-        .await
-        .unwrap_or_else(|e| panic!("the PostgreSQL tests need a reachable server: {e}"));
-    store.migrate().await.unwrap();
-    store
+    fresh_pg_store_with_pool(1).await
 }
 
 /// Appends one event to `stream` through the store's pool, then counts the stream's events

@@ -74,7 +74,7 @@ pub(crate) fn variant_from_json<E: StoredEnum>(
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let event = E::deserialize(VariantDeserializer {
         index,
-        content: JsonContent(&mut deserializer),
+        content: Content(&mut deserializer),
     })?;
     deserializer.end()?;
     Ok(event)
@@ -287,8 +287,7 @@ impl ser::SerializeStructVariant for StructContent {
 }
 
 /// Presents a stored payload as the variant at `index` of an enum, with the payload as the
-/// variant's content (read as the equivalent struct would read it): `C` is [`Content`] of a
-/// value or [`JsonContent`] of text.
+/// variant's content (read as the equivalent struct would read it): `C` is a [`Content`].
 struct VariantDeserializer<C> {
     index: u32,
     content: C,
@@ -334,46 +333,11 @@ impl<'de, C: VariantAccess<'de, Error = serde_json::Error>> EnumAccess<'de>
     }
 }
 
-/// A variant's content: the stored payload.
-struct Content<'de>(&'de Value);
+/// A variant's content: a deserializer of the stored payload (a `&Value`, or the JSON text's
+/// `&mut serde_json::Deserializer`), read as the equivalent struct would read it.
+struct Content<D>(D);
 
-impl<'de> VariantAccess<'de> for Content<'de> {
-    type Error = serde_json::Error;
-
-    fn unit_variant(self) -> Result<(), Self::Error> {
-        // As a unit struct reads: `null`.
-        de::Deserialize::deserialize(self.0)
-    }
-
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
-        self,
-        seed: T,
-    ) -> Result<T::Value, Self::Error> {
-        seed.deserialize(self.0)
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_tuple(len, visitor)
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_struct("", fields, visitor)
-    }
-}
-
-/// A variant's content: the stored payload's JSON text, read as the equivalent struct would
-/// read it.
-struct JsonContent<'a, 'de>(&'a mut serde_json::Deserializer<serde_json::de::StrRead<'de>>);
-
-impl<'de> VariantAccess<'de> for JsonContent<'_, 'de> {
+impl<'de, D: Deserializer<'de, Error = serde_json::Error>> VariantAccess<'de> for Content<D> {
     type Error = serde_json::Error;
 
     fn unit_variant(self) -> Result<(), Self::Error> {

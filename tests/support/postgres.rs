@@ -34,10 +34,18 @@ pub fn unique_schema() -> String {
 /// # Panics
 /// If the server cannot be reached or the migration fails.
 pub async fn fresh_pg_store() -> PostgresStore {
+    fresh_pg_store_with_pool(10).await
+}
+
+/// [`fresh_pg_store`] on a pool of at most `max_connections` connections.
+///
+/// # Panics
+/// If the server cannot be reached or the migration fails.
+pub async fn fresh_pg_store_with_pool(max_connections: u32) -> PostgresStore {
     let url = database_url();
     let store = PostgresStore::builder()
         .schema(unique_schema())
-        .max_connections(10)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(20))
         .connect(&url)
         .await

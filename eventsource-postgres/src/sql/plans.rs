@@ -240,17 +240,23 @@ fn database_url() -> String {
     }
 }
 
-#[tokio::test]
-async fn every_statement_reads_events_by_its_index_with_and_without_statistics() {
-    let schema = format!("t_plans_{}", uuid::Uuid::now_v7().simple());
+/// A store in a new schema `t_<what>_<uuid>`, migrated, on a pool of two connections.
+async fn migrated_store(what: &str) -> PostgresStore {
+    let schema = format!("t_{what}_{}", uuid::Uuid::now_v7().simple());
     let store = PostgresStore::builder()
         .schema(schema.as_str())
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(20))
         .connect(&database_url())
         .await
-        .unwrap_or_else(|e| panic!("the plan tests need a reachable PostgreSQL server: {e}"));
+        .unwrap_or_else(|e| panic!("the {what} tests need a reachable PostgreSQL server: {e}"));
     store.migrate().await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn every_statement_reads_events_by_its_index_with_and_without_statistics() {
+    let store = migrated_store("plans").await;
     let s = store.schema().quoted();
     let mut conn = store.pool().acquire().await.unwrap();
     // No autovacuum: the table stays never-analysed until the test analyses it. STREAMS streams
@@ -283,7 +289,7 @@ async fn every_statement_reads_events_by_its_index_with_and_without_statistics()
         "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stats \
           WHERE schemaname = $1 AND tablename = 'events')",
     )
-    .bind(schema.as_str())
+    .bind(store.schema().as_str())
     .fetch_one(&mut *conn)
     .await
     .unwrap();
@@ -369,15 +375,7 @@ fn event_columns() -> Vec<&'static str> {
 #[tokio::test]
 async fn event_columns_in_order() {
     use sqlx::{Column as _, Executor as _, SqlSafeStr as _, Statement as _};
-    let schema = format!("t_columns_{}", uuid::Uuid::now_v7().simple());
-    let store = PostgresStore::builder()
-        .schema(schema.as_str())
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(20))
-        .connect(&database_url())
-        .await
-        .unwrap_or_else(|e| panic!("the column tests need a reachable PostgreSQL server: {e}"));
-    store.migrate().await.unwrap();
+    let store = migrated_store("columns").await;
     let sql = store.sql();
     // (statement, where its event columns start): the offsets `read.rs`, `decision.rs` and
     // `row::decode_parked` pass.
