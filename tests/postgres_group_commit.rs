@@ -475,3 +475,62 @@ async fn a_cancelled_append_gives_its_transaction_slot_to_the_queue() {
         w.await.unwrap().unwrap();
     }
 }
+
+/// The shared statement stores each queued event's tracing ids in their columns (migration 10)
+/// and the rest of its metadata in `metadata`: read back, every event has the metadata its
+/// append carried, also beside an event with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_transaction_keeps_each_events_tracing_ids() {
+    let store = fresh_pg_store().await;
+    let blocked = [stream("ids-blocked-a"), stream("ids-blocked-b")];
+    for s in &blocked {
+        store
+            .append(s, ExpectedVersion::NoStream, vec![added(0)])
+            .await
+            .unwrap();
+    }
+    let mut queued = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..4u128 {
+        let mut event = added(n as u64);
+        if n != 2 {
+            event.metadata.correlation_id = Some(Uuid::from_u128(100 + n));
+            event.metadata.causation_id = Some(Uuid::from_u128(200 + n));
+            event
+                .metadata
+                .insert("n", &(n as u64))
+                .expect("a number serializes");
+        }
+        expected.push((event.event_id, event.metadata.clone()));
+        queued.push((
+            stream(&format!("ids-{n}")),
+            ExpectedVersion::NoStream,
+            vec![event],
+        ));
+    }
+    let results = queued_behind_a_lock(&store, &blocked, queued).await;
+    let mut shared = Vec::new();
+    for result in &results {
+        shared.push(result.as_ref().unwrap().first_position);
+    }
+    for (n, (id, metadata)) in expected.iter().enumerate() {
+        let read = store.find_event(*id).await.unwrap().unwrap();
+        assert_eq!(&read.metadata, metadata, "event {n}");
+    }
+    // They did share a transaction (else this tests the one-event statement again).
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.extend(transactions(&store, &stream(&format!("ids-{n}"))).await);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one shared transaction: {ids:?} ({shared:?})");
+    let stored_ids: Option<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT correlation_id FROM \"{}\".events WHERE event_id = $1",
+        store.schema().as_str()
+    )))
+    .bind(expected[0].0)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored_ids, Some(Uuid::from_u128(100)));
+}

@@ -300,6 +300,8 @@ impl PostgresStore {
             .bind(all.metadata.as_slice())
             .bind(requests)
             .bind(places)
+            .bind(all.correlation_ids.as_slice())
+            .bind(all.causation_ids.as_slice())
             .fetch_all(self.pool())
             .await?;
         let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
@@ -341,6 +343,8 @@ impl PostgresStore {
                     .bind(one.schema_version)
                     .bind(one.payload)
                     .bind(one.metadata)
+                    .bind(one.correlation_id)
+                    .bind(one.causation_id)
                     .fetch_optional(self.pool())
                     .await
             }
@@ -426,14 +430,22 @@ struct OneEvent<'a> {
     schema_version: i64,
     payload: &'a Json<Box<RawValue>>,
     metadata: &'a Json<Box<RawValue>>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
 }
 
+/// A batch in column form. An event's tracing ids go to columns of their own
+/// (`correlation_ids`, `causation_ids`; migration 10), and `metadata` holds the rest of its
+/// metadata; the `append()` functions, which take the metadata whole, get the ids merged back
+/// in by the statement that calls them (`sql::WHOLE_METADATA`).
 pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
     pub(crate) names: Vec<String>,
     pub(crate) schema_versions: Vec<i64>,
     pub(crate) payloads: Vec<Json<Box<RawValue>>>,
     pub(crate) metadata: Vec<Json<Box<RawValue>>>,
+    pub(crate) correlation_ids: Vec<Option<Uuid>>,
+    pub(crate) causation_ids: Vec<Option<Uuid>>,
 }
 
 impl Batch {
@@ -444,6 +456,8 @@ impl Batch {
             schema_versions: Vec::with_capacity(events),
             payloads: Vec::with_capacity(events),
             metadata: Vec::with_capacity(events),
+            correlation_ids: Vec::with_capacity(events),
+            causation_ids: Vec::with_capacity(events),
         }
     }
 
@@ -455,6 +469,9 @@ impl Batch {
             .extend_from_slice(&other.schema_versions);
         self.payloads.extend(other.payloads.iter().cloned());
         self.metadata.extend(other.metadata.iter().cloned());
+        self.correlation_ids
+            .extend_from_slice(&other.correlation_ids);
+        self.causation_ids.extend_from_slice(&other.causation_ids);
     }
 
     pub(crate) fn encode(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, StoreError> {
@@ -475,13 +492,17 @@ impl Batch {
                 )
             };
             let payload = jsonb_text(&event.payload).map_err(|e| encoding_error("payload", e))?;
-            let metadata =
-                jsonb_text(&event.metadata).map_err(|e| encoding_error("metadata", e))?;
+            let mut rest = event.metadata;
+            let (correlation_id, causation_id) =
+                (rest.correlation_id.take(), rest.causation_id.take());
+            let metadata = jsonb_text(&rest).map_err(|e| encoding_error("metadata", e))?;
             batch.ids.push(event.event_id);
             batch.names.push(event.name);
             batch.schema_versions.push(i64::from(event.schema_version));
             batch.payloads.push(Json(payload));
             batch.metadata.push(Json(metadata));
+            batch.correlation_ids.push(correlation_id);
+            batch.causation_ids.push(causation_id);
         }
         Ok(batch)
     }
@@ -494,19 +515,31 @@ impl Batch {
             self.schema_versions.as_slice(),
             self.payloads.as_slice(),
             self.metadata.as_slice(),
+            self.correlation_ids.as_slice(),
+            self.causation_ids.as_slice(),
         ) {
-            ([id], [name], [schema_version], [payload], [metadata]) => Some(OneEvent {
+            (
+                [id],
+                [name],
+                [schema_version],
+                [payload],
+                [metadata],
+                [correlation_id],
+                [causation_id],
+            ) => Some(OneEvent {
                 id: *id,
                 name,
                 schema_version: *schema_version,
                 payload,
                 metadata,
+                correlation_id: *correlation_id,
+                causation_id: *causation_id,
             }),
             _ => None,
         }
     }
 
-    /// Binds `$1`..`$7` of both append statements: the stream, the expected version and the
+    /// Binds `$1`..`$9` of both append statements: the stream, the expected version and the
     /// batch's columns.
     fn bind(&self, query: PgQuery, stream: &StreamId, expected: ExpectedVersion) -> PgQuery {
         query
@@ -517,6 +550,8 @@ impl Batch {
             .bind(self.schema_versions.as_slice())
             .bind(self.payloads.as_slice())
             .bind(self.metadata.as_slice())
+            .bind(self.correlation_ids.as_slice())
+            .bind(self.causation_ids.as_slice())
     }
 
     /// The first id the batch repeats within itself.

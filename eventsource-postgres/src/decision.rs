@@ -136,6 +136,8 @@ impl Call {
             .bind(self.query.as_ref())
             .bind(self.unseen_from)
             .bind(self.unseen.as_slice())
+            .bind(self.batch.correlation_ids.as_slice())
+            .bind(self.batch.causation_ids.as_slice())
             .fetch_all(executor)
             .await
     }

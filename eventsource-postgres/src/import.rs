@@ -235,7 +235,7 @@ impl PostgresStore {
 fn copy_statement(s: &str) -> Statement {
     format!(
         "COPY {s}.events (transaction_id, stream_id, version, event_id, name, schema_version, \
-         payload, metadata) FROM STDIN"
+         payload, metadata, correlation_id, causation_id) FROM STDIN"
     )
     .into()
 }
@@ -563,7 +563,17 @@ fn encode(
         ))
     };
     let payload = jsonb_text(&event.payload).map_err(|e| encoding_error("payload", e))?;
-    let metadata = jsonb_text(&event.metadata).map_err(|e| encoding_error("metadata", e))?;
+    // The tracing ids in columns of their own, the rest in `metadata` (migration 10).
+    let (correlation_id, causation_id) =
+        (event.metadata.correlation_id, event.metadata.causation_id);
+    let metadata = if correlation_id.is_none() && causation_id.is_none() {
+        jsonb_text(&event.metadata)
+    } else {
+        let mut rest = event.metadata.clone();
+        (rest.correlation_id, rest.causation_id) = (None, None);
+        jsonb_text(&rest)
+    }
+    .map_err(|e| encoding_error("metadata", e))?;
     // Writing to a Vec cannot fail.
     let _ = write!(buffer, "{transaction_id}\t");
     put_text(buffer, stream.as_str().as_bytes());
@@ -573,6 +583,14 @@ fn encode(
     put_text(buffer, payload.get().as_bytes());
     buffer.push(b'\t');
     put_text(buffer, metadata.get().as_bytes());
+    for id in [correlation_id, causation_id] {
+        match id {
+            Some(id) => {
+                let _ = write!(buffer, "\t{id}");
+            }
+            None => buffer.extend_from_slice(b"\t\\N"),
+        }
+    }
     buffer.push(b'\n');
     Ok(())
 }

@@ -71,10 +71,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "the archived-stream guard as a trigger with a WHEN condition",
         sql: include_str!("../migrations/0009_archived_trigger_when.sql"),
     },
+    Migration {
+        version: 10,
+        description: "the tracing ids of new events in columns of their own",
+        sql: include_str!("../migrations/0010_tracing_id_columns.sql"),
+    },
 ];
 
 /// The schema version this library creates and understands.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// What one run of [`migrate`] did besides applying migrations.
 #[derive(Clone, Copy, Debug, Default)]

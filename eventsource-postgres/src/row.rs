@@ -71,17 +71,30 @@ pub(crate) fn decode_event_at(row: &PgRow, first: usize) -> Result<RecordedEvent
     let schema_version: i64 = column(row, at(6), "schema version", corrupt)?;
     let schema_version = u32::try_from(schema_version)
         .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
-    let metadata = metadata(row, at(8), corrupt)?;
+    let mut metadata = metadata(row, at(8), corrupt)?;
+    // The tracing ids of events written since migration 10 are in columns of their own
+    // (NULL for older rows, whose ids are inside `metadata`).
+    let correlation_id: Option<uuid::Uuid> = column(row, at(10), "correlation id", corrupt)?;
+    let causation_id: Option<uuid::Uuid> = column(row, at(11), "causation id", corrupt)?;
+    if correlation_id.is_some() {
+        metadata.correlation_id = correlation_id;
+    }
+    if causation_id.is_some() {
+        metadata.causation_id = causation_id;
+    }
+    let event_id = column(row, at(4), "event id", corrupt)?;
+    let payload = column(row, at(7), "payload", corrupt)?;
+    let recorded_at = column(row, at(9), "recorded_at", corrupt)?;
     Ok(RecordedEvent {
-        event_id: column(row, at(4), "event id", corrupt)?,
-        stream_id: stream_id.clone(),
+        event_id,
+        stream_id,
         version,
         position: Position(position),
         checkpoint: Checkpoint::from_parts(transaction, position),
         schema_version,
-        payload: column(row, at(7), "payload", corrupt)?,
+        payload,
         metadata,
-        recorded_at: column(row, at(9), "recorded_at", corrupt)?,
+        recorded_at,
         name,
     })
 }

@@ -53,14 +53,29 @@ pub(crate) fn bigint<T: TryInto<i64>>(value: T) -> i64 {
 
 /// The columns `row::decode_event` reads.
 const EVENT_COLUMNS: &str = "position, transaction_id, stream_id, version, \
-     event_id, name, schema_version, payload, metadata, recorded_at";
+     event_id, name, schema_version, payload, metadata, recorded_at, correlation_id, causation_id";
 
 /// The columns `row::decode_parked` reads: the parked event's bookkeeping (`p`) and its stored
 /// row (`e`) under the names `row::decode_event` reads.
 const PARKED_COLUMNS: &str = "p.projection, p.error, p.attempts, p.parked_at, \
      p.retry_requested_at IS NOT NULL AS retry_requested, \
      e.position, e.transaction_id, e.stream_id, e.version, e.event_id, \
-     e.name, e.schema_version, e.payload, e.metadata, e.recorded_at";
+     e.name, e.schema_version, e.payload, e.metadata, e.recorded_at, e.correlation_id, \
+     e.causation_id";
+
+/// The whole metadata of each event of a batch, for the `append()` functions (which store it
+/// in `metadata`, as before migration 10): the array `metadata` with each event's tracing ids
+/// from the arrays `correlation` and `causation` merged back in.
+fn whole_metadata(metadata: &str, correlation: &str, causation: &str) -> String {
+    format!(
+        "ARRAY(SELECT CASE WHEN t.c IS NULL AND t.k IS NULL THEN t.m \
+                      ELSE t.m || jsonb_strip_nulls(jsonb_build_object( \
+                               'correlation_id', t.c, 'causation_id', t.k)) END \
+                 FROM unnest({metadata}::jsonb[], {correlation}::uuid[], {causation}::uuid[]) \
+                      WITH ORDINALITY AS t(m, c, k, o) \
+                ORDER BY t.o)"
+    )
+}
 
 /// The store's transaction offset (see the crate docs, "Global order"), as a scalar subquery
 /// of a statement on schema `s`: read in the statement's own snapshot, like the ids it
@@ -247,7 +262,11 @@ impl Statements {
                 "INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)"
             )
             .into(),
-            append: format!("SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, $7)").into(),
+            append: format!(
+                "SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, {})",
+                whole_metadata("$7", "$8", "$9")
+            )
+            .into(),
             append_fast: FastAppend::new(s),
             append_group: format!(
                 "WITH req AS ( \
@@ -277,15 +296,18 @@ impl Statements {
                  inserted AS ( \
                      INSERT INTO {s}.events \
                          (transaction_id, stream_id, version, event_id, name, schema_version, \
-                          payload, metadata) \
+                          payload, metadata, correlation_id, causation_id) \
                      SELECT x.id, r.stream_id, h.version - r.n + t.ord, t.id, t.name, \
-                            t.schema_version, t.payload, t.metadata \
+                            t.schema_version, t.payload, t.metadata, t.correlation_id, \
+                            t.causation_id \
                        FROM (SELECT pg_current_xact_id()::text::bigint + {offset} AS id) x, \
                             heads h \
                             JOIN req r USING (request) \
                             JOIN unnest($4::uuid[], $5::text[], $6::bigint[], $7::jsonb[], \
-                                        $8::jsonb[], $9::int[], $10::int[]) \
-                                 AS t(id, name, schema_version, payload, metadata, request, ord) \
+                                        $8::jsonb[], $9::int[], $10::int[], $11::uuid[], \
+                                        $12::uuid[]) \
+                                 AS t(id, name, schema_version, payload, metadata, request, ord, \
+                                      correlation_id, causation_id) \
                               ON t.request = h.request \
                       ORDER BY h.request, t.ord \
                      RETURNING stream_id, position \
@@ -300,8 +322,9 @@ impl Statements {
             )
             .into(),
             append_streams: format!(
-                "SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                                                  $11, $12, $13)"
+                "SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7, {}, $9, $10, \
+                                                  $11, $12, $13)",
+                whole_metadata("$8", "$14", "$15")
             )
             .into(),
             // One statement, one snapshot: the events it returns and what it reports unseen
@@ -320,7 +343,7 @@ impl Statements {
                         SELECT DISTINCT ON (e.transaction_id, e.position) \
                                e.position, e.transaction_id, e.stream_id, e.version, \
                                e.event_id, e.name, e.schema_version, e.payload, e.metadata, \
-                               e.recorded_at \
+                               e.recorded_at, e.correlation_id, e.causation_id \
                           FROM jsonb_array_elements($1::jsonb) AS q(item) \
                           JOIN {s}.event_tags g ON g.tag = q.item -> 'tags' ->> 0 \
                           JOIN {s}.events e ON e.position = g.position \

@@ -572,14 +572,14 @@ where
                 let (store, filter) = (self.store.clone(), self.filter.clone());
                 let size = self.options.batch_size;
                 let count = total.is_none();
-                async move {
+                ReadAhead::start(async move {
                     let next = store.read_all(to, size, &filter);
                     if !count {
                         return (next.await, None);
                     }
                     let (next, counted) = tokio::join!(next, store.count_after(start, &filter));
                     (next, Some(counted))
-                }
+                })
             });
             let apply = self
                 .apply_batch(lease, &batch, &mut checkpoint)
@@ -587,11 +587,13 @@ where
             let mut counted = None;
             let outcome = match read_ahead {
                 Some(next) => {
-                    let (outcome, (next, count)) = tokio::join!(apply, next);
-                    if outcome.is_ok() && checkpoint == Some(to) {
-                        ahead = next.ok();
+                    let (outcome, read) = tokio::join!(apply, next.finish());
+                    if let Some((next, count)) = read {
+                        if outcome.is_ok() && checkpoint == Some(to) {
+                            ahead = next.ok();
+                        }
+                        counted = count;
                     }
-                    counted = count;
                     outcome
                 }
                 None => apply.await,
@@ -850,6 +852,44 @@ fn failed<P: Projection>(
         position: record.position,
         attempts,
         source: failure,
+    }
+}
+
+/// The read of the next page, run beside the batch being applied: on a task of its own when
+/// the runner runs on a multi-thread runtime (the page is then fetched and decoded on another
+/// worker while this one runs the handlers), else polled together with the batch.
+enum ReadAhead<T> {
+    Task(tokio::task::JoinHandle<T>),
+    Inline(Pin<Box<dyn Future<Output = T> + Send>>),
+}
+
+impl<T: Send + 'static> ReadAhead<T> {
+    fn start(read: impl Future<Output = T> + Send + 'static) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                ReadAhead::Task(runtime.spawn(read))
+            }
+            _ => ReadAhead::Inline(Box::pin(read)),
+        }
+    }
+
+    /// The read's outcome; `None` when its task panicked or was cancelled (the page is then
+    /// read again after the batch, as without read-ahead).
+    async fn finish(mut self) -> Option<T> {
+        match &mut self {
+            ReadAhead::Task(task) => task.await.ok(),
+            ReadAhead::Inline(read) => Some(read.as_mut().await),
+        }
+    }
+}
+
+impl<T> Drop for ReadAhead<T> {
+    fn drop(&mut self) {
+        if let ReadAhead::Task(task) = self {
+            task.abort();
+        }
     }
 }
 

@@ -304,7 +304,8 @@ pub(super) fn read_all(schema: &str, shape: &Shape) -> String {
         schema,
         "e",
         "e.transaction_id AS xid, e.position, e.stream_id, e.version, e.event_id, \
-         e.name, e.schema_version, e.payload, e.metadata, e.recorded_at",
+         e.name, e.schema_version, e.payload, e.metadata, e.recorded_at, e.correlation_id, \
+         e.causation_id",
         " AND e.transaction_id < h.xmin",
         &limit,
     );
@@ -315,7 +316,8 @@ pub(super) fn read_all(schema: &str, shape: &Shape) -> String {
                        AS xmin) x \
          ) \
          SELECT h.held_back, p.position, p.xid AS transaction_id, p.stream_id, p.version, \
-                p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at \
+                p.event_id, p.name, p.schema_version, p.payload, p.metadata, p.recorded_at, \
+                p.correlation_id, p.causation_id \
            FROM horizon h LEFT JOIN LATERAL ({page}) p ON true"
     )
 }
@@ -340,13 +342,15 @@ fn append_fast(schema: &str, head: &str) -> Statement {
          inserted AS ( \
              INSERT INTO {schema}.events \
                  (transaction_id, stream_id, version, event_id, name, schema_version, payload, \
-                  metadata) \
+                  metadata, correlation_id, causation_id) \
              SELECT x.id, $1, h.version - cardinality($3::uuid[]) + t.ord, t.id, t.name, \
-                    t.schema_version, t.payload, t.metadata \
+                    t.schema_version, t.payload, t.metadata, t.correlation_id, t.causation_id \
                FROM head h, \
                     (SELECT pg_current_xact_id()::text::bigint + {offset} AS id) x, \
-                    unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
-                        WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, ord) \
+                    unnest($3::uuid[], $4::text[], $5::bigint[], $6::jsonb[], $7::jsonb[], \
+                           $8::uuid[], $9::uuid[]) \
+                        WITH ORDINALITY AS t(id, name, schema_version, payload, metadata, \
+                                             correlation_id, causation_id, ord) \
               ORDER BY t.ord \
              RETURNING position \
          ) \
@@ -368,9 +372,9 @@ fn append_fast_one(schema: &str, head: &str) -> Statement {
         "WITH head AS ({head} RETURNING s.version) \
          INSERT INTO {schema}.events \
              (transaction_id, stream_id, version, event_id, name, schema_version, payload, \
-              metadata) \
+              metadata, correlation_id, causation_id) \
          SELECT pg_current_xact_id()::text::bigint + {offset}, $1, h.version, $3::uuid, \
-                $4::text, $5::bigint, $6::jsonb, $7::jsonb \
+                $4::text, $5::bigint, $6::jsonb, $7::jsonb, $8::uuid, $9::uuid \
            FROM head h \
          RETURNING version AS first_version, version AS last_version, \
                    position AS first_position, position AS last_position"

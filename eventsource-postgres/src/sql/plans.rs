@@ -88,7 +88,7 @@ fn cases(sql: &Statements) -> Vec<Case> {
     let uuids = "{00000000-0000-0000-0000-000000000001}";
     let append_args = |expected: &'static str| {
         vec![
-            "user-1", expected, uuids, "{E}", "{1}", "{\"{}\"}", "{\"{}\"}",
+            "user-1", expected, uuids, "{E}", "{1}", "{\"{}\"}", "{\"{}\"}", uuids, "{NULL}",
         ]
     };
     for (kind, expected, arg) in [
@@ -117,7 +117,15 @@ fn cases(sql: &Statements) -> Vec<Case> {
         ));
         // The same head, one event from scalar parameters.
         let mut one = args.clone();
-        one[2..].copy_from_slice(&["00000000-0000-0000-0000-000000000001", "E", "1", "{}", "{}"]);
+        one[2..].copy_from_slice(&[
+            "00000000-0000-0000-0000-000000000001",
+            "E",
+            "1",
+            "{}",
+            "{}",
+            "00000000-0000-0000-0000-000000000002",
+            "NULL",
+        ]);
         cases.push(case(
             format!("append_fast_one/{kind}"),
             sql.append_fast.pick_one(expected),
@@ -390,7 +398,7 @@ async fn event_columns_in_order() {
         statements.push((format!("read_all/{family}"), statement, 1));
     }
     let expected = event_columns();
-    assert_eq!(expected.len(), 10, "{expected:?}");
+    assert_eq!(expected.len(), 12, "{expected:?}");
     let mut conn = store.pool().acquire().await.unwrap();
     for (name, statement, first) in statements {
         let prepared = (&mut *conn)
