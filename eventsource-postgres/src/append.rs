@@ -437,7 +437,7 @@ struct OneEvent<'a> {
 /// A batch in column form. An event's tracing ids go to columns of their own
 /// (`correlation_ids`, `causation_ids`; migration 10), and `metadata` holds the rest of its
 /// metadata; the `append()` functions, which take the metadata whole, get the ids merged back
-/// in by the statement that calls them (`sql::WHOLE_METADATA`).
+/// in by the statement that calls them (`sql::whole_metadata`).
 pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
     pub(crate) names: Vec<String>,
