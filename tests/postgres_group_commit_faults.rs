@@ -869,6 +869,15 @@ async fn a_writer_killed_mid_group_leaves_whole_batches_and_no_lock() {
 
     let batches = log.batches();
     let tally = check_store(&store, &batches).await;
+    // The writer's appends went through shared transactions: some hold several streams.
+    let shared: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM (SELECT transaction_id FROM \"{schema}\".events \
+          GROUP BY transaction_id HAVING count(DISTINCT stream_id) > 1) t"
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(shared > 0, "no transaction of the writer was shared");
     assert!(tally.events >= tally.acknowledged, "{tally:?}");
     eprintln!("kill: {tally:?}, {unanswered} appends unanswered at the kill");
 
