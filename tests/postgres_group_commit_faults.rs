@@ -358,6 +358,10 @@ async fn a_server_crash_mid_group_loses_no_acknowledged_append_and_writes_no_par
     const ACKS_PER_PHASE: usize = 150;
     const CRASHES: usize = 3;
     let _exclusive = CLUSTER.write().await;
+    // Fails before writing anything without the cluster's directories.
+    for name in ["PG_BIN", "PG_DIR", "PG_DATA"] {
+        env(name);
+    }
     count_failed_groups();
     let store = fresh_pg_store_with_pool(16).await;
     let acknowledged = Arc::new(AtomicUsize::new(0));
