@@ -21,6 +21,14 @@
 //! `checkpoints` (for projections), `transaction_offset` (one row, see "Global order"), and
 //! the functions `append()`, `logical_xact_id()`, `logical_xmin()` and `logical_xmax()`.
 //!
+//! An event's tracing ids (its metadata's `correlation_id` and `causation_id`) are stored in
+//! `events.correlation_id` and `events.causation_id` (`uuid`), the rest of its metadata in
+//! `events.metadata` (`jsonb`, usually `{}`). Rows written before migration 10, and rows
+//! written by the `append()` functions (an `append_in`, a cross-stream decision), keep the ids
+//! inside `metadata`; reads take them from the columns where set, else from `metadata`. To
+//! find what one request caused in SQL, look in both:
+//! `WHERE correlation_id = $1 OR metadata->>'correlation_id' = $1::text`.
+//!
 //! # Global order
 //!
 //! The global log is ordered by `(transaction_id, position)`, the two parts of a
