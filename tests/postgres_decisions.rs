@@ -334,3 +334,75 @@ async fn deleting_a_stream_removes_its_tags() {
     assert_eq!(read.events.len(), 1);
     assert_eq!(read.events[0].stream_id, StreamId::new("student", 2));
 }
+
+/// The next notification on `listener` within `within`, as the position it carries.
+async fn next_position(
+    listener: &mut eventsource::postgres::sqlx::postgres::PgListener,
+    within: Duration,
+) -> Option<u64> {
+    match tokio::time::timeout(within, listener.recv()).await {
+        Ok(notification) => Some(
+            notification
+                .expect("the listener's connection stays up")
+                .payload()
+                .parse()
+                .expect("a notification carries a position"),
+        ),
+        Err(_) => None,
+    }
+}
+
+/// Listeners hear of the events the append functions write: a decision the store commits
+/// itself is signalled after its commit (migration 10: the function no longer NOTIFYs in the
+/// store's own transaction, which serialized every commit), and an append inside the
+/// caller's transaction (`append_in`, `append_streams_in`) is heard when, and only when,
+/// that transaction commits.
+#[tokio::test]
+async fn listeners_hear_of_decisions_and_appends_in_a_callers_transaction_at_commit() {
+    let store = fresh_pg_store().await;
+    let mut listener = eventsource::postgres::sqlx::postgres::PgListener::connect(&database_url())
+        .await
+        .unwrap();
+    listener
+        .listen(&format!("{}_events", store.schema().as_str()))
+        .await
+        .unwrap();
+
+    let written = store.append_streams(enrol(1, 1), None).await.unwrap();
+    let heard = next_position(&mut listener, Duration::from_secs(10)).await;
+    assert_eq!(heard, Some(written[0].last_position.0), "a decision");
+
+    for in_transaction in ["append_in", "append_streams_in"] {
+        let mut tx = store.begin_transaction().await.unwrap();
+        let position = if in_transaction == "append_in" {
+            store
+                .append_in(
+                    &mut tx,
+                    &StreamId::new("student", 2),
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent::new(
+                        "student.enrolled",
+                        1,
+                        json!({ "student": 2 }),
+                    )],
+                )
+                .await
+                .unwrap()
+                .last_position
+        } else {
+            store
+                .append_streams_in(&mut tx, enrol(3, 1), None)
+                .await
+                .unwrap()[0]
+                .last_position
+        };
+        assert_eq!(
+            next_position(&mut listener, Duration::from_millis(300)).await,
+            None,
+            "{in_transaction}: nothing is heard before the caller commits"
+        );
+        tx.commit().await.unwrap();
+        let heard = next_position(&mut listener, Duration::from_secs(10)).await;
+        assert_eq!(heard, Some(position.0), "{in_transaction}: heard at commit");
+    }
+}

@@ -120,7 +120,7 @@ async fn every_append_path_stores_and_reads_back_the_tracing_ids() {
 
     assert_reads_back(&store, &written).await;
 
-    // Where they are: the statements split the ids off; the function keeps the metadata whole.
+    // Where they are: every path writes the ids to their columns, the rest to `metadata`.
     let (one_id, batch_first, inside_id) = (written[0].1, written[1].1, written[4].1);
     let (rest, correlation, causation) = stored(&store, one_id).await;
     assert_eq!(correlation, Some(Uuid::from_u128(1)));
@@ -133,15 +133,9 @@ async fn every_append_path_stores_and_reads_back_the_tracing_ids() {
     assert_eq!(correlation, Some(Uuid::from_u128(2)));
     assert_eq!(rest, json!({ "custom": { "user": "user-2" } }));
     let (rest, correlation, causation) = stored(&store, inside_id).await;
-    assert_eq!((correlation, causation), (None, None));
-    assert_eq!(
-        rest["correlation_id"],
-        json!(Uuid::from_u128(5).to_string())
-    );
-    assert_eq!(
-        rest["causation_id"],
-        json!(Uuid::from_u128(1_005).to_string())
-    );
+    assert_eq!(correlation, Some(Uuid::from_u128(5)));
+    assert_eq!(causation, Some(Uuid::from_u128(1_005)));
+    assert_eq!(rest, json!({ "custom": { "user": "user-5" } }));
 }
 
 /// A conflict answered by the `append()` function, then a retry of stored ids (a replay), do
@@ -203,6 +197,11 @@ async fn replays_and_decisions_keep_the_tracing_ids() {
         .find(|e| e.event_id == decided_id)
         .unwrap();
     assert_eq!(found.metadata, decided_meta);
+    // `append_streams()` writes the columns too.
+    let (rest, correlation, causation) = stored(&store, decided_id).await;
+    assert_eq!(correlation, Some(Uuid::from_u128(12)));
+    assert_eq!(causation, Some(Uuid::from_u128(1_012)));
+    assert_eq!(rest, json!({ "custom": { "user": "user-12" } }));
 }
 
 /// The bulk import writes the ids into the columns (COPY), and rows written before

@@ -84,7 +84,8 @@ impl PostgresStore {
         }
         let batch = self.checked_batch(stream, events)?;
         self.ensure_fits_on(conn).await?;
-        self.call_append(conn, stream, expected, &batch)
+        // The function NOTIFYs: listeners hear of the events when the caller commits.
+        self.call_append(conn, stream, expected, &batch, true)
             .await
             .map_err(AppendFailure::into_store_error)
     }
@@ -195,13 +196,25 @@ impl PostgresStore {
                 .appended(self.pool(), written.last_position);
             return Ok(written);
         }
-        match self.call_append(self.pool(), stream, expected, batch).await {
+        // The function does not NOTIFY here (that would serialize the commits of every
+        // append it writes, see migration 10): listeners are signalled after the commit.
+        let outcome = match self
+            .call_append(self.pool(), stream, expected, batch, false)
+            .await
+        {
             Err(AppendFailure::IdRace(_)) => self
-                .call_append(self.pool(), stream, expected, batch)
+                .call_append(self.pool(), stream, expected, batch, false)
                 .await
                 .map_err(AppendFailure::into_store_error),
             other => other.map_err(AppendFailure::into_store_error),
+        };
+        if let Ok(written) = &outcome
+            && !written.replayed
+        {
+            self.notifications()
+                .appended(self.pool(), written.last_position);
         }
+        outcome
     }
 
     /// Writes the queued appends of `group`. One goes alone, as usual. Of several, the first
@@ -370,15 +383,19 @@ impl PostgresStore {
         }
     }
 
+    /// The `append()` function; `notify`: it NOTIFYs listeners itself (when the caller's
+    /// transaction commits), else the caller signals them after its own commit.
     async fn call_append<'c>(
         &self,
         executor: impl PgExecutor<'c>,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
+        notify: bool,
     ) -> Result<Appended, AppendFailure> {
         let row = batch
             .bind(self.sql().append.query(), stream, expected)
+            .bind(notify)
             .fetch_one(executor)
             .await
             .map_err(|error| AppendFailure::from_sqlx(error, stream, batch))?;
@@ -436,8 +453,7 @@ struct OneEvent<'a> {
 
 /// A batch in column form. An event's tracing ids go to columns of their own
 /// (`correlation_ids`, `causation_ids`; migration 10), and `metadata` holds the rest of its
-/// metadata; the `append()` functions, which take the metadata whole, get the ids merged back
-/// in by the statement that calls them (`sql::whole_metadata`).
+/// metadata.
 pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
     pub(crate) names: Vec<String>,

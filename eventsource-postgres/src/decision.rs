@@ -110,11 +110,14 @@ impl Call {
         self.streams.get(index)
     }
 
-    /// Runs the call on `executor`.
+    /// Runs the call on `executor`. `notify`: the function NOTIFYs listeners itself (in the
+    /// caller's transaction, heard when it commits); else the store signals them after the
+    /// commit (see migration 10: a NOTIFY serializes every committing transaction).
     async fn run<'c>(
         &self,
         store: &PostgresStore,
         executor: impl sqlx::PgExecutor<'c>,
+        notify: bool,
     ) -> Result<Vec<PgRow>, sqlx::Error> {
         let streams: Vec<&str> = self.streams.iter().map(StreamId::as_str).collect();
         let expected: Vec<Option<i64>> =
@@ -138,6 +141,7 @@ impl Call {
             .bind(self.unseen.as_slice())
             .bind(self.batch.correlation_ids.as_slice())
             .bind(self.batch.causation_ids.as_slice())
+            .bind(notify)
             .fetch_all(executor)
             .await
     }
@@ -286,8 +290,19 @@ impl PostgresStore {
             self.ensure_fits_store().await?;
             let mut repeats = 0;
             loop {
-                match call.run(self, self.pool()).await {
-                    Ok(rows) => return call.outcome(&rows),
+                match call.run(self, self.pool(), false).await {
+                    Ok(rows) => {
+                        let written = call.outcome(&rows)?;
+                        let newest = written
+                            .iter()
+                            .filter(|a| !a.replayed)
+                            .map(|a| a.last_position)
+                            .max();
+                        if let Some(position) = newest {
+                            self.notifications().appended(self.pool(), position);
+                        }
+                        return Ok(written);
+                    }
                     Err(error)
                         if repeats < REPEATS
                             && (stream_created(&error) || is_stored_id(&error)) =>
@@ -299,7 +314,7 @@ impl PostgresStore {
             }
         };
         self.ensure_fits_on(conn).await?;
-        match call.run(self, &mut *conn).await {
+        match call.run(self, &mut *conn, true).await {
             Ok(rows) => call.outcome(&rows),
             Err(error) if stream_created(&error) || is_stored_id(&error) => Err(
                 StoreError::transient(format!("{} (a concurrent append)", context()), error),

@@ -23,8 +23,7 @@
 //!
 //! An event's tracing ids (its metadata's `correlation_id` and `causation_id`) are stored in
 //! `events.correlation_id` and `events.causation_id` (`uuid`), the rest of its metadata in
-//! `events.metadata` (`jsonb`, usually `{}`). Rows written before migration 10, and rows
-//! written by the `append()` functions (an `append_in`, a cross-stream decision), keep the ids
+//! `events.metadata` (`jsonb`, usually `{}`). Rows written before migration 10 keep the ids
 //! inside `metadata`; reads take them from the columns where set, else from `metadata`. To
 //! find what one request caused in SQL, look in both:
 //! `WHERE correlation_id = $1 OR metadata->>'correlation_id' = $1::text`.

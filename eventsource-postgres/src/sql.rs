@@ -63,20 +63,6 @@ const PARKED_COLUMNS: &str = "p.projection, p.error, p.attempts, p.parked_at, \
      e.name, e.schema_version, e.payload, e.metadata, e.recorded_at, e.correlation_id, \
      e.causation_id";
 
-/// The whole metadata of each event of a batch, for the `append()` functions (which store it
-/// in `metadata`, as before migration 10): the array `metadata` with each event's tracing ids
-/// from the arrays `correlation` and `causation` merged back in.
-fn whole_metadata(metadata: &str, correlation: &str, causation: &str) -> String {
-    format!(
-        "ARRAY(SELECT CASE WHEN t.c IS NULL AND t.k IS NULL THEN t.m \
-                      ELSE t.m || jsonb_strip_nulls(jsonb_build_object( \
-                               'correlation_id', t.c, 'causation_id', t.k)) END \
-                 FROM unnest({metadata}::jsonb[], {correlation}::uuid[], {causation}::uuid[]) \
-                      WITH ORDINALITY AS t(m, c, k, o) \
-                ORDER BY t.o)"
-    )
-}
-
 /// The store's transaction offset (see the crate docs, "Global order"), as a scalar subquery
 /// of a statement on schema `s`: read in the statement's own snapshot, like the ids it
 /// compares with.
@@ -262,11 +248,8 @@ impl Statements {
                 "INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)"
             )
             .into(),
-            append: format!(
-                "SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, {})",
-                whole_metadata("$7", "$8", "$9")
-            )
-            .into(),
+            append: format!("SELECT * FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .into(),
             append_fast: FastAppend::new(s),
             append_group: format!(
                 "WITH req AS ( \
@@ -322,9 +305,8 @@ impl Statements {
             )
             .into(),
             append_streams: format!(
-                "SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7, {}, $9, $10, \
-                                                  $11, $12, $13)",
-                whole_metadata("$8", "$14", "$15")
+                "SELECT * FROM {s}.append_streams($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                                                  $11, $12, $13, $14, $15, $16)"
             )
             .into(),
             // One statement, one snapshot: the events it returns and what it reports unseen

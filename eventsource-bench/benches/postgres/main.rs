@@ -1013,18 +1013,23 @@ async fn anatomy(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> 
                         let sql = if who == 1 {
                             FAST_APPEND_EXACT
                         } else {
-                            "SELECT * FROM bench_es.append($1, $2, $3, $4, $5, $6, $7)"
+                            // The tracing ids (none here) and no NOTIFY, as the store calls it.
+                            "SELECT * FROM bench_es.append($1, $2, $3, $4, $5, $6, $7, \
+                             $8::uuid[], $9::uuid[], false)"
                         };
-                        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        let no_ids: Vec<Option<Uuid>> = vec![None];
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                             .bind(&stream)
                             .bind(v as i64)
                             .bind(vec![event.event_id])
                             .bind(vec![event.name.clone()])
                             .bind(vec![i64::from(event.schema_version)])
                             .bind(vec![event.payload.clone()])
-                            .bind(vec![serde_json::to_value(&event.metadata)?])
-                            .fetch_one(raw)
-                            .await?;
+                            .bind(vec![serde_json::to_value(&event.metadata)?]);
+                        if who == 2 {
+                            query = query.bind(no_ids.clone()).bind(no_ids);
+                        }
+                        let row = query.fetch_one(raw).await?;
                         let last: Option<i64> = row.try_get("last_version")?;
                         assert_eq!(last, Some(v as i64 + 1));
                     }
