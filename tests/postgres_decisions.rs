@@ -335,7 +335,9 @@ async fn deleting_a_stream_removes_its_tags() {
     assert_eq!(read.events[0].stream_id, StreamId::new("student", 2));
 }
 
-/// The next notification on `listener` within `within`, as the position it carries.
+/// The next notification on `listener` within `within`, as the position it carries; a lost
+/// listener connection or a payload that is no position fails the test.
+#[allow(clippy::expect_used)]
 async fn next_position(
     listener: &mut eventsource::postgres::sqlx::postgres::PgListener,
     within: Duration,
