@@ -7,15 +7,18 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eventsource::postgres::PostgresStore;
-use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection};
 use eventsource::testing::fixture::ADDED;
 use eventsource::{Appended, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId, Version};
 use serde_json::json;
-use support::{database_url, fresh_pg_store};
+use support::{fresh_pg_store, lock_heads, transactions, wait_for_lock_waiters};
 use uuid::Uuid;
+
+/// How long appends may take to reach a locked head (a hang detector).
+const LOCK_WAIT: Duration = Duration::from_secs(20);
 
 fn added(amount: u64) -> NewEvent {
     NewEvent::new(ADDED, 1, json!({ "amount": amount }))
@@ -23,63 +26,6 @@ fn added(amount: u64) -> NewEvent {
 
 fn stream(id: &str) -> StreamId {
     StreamId::new("counter", id)
-}
-
-/// Holds the head rows of `streams` locked in an open transaction on a connection of its own,
-/// so that appends to them wait (and keep the store's transaction slots busy).
-async fn lock_heads(store: &PostgresStore, streams: &[&StreamId]) -> PgConnection {
-    let mut conn = PgConnection::connect(&database_url()).await.unwrap();
-    sqlx::raw_sql(AssertSqlSafe("BEGIN".to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    for s in streams {
-        let found = sqlx::query(AssertSqlSafe(format!(
-            "SELECT version FROM \"{}\".streams WHERE stream_id = $1 FOR UPDATE",
-            store.schema().as_str()
-        )))
-        .bind(s.as_str())
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap();
-        assert!(found.is_some(), "stream {s} must exist to be locked");
-    }
-    conn
-}
-
-/// Waits until `count` statements on the store's schema wait for a lock.
-async fn wait_for_lock_waiters(store: &PostgresStore, count: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND datname = current_database() \
-               AND strpos(query, $1) > 0",
-        )
-        .bind(format!("\"{}\"", store.schema().as_str()))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        if waiting >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} of {count} appends wait for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The (logical) transaction id each stored event of `s` was written in, by version.
-async fn transactions(store: &PostgresStore, s: &StreamId) -> Vec<u64> {
-    store
-        .read_stream(s, Version(1), 1_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.checkpoint.transaction())
-        .collect()
 }
 
 /// Appends to `blocked` wait for its head, locked meanwhile, and keep the store's shared
@@ -90,7 +36,7 @@ async fn queued_behind_a_lock(
     blocked: &[StreamId],
     queued: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
 ) -> Vec<Result<Appended, StoreError>> {
-    let lock = lock_heads(store, &blocked.iter().collect::<Vec<_>>()).await;
+    let lock = lock_heads(store, blocked).await;
     let mut waiting = Vec::new();
     for s in blocked {
         let (writer, s) = (store.clone(), s.clone());
@@ -101,7 +47,7 @@ async fn queued_behind_a_lock(
                 .await
         }));
         if waiting.len() == 1 {
-            wait_for_lock_waiters(store, 1).await;
+            wait_for_lock_waiters(store, 1, LOCK_WAIT).await;
         } else {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -404,7 +350,7 @@ async fn a_cancelled_append_gives_its_transaction_slot_to_the_queue() {
             .await
             .unwrap();
     }
-    let lock = lock_heads(&store, &blocked.iter().collect::<Vec<_>>()).await;
+    let lock = lock_heads(&store, &blocked).await;
     let mut holders = Vec::new();
     for s in &blocked {
         let (writer, s) = (store.clone(), s.clone());
@@ -414,7 +360,7 @@ async fn a_cancelled_append_gives_its_transaction_slot_to_the_queue() {
                 .await
         }));
     }
-    wait_for_lock_waiters(&store, 2).await;
+    wait_for_lock_waiters(&store, 2, LOCK_WAIT).await;
     let queued: Vec<StreamId> = (0..3).map(|i| stream(&format!("slot-q{i}"))).collect();
     let mut waiting = Vec::new();
     for s in &queued {

@@ -24,13 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventsource::postgres::PostgresStore;
-use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection};
 use eventsource::{
     Appended, CommandMetadata, EventStore, ExecuteError, Executed, ExpectedVersion, NewEvent,
     Repository, StoreError, StreamId, Version,
 };
 use serde_json::json;
-use support::{database_url, fresh_pg_store, fresh_pg_store_with_pool};
+use support::{
+    cluster_env, database_url, fresh_pg_store, fresh_pg_store_with_pool, lock_heads,
+    restart_server, transactions, wait_for_lock_waiters,
+};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -214,47 +217,6 @@ async fn assert_versions_gap_free(store: &PostgresStore) {
     assert!(report.is_ok(), "verify: {:?}", report.findings);
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: this test crashes and restarts the test cluster. Run \
-             `scripts/test.sh`, which starts one and exports PG_BIN, PG_DIR and PG_DATA"
-        )
-    })
-}
-
-/// `pg_ctl restart -m immediate` as the cluster's owner: the server stops without a
-/// checkpoint, ending every session at once (a crash), and starts again with crash recovery.
-/// Waits until it accepts connections.
-fn crash_and_restart_server() {
-    let pg_ctl = format!("{}/pg_ctl", env("PG_BIN"));
-    let (data, log) = (env("PG_DATA"), format!("{}/server.log", env("PG_DIR")));
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-    let mut command = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &pg_ctl]);
-        c
-    } else {
-        Command::new(&pg_ctl)
-    };
-    // The server's output goes to its log: a pipe held by the postmaster would never close.
-    let out = command
-        .args(["-D", &data, "-l", &log, "-m", "immediate", "-w", "restart"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_ctl restart failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Waits (at most [`HANG`]) until `counter` reaches `n`.
 async fn wait_for(counter: &AtomicUsize, n: usize, what: &str) {
     let deadline = Instant::now() + HANG;
@@ -360,7 +322,7 @@ async fn a_server_crash_mid_group_loses_no_acknowledged_append_and_writes_no_par
     let _exclusive = CLUSTER.write().await;
     // Fails before writing anything without the cluster's directories.
     for name in ["PG_BIN", "PG_DIR", "PG_DATA"] {
-        env(name);
+        cluster_env(name);
     }
     count_failed_groups();
     let store = fresh_pg_store_with_pool(16).await;
@@ -527,11 +489,11 @@ async fn a_server_crash_mid_group_loses_no_acknowledged_append_and_writes_no_par
                 }
             }
             lock = Some(lock_heads(&store, &hostages).await);
-            wait_for_lock_waiters(&store, 1).await;
+            wait_for_lock_waiters(&store, 1, HANG).await;
         }
         let groups_before = FAILED_GROUPS.load(Ordering::SeqCst);
         let crashed = Instant::now();
-        tokio::task::spawn_blocking(crash_and_restart_server)
+        tokio::task::spawn_blocking(|| restart_server("immediate"))
             .await
             .unwrap();
         crashes.push((crashed, Instant::now()));
@@ -922,63 +884,6 @@ async fn a_writer_killed_mid_group_leaves_whole_batches_and_no_lock() {
     assert_versions_gap_free(&store).await;
 }
 
-/// Holds the head rows of `streams` locked in an open transaction on a connection of its own,
-/// so that appends to them wait (and keep the store's transaction slots busy).
-async fn lock_heads(store: &PostgresStore, streams: &[StreamId]) -> PgConnection {
-    let mut conn = PgConnection::connect(&database_url()).await.unwrap();
-    sqlx::raw_sql(AssertSqlSafe("BEGIN".to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    for s in streams {
-        let found = sqlx::query(AssertSqlSafe(format!(
-            "SELECT version FROM \"{}\".streams WHERE stream_id = $1 FOR UPDATE",
-            store.schema().as_str()
-        )))
-        .bind(s.as_str())
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap();
-        assert!(found.is_some(), "stream {s} must exist to be locked");
-    }
-    conn
-}
-
-/// Waits until `count` statements on the store's schema wait for a lock.
-async fn wait_for_lock_waiters(store: &PostgresStore, count: i64) {
-    let deadline = Instant::now() + HANG;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND datname = current_database() \
-               AND strpos(query, $1) > 0",
-        )
-        .bind(format!("\"{}\"", store.schema().as_str()))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        if waiting >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} of {count} appends wait for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The (logical) transaction each event of `s` was written in, by version.
-async fn transactions(store: &PostgresStore, s: &StreamId) -> Vec<u64> {
-    store
-        .read_stream(s, Version(1), 1_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.checkpoint.transaction())
-        .collect()
-}
-
 type Answer = Result<Executed<account::Account>, ExecuteError<account::AccountError>>;
 
 /// A keyed deposit on account `id`, sent twice by one caller (the second a retry); each
@@ -1031,7 +936,7 @@ async fn idempotent_retries_through_shared_groups_execute_once_with_one_answer()
                 store.append(&s, ExpectedVersion::Any, vec![added(1)]).await
             }));
         }
-        wait_for_lock_waiters(&store, 2).await;
+        wait_for_lock_waiters(&store, 2, HANG).await;
 
         // One batch of fixed ids, sent by 8 callers with different expectations.
         let same = stream(&format!("same-{round}"));

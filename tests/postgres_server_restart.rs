@@ -10,7 +10,6 @@
 #[path = "support/postgres.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventsource::postgres::sqlx::{self, AssertSqlSafe, Row};
@@ -18,7 +17,7 @@ use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{NewEvent, Project, Projection, ProjectionRunner, RecordedEvent, RunnerOptions};
 use serde_json::json;
-use support::fresh_pg_store;
+use support::{fresh_pg_store, restart_server};
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "ledger.posted")]
@@ -55,46 +54,6 @@ impl Project<Posted, PostgresTx> for Ledger {
         .await?;
         Ok(())
     }
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: this test restarts the test cluster. Run `scripts/test.sh`, \
-             which starts one and exports PG_BIN, PG_DIR and PG_DATA"
-        )
-    })
-}
-
-/// `pg_ctl restart -m MODE`, as the cluster's owner; waits until the server accepts
-/// connections again.
-fn restart_server(mode: &str) {
-    let pg_ctl = format!("{}/pg_ctl", env("PG_BIN"));
-    let (data, log) = (env("PG_DATA"), format!("{}/server.log", env("PG_DIR")));
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-    let mut command = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &pg_ctl]);
-        c
-    } else {
-        Command::new(&pg_ctl)
-    };
-    // The server's output goes to its log: a pipe held by the postmaster would never close.
-    let out = command
-        .args(["-D", &data, "-l", &log, "-m", mode, "-w", "restart"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_ctl restart failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn applied(store: &PostgresStore) -> i64 {
