@@ -251,6 +251,33 @@ async fn global_reader_waits_for_an_open_transaction_that_commits() {
     assert_eq!(resumed.len(), 2);
 }
 
+/// A horizon wait too long for an `Instant` (`Duration::MAX`: "as long as it takes") waits for
+/// the open transaction instead of panicking on `Instant::now() + wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unbounded_horizon_wait_waits_for_the_open_transaction() {
+    let (store, checkpoint, open, early, later) = open_transaction_behind_later_commits().await;
+    let store = store.with_horizon_wait(Duration::MAX);
+    let reader = tokio::spawn({
+        let store = store.clone();
+        async move { store.read_all(checkpoint, 100, &LogFilter::all()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reader.is_finished(),
+        "the read waits while the transaction is open"
+    );
+    open.commit().await.unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the read returns once the transaction commits")
+        .unwrap()
+        .unwrap();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let mut expected = vec![early];
+    expected.extend(later);
+    assert_eq!(ids, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn global_reader_skips_nothing_when_the_open_transaction_aborts() {
     let (store, checkpoint, open, early, later) = open_transaction_behind_later_commits().await;
@@ -818,4 +845,179 @@ async fn errors_about_a_huge_payload_stay_small() {
         .unwrap_err();
     assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
     assert!(refused.to_string().len() < 400, "{refused}");
+}
+
+/// PostgreSQL stores timestamps chrono cannot hold (`infinity`, `-infinity`, instants in the
+/// year 294,000): a row holding one, written by a tool, a hand or a restore, is a typed error
+/// from every read that decodes it (sqlx's own decoder panicked: `NaiveDateTime + TimeDelta`
+/// overflowed), and instants at PostgreSQL's edges that chrono holds read back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timestamps_beyond_what_chrono_holds_are_typed_errors_not_panics() {
+    use eventsource::postgres::sqlx::Row as _;
+    use eventsource::{Snapshot, SnapshotStore, StreamRetirement};
+
+    let store = fresh_pg_store().await;
+    let schema = store.schema().as_str().to_owned();
+    let unreadable = ["infinity", "-infinity", "294000-01-01 00:00:00+00"];
+    for (n, at) in unreadable.iter().enumerate() {
+        let s = stream(&format!("at{n}"));
+        store
+            .append(&s, ExpectedVersion::NoStream, vec![added(1)])
+            .await
+            .unwrap();
+        // Events are immutable to UPDATE: the row is written as a restore would write it.
+        execute(
+            &store,
+            format!(
+                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
+                 UPDATE \"{schema}\".events SET recorded_at = '{at}' WHERE stream_id = '{s}'; \
+                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
+            ),
+        )
+        .await
+        .unwrap();
+        match store.read_stream(&s, Version(1), 10).await {
+            Err(error @ StoreError::CorruptRow { .. }) => {
+                let message = error.to_string();
+                for part in [s.as_str(), "version 1", ADDED, "recorded_at"] {
+                    assert!(message.contains(part), "`{message}` names {part}");
+                }
+            }
+            other => panic!("{at}: expected a corrupt row, got {other:?}"),
+        }
+        let history = Repository::<Counter, _>::new(store.clone())
+            .history(&format!("at{n}"))
+            .await;
+        assert!(
+            matches!(
+                history,
+                Err(LoadError::Store(StoreError::CorruptRow { .. }))
+            ),
+            "{at}: {history:?}"
+        );
+        let global = store
+            .read_all(Checkpoint::START, 100, &LogFilter::all())
+            .await;
+        assert!(
+            matches!(global, Err(StoreError::CorruptRow { .. })),
+            "{at}: {global:?}"
+        );
+        // The store's newest `recorded_at`, unless it is the oldest.
+        let counts = store.admin().counts().await;
+        assert_eq!(counts.is_err(), *at != "-infinity", "{at}: {counts:?}");
+        execute(
+            &store,
+            format!(
+                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
+                 UPDATE \"{schema}\".events SET recorded_at = now() WHERE stream_id = '{s}'; \
+                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
+            ),
+        )
+        .await
+        .unwrap();
+
+        // The other tables with instants: checkpoints, snapshots, stream heads.
+        execute(
+            &store,
+            format!(
+                "INSERT INTO \"{schema}\".checkpoints (projection, transaction_id, position, updated_at) \
+                 VALUES ('p{n}', 0, 0, '{at}')"
+            ),
+        )
+        .await
+        .unwrap();
+        let checkpoints = store.admin().checkpoints().await;
+        assert!(checkpoints.is_err(), "{at}: {checkpoints:?}");
+        execute(
+            &store,
+            format!("DELETE FROM \"{schema}\".checkpoints WHERE projection = 'p{n}'"),
+        )
+        .await
+        .unwrap();
+
+        store
+            .save_snapshot(Snapshot {
+                stream_id: s.clone(),
+                version: Version(1),
+                state_fingerprint: "f".to_owned(),
+                state: json!({}),
+                taken_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        execute(
+            &store,
+            format!("UPDATE \"{schema}\".snapshots SET taken_at = '{at}' WHERE stream_id = '{s}'"),
+        )
+        .await
+        .unwrap();
+        match store.load_snapshot(&s).await {
+            Err(error @ StoreError::CorruptRow { .. }) => {
+                assert!(error.to_string().contains("taken_at"), "{error}");
+            }
+            other => panic!("{at}: expected a corrupt snapshot, got {other:?}"),
+        }
+
+        store.archive_stream(&s).await.unwrap().unwrap();
+        execute(
+            &store,
+            format!("UPDATE \"{schema}\".streams SET archived_at = '{at}' WHERE stream_id = '{s}'"),
+        )
+        .await
+        .unwrap();
+        let status = store.stream_status(&s).await;
+        assert!(
+            matches!(status, Err(StoreError::CorruptRow { .. })),
+            "{at}: {status:?}"
+        );
+    }
+
+    // Instants at PostgreSQL's edges that chrono holds read back as stored.
+    let s = stream("edges");
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![added(1), added(2), added(3)],
+        )
+        .await
+        .unwrap();
+    let edges = [
+        "4713-01-01 00:00:00+00 BC",
+        "1970-01-01 00:00:00.000001+00",
+        "200000-12-31 23:59:59.999999+00",
+    ];
+    for (version, at) in (1_u64..).zip(edges) {
+        execute(
+            &store,
+            format!(
+                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
+                 UPDATE \"{schema}\".events SET recorded_at = '{at}' \
+                  WHERE stream_id = '{s}' AND version = {version}; \
+                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let events = store.read_stream(&s, Version(1), 10).await.unwrap();
+    let micros: Vec<i64> = events
+        .iter()
+        .map(|e| e.recorded_at.timestamp_micros())
+        .collect();
+    let expected: Vec<i64> = {
+        let mut expected = Vec::new();
+        for at in edges {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT (extract(epoch FROM '{at}'::timestamptz) * 1000000)::bigint AS micros"
+            )))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            expected.push(row.get::<i64, _>("micros"));
+        }
+        expected
+    };
+    assert_eq!(micros, expected);
+    assert_eq!(micros[1], 1);
 }

@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 use crate::clock::{Rebased, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate::SCHEMA_VERSION;
-use crate::row::{count, decode_checkpoint, transaction_id, value};
+use crate::row::{Timestamp, count, decode_checkpoint, transaction_id, value};
 use crate::sql::{PgQuery, SCHEMA_EXISTS, SCHEMA_TABLES, Statements, bigint};
 use crate::store::PostgresStore;
 
@@ -338,7 +338,8 @@ impl PostgresAdmin {
         Ok(Counts {
             events,
             streams,
-            last_recorded_at: value(&row, "last_recorded_at", what)?,
+            last_recorded_at: value::<Option<Timestamp>>(&row, "last_recorded_at", what)?
+                .map(Timestamp::get),
             estimated: events_estimated || streams_estimated,
         })
     }
@@ -357,7 +358,8 @@ impl PostgresAdmin {
         for row in &rows {
             let projection: String = value(row, "projection", what)?;
             let checkpoint = decode_checkpoint(&projection, row)?;
-            let reset_requested_at: Option<DateTime<Utc>> = value(row, "reset_requested_at", what)?;
+            let reset_requested_at =
+                value::<Option<Timestamp>>(row, "reset_requested_at", what)?.map(Timestamp::get);
             let event_names: Vec<String> = value(row, "event_names", what)?;
             let categories: Vec<String> = value(row, "categories", what)?;
             // While a reset is pending the projection will read the log from the start.
@@ -380,7 +382,7 @@ impl PostgresAdmin {
                 reset_requested_at,
                 event_names,
                 categories,
-                updated_at: value(row, "updated_at", what)?,
+                updated_at: value::<Timestamp>(row, "updated_at", what)?.get(),
                 projection,
             });
         }

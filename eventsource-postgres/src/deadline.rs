@@ -3,7 +3,6 @@
 //! rows, the fired marks commit with the claim, and a runner that dies releases its rows
 //! unmarked (the server rolls its transaction back), so they are claimed again.
 
-use chrono::{DateTime, Utc};
 use eventsource_core::{Deadline, DeadlineState, DeadlineStore, StoreError, Version};
 use serde_json::Value;
 use sqlx::Row;
@@ -12,6 +11,7 @@ use uuid::Uuid;
 
 use crate::checkpoint::PostgresTx;
 use crate::error::excerpt;
+use crate::row::Timestamp;
 use crate::sql::bigint;
 use crate::store::PostgresStore;
 
@@ -197,9 +197,10 @@ fn decode(row: &PgRow) -> Result<(Deadline, DeadlineState), StoreError> {
     let instance: String = row
         .try_get("instance")
         .map_err(|e| column_error("instance", e))?;
-    let due_at: DateTime<Utc> = row
-        .try_get("due_at")
-        .map_err(|e| column_error("due_at", e))?;
+    let due_at = row
+        .try_get::<Timestamp, _>("due_at")
+        .map_err(|e| column_error("due_at", e))?
+        .get();
     let payload: sqlx::types::Json<Value> = row
         .try_get("payload")
         .map_err(|e| column_error("payload", e))?;
@@ -212,15 +213,17 @@ fn decode(row: &PgRow) -> Result<(Deadline, DeadlineState), StoreError> {
     let scheduled_by: i64 = row
         .try_get("scheduled_by")
         .map_err(|e| column_error("scheduled_by", e))?;
-    let fired_at: Option<DateTime<Utc>> = row
-        .try_get("fired_at")
-        .map_err(|e| column_error("fired_at", e))?;
+    let fired_at = row
+        .try_get::<Option<Timestamp>, _>("fired_at")
+        .map_err(|e| column_error("fired_at", e))?
+        .map(Timestamp::get);
     let outcome: Option<String> = row
         .try_get("outcome")
         .map_err(|e| column_error("outcome", e))?;
-    let cancelled_at: Option<DateTime<Utc>> = row
-        .try_get("cancelled_at")
-        .map_err(|e| column_error("cancelled_at", e))?;
+    let cancelled_at = row
+        .try_get::<Option<Timestamp>, _>("cancelled_at")
+        .map_err(|e| column_error("cancelled_at", e))?
+        .map(Timestamp::get);
     let state = match (fired_at, cancelled_at) {
         (Some(at), _) => DeadlineState::Fired {
             at,

@@ -4,6 +4,7 @@
 use eventsource_core::{KeyStore, StoreError, StreamId, SubjectKey};
 use sqlx::Row;
 
+use crate::row::Timestamp;
 use crate::store::PostgresStore;
 
 /// How many times creating a key is tried when other processes create the subject's key at
@@ -84,7 +85,9 @@ impl PostgresKeyStore {
             .map(|row| {
                 Ok((
                     row.try_get("subject").map_err(corrupt)?,
-                    row.try_get("forgotten_at").map_err(corrupt)?,
+                    row.try_get::<Timestamp, _>("forgotten_at")
+                        .map_err(corrupt)?
+                        .get(),
                 ))
             })
             .collect()

@@ -76,15 +76,18 @@ impl PostgresStore {
         max_count: usize,
         filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let deadline = Instant::now() + self.horizon_wait();
+        // No deadline when the wait is too long for an `Instant` (`Duration::MAX`: wait for
+        // as long as it takes).
+        let deadline = Instant::now().checked_add(self.horizon_wait());
         let mut pause = Duration::from_millis(2);
         loop {
             let (events, held_back) = self.page(after, max_count, filter).await?;
             let now = Instant::now();
-            if !held_back || events.len() >= max_count || now >= deadline {
+            let left = deadline.map_or(Duration::MAX, |deadline| deadline - now);
+            if !held_back || events.len() >= max_count || left.is_zero() {
                 return Ok(events);
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
+            tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }

@@ -8,6 +8,7 @@ use eventsource_core::{
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use crate::row::Timestamp;
 use crate::store::PostgresStore;
 
 impl StreamRetirement for PostgresStore {
@@ -113,10 +114,12 @@ fn decode_status(stream: &StreamId, row: &PgRow) -> Result<StreamStatus, StoreEr
             u64::try_from(version).map_err(|_| corrupt(format!("negative version {version}")))?,
         ),
         archived_at: row
-            .try_get("archived_at")
-            .map_err(|e| corrupt(e.to_string()))?,
+            .try_get::<Option<Timestamp>, _>("archived_at")
+            .map_err(|e| corrupt(e.to_string()))?
+            .map(Timestamp::get),
         deleted_at: row
-            .try_get("deleted_at")
-            .map_err(|e| corrupt(e.to_string()))?,
+            .try_get::<Option<Timestamp>, _>("deleted_at")
+            .map_err(|e| corrupt(e.to_string()))?
+            .map(Timestamp::get),
     })
 }

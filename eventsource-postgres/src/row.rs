@@ -1,13 +1,72 @@
 //! Reading stored rows back into envelopes, with typed errors for rows that do not fit.
 
 use crate::error::{PostgresError, excerpt};
+use chrono::{DateTime, Utc};
 use eventsource_core::{
     Checkpoint, FoldEvent, FoldPayload, Metadata, ParkedEvent, Position, RecordedEvent, Snapshot,
     StoreError, StreamId, Version,
 };
-use sqlx::postgres::{PgRow, PgTypeInfo, PgValueFormat};
+use sqlx::Postgres;
+use sqlx::postgres::{PgRow, PgTypeInfo, PgValueFormat, PgValueRef};
 use sqlx::types::Json;
 use sqlx::{Row, TypeInfo, ValueRef};
+
+/// A `timestamptz` column, decoded without sqlx 0.9's panic: its decoder adds the stored
+/// microseconds to 2000-01-01 with chrono's `+`, which panics for `infinity`, `-infinity` and
+/// instants beyond chrono's range (about 262,000 years either way), all of which PostgreSQL
+/// stores. Those are an error here, so a stored row never panics a reader.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timestamp(pub(crate) DateTime<Utc>);
+
+impl Timestamp {
+    /// The instant.
+    pub(crate) fn get(self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl sqlx::Type<Postgres> for Timestamp {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <DateTime<Utc> as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for Timestamp {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        /// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in microseconds after the Unix epoch.
+        const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+        if value.format() == PgValueFormat::Text {
+            // Parsed from text, with no arithmetic that can overflow.
+            return <DateTime<Utc> as sqlx::Decode<Postgres>>::decode(value).map(Timestamp);
+        }
+        let bytes: [u8; 8] = value.as_bytes()?.try_into().map_err(|_| {
+            format!(
+                "a timestamptz of {} bytes (8 expected)",
+                value.as_bytes().map_or(0, <[u8]>::len)
+            )
+        })?;
+        let micros = i64::from_be_bytes(bytes);
+        match micros {
+            i64::MAX => Err("the timestamp is infinity, not an instant".into()),
+            i64::MIN => Err("the timestamp is -infinity, not an instant".into()),
+            _ => micros
+                .checked_add(POSTGRES_EPOCH_MICROS)
+                .and_then(DateTime::from_timestamp_micros)
+                .map(Timestamp)
+                .ok_or_else(|| {
+                    format!(
+                        "the timestamp {micros} microseconds after 2000-01-01 is out of the \
+                         range this library reads"
+                    )
+                    .into()
+                }),
+        }
+    }
+}
 
 /// Column `column` of `row`; a value that does not decode is reported by `corrupt` with the
 /// column's `label`.
@@ -84,7 +143,7 @@ pub(crate) fn decode_event_at(row: &PgRow, first: usize) -> Result<RecordedEvent
     }
     let event_id = column(row, at(4), "event id", corrupt)?;
     let payload = column(row, at(7), "payload", corrupt)?;
-    let recorded_at = column(row, at(9), "recorded_at", corrupt)?;
+    let recorded_at = column::<Timestamp>(row, at(9), "recorded_at", corrupt)?.get();
     Ok(RecordedEvent {
         event_id,
         stream_id,
@@ -212,7 +271,7 @@ pub(crate) fn decode_parked(row: &PgRow) -> Result<ParkedEvent, StoreError> {
     let projection: String = column(row, "projection", "projection", corrupt)?;
     let error: String = column(row, "error", "error", corrupt)?;
     let attempts: i32 = column(row, "attempts", "attempts", corrupt)?;
-    let parked_at = column(row, "parked_at", "parked_at", corrupt)?;
+    let parked_at = column::<Timestamp>(row, "parked_at", "parked_at", corrupt)?.get();
     let retry_requested = column(row, "retry_requested", "retry_requested", corrupt)?;
     let mut parked = ParkedEvent::new(projection, record, &error);
     parked.attempts = u32::try_from(attempts).unwrap_or(0);
@@ -243,7 +302,7 @@ pub(crate) fn decode_snapshot(stream: &StreamId, row: &PgRow) -> Result<Snapshot
             corrupt(version),
         )?,
         state: column(row, "state", "state", corrupt(version))?,
-        taken_at: column(row, "taken_at", "taken_at", corrupt(version))?,
+        taken_at: column::<Timestamp>(row, "taken_at", "taken_at", corrupt(version))?.get(),
     })
 }
 

@@ -17,8 +17,19 @@ use super::idempotency::Keyed;
 use super::write::encode_batch;
 use super::{Executed, Loaded, Repository};
 
-/// The first wait before retrying a transiently failed load or append; doubled each time.
+/// The first wait before retrying a transiently failed load or append; doubled each time, up
+/// to [`TRANSIENT_BACKOFF_CAP`].
 const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The longest wait between two retries of a transiently failed load or append: doubling
+/// without a cap waited 7 hours before the 20th retry, and overflowed `Duration` (a panic)
+/// after 68.
+const TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// The wait before the retry after one that waited `delay`.
+fn next_transient_backoff(delay: Duration) -> Duration {
+    delay.saturating_mul(2).min(TRANSIENT_BACKOFF_CAP)
+}
 
 impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
     /// Executes `command` on the aggregate `id`: load, decide, append at the loaded version.
@@ -283,7 +294,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                 Err(error) if error.is_transient() => {
                     tracing::warn!(stream = %stream_id, %error, "append failed transiently; retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = next_transient_backoff(delay);
                     retried = true;
                 }
                 other => return (other, retried),
@@ -300,7 +311,7 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
                 Err(LoadError::Store(error)) if error.is_transient() => {
                     tracing::warn!(stream = %stream_id, %error, "load failed transiently; retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = next_transient_backoff(delay);
                 }
                 other => return other,
             }
@@ -312,5 +323,41 @@ impl<A: Aggregate, S: EventStore + SnapshotStore> Repository<A, S> {
         if let Some(cache) = &self.cache {
             cache.put(stream_id, state, version);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{TRANSIENT_BACKOFF, next_transient_backoff};
+
+    /// `retry_transient(n)` takes any `u32`: the waits double from 50 ms up to 5 s and stay
+    /// there, without the `Duration` overflow (a panic) that plain doubling reached after 68
+    /// retries.
+    #[test]
+    fn transient_backoff_doubles_up_to_its_cap_for_any_number_of_retries() {
+        let waits: Vec<Duration> = std::iter::successors(Some(TRANSIENT_BACKOFF), |&delay| {
+            Some(next_transient_backoff(delay))
+        })
+        .take(200)
+        .collect();
+        let ms = |n: u64| Duration::from_millis(n);
+        assert_eq!(
+            waits[..8],
+            [
+                ms(50),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1_600),
+                ms(3_200),
+                ms(5_000)
+            ]
+        );
+        assert!(waits[8..].iter().all(|&wait| wait == ms(5_000)));
+        // Twenty retries wait under a minute and a half in all (uncapped: over 14 hours).
+        assert!(waits[..20].iter().sum::<Duration>() < Duration::from_secs(90));
     }
 }

@@ -133,8 +133,8 @@ impl<A: Aggregate, S> Repository<A, S> {
 
     /// When the store fails in a way a retry can cure ([`StoreError::is_transient`](crate::StoreError::is_transient): a lost
     /// connection, a pool timeout, a server shutting down), retry the load or the append up to
-    /// `retries` times, waiting 50 ms, then twice as long each time (default 3; 0 reports the
-    /// error at once).
+    /// `retries` times, waiting 50 ms, then twice as long each time up to 5 s between two
+    /// tries (default 3; 0 reports the error at once).
     ///
     /// Retrying an append is safe: the retry sends the same events with the same ids, so if the
     /// failed attempt did commit (the reply was lost), the store recognises them and nothing is
