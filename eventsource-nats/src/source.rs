@@ -17,6 +17,9 @@ use crate::message::decode;
 use crate::store::{Owned, own};
 use crate::subject::escape_token;
 
+/// The longest wait between two retries, of a failing message or of JetStream.
+const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
 /// Metric names of the source (labelled `projection`).
 pub mod metric_names {
     /// Counter: events applied to the read model.
@@ -37,8 +40,8 @@ pub struct SourceOptions {
     pub batch_size: usize,
     /// Retries of a failing event before the source stops (default 3).
     pub max_retries: u32,
-    /// Delay before the first retry; doubled per further one (default 100 ms), also between
-    /// JetStream reconnection attempts (capped at 5 s).
+    /// Delay before the first retry; doubled per further one up to 5 s (default 100 ms), also
+    /// between JetStream reconnection attempts.
     pub backoff: Duration,
     /// How long JetStream waits for an acknowledgement before it redelivers (default 30 s).
     pub ack_wait: Duration,
@@ -227,7 +230,7 @@ where
                 () = &mut shutdown => return Ok(applied),
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = delay.saturating_mul(2).min(Duration::from_secs(5));
+            delay = delay.saturating_mul(2).min(RETRY_BACKOFF_CAP);
         }
     }
 
@@ -413,7 +416,9 @@ where
                     }
                     Err(_) => {
                         tokio::time::sleep(delay).await;
-                        delay = delay.saturating_mul(2);
+                        delay = delay
+                            .saturating_mul(2)
+                            .min(RETRY_BACKOFF_CAP.max(self.options.backoff));
                     }
                 }
             }

@@ -21,8 +21,9 @@ pub struct RunnerOptions {
     pub batch_size: usize,
     /// Retries of a failing event before the runner stops (default 3).
     pub max_retries: u32,
-    /// Delay before the first retry; doubled for each further one (default 100 ms). Also the
-    /// first delay after a transient store failure in [`ProjectionRunner::run`].
+    /// Delay before the first retry; doubled for each further one, up to `max_backoff`
+    /// (default 100 ms). Also the first delay after a transient store failure in
+    /// [`ProjectionRunner::run`].
     pub backoff: Duration,
     /// Longest wait for new events when live, even without a wake-up (default 1 s).
     pub poll_interval: Duration,
@@ -30,7 +31,8 @@ pub struct RunnerOptions {
     /// timeout...) [`ProjectionRunner::run`] rides out before it returns the error; `None`
     /// (the default) keeps trying for as long as the store is down.
     pub max_store_retries: Option<u32>,
-    /// Longest delay between two attempts after transient store failures (default 30 s).
+    /// Longest delay between two attempts, of a failing event or after transient store
+    /// failures (default 30 s).
     pub max_backoff: Duration,
     /// What to do with an event that still fails after `max_retries` retries: stop (the
     /// default) or park it and go on (see [`FailurePolicy`]).
@@ -718,7 +720,9 @@ where
                 }
                 Err(_) => {
                     tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
+                    delay = delay
+                        .saturating_mul(2)
+                        .min(self.options.max_backoff.max(self.options.backoff));
                 }
             }
         }
