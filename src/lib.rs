@@ -58,7 +58,7 @@ pub use eventsource_core::{
 
 // Projections: read models fed from the global log.
 pub use eventsource_core::{
-    Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
+    Batched, BegunAhead, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
     ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };

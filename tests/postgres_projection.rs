@@ -16,7 +16,7 @@ use eventsource::{
     ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions, StoreError,
 };
 use serde_json::json;
-use support::fresh_pg_store;
+use support::{fresh_pg_store, fresh_pg_store_with_pool};
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
 #[event(name = "ledger.posted")]
@@ -631,4 +631,117 @@ async fn a_lost_lease_is_found_before_a_batch_starts() {
     for _ in 0..12 {
         store.head_position().await.unwrap();
     }
+}
+
+/// Whether another session can lock the projection's checkpoint row right now.
+async fn checkpoint_row_is_free(store: &PostgresStore, projection: &str) -> bool {
+    use eventsource::postgres::sqlx::Connection as _;
+    let mut other = sqlx::PgConnection::connect(&support::database_url())
+        .await
+        .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    let sql = format!(
+        "SELECT 1 FROM \"{}\".checkpoints WHERE projection = $1 FOR UPDATE NOWAIT",
+        store.schema().as_str()
+    );
+    let locked = sqlx::query(AssertSqlSafe(sql))
+        .bind(projection)
+        .fetch_optional(&mut *tx)
+        .await;
+    let _ = tx.rollback().await;
+    match locked {
+        Ok(row) => row.is_some(),
+        // 55P03: lock_not_available.
+        Err(error)
+            if error.as_database_error().and_then(|e| e.code()).as_deref() == Some("55P03") =>
+        {
+            false
+        }
+        Err(error) => panic!("probing the checkpoint row: {error}"),
+    }
+}
+
+/// The runner begins the next batch's transaction while the current one commits
+/// (`ProjectionStore::begin_ahead`). That transaction holds the checkpoint row once its fence
+/// passes, and a pool connection: it must not outlive the catch-up (a live runner waiting for
+/// events would block `projection reset` and the next lease holder), and it must not starve
+/// the read of the next page when other sessions hold the pool's other connections while they
+/// wait for that row (here, two operators' statements on the checkpoint row in a loop, on a
+/// pool of three connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_begun_ahead_never_outlives_the_catch_up_nor_starves_the_pool() {
+    const EVENTS: i64 = 2_050;
+    let store = fresh_pg_store_with_pool(3).await;
+    let ledger = Ledger::new(&store).await;
+    let append = |from: i64| {
+        let store = store.clone();
+        async move {
+            for chunk in (from..from + EVENTS).collect::<Vec<_>>().chunks(500) {
+                store
+                    .append(
+                        &StreamId::new("ledger", "ahead"),
+                        ExpectedVersion::Any,
+                        chunk.iter().map(|&n| posted(n)).collect(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    append(1).await;
+    let mut runner = ProjectionRunner::new(ledger.clone(), store.clone()).with_options(options());
+    assert_eq!(runner.catch_up().await.unwrap().applied, EVENTS as u64);
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+    // Ten full batches, each beginning the next one's transaction; the one begun after the
+    // last full batch found nothing to apply and is rolled back.
+    wait_until("the checkpoint row to be free after the catch-up", || {
+        checkpoint_row_is_free(&store, "ledger")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        checkpoint_row_is_free(&store, "ledger").await,
+        "and it stays free"
+    );
+
+    // The pool's connections taken by a session that waits for the checkpoint row.
+    append(EVENTS + 1).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let operator = || {
+        tokio::spawn({
+            let (store, stop) = (store.clone(), Arc::clone(&stop));
+            async move {
+                let sql = format!(
+                    "UPDATE \"{}\".checkpoints SET event_names = event_names WHERE projection = 'ledger'",
+                    store.schema().as_str()
+                );
+                let mut updates = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    sqlx::query(AssertSqlSafe(sql.clone()))
+                        .execute(store.pool())
+                        .await
+                        .unwrap();
+                    updates += 1;
+                }
+                updates
+            }
+        })
+    };
+    // Two of them: with the batch's connection, the pool is full while both wait.
+    let operators = [operator(), operator()];
+    let caught_up = tokio::time::timeout(Duration::from_secs(60), runner.catch_up())
+        .await
+        .expect("the catch-up finishes beside a session waiting for the checkpoint row")
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for operator in operators {
+        assert!(operator.await.unwrap() > 0);
+    }
+    assert_eq!(caught_up.applied, EVENTS as u64);
+    assert_eq!(ledger.totals(&store).await, store_totals(&store).await);
+    wait_until(
+        "the checkpoint row to be free after the second catch-up",
+        || checkpoint_row_is_free(&store, "ledger"),
+    )
+    .await;
 }

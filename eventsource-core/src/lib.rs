@@ -49,7 +49,7 @@ pub use personal::{
     Shredding, SubjectKey, sealed_values,
 };
 pub use projection::{
-    Batched, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
+    Batched, BegunAhead, CaughtUp, FailurePolicy, Flush, HandledEvents, HandlerError, ParkedEvent,
     ParkedSelection, Progress, Project, Projection, ProjectionError, ProjectionRunner,
     ProjectionStatus, ProjectionStore, Reset, RunnerOptions, apply_and_commit,
 };

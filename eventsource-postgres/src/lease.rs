@@ -22,6 +22,13 @@ use crate::store::PostgresStore;
 #[derive(Debug)]
 pub struct PostgresLease {
     _connection: PgConnection,
+    fence: Fence,
+}
+
+/// What a batch's transaction checks the lease by (`lease_fence()`): the projection, the
+/// session holding the lock and the lock's key.
+#[derive(Clone, Debug)]
+pub(crate) struct Fence {
     projection: String,
     pid: i32,
     key: i64,
@@ -30,13 +37,18 @@ pub struct PostgresLease {
 impl PostgresLease {
     /// The projection this lease is for.
     pub fn projection(&self) -> &str {
-        &self.projection
+        &self.fence.projection
     }
 
     /// The server process id of the session holding the lock (what `pg_terminate_backend`
     /// would end).
     pub fn backend_pid(&self) -> i32 {
-        self.pid
+        self.fence.pid
+    }
+
+    /// What a batch's transaction checks this lease by.
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.fence
     }
 }
 
@@ -81,18 +93,17 @@ impl PostgresStore {
             .map_err(|e| store_error(context(), e))?;
         Ok(PostgresLease {
             _connection: connection,
-            projection: projection.to_owned(),
-            pid,
-            key,
+            fence: Fence {
+                projection: projection.to_owned(),
+                pid,
+                key,
+            },
         })
     }
 
     /// Begins a batch's transaction for the holder of `lease`: the checkpoint row locked, then
     /// the lease checked (see `sql::Statements::lease_fence`), before any handler runs.
-    pub(crate) async fn begin_fenced(
-        &self,
-        lease: &PostgresLease,
-    ) -> Result<PostgresTx, StoreError> {
+    pub(crate) async fn begin_fenced(&self, lease: &Fence) -> Result<PostgresTx, StoreError> {
         let projection = lease.projection.as_str();
         let context = || format!("starting a batch of projection `{projection}`");
         let mut tx = crate::begin::begin(self.pool())

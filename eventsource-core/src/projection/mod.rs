@@ -356,6 +356,52 @@ pub trait ProjectionStore: EventStore + Clone {
     fn horizon_lag(&self) -> impl Future<Output = Result<Duration, StoreError>> + Send {
         async { Ok(Duration::ZERO) }
     }
+
+    /// Starts [`begin`](Self::begin) for the holder of `lease` ahead of time, on a task of its
+    /// own ([`BegunAhead::spawn`]): the runner calls it just before it commits a full batch,
+    /// so that the next batch's unit of work is begun, and its lease checked, while this one
+    /// commits, instead of after. `None` (the default) when the store does not.
+    ///
+    /// The unit of work must be one [`begin`](Self::begin) could have returned once the batch
+    /// in flight has committed: a store whose lease check locks what the batch holds (the
+    /// PostgreSQL adapter locks the checkpoint row) waits for that commit, and one that does
+    /// not must not return `None` here. A unit of work nobody takes is dropped (rolled back).
+    fn begin_ahead(&self, lease: &Self::Lease) -> Option<BegunAhead<Self::Tx>> {
+        let _ = lease;
+        None
+    }
+}
+
+/// A unit of work a store began ahead of the batch that will use it
+/// ([`ProjectionStore::begin_ahead`]).
+///
+/// Dropping it does not cancel the begin (a `BEGIN` cancelled half-way can leave a pooled
+/// connection inside a transaction): the task finishes, and the unit of work it began is
+/// dropped there.
+#[derive(Debug)]
+pub struct BegunAhead<T>(tokio::task::JoinHandle<Result<T, StoreError>>);
+
+impl<T: Send + 'static> BegunAhead<T> {
+    /// Runs `begin` on a task of its own; `None` outside a multi-thread tokio runtime (on a
+    /// current-thread one it would only run when awaited, so there is nothing to gain).
+    pub fn spawn(
+        begin: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Option<Self> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                Some(BegunAhead(runtime.spawn(begin)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The unit of work, or the error beginning it; `None` when the task did not finish (it
+    /// panicked, or its runtime is shutting down).
+    async fn finish(self) -> Option<Result<T, StoreError>> {
+        self.0.await.ok()
+    }
 }
 
 /// Applies `events` to `projection` in one unit of work of `store` (under `lease`), runs the
@@ -377,10 +423,38 @@ where
     S: ProjectionStore,
     P::Handles: HandledEvents<P, S::Tx>,
 {
+    apply_and_commit_ahead(projection, store, lease, events, expected, &mut None, false).await
+}
+
+/// [`apply_and_commit`] in a unit of work from `begun` if it holds one (begun ahead by the
+/// previous batch), else a new one; with `ahead`, the next batch's unit of work is begun
+/// ([`ProjectionStore::begin_ahead`]) into `begun` just before this one commits, and dropped
+/// again if the commit fails.
+pub(crate) async fn apply_and_commit_ahead<P, S>(
+    projection: &mut P,
+    store: &S,
+    lease: &S::Lease,
+    events: &[RecordedEvent],
+    expected: Option<Checkpoint>,
+    begun: &mut Option<BegunAhead<S::Tx>>,
+    ahead: bool,
+) -> Result<Result<(), (usize, HandlerError<P::Error>)>, StoreError>
+where
+    P: Projection,
+    S: ProjectionStore,
+    P::Handles: HandledEvents<P, S::Tx>,
+{
     let Some(last) = events.last() else {
         return Ok(Ok(()));
     };
-    let mut tx = store.begin(lease).await?;
+    let begun_tx = match begun.take() {
+        Some(begun) => begun.finish().await,
+        None => None,
+    };
+    let mut tx = match begun_tx {
+        Some(tx) => tx?,
+        None => store.begin(lease).await?,
+    };
     for (index, record) in events.iter().enumerate() {
         let outcome =
             <P::Handles as HandledEvents<P, S::Tx>>::dispatch(projection, record, &mut tx).await;
@@ -394,6 +468,13 @@ where
         store.rollback(tx).await;
         return Ok(Err((0, HandlerError::Handler(error))));
     }
-    store.commit(tx, P::NAME, expected, last.checkpoint).await?;
+    if ahead {
+        *begun = store.begin_ahead(lease);
+    }
+    let committed = store.commit(tx, P::NAME, expected, last.checkpoint).await;
+    if committed.is_err() {
+        *begun = None;
+    }
+    committed?;
     Ok(Ok(()))
 }

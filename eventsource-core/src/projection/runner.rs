@@ -8,8 +8,8 @@ use crate::envelope::{Checkpoint, Position, RecordedEvent, StreamId, Version};
 use crate::error::StoreError;
 use crate::observe::names;
 use crate::projection::{
-    FailurePolicy, HandledEvents, HandlerError, ParkedEvent, Projection, ProjectionStore, Reset,
-    apply_and_commit,
+    BegunAhead, FailurePolicy, HandledEvents, HandlerError, ParkedEvent, Projection,
+    ProjectionStore, Reset, apply_and_commit_ahead,
 };
 use crate::store::LogFilter;
 use tracing::Instrument;
@@ -541,18 +541,26 @@ where
         let mut reported_total = 0u64;
         // The page after a full batch, read while the batch is applied and committed.
         let mut ahead: Option<Vec<RecordedEvent>> = Some(first);
+        // The unit of work of the batch after a full one, begun while that one commits
+        // (`ProjectionStore::begin_ahead`); dropped (rolled back) on every way out of here, so
+        // that nothing holds it while the runner waits or begins otherwise.
+        let mut begun: Option<BegunAhead<S::Tx>> = None;
         loop {
             let batch = match ahead.take() {
                 Some(batch) => batch,
-                None => self
-                    .store
-                    .read_all(
-                        checkpoint.unwrap_or(Checkpoint::START),
-                        self.options.batch_size,
-                        &self.filter,
-                    )
-                    .await
-                    .map_err(Self::store_error)?,
+                None => {
+                    // Not while holding a connection in a unit of work begun ahead (the read
+                    // ahead failed): the read may need that connection.
+                    begun = None;
+                    self.store
+                        .read_all(
+                            checkpoint.unwrap_or(Checkpoint::START),
+                            self.options.batch_size,
+                            &self.filter,
+                        )
+                        .await
+                        .map_err(Self::store_error)?
+                }
             };
             let Some(last) = batch.last() else { break };
             let full = batch.len() == self.options.batch_size;
@@ -584,10 +592,28 @@ where
                 })
             });
             let apply = self
-                .apply_batch(lease, &batch, &mut checkpoint)
+                .apply_batch(lease, &batch, &mut checkpoint, &mut begun, full)
                 .instrument(span);
             let mut counted = None;
             let outcome = match read_ahead {
+                // The read on a task of its own: the batch first. Should the read still wait
+                // (for a connection, say), the unit of work begun ahead is let go first: the
+                // next batch would need the read to use it, and the read may be waiting for
+                // the connection that unit of work holds.
+                Some(next) if next.on_a_task() => {
+                    let outcome = apply.await;
+                    if !next.is_finished() {
+                        begun = None;
+                    }
+                    let read = next.finish().await;
+                    if let Some((next, count)) = read {
+                        if outcome.is_ok() && checkpoint == Some(to) {
+                            ahead = next.ok();
+                        }
+                        counted = count;
+                    }
+                    outcome
+                }
                 Some(next) => {
                     let (outcome, read) = tokio::join!(apply, next.finish());
                     if let Some((next, count)) = read {
@@ -654,14 +680,34 @@ where
     /// Applies `batch` and moves `checkpoint` past it. Transactional stores commit the batch
     /// as one unit; if an event fails, the events before it are committed, the failing one is
     /// retried alone with backoff, and after the last retry the runner stops before it.
+    ///
+    /// `begun` is the batch's unit of work if the previous batch began it; with `ahead`, the
+    /// next batch's is begun into it while this one commits (never after a failure here:
+    /// the retries below begin units of work of their own, which a pending one would block).
     async fn apply_batch(
         &mut self,
         lease: &S::Lease,
         batch: &[RecordedEvent],
         checkpoint: &mut Option<Checkpoint>,
+        begun: &mut Option<BegunAhead<S::Tx>>,
+        ahead: bool,
     ) -> RunResult<u64, P> {
         if S::TRANSACTIONAL {
-            match self.try_commit(lease, batch, *checkpoint).await? {
+            let first = apply_and_commit_ahead(
+                &mut self.projection,
+                &self.store,
+                lease,
+                batch,
+                *checkpoint,
+                begun,
+                ahead,
+            )
+            .await
+            .map_err(Self::store_error)?;
+            if first.is_err() {
+                *begun = None;
+            }
+            match first {
                 Ok(()) => {
                     *checkpoint = batch.last().map(|e| e.checkpoint);
                     return Ok(batch.len() as u64);
@@ -836,9 +882,17 @@ where
         events: &[RecordedEvent],
         expected: Option<Checkpoint>,
     ) -> RunResult<Result<(), (usize, HandlerError<P::Error>)>, P> {
-        apply_and_commit(&mut self.projection, &self.store, lease, events, expected)
-            .await
-            .map_err(Self::store_error)
+        apply_and_commit_ahead(
+            &mut self.projection,
+            &self.store,
+            lease,
+            events,
+            expected,
+            &mut None,
+            false,
+        )
+        .await
+        .map_err(Self::store_error)
     }
 }
 
@@ -876,6 +930,19 @@ impl<T: Send + 'static> ReadAhead<T> {
                 ReadAhead::Task(runtime.spawn(read))
             }
             _ => ReadAhead::Inline(Box::pin(read)),
+        }
+    }
+
+    /// Whether the read runs on a task of its own (beside the batch, whoever awaits what).
+    fn on_a_task(&self) -> bool {
+        matches!(self, ReadAhead::Task(_))
+    }
+
+    /// Whether the read on its own task has finished.
+    fn is_finished(&self) -> bool {
+        match self {
+            ReadAhead::Task(task) => task.is_finished(),
+            ReadAhead::Inline(_) => false,
         }
     }
 
