@@ -28,8 +28,8 @@ pub use eventsource_derive::Aggregate;
 
 // The envelope: what is stored around an event.
 pub use eventsource_core::{
-    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
-    Version,
+    Checkpoint, Envelope, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId,
+    Tag, Version,
 };
 
 // The repository: loading aggregates and executing commands.

@@ -12,7 +12,7 @@ use eventsource::postgres::sqlx::{self, AssertSqlSafe, Row};
 use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{
-    Checkpoint, HandlerError, LogFilter, NewEvent, Project, Projection, ProjectionError,
+    Checkpoint, Envelope, HandlerError, LogFilter, NewEvent, Project, Projection, ProjectionError,
     ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions, StoreError,
 };
 use serde_json::json;
@@ -744,4 +744,119 @@ async fn a_transaction_begun_ahead_never_outlives_the_catch_up_nor_starves_the_p
         || checkpoint_row_is_free(&store, "ledger"),
     )
     .await;
+}
+
+/// Collects the records its handler sees; `LEAN` picks [`Envelope::Lean`].
+#[derive(Clone, Default)]
+struct Seen<const LEAN: bool> {
+    records: Arc<Mutex<Vec<RecordedEvent>>>,
+}
+
+impl<const LEAN: bool> Projection for Seen<LEAN> {
+    const NAME: &'static str = if LEAN { "seen_lean" } else { "seen_full" };
+    type Handles = (Posted,);
+    type Error = LedgerError;
+    const ENVELOPE: Envelope = if LEAN { Envelope::Lean } else { Envelope::Full };
+}
+
+impl<const LEAN: bool> Project<Posted, PostgresTx> for Seen<LEAN> {
+    async fn project(
+        &mut self,
+        _: Posted,
+        at: &RecordedEvent,
+        _: &mut PostgresTx,
+    ) -> Result<(), LedgerError> {
+        self.records.lock().unwrap().push(at.clone());
+        Ok(())
+    }
+}
+
+/// A projection declaring `Envelope::Lean` reads the same events in the same order as one
+/// reading the full envelope, with the same stream, version, position, checkpoint, name,
+/// schema version and payload, and only `event_id`, `metadata` and `recorded_at` at their lean
+/// values: over several full batches, with the read-ahead, unfiltered and filtered (the
+/// filter's own statement and the dense window), beside events it does not handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lean_projection_sees_every_event_as_a_full_one_does_less_the_lean_fields() {
+    let store = fresh_pg_store().await;
+    let traced = |amount: i64| {
+        let mut metadata = eventsource::Metadata::default();
+        metadata.correlation_id = Some(uuid::Uuid::now_v7());
+        metadata.causation_id = Some(uuid::Uuid::now_v7());
+        metadata
+            .custom
+            .insert("tenant".to_owned(), json!(format!("t{amount}")));
+        posted(amount).with_metadata(metadata)
+    };
+    for chunk in 0..6_i64 {
+        let events: Vec<NewEvent> = (0..100).map(|n| traced(chunk * 100 + n)).collect();
+        store
+            .append(
+                &StreamId::new("ledger", &format!("lean{}", chunk % 3)),
+                ExpectedVersion::Any,
+                events,
+            )
+            .await
+            .unwrap();
+        // Events no handler reads, between them.
+        store
+            .append(
+                &StreamId::new("other", "x"),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("other.noted", 1, json!({ "n": chunk }))],
+            )
+            .await
+            .unwrap();
+    }
+    let full = Seen::<false>::default();
+    let lean = Seen::<true>::default();
+    let options = RunnerOptions {
+        batch_size: 64,
+        ..options()
+    };
+    let mut full_runner =
+        ProjectionRunner::new(full.clone(), store.clone()).with_options(options.clone());
+    let mut lean_runner =
+        ProjectionRunner::new(lean.clone(), store.clone()).with_options(options.clone());
+    assert_eq!(full_runner.catch_up().await.unwrap().applied, 600);
+    assert_eq!(lean_runner.catch_up().await.unwrap().applied, 600);
+    let full = full.records.lock().unwrap().clone();
+    let lean = lean.records.lock().unwrap().clone();
+    assert_eq!(full.len(), 600);
+    assert!(full.iter().all(|e| e.metadata.correlation_id.is_some()
+        && !e.metadata.custom.is_empty()
+        && !e.event_id.is_nil()));
+    let expected: Vec<RecordedEvent> = full
+        .iter()
+        .cloned()
+        .map(|e| e.within(Envelope::Lean))
+        .collect();
+    assert_eq!(lean, expected);
+    assert!(lean.iter().all(|e| e.event_id.is_nil()
+        && e.metadata == eventsource::Metadata::default()
+        && e.recorded_at == chrono::DateTime::UNIX_EPOCH));
+
+    // The store's reads themselves, filtered (a page per name, then the dense window) and not.
+    for filter in [
+        LogFilter::all(),
+        LogFilter::all().name("ledger.posted"),
+        LogFilter::all().category("ledger"),
+    ] {
+        let mut after = Checkpoint::START;
+        loop {
+            let full = store.read_all(after, 50, &filter).await.unwrap();
+            let lean = store
+                .read_all_within(after, 50, &filter, Envelope::Lean)
+                .await
+                .unwrap();
+            let expected: Vec<RecordedEvent> = full
+                .iter()
+                .cloned()
+                .map(|e| e.within(Envelope::Lean))
+                .collect();
+            assert_eq!(lean, expected, "{filter:?} after {after}");
+            let Some(last) = full.last() else { break };
+            after = last.checkpoint;
+        }
+    }
 }

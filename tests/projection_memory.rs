@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventsource::{
-    DecodeFailure, Event, EventStore, ExpectedVersion, HandlerError, MemoryStore, NewEvent,
-    Project, Projection, ProjectionError, ProjectionRunner, ProjectionStore, RecordedEvent, Reset,
-    RunnerOptions, StreamId, Version,
+    Checkpoint, DecodeFailure, Envelope, Event, EventStore, ExpectedVersion, HandlerError,
+    LogFilter, MemoryStore, Metadata, NewEvent, Project, Projection, ProjectionError,
+    ProjectionRunner, ProjectionStore, RecordedEvent, Reset, RunnerOptions, StreamId, Version,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -540,4 +540,68 @@ async fn the_default_policy_still_stops_at_a_poison_event() {
     let error = runner.catch_up().await.unwrap_err();
     assert!(matches!(error, ProjectionError::Failed { .. }), "{error}");
     assert!(store.parked(None).await.unwrap().is_empty());
+}
+
+/// Collects the records its handler sees, reading the lean envelope.
+#[derive(Clone, Default)]
+struct LeanSeen {
+    records: Arc<Mutex<Vec<RecordedEvent>>>,
+}
+
+impl Projection for LeanSeen {
+    const NAME: &'static str = "lean_seen";
+    type Handles = (Deposited,);
+    type Error = Refused;
+    const ENVELOPE: Envelope = Envelope::Lean;
+}
+
+impl Project<Deposited> for LeanSeen {
+    async fn project(
+        &mut self,
+        _: Deposited,
+        at: &RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), Refused> {
+        self.records.lock().unwrap().push(at.clone());
+        Ok(())
+    }
+}
+
+/// A lean projection sees the same records on the in-memory store as on PostgreSQL: the
+/// full ones less `event_id`, `metadata` and `recorded_at` (so a handler that reads them by
+/// mistake fails its tests here, not in production).
+#[tokio::test]
+async fn a_lean_projection_sees_the_lean_envelope_on_the_memory_store_too() {
+    let store = MemoryStore::new();
+    for n in 0..5 {
+        let mut metadata = Metadata::default();
+        metadata.correlation_id = Some(uuid::Uuid::now_v7());
+        let event =
+            NewEvent::new("account.deposited", 1, json!({ "amount": n })).with_metadata(metadata);
+        store
+            .append(
+                &StreamId::new("account", "a"),
+                ExpectedVersion::Any,
+                vec![event],
+            )
+            .await
+            .unwrap();
+    }
+    let seen = LeanSeen::default();
+    let mut runner = ProjectionRunner::new(seen.clone(), store.clone());
+    assert_eq!(runner.catch_up().await.unwrap().applied, 5);
+    let full = store
+        .read_all(Checkpoint::START, 100, &LogFilter::all())
+        .await
+        .unwrap();
+    assert!(
+        full.iter()
+            .all(|e| e.metadata.correlation_id.is_some() && !e.event_id.is_nil())
+    );
+    let lean: Vec<RecordedEvent> = full.into_iter().map(|e| e.within(Envelope::Lean)).collect();
+    assert_eq!(*seen.records.lock().unwrap(), lean);
+    assert!(
+        lean.iter()
+            .all(|e| e.event_id.is_nil() && e.metadata == Metadata::default())
+    );
 }

@@ -68,6 +68,17 @@ impl Contest {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+
+    /// The contest of contestants `which` only, in that order (the first as the framework),
+    /// with their rounds as measured: e.g. a second framework variant against the same
+    /// baselines, from the same rounds.
+    pub fn select(&self, which: &[usize]) -> Contest {
+        Contest {
+            names: which.iter().map(|&who| self.names[who]).collect(),
+            warm_up: self.warm_up,
+            rounds: which.iter().map(|&who| self.rounds[who].clone()).collect(),
+        }
+    }
 }
 
 /// The median of `values` (0 for none).

@@ -354,6 +354,37 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
+impl RecordedEvent {
+    /// This event as a reader of `envelope` sees it: with [`Envelope::Lean`], `event_id` nil,
+    /// `metadata` empty and `recorded_at` the Unix epoch.
+    #[must_use]
+    pub fn within(mut self, envelope: Envelope) -> Self {
+        if envelope == Envelope::Lean {
+            self.event_id = Uuid::nil();
+            self.metadata = Metadata::default();
+            self.recorded_at = DateTime::UNIX_EPOCH;
+        }
+        self
+    }
+}
+
+/// The fields of [`RecordedEvent`] a reader of the global log needs, so that a store can leave
+/// out the rest ([`EventStore::read_all_within`](crate::EventStore::read_all_within)); a
+/// projection declares it as [`Projection::ENVELOPE`](crate::Projection::ENVELOPE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Envelope {
+    /// Every field (the default).
+    #[default]
+    Full,
+    /// What finding, ordering and decoding an event takes: `stream_id`, `version`,
+    /// `position`, `checkpoint`, `name`, `schema_version` and `payload`. The other fields
+    /// are left at fixed values on every store: `event_id` nil, `metadata` empty (no
+    /// correlation or causation id) and `recorded_at` the Unix epoch. For handlers that read
+    /// none of them; the PostgreSQL adapter then sends four columns fewer per event, which
+    /// made a catch-up about 12% faster (BENCHMARKS.md).
+    Lean,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,8 +33,8 @@ pub use aggregate::{Aggregate, Apply, EventOf, Events, Handle, HandleWith, Snaps
 pub use command::CommandMetadata;
 pub use decision::{Boundary, ConsistencyBoundary, DecideError, Decided, Decision, Decisions};
 pub use envelope::{
-    Checkpoint, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId, Tag,
-    Version,
+    Checkpoint, Envelope, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId,
+    Tag, Version,
 };
 pub use error::{
     AppendError, BoxError, DecodeError, EncodeError, ExecuteError, LoadError, SnapshotError,

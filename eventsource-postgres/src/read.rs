@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use eventsource_core::{
-    Appended, Checkpoint, EventStore, ExpectedVersion, FoldPage, LogFilter, NewEvent, Position,
-    RecordedEvent, StoreError, StreamId, Version,
+    Appended, Checkpoint, Envelope, EventStore, ExpectedVersion, FoldPage, LogFilter, NewEvent,
+    Position, RecordedEvent, StoreError, StreamId, Version,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -75,13 +75,14 @@ impl PostgresStore {
         after: Checkpoint,
         max_count: usize,
         filter: &LogFilter,
+        envelope: Envelope,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         // No deadline when the wait is too long for an `Instant` (`Duration::MAX`: wait for
         // as long as it takes).
         let deadline = Instant::now().checked_add(self.horizon_wait());
         let mut pause = Duration::from_millis(2);
         loop {
-            let (events, held_back) = self.page(after, max_count, filter).await?;
+            let (events, held_back) = self.page(after, max_count, filter, envelope).await?;
             let now = Instant::now();
             let left = deadline.map_or(Duration::MAX, |deadline| deadline - now);
             if !held_back || events.len() >= max_count || left.is_zero() {
@@ -92,16 +93,21 @@ impl PostgresStore {
         }
     }
 
-    /// One page of `sql::Statements::read_all` for `filter`, in checkpoint order, and whether
-    /// events passing it wait beyond the horizon.
+    /// One page of `sql::Statements::read_all` (or `read_all_lean`) for `filter`, in
+    /// checkpoint order, and whether events passing it wait beyond the horizon.
     async fn page(
         &self,
         after: Checkpoint,
         max_count: usize,
         filter: &LogFilter,
+        envelope: Envelope,
     ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
         let what = || format!("reading the global log after {after}");
-        let query = self.sql().read_all.after(after, filter);
+        let statements = match envelope {
+            Envelope::Full => &self.sql().read_all,
+            Envelope::Lean => &self.sql().read_all_lean,
+        };
+        let query = statements.after(after, filter);
         let rows = self.rows(query.bind(bigint(max_count)), what()).await?;
         // The flag first, then the events' columns (see `sql::family::read_all`). Error
         // contexts are formatted only on failure: this runs for every row of a catch-up.
@@ -239,13 +245,24 @@ impl EventStore for PostgresStore {
         max_count: usize,
         filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_all_within(after, max_count, filter, Envelope::Full)
+            .await
+    }
+
+    async fn read_all_within(
+        &self,
+        after: Checkpoint,
+        max_count: usize,
+        filter: &LogFilter,
+        envelope: Envelope,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         if max_count == 0 {
             return Ok(Vec::new());
         }
         self.ensure_fits_store().await?;
         let filtered = !filter.names.is_empty() || !filter.categories.is_empty();
         if !filtered {
-            return self.read_visible(after, max_count, filter).await;
+            return self.read_visible(after, max_count, filter, envelope).await;
         }
         let dense = self.dense_reads();
         let mut events = Vec::new();
@@ -255,7 +272,9 @@ impl EventStore for PostgresStore {
         // filter's statement merges one scan per value), and filter it here. If that fails
         // (an event the filter leaves out may not even decode), the filter's statement reads.
         let window = if dense.take(filter, after) {
-            self.page(after, max_count, &LogFilter::all()).await.ok()
+            self.page(after, max_count, &LogFilter::all(), envelope)
+                .await
+                .ok()
         } else {
             None
         };
@@ -277,7 +296,7 @@ impl EventStore for PostgresStore {
             }
         }
         let rest = self
-            .read_visible(from, max_count - events.len(), filter)
+            .read_visible(from, max_count - events.len(), filter, envelope)
             .await?;
         if events.is_empty()
             && rest.len() == max_count

@@ -141,9 +141,13 @@ pub(crate) fn decode_event_at(row: &PgRow, first: usize) -> Result<RecordedEvent
     if causation_id.is_some() {
         metadata.causation_id = causation_id;
     }
-    let event_id = column(row, at(4), "event id", corrupt)?;
+    // NULL in the three columns a lean read leaves out (`Envelope::Lean`; the table's columns
+    // are NOT NULL): their lean values.
+    let event_id =
+        column::<Option<uuid::Uuid>>(row, at(4), "event id", corrupt)?.unwrap_or_default();
     let payload = column(row, at(7), "payload", corrupt)?;
-    let recorded_at = column::<Timestamp>(row, at(9), "recorded_at", corrupt)?.get();
+    let recorded_at = column::<Option<Timestamp>>(row, at(9), "recorded_at", corrupt)?
+        .map_or(DateTime::UNIX_EPOCH, Timestamp::get);
     Ok(RecordedEvent {
         event_id,
         stream_id,
@@ -167,6 +171,10 @@ fn metadata(
 ) -> Result<Metadata, StoreError> {
     /// `{}` as a `jsonb` value in the binary format: the format version, then the text.
     const EMPTY_JSONB: &[u8] = b"\x01{}";
+    // NULL from a lean read (`Envelope::Lean`); the column is NOT NULL.
+    if row.try_get_raw(index).is_ok_and(|raw| raw.is_null()) {
+        return Ok(Metadata::default());
+    }
     if let Ok(raw) = row.try_get_raw(index)
         && !raw.is_null()
         && raw.format() == PgValueFormat::Binary

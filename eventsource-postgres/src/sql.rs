@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use eventsource_core::Envelope;
 use sqlx::postgres::PgArguments;
 use sqlx::{AssertSqlSafe, Postgres};
 
@@ -115,6 +116,8 @@ pub(crate) struct Statements {
     pub(crate) read_stream_for_fold: Statement,
     /// `$1` logical transaction, `$2` position, then the filter's values, then the limit.
     pub(crate) read_all: ByFilter,
+    /// [`read_all`](Self::read_all) for [`Envelope::Lean`]: NULL for the columns it leaves out.
+    pub(crate) read_all_lean: ByFilter,
     /// Whether events passing the filter exist after (`$1` transaction, `$2` position).
     pub(crate) unread: ByFilter,
     pub(crate) stream_version: Statement,
@@ -352,7 +355,8 @@ impl Statements {
                   WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             )
             .into(),
-            read_all: ByFilter::new(2, |shape| read_all(s, shape)),
+            read_all: ByFilter::new(2, |shape| read_all(s, shape, Envelope::Full)),
+            read_all_lean: ByFilter::new(2, |shape| read_all(s, shape, Envelope::Lean)),
             // The first row after the checkpoint in the order of the index that serves the
             // filter (see `Shape::ordered`): an ordered `LIMIT 1` rather than `EXISTS`, which
             // without statistics was planned as a sequential scan of the whole table.

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use eventsource::RunnerOptions;
 use eventsource::postgres::{PostgresStore, PostgresTx};
 use eventsource::prelude::*;
 use eventsource::{Batched, Flush};
+use eventsource::{Envelope, RunnerOptions};
 use eventsource_bench::fixture::{Account, Deposited, Opened, Withdrawn, nth_event};
 use eventsource_bench::measure::{Contest, Table, Unit};
 use serde_json::Value;
@@ -31,12 +31,15 @@ const UPSERT: &str = "INSERT INTO bench_proj.balances AS b (stream_id, balance, 
 /// Balances per account, written to `bench_proj.balances` with one multi-row UPSERT per batch
 /// of the runner, in the batch's transaction (with the checkpoint): the changes of a batch are
 /// folded in memory by the handlers and written by the end-of-batch hook (`Flush`).
+///
+/// Its handlers read the stream id only, so it declares the lean envelope (`LEAN`), as such a
+/// projection would; `Balances<false>` reads the full one, measured beside it.
 #[derive(Default)]
-struct Balances {
+struct Balances<const LEAN: bool> {
     pending: HashMap<String, (i64, i64)>,
 }
 
-impl Balances {
+impl<const LEAN: bool> Balances<LEAN> {
     fn fold(&mut self, stream: &str, delta: i64) {
         let entry = match self.pending.get_mut(stream) {
             Some(entry) => entry,
@@ -66,13 +69,18 @@ async fn flush(
     Ok(())
 }
 
-impl Projection for Balances {
-    const NAME: &'static str = "bench_balances";
+impl<const LEAN: bool> Projection for Balances<LEAN> {
+    const NAME: &'static str = if LEAN {
+        "bench_balances"
+    } else {
+        "bench_balances_full"
+    };
     type Handles = Batched<(Opened, Deposited, Withdrawn)>;
     type Error = sqlx::Error;
+    const ENVELOPE: Envelope = if LEAN { Envelope::Lean } else { Envelope::Full };
 }
 
-impl Flush<PostgresTx> for Balances {
+impl<const LEAN: bool> Flush<PostgresTx> for Balances<LEAN> {
     async fn flush(&mut self, tx: &mut PostgresTx) -> Result<(), sqlx::Error> {
         // Cleared also when the write fails: the runner applies the batch again.
         let written = flush(&mut self.pending, &mut **tx).await;
@@ -81,7 +89,7 @@ impl Flush<PostgresTx> for Balances {
     }
 }
 
-impl Project<Opened, PostgresTx> for Balances {
+impl<const LEAN: bool> Project<Opened, PostgresTx> for Balances<LEAN> {
     async fn project(
         &mut self,
         _: Opened,
@@ -93,7 +101,7 @@ impl Project<Opened, PostgresTx> for Balances {
     }
 }
 
-impl Project<Deposited, PostgresTx> for Balances {
+impl<const LEAN: bool> Project<Deposited, PostgresTx> for Balances<LEAN> {
     async fn project(
         &mut self,
         event: Deposited,
@@ -105,7 +113,7 @@ impl Project<Deposited, PostgresTx> for Balances {
     }
 }
 
-impl Project<Withdrawn, PostgresTx> for Balances {
+impl<const LEAN: bool> Project<Withdrawn, PostgresTx> for Balances<LEAN> {
     async fn project(
         &mut self,
         event: Withdrawn,
@@ -226,9 +234,10 @@ pub(crate) async fn catch_up(url: &str, table: &mut Table, rounds: usize) -> Res
 
     let mut contest = Contest::new(
         &[
-            "ProjectionRunner::catch_up into a PostgreSQL table",
+            "ProjectionRunner::catch_up into a PostgreSQL table (Envelope::Lean)",
             "raw paged SELECT + decode + same writes, by hand",
             "raw SELECT + decode of the log, no writes",
+            "ProjectionRunner::catch_up, the same projection reading Envelope::Full",
         ],
         WARM_UP,
     );
@@ -236,23 +245,31 @@ pub(crate) async fn catch_up(url: &str, table: &mut Table, rounds: usize) -> Res
         for who in contest.order(round) {
             reset(&pool).await?;
             let start = Instant::now();
+            let options = RunnerOptions {
+                batch_size: BATCH,
+                ..RunnerOptions::default()
+            };
             let applied = match who {
                 0 => {
-                    let mut runner = ProjectionRunner::new(Balances::default(), store.clone())
-                        .with_options(RunnerOptions {
-                            batch_size: BATCH,
-                            ..RunnerOptions::default()
-                        });
+                    let mut runner =
+                        ProjectionRunner::new(Balances::<true>::default(), store.clone())
+                            .with_options(options);
                     runner.catch_up().await?.applied
                 }
                 1 => raw_catch_up(&pool).await?,
-                _ => raw_read_decode(&pool).await?,
+                2 => raw_read_decode(&pool).await?,
+                _ => {
+                    let mut runner =
+                        ProjectionRunner::new(Balances::<false>::default(), store.clone())
+                            .with_options(options);
+                    runner.catch_up().await?.applied
+                }
             };
             let elapsed = start.elapsed();
             if applied != EVENTS {
                 return Err(format!("contestant {who} applied {applied} events").into());
             }
-            if who < 2 {
+            if who != 2 {
                 let movements: i64 = sqlx::query_scalar(
                     "SELECT coalesce(sum(movements), 0)::bigint FROM bench_proj.balances",
                 )
@@ -267,9 +284,15 @@ pub(crate) async fn catch_up(url: &str, table: &mut Table, rounds: usize) -> Res
     }
     table.add(
         "projection catch-up, 100,000 events",
-        &contest,
+        &contest.select(&[0, 1, 2, 3]),
         Unit::PerSecond("events"),
-        None,
+        Some((1, 1.25)),
+    );
+    table.add(
+        "projection catch-up, 100,000 events, full envelope",
+        &contest.select(&[3, 1]),
+        Unit::PerSecond("events"),
+        Some((1, 1.25)),
     );
     Ok(())
 }

@@ -24,7 +24,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::envelope::{Checkpoint, Position, RecordedEvent};
+use crate::envelope::{Checkpoint, Envelope, Position, RecordedEvent};
 use crate::error::StoreError;
 use crate::event::{DecodeFailure, Event, EventEnum};
 use crate::store::{EventStore, LogFilter};
@@ -75,6 +75,11 @@ pub trait Projection: Send + 'static {
     type Handles;
     /// Why a handler fails.
     type Error: std::error::Error + Send + Sync + 'static;
+    /// The fields of each [`RecordedEvent`] the handlers read: [`Envelope::Full`] (the
+    /// default), or [`Envelope::Lean`] for handlers that do not read `event_id`, `metadata`
+    /// or `recorded_at` (which they then see as nil, empty and the Unix epoch, on every
+    /// store): the runner's reads then skip them, a faster catch-up on PostgreSQL.
+    const ENVELOPE: Envelope = Envelope::Full;
 }
 
 /// Handles one event type of a projection. `Tx` is the store's unit of work: `()` for the

@@ -523,7 +523,7 @@ where
         let (horizon, first) = tokio::join!(
             self.store.horizon_lag(),
             self.store
-                .read_all(start, self.options.batch_size, &self.filter),
+                .read_all_within(start, self.options.batch_size, &self.filter, P::ENVELOPE),
         );
         let horizon = horizon.map_err(Self::store_error)?;
         metrics::gauge!(names::PROJECTION_HORIZON_LAG, "projection" => P::NAME)
@@ -553,10 +553,11 @@ where
                     // ahead failed): the read may need that connection.
                     begun = None;
                     self.store
-                        .read_all(
+                        .read_all_within(
                             checkpoint.unwrap_or(Checkpoint::START),
                             self.options.batch_size,
                             &self.filter,
+                            P::ENVELOPE,
                         )
                         .await
                         .map_err(Self::store_error)?
@@ -583,7 +584,7 @@ where
                 let size = self.options.batch_size;
                 let count = total.is_none();
                 ReadAhead::start(async move {
-                    let next = store.read_all(to, size, &filter);
+                    let next = store.read_all_within(to, size, &filter, P::ENVELOPE);
                     if !count {
                         return (next.await, None);
                     }
@@ -828,7 +829,8 @@ where
             .await
             .map_err(Self::store_error)?;
         for parked in due {
-            let record = &parked.record;
+            // Handlers see a parked event as they would have in the log.
+            let record = &parked.record.clone().within(P::ENVELOPE);
             let mut tx = self.store.begin(lease).await.map_err(Self::store_error)?;
             let mut outcome = <P::Handles as HandledEvents<P, S::Tx>>::dispatch(
                 &mut self.projection,

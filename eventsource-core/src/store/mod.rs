@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::envelope::{
-    Checkpoint, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
+    Checkpoint, Envelope, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, Version,
 };
 use crate::error::StoreError;
 
@@ -142,6 +142,26 @@ pub trait EventStore: Send + Sync + 'static {
         max_count: usize,
         filter: &LogFilter,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// [`read_all`](Self::read_all) for a reader that needs only `envelope`'s fields: every
+    /// event comes back as [`RecordedEvent::within`]`(envelope)` makes it, so that a reader
+    /// sees the same records on every store, and a store may skip reading what it leaves out
+    /// (the PostgreSQL adapter does). The default reads everything and blanks the rest.
+    fn read_all_within(
+        &self,
+        after: Checkpoint,
+        max_count: usize,
+        filter: &LogFilter,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        async move {
+            let events = self.read_all(after, max_count, filter).await?;
+            Ok(match envelope {
+                Envelope::Full => events,
+                Envelope::Lean => events.into_iter().map(|e| e.within(envelope)).collect(),
+            })
+        }
+    }
 
     /// The events of `stream` from version `from` on, read page by page (see [`StreamPages`];
     /// [`until`](StreamPages::until) bounds the range).

@@ -76,6 +76,16 @@ fn cases(sql: &Statements) -> Vec<Case> {
         args.push("500");
         cases.push(case(format!("read_all/{family}"), statement, &args, &idx));
     }
+    for (family, statement) in sql.read_all_lean.each() {
+        let (mut args, idx) = filter_args(family);
+        args.push("500");
+        cases.push(case(
+            format!("read_all_lean/{family}"),
+            statement,
+            &args,
+            &idx,
+        ));
+    }
     for (family, statement) in sql.unread.each() {
         let (args, idx) = filter_args(family);
         cases.push(case(format!("unread/{family}"), statement, &args, &idx));
@@ -396,6 +406,9 @@ async fn event_columns_in_order() {
     ];
     for (family, statement) in sql.read_all.each() {
         statements.push((format!("read_all/{family}"), statement, 1));
+    }
+    for (family, statement) in sql.read_all_lean.each() {
+        statements.push((format!("read_all_lean/{family}"), statement, 1));
     }
     let expected = event_columns();
     assert_eq!(expected.len(), 12, "{expected:?}");
