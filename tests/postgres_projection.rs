@@ -780,19 +780,20 @@ impl<const LEAN: bool> Project<Posted, PostgresTx> for Seen<LEAN> {
 async fn a_lean_projection_sees_every_event_as_a_full_one_does_less_the_lean_fields() {
     let store = fresh_pg_store().await;
     let traced = |amount: i64| {
-        let mut metadata = eventsource::Metadata::default();
-        metadata.correlation_id = Some(uuid::Uuid::now_v7());
-        metadata.causation_id = Some(uuid::Uuid::now_v7());
-        metadata
-            .custom
-            .insert("tenant".to_owned(), json!(format!("t{amount}")));
-        posted(amount).with_metadata(metadata)
+        let mut custom = serde_json::Map::new();
+        custom.insert("tenant".to_owned(), json!(format!("t{amount}")));
+        posted(amount).with_metadata(eventsource::Metadata {
+            correlation_id: Some(uuid::Uuid::now_v7()),
+            causation_id: Some(uuid::Uuid::now_v7()),
+            custom,
+            ..eventsource::Metadata::default()
+        })
     };
     for chunk in 0..6_i64 {
         let events: Vec<NewEvent> = (0..100).map(|n| traced(chunk * 100 + n)).collect();
         store
             .append(
-                &StreamId::new("ledger", &format!("lean{}", chunk % 3)),
+                &StreamId::new("ledger", format!("lean{}", chunk % 3)),
                 ExpectedVersion::Any,
                 events,
             )

@@ -574,8 +574,10 @@ impl Project<Deposited> for LeanSeen {
 async fn a_lean_projection_sees_the_lean_envelope_on_the_memory_store_too() {
     let store = MemoryStore::new();
     for n in 0..5 {
-        let mut metadata = Metadata::default();
-        metadata.correlation_id = Some(uuid::Uuid::now_v7());
+        let metadata = Metadata {
+            correlation_id: Some(uuid::Uuid::now_v7()),
+            ..Metadata::default()
+        };
         let event =
             NewEvent::new("account.deposited", 1, json!({ "amount": n })).with_metadata(metadata);
         store
