@@ -404,7 +404,7 @@ impl<T: Send + 'static> BegunAhead<T> {
 
     /// The unit of work, or the error beginning it; `None` when the task did not finish (it
     /// panicked, or its runtime is shutting down).
-    async fn finish(self) -> Option<Result<T, StoreError>> {
+    pub(crate) async fn finish(self) -> Option<Result<T, StoreError>> {
         self.0.await.ok()
     }
 }

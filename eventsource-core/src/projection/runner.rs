@@ -662,6 +662,13 @@ where
                 break;
             }
         }
+        // Nothing followed the last full batch: roll back the unit of work begun for it, so
+        // that none is open once the catch-up returns (it would hold the checkpoint row).
+        if let Some(begun) = begun.take()
+            && let Some(Ok(tx)) = begun.finish().await
+        {
+            self.store.rollback(tx).await;
+        }
         metrics::gauge!(names::PROJECTION_LAG, "projection" => P::NAME).set(0.0);
         if reported_total > applied {
             // The last page was full and the next one empty (events held behind an open
