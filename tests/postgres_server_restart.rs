@@ -180,4 +180,50 @@ async fn a_live_runner_survives_server_restarts_and_wakes_after_reconnecting() {
     assert_eq!(rows.len(), 650);
     assert_eq!(rows, events, "the read model equals a rebuild");
     assert_eq!(applied(&store).await, 650);
+
+    // 3. Connections that sat in a pool through a restart are pinged and replaced before use,
+    // not handed out dead: with sqlx's defaults (a ping before every use), and with
+    // `ping_idle_after` (no ping for a connection given back less than 50 ms ago; a restart
+    // takes longer). Eight appends at once leave several idle connections in each pool; right
+    // after the restart, every append and read succeeds at its first try.
+    let quick = PostgresStore::builder()
+        .schema(schema.clone())
+        .ping_idle_after(Duration::from_millis(50))
+        .connect(&support::database_url())
+        .await
+        .unwrap();
+    let eight = |store: &PostgresStore, prefix: &'static str, expected: u64| {
+        let appends = (0..8).map(move |n| {
+            let store = store.clone();
+            async move {
+                store
+                    .append(
+                        &StreamId::new("ledger", format!("{prefix}{n}")),
+                        ExpectedVersion::Exact(eventsource::Version(expected)),
+                        vec![NewEvent::new("ledger.posted", 1, json!({ "amount": n }))],
+                    )
+                    .await
+            }
+        });
+        futures_util::future::join_all(appends)
+    };
+    for (pool, prefix) in [(&store, "warm"), (&quick, "quick")] {
+        for appended in eight(pool, prefix, 0).await {
+            appended.unwrap();
+        }
+        assert!(
+            pool.pool().num_idle() >= 2,
+            "{} idle",
+            pool.pool().num_idle()
+        );
+    }
+    restart_server("fast");
+    for (pool, prefix) in [(&store, "warm"), (&quick, "quick")] {
+        for appended in eight(pool, prefix, 1).await {
+            appended.expect("an append right after the restart succeeds");
+        }
+        pool.read_stream(&stream, eventsource::Version(1), 10)
+            .await
+            .expect("a read right after the restart succeeds");
+    }
 }

@@ -8,7 +8,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eventsource::postgres::PostgresStore;
 use eventsource::prelude::*;
@@ -145,11 +145,19 @@ async fn main() -> Result<(), BoxError> {
     }
     sqlx::raw_sql(RAW_INDEXED).execute(&raw).await?;
     sqlx::raw_sql(RAW_MINIMAL).execute(&raw).await?;
-    let store = PostgresStore::builder()
+    // BENCH_PING_IDLE_MS=N: the store's pool skips sqlx's ping before handing out a connection
+    // given back less than N ms ago (`PostgresStoreBuilder::ping_idle_after`, opt-in); the raw
+    // pools keep sqlx's defaults.
+    let mut builder = PostgresStore::builder()
         .schema(STORE_SCHEMA)
-        .max_connections(8)
-        .connect(&url)
-        .await?;
+        .max_connections(8);
+    if let Some(ms) = std::env::var("BENCH_PING_IDLE_MS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        builder = builder.ping_idle_after(Duration::from_millis(ms));
+    }
+    let store = builder.connect(&url).await?;
     store.migrate().await?;
     print_server(&raw).await?;
     let bench = Arc::new(Bench { store, raw, rounds });
@@ -194,6 +202,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if wanted("load") {
         load(&bench, &mut table).await?;
+    }
+    if wanted("pool overhead") {
+        pool_overhead(&url, &mut table, rounds).await?;
     }
     if wanted("projection") {
         projection::catch_up(&url, &mut table, rounds).await?;
@@ -1062,6 +1073,67 @@ async fn anatomy(bench: &Arc<Bench>, table: &mut Table) -> Result<(), BoxError> 
     }
     table.add(
         "append anatomy, 1 client (time per operation)",
+        &contest,
+        Unit::Micros,
+        None,
+    );
+    Ok(())
+}
+
+/// What sqlx's pool adds to one statement: the same one-row INSERT through a `PgPool` with
+/// sqlx's defaults (as the raw baselines and the store use it), through one that skips the
+/// ping before handing out a connection idle for under 100 ms, and on a connection of its own.
+/// sqlx 0.9 pings a connection when it is handed out (`test_before_acquire`) and again, always,
+/// when it is given back: a lever for issue 17 (BENCHMARKS.md, session 28), measured here.
+async fn pool_overhead(url: &str, table: &mut Table, rounds: usize) -> Result<(), BoxError> {
+    use sqlx::Connection as _;
+    const N: u64 = 500;
+    let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+    let lazy_test = PgPoolOptions::new()
+        .max_connections(8)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= Duration::from_millis(100) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect(url)
+        .await?;
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS pool_overhead; \
+         CREATE TABLE pool_overhead (id bigserial PRIMARY KEY, v text NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    let mut own = sqlx::PgConnection::connect(url).await?;
+    let mut contest = Contest::new(
+        &[
+            "INSERT through a PgPool (sqlx defaults)",
+            "the same INSERT on a connection of its own",
+            "through a PgPool without the ping on hand-out",
+        ],
+        WARM_UP,
+    );
+    for round in 0..WARM_UP + rounds {
+        for who in contest.order(round) {
+            let start = Instant::now();
+            for i in 0..N {
+                let query =
+                    sqlx::query("INSERT INTO pool_overhead (v) VALUES ($1)").bind(i.to_string());
+                match who {
+                    0 => query.execute(&pool).await?,
+                    1 => query.execute(&mut own).await?,
+                    _ => query.execute(&lazy_test).await?,
+                };
+            }
+            contest.record(round, who, N, start.elapsed());
+        }
+    }
+    table.add(
+        "sqlx pool overhead, one-row INSERT, 1 client",
         &contest,
         Unit::Micros,
         None,
