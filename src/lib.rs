@@ -118,11 +118,11 @@ pub mod guide {
 /// derive fails with E0463 "can't find crate for `serde`".
 pub mod prelude {
     pub use eventsource_core::{
-        Advance, Aggregate, Apply, CommandMetadata, Dispatch, Dispatcher, Event, EventEnum,
-        EventStore, Events, ExecuteError, ExpectedVersion, GivenWhenThen, Handle, HandleWith,
-        LoadError, MemoryKeyStore, MemoryStore, Personal, Policy, ProcessManager, Project,
-        Projection, ProjectionRunner, React, Reactions, RecordedEvent, Repository, Reset, Shape,
-        Shredding, SnapshotPolicy, SnapshotStore, StreamId, Version,
+        Advance, Aggregate, Apply, CommandMetadata, Dispatch, Dispatcher, Envelope, Event,
+        EventEnum, EventStore, Events, ExecuteError, ExpectedVersion, GivenWhenThen, Handle,
+        HandleWith, LoadError, MemoryKeyStore, MemoryStore, Personal, Policy, ProcessManager,
+        Project, Projection, ProjectionRunner, React, Reactions, RecordedEvent, Repository, Reset,
+        Shape, Shredding, SnapshotPolicy, SnapshotStore, StreamId, Version,
     };
     pub use eventsource_core::{
         Boundary, ConsistencyBoundary, Decision, DecisionStore, Decisions, Query, QueryItem, Tag,
