@@ -607,3 +607,32 @@ async fn a_lean_projection_sees_the_lean_envelope_on_the_memory_store_too() {
             .all(|e| e.event_id.is_nil() && e.metadata == Metadata::default())
     );
 }
+
+/// A batch size of 0 is read as 1: the runner applies every event (it used to read empty
+/// pages and report itself caught up, having applied nothing).
+#[tokio::test]
+async fn a_batch_size_of_zero_applies_everything_one_event_at_a_time() {
+    let store = MemoryStore::new();
+    for n in 0..3 {
+        store
+            .append(
+                &StreamId::new("account", "z"),
+                ExpectedVersion::Any,
+                vec![NewEvent::new(
+                    "account.deposited",
+                    1,
+                    json!({ "amount": n }),
+                )],
+            )
+            .await
+            .unwrap();
+    }
+    let seen = LeanSeen::default();
+    let mut runner = ProjectionRunner::new(seen.clone(), store).with_options(RunnerOptions {
+        batch_size: 0,
+        ..RunnerOptions::default()
+    });
+    assert_eq!(runner.catch_up().await.unwrap().applied, 3);
+    assert_eq!(seen.records.lock().unwrap().len(), 3);
+    assert_eq!(runner.status().await.unwrap().lag, 0);
+}

@@ -17,7 +17,7 @@ use tracing::Instrument;
 /// How a runner reads and retries.
 #[derive(Clone, Debug)]
 pub struct RunnerOptions {
-    /// Events read and committed per batch (default 500).
+    /// Events read and committed per batch (default 500; 0 counts as 1).
     pub batch_size: usize,
     /// Retries of a failing event before the runner stops (default 3).
     pub max_retries: u32,
@@ -245,10 +245,14 @@ where
         }
     }
 
-    /// Replaces the options.
+    /// Replaces the options. A `batch_size` of 0 counts as 1 (with 0 the runner read empty
+    /// pages and reported itself caught up without applying anything).
     #[must_use]
     pub fn with_options(mut self, options: RunnerOptions) -> Self {
-        self.options = options;
+        self.options = RunnerOptions {
+            batch_size: options.batch_size.max(1),
+            ..options
+        };
         self
     }
 
