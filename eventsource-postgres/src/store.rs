@@ -128,10 +128,11 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens (default 10).
+    /// The most connections the pool opens (default 10; 0 counts as 1: a pool of none
+    /// waited out its acquire timeout on the first statement).
     #[must_use]
     pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max;
+        self.max_connections = max.max(1);
         self
     }
 
