@@ -1022,14 +1022,16 @@ async fn timestamps_beyond_what_chrono_holds_are_typed_errors_not_panics() {
     assert_eq!(micros[1], 1);
 }
 
-/// `max_connections(0)` counts as 1: the store connects and works at once (a pool of none
-/// waited out the acquire timeout on its first statement, then failed with a pool timeout).
+/// Pool settings at their extremes: `max_connections(0)` counts as 1 and
+/// `acquire_timeout(Duration::MAX)` as a year; the store connects and works at once (both
+/// panicked inside sqlx: `capacity must be non-zero`, and `Instant + Duration` overflowing on
+/// the first acquire).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_zero_connections_counts_as_one() {
     let store = PostgresStore::builder()
         .schema(unique_schema())
         .max_connections(0)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(Duration::MAX)
         .connect(&database_url())
         .await
         .unwrap();

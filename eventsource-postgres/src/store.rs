@@ -119,6 +119,9 @@ impl Default for PostgresStoreBuilder {
     }
 }
 
+/// The longest [`PostgresStoreBuilder::acquire_timeout`]: "wait for ever" in practice.
+const LONGEST_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 impl PostgresStoreBuilder {
     /// The schema the store's tables live in (default `eventsource`); validated as a
     /// [`SchemaName`] when the store is built.
@@ -136,10 +139,12 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How long to wait for a connection, also when first connecting (default 10 s).
+    /// How long to wait for a connection, also when first connecting (default 10 s; at most
+    /// a year: sqlx adds the timeout to the current `Instant`, which panicked for
+    /// `Duration::MAX`).
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
+        self.acquire_timeout = timeout.min(LONGEST_ACQUIRE_TIMEOUT);
         self
     }
 
