@@ -208,3 +208,19 @@ async fn concurrent_commands_through_one_cached_repository_lose_nothing() {
     let loaded = repo.load("hot").await.unwrap();
     assert_eq!((loaded.state.value, loaded.version), (200, Version(200)));
 }
+
+/// A cache as large as `NonZeroUsize::MAX` ("keep everything") is allocated as it fills, not
+/// up front (sizing its map for that many entries panicked with a capacity overflow).
+#[tokio::test]
+async fn a_cache_of_any_size_is_allocated_as_it_fills() {
+    let repo = Repository::<Counter, _>::new(MemoryStore::new()).with_cache(NonZeroUsize::MAX);
+    for n in 0..3 {
+        let done = repo
+            .execute(format!("c{n}"), CounterCommand::Add(2))
+            .await
+            .unwrap();
+        assert_eq!(done.state.value, 2);
+    }
+    let again = repo.execute("c0", CounterCommand::Add(3)).await.unwrap();
+    assert_eq!((again.state.value, again.version), (5, Version(2)));
+}

@@ -47,3 +47,24 @@ async fn a_forget_elsewhere_reaches_another_cache_within_its_lifetime() {
         Some(Personal::Forgotten)
     );
 }
+
+/// A key cache as large as `NonZeroUsize::MAX`, trusted for as long as `Duration::MAX`, is
+/// allocated as it fills (sizing it up front panicked with a capacity overflow) and reads
+/// keys as usual.
+#[tokio::test]
+async fn a_key_cache_of_any_size_and_lifetime_works() {
+    use eventsource::prelude::*;
+    use eventsource::{Personal, Shredding};
+
+    let shredding = Shredding::new(MemoryStore::new(), MemoryKeyStore::new())
+        .with_cache(std::num::NonZeroUsize::MAX, std::time::Duration::MAX);
+    let customers = Repository::<customer::Customer, _>::new(shredding.clone());
+    customers
+        .execute("c-1", customer::register("c-1", "ada@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        customers.load("c-1").await.unwrap().state.email,
+        Some(Personal::Known("ada@example.com".to_owned()))
+    );
+}

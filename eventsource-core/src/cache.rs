@@ -20,7 +20,7 @@ pub(crate) struct AggregateCache<A> {
 impl<A> AggregateCache<A> {
     pub(crate) fn new(capacity: NonZeroUsize, clone: fn(&A) -> A) -> Self {
         AggregateCache {
-            entries: Mutex::new(LruCache::new(capacity)),
+            entries: Mutex::new(LruCache::sparse(capacity)),
             clone,
         }
     }

@@ -573,9 +573,9 @@ impl KeyCache {
     fn new(capacity: NonZeroUsize, ttl: Duration) -> Self {
         KeyCache {
             ttl,
-            keys: Mutex::new(LruCache::new(capacity)),
-            current: Mutex::new(LruCache::new(capacity)),
-            recorded: Mutex::new(LruCache::new(capacity)),
+            keys: Mutex::new(LruCache::sparse(capacity)),
+            current: Mutex::new(LruCache::sparse(capacity)),
+            recorded: Mutex::new(LruCache::sparse(capacity)),
         }
     }
 
