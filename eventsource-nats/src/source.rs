@@ -20,6 +20,14 @@ use crate::subject::escape_token;
 /// The longest wait between two retries, of a failing message or of JetStream.
 const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
+/// `duration` as JetStream can take it: async-nats sends it as an `i64` of nanoseconds
+/// (`as_nanos() as i64`), which wraps for anything beyond 292 years (`Duration::MAX` became a
+/// negative wait); such a duration is sent as the longest one that fits.
+fn jetstream_duration(duration: Duration) -> Duration {
+    const LONGEST: Duration = Duration::from_nanos(i64::MAX as u64);
+    duration.min(LONGEST)
+}
+
 /// Metric names of the source (labelled `projection`).
 pub mod metric_names {
     /// Counter: events applied to the read model.
@@ -265,7 +273,7 @@ where
             .create_consumer(PullConfig {
                 durable_name: Some(self.consumer.clone()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: self.options.ack_wait,
+                ack_wait: jetstream_duration(self.options.ack_wait),
                 deliver_policy: start,
                 filter_subject: self.filter_subject.clone(),
                 ..PullConfig::default()
@@ -458,4 +466,19 @@ where
 fn is_not_found(error: &async_nats::jetstream::context::ConsumerInfoError) -> bool {
     use async_nats::jetstream::context::ConsumerInfoErrorKind;
     matches!(error.kind(), ConsumerInfoErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::jetstream_duration;
+
+    #[test]
+    fn durations_beyond_an_i64_of_nanoseconds_are_sent_as_the_longest_that_fits() {
+        let longest = jetstream_duration(Duration::MAX);
+        assert_eq!(longest.as_nanos() as i64, i64::MAX);
+        let thirty = Duration::from_secs(30);
+        assert_eq!(jetstream_duration(thirty), thirty);
+    }
 }
