@@ -6,6 +6,14 @@ use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, Stor
 
 use crate::subject::SubjectPrefix;
 
+/// `duration` as JetStream can take it: async-nats sends it as an `i64` of nanoseconds
+/// (`as_nanos() as i64`), which wraps for anything beyond 292 years (`Duration::MAX` became a
+/// negative duration); such a duration is sent as the longest one that fits.
+pub(crate) fn jetstream_duration(duration: Duration) -> Duration {
+    const LONGEST: Duration = Duration::from_nanos(i64::MAX as u64);
+    duration.min(LONGEST)
+}
+
 /// The configuration of a stream that takes every event under `prefix`: file storage, limits
 /// retention (events stay for every consumer), `duplicate_window` for the relay's
 /// deduplication (JetStream's default is 2 minutes; the relay drops repeats only within it,
@@ -27,7 +35,7 @@ pub fn stream_config(
         storage: StorageType::File,
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,
-        duplicate_window,
+        duplicate_window: jetstream_duration(duplicate_window),
         num_replicas: replicas.max(1),
         ..Config::default()
     }

@@ -14,19 +14,12 @@ use futures_util::{FutureExt, StreamExt};
 
 use crate::error::SourceError;
 use crate::message::decode;
+use crate::setup::jetstream_duration;
 use crate::store::{Owned, own};
 use crate::subject::escape_token;
 
 /// The longest wait between two retries, of a failing message or of JetStream.
 const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(5);
-
-/// `duration` as JetStream can take it: async-nats sends it as an `i64` of nanoseconds
-/// (`as_nanos() as i64`), which wraps for anything beyond 292 years (`Duration::MAX` became a
-/// negative wait); such a duration is sent as the longest one that fits.
-fn jetstream_duration(duration: Duration) -> Duration {
-    const LONGEST: Duration = Duration::from_nanos(i64::MAX as u64);
-    duration.min(LONGEST)
-}
 
 /// Metric names of the source (labelled `projection`).
 pub mod metric_names {
@@ -472,7 +465,7 @@ fn is_not_found(error: &async_nats::jetstream::context::ConsumerInfoError) -> bo
 mod tests {
     use std::time::Duration;
 
-    use super::jetstream_duration;
+    use crate::setup::jetstream_duration;
 
     #[test]
     fn durations_beyond_an_i64_of_nanoseconds_are_sent_as_the_longest_that_fits() {
