@@ -853,3 +853,61 @@ async fn a_lean_projection_sees_every_event_as_a_full_one_does_less_the_lean_fie
         }
     }
 }
+
+/// Refuses the amount 2; reads the lean envelope.
+struct LeanRefusing;
+
+impl Projection for LeanRefusing {
+    const NAME: &'static str = "lean_refusing";
+    type Handles = (Posted,);
+    type Error = LedgerError;
+    const ENVELOPE: Envelope = Envelope::Lean;
+}
+
+impl Project<Posted, PostgresTx> for LeanRefusing {
+    async fn project(
+        &mut self,
+        event: Posted,
+        _: &RecordedEvent,
+        _: &mut PostgresTx,
+    ) -> Result<(), LedgerError> {
+        if event.amount == 2 {
+            return Err(LedgerError::Refused(2));
+        }
+        Ok(())
+    }
+}
+
+/// A lean runner has the failing event without its id in hand; the event it parks is the
+/// stored one, id included (in `parked_events` and as the store lists it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_runner_parks_the_event_with_its_stored_id() {
+    let store = fresh_pg_store().await;
+    let s = StreamId::new("ledger", "lean-park");
+    store
+        .append(&s, ExpectedVersion::NoStream, (1..=3).map(posted).collect())
+        .await
+        .unwrap();
+    let poison = store
+        .read_stream(&s, eventsource::Version(2), 1)
+        .await
+        .unwrap();
+    let mut runner =
+        ProjectionRunner::new(LeanRefusing, store.clone()).with_options(RunnerOptions {
+            max_retries: 0,
+            failure_policy: eventsource::FailurePolicy::Park,
+            ..options()
+        });
+    assert_eq!(runner.catch_up().await.unwrap().applied, 3);
+    let stored: uuid::Uuid = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT event_id FROM \"{}\".parked_events",
+        store.schema().as_str()
+    )))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, poison[0].event_id);
+    let parked = store.parked(Some("lean_refusing")).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].record, poison[0]);
+}

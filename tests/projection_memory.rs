@@ -636,3 +636,51 @@ async fn a_batch_size_of_zero_applies_everything_one_event_at_a_time() {
     assert_eq!(seen.records.lock().unwrap().len(), 3);
     assert_eq!(runner.status().await.unwrap().lag, 0);
 }
+
+/// Refuses the amount 2; reads the lean envelope.
+struct LeanRefusing;
+
+impl Projection for LeanRefusing {
+    const NAME: &'static str = "lean_refusing";
+    type Handles = (Deposited,);
+    type Error = Refused;
+    const ENVELOPE: Envelope = Envelope::Lean;
+}
+
+impl Project<Deposited> for LeanRefusing {
+    async fn project(
+        &mut self,
+        event: Deposited,
+        _: &RecordedEvent,
+        _: &mut (),
+    ) -> Result<(), Refused> {
+        if event.amount == 2 {
+            return Err(Refused(2));
+        }
+        Ok(())
+    }
+}
+
+/// A lean runner has the failing event without its id, metadata and time in hand; the event
+/// it parks is the stored one, as on PostgreSQL.
+#[tokio::test]
+async fn a_lean_runner_parks_the_stored_event() {
+    let store = MemoryStore::new();
+    let s = StreamId::new("account", "lean-park");
+    let events = (1..=3).map(|n| NewEvent::new("account.deposited", 1, json!({ "amount": n })));
+    store
+        .append(&s, ExpectedVersion::NoStream, events.collect())
+        .await
+        .unwrap();
+    let poison = store.read_stream(&s, Version(2), 1).await.unwrap();
+    let mut runner =
+        ProjectionRunner::new(LeanRefusing, store.clone()).with_options(RunnerOptions {
+            max_retries: 0,
+            failure_policy: eventsource::FailurePolicy::Park,
+            ..RunnerOptions::default()
+        });
+    assert_eq!(runner.catch_up().await.unwrap().applied, 3);
+    let parked = store.parked(Some("lean_refusing")).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].record, poison[0]);
+}

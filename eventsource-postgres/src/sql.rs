@@ -147,6 +147,8 @@ pub(crate) struct Statements {
     pub(crate) lease_fence: Statement,
     /// Parks for `$1` the event at `$2` (`$3` id, `$4` stream, `$5` version, `$6` name) with
     /// error `$7` after `$8` attempts; parking it again replaces the error and adds attempts.
+    /// The id is the stored row's (`$3` only if the row is gone): a runner reading
+    /// `Envelope::Lean` has a nil id in hand.
     pub(crate) park: Statement,
     /// Removes the parked event at `$2` of `$1`.
     pub(crate) unpark: Statement,
@@ -427,7 +429,10 @@ impl Statements {
             park: format!(
                 "INSERT INTO {parked} AS p \
                      (projection, position, event_id, stream_id, version, name, error, attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 VALUES ($1, $2, \
+                         coalesce((SELECT e.event_id FROM {s}.events e WHERE e.position = $2), \
+                                  $3), \
+                         $4, $5, $6, $7, $8) \
                  ON CONFLICT (projection, position) DO UPDATE SET \
                      error = EXCLUDED.error, attempts = p.attempts + EXCLUDED.attempts, \
                      parked_at = now(), retry_requested_at = NULL"

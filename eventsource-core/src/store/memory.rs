@@ -664,13 +664,22 @@ impl ProjectionStore for MemoryStore {
         attempts: u32,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        // The stored event, whole: a runner reading `Envelope::Lean` hands over a record
+        // without its id, metadata and time.
+        let stored = usize::try_from(record.position.0)
+            .ok()
+            .and_then(|position| position.checked_sub(1))
+            .and_then(|index| inner.log.get(index))
+            .filter(|stored| stored.position == record.position)
+            .cloned()
+            .unwrap_or_else(|| record.clone());
         let parked = inner.parked.entry(projection.to_owned()).or_default();
         let earlier = parked.get(&record.position).map_or(0, |p| p.attempts);
         parked.insert(
             record.position,
             ParkedEvent {
                 projection: projection.to_owned(),
-                record: record.clone(),
+                record: stored,
                 error: ParkedEvent::bounded_error(error),
                 attempts: earlier.saturating_add(attempts),
                 parked_at: Utc::now(),
