@@ -847,6 +847,22 @@ async fn errors_about_a_huge_payload_stay_small() {
     assert!(refused.to_string().len() < 400, "{refused}");
 }
 
+/// Sets `recorded_at` to the SQL expression `at` for the events matching `condition`, as a
+/// restore or a hand would write it (events are immutable to UPDATE otherwise).
+async fn set_recorded_at(store: &PostgresStore, at: &str, condition: &str) {
+    let schema = store.schema();
+    execute(
+        store,
+        format!(
+            "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
+             UPDATE \"{schema}\".events SET recorded_at = {at} WHERE {condition}; \
+             ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
+        ),
+    )
+    .await
+    .unwrap();
+}
+
 /// PostgreSQL stores timestamps chrono cannot hold (`infinity`, `-infinity`, instants in the
 /// year 294,000): a row holding one, written by a tool, a hand or a restore, is a typed error
 /// from every read that decodes it (sqlx's own decoder panicked: `NaiveDateTime + TimeDelta`
@@ -865,17 +881,7 @@ async fn timestamps_beyond_what_chrono_holds_are_typed_errors_not_panics() {
             .append(&s, ExpectedVersion::NoStream, vec![added(1)])
             .await
             .unwrap();
-        // Events are immutable to UPDATE: the row is written as a restore would write it.
-        execute(
-            &store,
-            format!(
-                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
-                 UPDATE \"{schema}\".events SET recorded_at = '{at}' WHERE stream_id = '{s}'; \
-                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
-            ),
-        )
-        .await
-        .unwrap();
+        set_recorded_at(&store, &format!("'{at}'"), &format!("stream_id = '{s}'")).await;
         match store.read_stream(&s, Version(1), 10).await {
             Err(error @ StoreError::CorruptRow { .. }) => {
                 let message = error.to_string();
@@ -905,16 +911,7 @@ async fn timestamps_beyond_what_chrono_holds_are_typed_errors_not_panics() {
         // The store's newest `recorded_at`, unless it is the oldest.
         let counts = store.admin().counts().await;
         assert_eq!(counts.is_err(), *at != "-infinity", "{at}: {counts:?}");
-        execute(
-            &store,
-            format!(
-                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
-                 UPDATE \"{schema}\".events SET recorded_at = now() WHERE stream_id = '{s}'; \
-                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
-            ),
-        )
-        .await
-        .unwrap();
+        set_recorded_at(&store, "now()", &format!("stream_id = '{s}'")).await;
 
         // The other tables with instants: checkpoints, snapshots, stream heads.
         execute(
@@ -988,17 +985,12 @@ async fn timestamps_beyond_what_chrono_holds_are_typed_errors_not_panics() {
         "200000-12-31 23:59:59.999999+00",
     ];
     for (version, at) in (1_u64..).zip(edges) {
-        execute(
+        set_recorded_at(
             &store,
-            format!(
-                "ALTER TABLE \"{schema}\".events DISABLE TRIGGER events_immutable; \
-                 UPDATE \"{schema}\".events SET recorded_at = '{at}' \
-                  WHERE stream_id = '{s}' AND version = {version}; \
-                 ALTER TABLE \"{schema}\".events ENABLE TRIGGER events_immutable"
-            ),
+            &format!("'{at}'"),
+            &format!("stream_id = '{s}' AND version = {version}"),
         )
-        .await
-        .unwrap();
+        .await;
     }
     let events = store.read_stream(&s, Version(1), 10).await.unwrap();
     let micros: Vec<i64> = events

@@ -171,15 +171,12 @@ fn metadata(
 ) -> Result<Metadata, StoreError> {
     /// `{}` as a `jsonb` value in the binary format: the format version, then the text.
     const EMPTY_JSONB: &[u8] = b"\x01{}";
-    // NULL from a lean read (`Envelope::Lean`); the column is NOT NULL.
-    if row.try_get_raw(index).is_ok_and(|raw| raw.is_null()) {
-        return Ok(Metadata::default());
-    }
+    // NULL from a lean read (`Envelope::Lean`; the column is NOT NULL), or `{}`.
     if let Ok(raw) = row.try_get_raw(index)
-        && !raw.is_null()
-        && raw.format() == PgValueFormat::Binary
-        && *raw.type_info() == PgTypeInfo::with_name("jsonb")
-        && raw.as_bytes().is_ok_and(|bytes| bytes == EMPTY_JSONB)
+        && (raw.is_null()
+            || raw.format() == PgValueFormat::Binary
+                && *raw.type_info() == PgTypeInfo::with_name("jsonb")
+                && raw.as_bytes().is_ok_and(|bytes| bytes == EMPTY_JSONB))
     {
         return Ok(Metadata::default());
     }

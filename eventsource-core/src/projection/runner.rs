@@ -9,7 +9,7 @@ use crate::error::StoreError;
 use crate::observe::names;
 use crate::projection::{
     BegunAhead, FailurePolicy, HandledEvents, HandlerError, ParkedEvent, Projection,
-    ProjectionStore, Reset, apply_and_commit_ahead,
+    ProjectionStore, Reset, apply_and_commit, apply_and_commit_ahead,
 };
 use crate::store::LogFilter;
 use tracing::Instrument;
@@ -599,38 +599,28 @@ where
             let apply = self
                 .apply_batch(lease, &batch, &mut checkpoint, &mut begun, full)
                 .instrument(span);
-            let mut counted = None;
-            let outcome = match read_ahead {
-                // The read on a task of its own: the batch first. Should the read still wait
-                // (for a connection, say), the unit of work begun ahead is let go first: the
-                // next batch would need the read to use it, and the read may be waiting for
-                // the connection that unit of work holds.
+            // The read on a task of its own: the batch first. Should the read still wait (for
+            // a connection, say), the unit of work begun ahead is let go first: the next batch
+            // would need the read to use it, and the read may be waiting for the connection
+            // that unit of work holds.
+            let (outcome, read) = match read_ahead {
                 Some(next) if next.on_a_task() => {
                     let outcome = apply.await;
                     if !next.is_finished() {
                         begun = None;
                     }
-                    let read = next.finish().await;
-                    if let Some((next, count)) = read {
-                        if outcome.is_ok() && checkpoint == Some(to) {
-                            ahead = next.ok();
-                        }
-                        counted = count;
-                    }
-                    outcome
+                    (outcome, next.finish().await)
                 }
-                Some(next) => {
-                    let (outcome, read) = tokio::join!(apply, next.finish());
-                    if let Some((next, count)) = read {
-                        if outcome.is_ok() && checkpoint == Some(to) {
-                            ahead = next.ok();
-                        }
-                        counted = count;
-                    }
-                    outcome
-                }
-                None => apply.await,
+                Some(next) => tokio::join!(apply, next.finish()),
+                None => (apply.await, None),
             };
+            let mut counted = None;
+            if let Some((next, count)) = read {
+                if outcome.is_ok() && checkpoint == Some(to) {
+                    ahead = next.ok();
+                }
+                counted = count;
+            }
             let count = match outcome {
                 Ok(count) => count,
                 Err(error) => {
@@ -716,9 +706,6 @@ where
             )
             .await
             .map_err(Self::store_error)?;
-            if first.is_err() {
-                *begun = None;
-            }
             match first {
                 Ok(()) => {
                     *checkpoint = batch.last().map(|e| e.checkpoint);
@@ -895,17 +882,9 @@ where
         events: &[RecordedEvent],
         expected: Option<Checkpoint>,
     ) -> RunResult<Result<(), (usize, HandlerError<P::Error>)>, P> {
-        apply_and_commit_ahead(
-            &mut self.projection,
-            &self.store,
-            lease,
-            events,
-            expected,
-            &mut None,
-            false,
-        )
-        .await
-        .map_err(Self::store_error)
+        apply_and_commit(&mut self.projection, &self.store, lease, events, expected)
+            .await
+            .map_err(Self::store_error)
     }
 }
 
