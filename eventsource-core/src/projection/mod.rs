@@ -369,8 +369,9 @@ pub trait ProjectionStore: EventStore + Clone {
     ///
     /// The unit of work must be one [`begin`](Self::begin) could have returned once the batch
     /// in flight has committed: a store whose lease check locks what the batch holds (the
-    /// PostgreSQL adapter locks the checkpoint row) waits for that commit, and one that does
-    /// not must not return `None` here. A unit of work nobody takes is dropped (rolled back).
+    /// PostgreSQL adapter locks the checkpoint row) waits for that commit; a store whose check
+    /// would not wait must keep the default `None`. A unit of work nobody takes is dropped
+    /// (rolled back).
     fn begin_ahead(&self, lease: &Self::Lease) -> Option<BegunAhead<Self::Tx>> {
         let _ = lease;
         None
