@@ -9,12 +9,13 @@ use eventsource_core::{
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgDatabaseError, PgRow};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{excerpt, store_error};
 use crate::sql::{PgQuery, expected_version};
 use crate::store::PostgresStore;
+use crate::writer::Writer;
 
 /// At most this many appends share one transaction.
 const GROUP_MAX_REQUESTS: usize = 64;
@@ -22,7 +23,7 @@ const GROUP_MAX_REQUESTS: usize = 64;
 const GROUP_MAX_EVENTS: usize = 16;
 /// Shared transactions in flight at once: while one waits for its commit to be flushed, the
 /// next is written (PostgreSQL flushes commits that wait together once).
-const GROUPS_IN_FLIGHT: usize = 2;
+pub(crate) const GROUPS_IN_FLIGHT: usize = 2;
 
 /// An append waiting for a shared transaction, with the channel for its own outcome.
 pub(crate) struct GroupRequest {
@@ -112,7 +113,7 @@ impl PostgresStore {
         // New events would sort before restored ones in a store moved from another cluster.
         self.ensure_fits_store().await?;
         if batch.repeated_id().is_some() || batch.ids.len() > GROUP_MAX_EVENTS {
-            return self.append_alone(stream, expected, &batch).await;
+            return self.append_alone(&mut None, stream, expected, &batch).await;
         }
         // Take a free transaction slot and write at once, or wait in the queue for the next
         // shared transaction.
@@ -138,7 +139,13 @@ impl PostgresStore {
                 let slot = Slot {
                     store: self.clone(),
                 };
-                let outcome = self.append_alone(stream, expected, &batch).await;
+                let mut writer = self.writers().take(self.pool()).await;
+                let outcome = self
+                    .append_alone(&mut writer, stream, expected, &batch)
+                    .await;
+                let outcome = self
+                    .again_if_lost(writer, outcome, stream, expected, &batch)
+                    .await;
                 drop(slot);
                 outcome
             }
@@ -147,8 +154,35 @@ impl PostgresStore {
                 // The group was dropped unwritten or half-way (its runtime shut down), perhaps
                 // after writing the batch: alone, a batch already stored is reported as
                 // replayed.
-                Err(_) => self.append_alone(stream, expected, &batch).await,
+                Err(_) => self.append_alone(&mut None, stream, expected, &batch).await,
             },
+        }
+    }
+
+    /// Ends the use of a slot's `writer` after an append on it: if the append failed with the
+    /// connection (lost, a protocol error), the connection is closed and the append written
+    /// once more on the pool, whose connections are checked before use. An append is
+    /// idempotent by its event ids: one that committed before its connection was lost is
+    /// reported as replayed.
+    async fn again_if_lost(
+        &self,
+        writer: Option<Writer<'_>>,
+        outcome: Result<Appended, StoreError>,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Appended, StoreError> {
+        let Some(writer) = writer else {
+            return outcome;
+        };
+        let lost = writer.is_broken();
+        writer.give_back();
+        match outcome {
+            Err(error) if lost => {
+                tracing::debug!(%error, stream = %stream, "an append connection was lost; appending on the pool");
+                self.append_alone(&mut None, stream, expected, batch).await
+            }
+            outcome => outcome,
         }
     }
 
@@ -183,14 +217,17 @@ impl PostgresStore {
     /// An append in a transaction of its own. The common case is one statement; every other
     /// outcome (a conflict, a retry of stored ids, a duplicate, a batch repeating an id) comes
     /// from the `append()` function.
+    ///
+    /// The statements go on `writer`'s connection while it is healthy, else on the pool.
     async fn append_alone(
         &self,
+        writer: &mut Option<Writer<'_>>,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
     ) -> Result<Appended, StoreError> {
         if batch.repeated_id().is_none()
-            && let Some(written) = self.append_fast(stream, expected, batch).await?
+            && let Some(written) = self.append_fast(writer, stream, expected, batch).await?
         {
             self.notifications()
                 .appended(self.pool(), written.last_position);
@@ -198,14 +235,16 @@ impl PostgresStore {
         }
         // The function does not NOTIFY here (that would serialize the commits of every
         // append it writes, see migration 10): listeners are signalled after the commit.
-        let outcome = match self
-            .call_append(self.pool(), stream, expected, batch, false)
-            .await
-        {
-            Err(AppendFailure::IdRace(_)) => self
-                .call_append(self.pool(), stream, expected, batch, false)
-                .await
-                .map_err(AppendFailure::into_store_error),
+        let first = self
+            .fetch_one_on(writer, self.append_query(stream, expected, batch, false))
+            .await;
+        let outcome = match decode_call(first, stream, expected, batch) {
+            Err(AppendFailure::IdRace(_)) => {
+                let again = self
+                    .fetch_one_on(writer, self.append_query(stream, expected, batch, false))
+                    .await;
+                decode_call(again, stream, expected, batch).map_err(AppendFailure::into_store_error)
+            }
             other => other.map_err(AppendFailure::into_store_error),
         };
         if let Ok(written) = &outcome
@@ -224,6 +263,7 @@ impl PostgresStore {
     /// duplicate as always. Should the shared statement fail as a whole (an id of the group
     /// is already stored, a deadlock, a lost connection), each append is written alone.
     async fn write_group(&self, group: Vec<GroupRequest>) {
+        let mut writer = self.writers().take(self.pool()).await;
         let mut alone = Vec::new();
         if group.len() > 1 {
             // Heads in stream order, so that two shared statements lock them in one order; a
@@ -234,7 +274,7 @@ impl PostgresStore {
             let (shared, later): (Vec<_>, Vec<_>) = group
                 .into_iter()
                 .partition(|request| seen.insert(request.stream.clone()));
-            match self.append_group(&shared).await {
+            match self.append_group(&mut writer, &shared).await {
                 Ok(outcomes) => {
                     let mut newest = None;
                     for (request, outcome) in shared.into_iter().zip(outcomes) {
@@ -268,9 +308,20 @@ impl PostgresStore {
         }
         for request in alone {
             let outcome = self
-                .append_alone(&request.stream, request.expected, &request.batch)
+                .append_alone(&mut writer, &request.stream, request.expected, &request.batch)
                 .await;
+            // After a lost connection the rest go on the pool (see `again_if_lost`).
+            let outcome = match outcome {
+                Err(_) if writer.as_ref().is_some_and(Writer::is_broken) => {
+                    self.append_alone(&mut None, &request.stream, request.expected, &request.batch)
+                        .await
+                }
+                outcome => outcome,
+            };
             let _ = request.reply.send(outcome);
+        }
+        if let Some(writer) = writer {
+            writer.give_back();
         }
     }
 
@@ -279,6 +330,7 @@ impl PostgresStore {
     /// `Err` when the statement failed (nothing of it was written).
     async fn append_group(
         &self,
+        writer: &mut Option<Writer<'_>>,
         group: &[GroupRequest],
     ) -> Result<Vec<Option<Result<Appended, StoreError>>>, sqlx::Error> {
         let events: usize = group.iter().map(|r| r.batch.ids.len()).sum();
@@ -299,7 +351,7 @@ impl PostgresStore {
             places.extend((1..=n).map(small));
             all.extend(&request.batch);
         }
-        let rows = self
+        let query = self
             .sql()
             .append_group
             .query()
@@ -314,9 +366,8 @@ impl PostgresStore {
             .bind(requests)
             .bind(places)
             .bind(all.correlation_ids.as_slice())
-            .bind(all.causation_ids.as_slice())
-            .fetch_all(self.pool())
-            .await?;
+            .bind(all.causation_ids.as_slice());
+        let rows = self.fetch_all_on(writer, query).await?;
         let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
             group.iter().map(|_| None).collect();
         for row in &rows {
@@ -339,13 +390,15 @@ impl PostgresStore {
     /// `append()` function then sorts out.
     async fn append_fast(
         &self,
+        writer: &mut Option<Writer<'_>>,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
     ) -> Result<Option<Appended>, StoreError> {
         let result = match batch.single() {
             Some(one) => {
-                self.sql()
+                let query = self
+                    .sql()
                     .append_fast
                     .pick_one(expected)
                     .query()
@@ -357,16 +410,13 @@ impl PostgresStore {
                     .bind(one.payload)
                     .bind(one.metadata)
                     .bind(one.correlation_id)
-                    .bind(one.causation_id)
-                    .fetch_optional(self.pool())
-                    .await
+                    .bind(one.causation_id);
+                self.fetch_optional_on(writer, query).await
             }
             None => {
                 let statement = self.sql().append_fast.pick(expected);
-                batch
-                    .bind(statement.query(), stream, expected)
-                    .fetch_optional(self.pool())
-                    .await
+                let query = batch.bind(statement.query(), stream, expected);
+                self.fetch_optional_on(writer, query).await
             }
         };
         match result {
@@ -383,24 +433,97 @@ impl PostgresStore {
         }
     }
 
-    /// The `append()` function; `notify`: it NOTIFYs listeners itself (when the caller's
-    /// transaction commits), else the caller signals them after its own commit.
-    async fn call_append<'c>(
+    /// The `append()` function on `conn`; `notify`: it NOTIFYs listeners itself (when the
+    /// caller's transaction commits), else the caller signals them after its own commit.
+    async fn call_append(
         &self,
-        executor: impl PgExecutor<'c>,
+        conn: &mut PgConnection,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
         notify: bool,
     ) -> Result<Appended, AppendFailure> {
-        let row = batch
+        let row = self
+            .append_query(stream, expected, batch, notify)
+            .fetch_one(conn)
+            .await;
+        decode_call(row, stream, expected, batch)
+    }
+
+    /// The call of the `append()` function for `batch`.
+    fn append_query<'b>(
+        &self,
+        stream: &'b StreamId,
+        expected: ExpectedVersion,
+        batch: &'b Batch,
+        notify: bool,
+    ) -> PgQueryOf<'b> {
+        batch
             .bind(self.sql().append.query(), stream, expected)
             .bind(notify)
-            .fetch_one(executor)
-            .await
-            .map_err(|error| AppendFailure::from_sqlx(error, stream, batch))?;
-        decode_append(&row, stream, expected).map_err(AppendFailure::Store)
     }
+
+    /// `query`'s rows, on `writer`'s connection while it is healthy, else on the pool.
+    async fn fetch_all_on(
+        &self,
+        writer: &mut Option<Writer<'_>>,
+        query: PgQueryOf<'_>,
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        if let Some(writer) = writer.as_mut()
+            && let Some(conn) = writer.connection()
+        {
+            let rows = query.fetch_all(conn).await;
+            writer.observe(&rows);
+            return rows;
+        }
+        query.fetch_all(self.pool()).await
+    }
+
+    /// `query`'s row, if any: see [`Self::fetch_all_on`].
+    async fn fetch_optional_on(
+        &self,
+        writer: &mut Option<Writer<'_>>,
+        query: PgQueryOf<'_>,
+    ) -> Result<Option<PgRow>, sqlx::Error> {
+        if let Some(writer) = writer.as_mut()
+            && let Some(conn) = writer.connection()
+        {
+            let row = query.fetch_optional(conn).await;
+            writer.observe(&row);
+            return row;
+        }
+        query.fetch_optional(self.pool()).await
+    }
+
+    /// `query`'s one row: see [`Self::fetch_all_on`].
+    async fn fetch_one_on(
+        &self,
+        writer: &mut Option<Writer<'_>>,
+        query: PgQueryOf<'_>,
+    ) -> Result<PgRow, sqlx::Error> {
+        if let Some(writer) = writer.as_mut()
+            && let Some(conn) = writer.connection()
+        {
+            let row = query.fetch_one(conn).await;
+            writer.observe(&row);
+            return row;
+        }
+        query.fetch_one(self.pool()).await
+    }
+}
+
+/// A statement with arguments borrowed for `'b`.
+type PgQueryOf<'b> = sqlx::query::Query<'b, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// The outcome of a call of the `append()` function.
+fn decode_call(
+    row: Result<PgRow, sqlx::Error>,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    batch: &Batch,
+) -> Result<Appended, AppendFailure> {
+    let row = row.map_err(|error| AppendFailure::from_sqlx(error, stream, batch))?;
+    decode_append(&row, stream, expected).map_err(AppendFailure::Store)
 }
 
 /// A batch in the column-array form the `append()` function takes.

@@ -130,6 +130,7 @@ mod read;
 mod retire;
 mod snapshot;
 mod verify;
+mod writer;
 
 pub use admin::{
     Counts, EXACT_COUNT_LIMIT, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaStatus,

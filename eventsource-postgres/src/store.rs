@@ -10,7 +10,7 @@ use eventsource_core::{Limits, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 
-use crate::append::GroupCommit;
+use crate::append::{GROUPS_IN_FLIGHT, GroupCommit};
 use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
 use crate::migrate;
@@ -18,6 +18,7 @@ use crate::notify::Notifications;
 use crate::read::DenseReads;
 use crate::schema::SchemaName;
 use crate::sql::{PgQuery, Statements};
+use crate::writer::Writers;
 
 /// The default of [`PostgresStore::with_horizon_wait`].
 const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
@@ -72,6 +73,8 @@ struct Shared {
     group: Mutex<GroupCommit>,
     /// Filtered global reads that may go on in plain checkpoint order (`read.rs`).
     dense_reads: DenseReads,
+    /// Connections of the store's own for the group commit's slots (`writer.rs`).
+    writers: Writers,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -203,9 +206,7 @@ impl PostgresStoreBuilder {
                 });
             }
         }
-        let mut pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout);
+        let mut pool = PgPoolOptions::new().acquire_timeout(self.acquire_timeout);
         if let Some(idle) = self.ping_idle_after {
             pool = pool
                 .test_before_acquire(false)
@@ -218,17 +219,22 @@ impl PostgresStoreBuilder {
                     })
                 });
         }
+        // The group commit's slots get connections of their own, out of `max_connections`,
+        // when that leaves the pool at least 2.
+        let writers: u32 = if self.max_connections >= 4 { GROUPS_IN_FLIGHT as u32 } else { 0 };
         let pool = pool
-            .connect_with(options)
+            .max_connections(self.max_connections - writers)
+            .connect_with(options.clone())
             .await
             .map_err(|source| PostgresError::Connect { host, port, source })?;
-        Ok(PostgresStore::with_pool(pool, schema).with_horizon_wait(self.horizon_wait))
+        let writers = Writers::new(options, writers as usize, self.acquire_timeout);
+        Ok(PostgresStore::with_pool(pool, schema, writers).with_horizon_wait(self.horizon_wait))
     }
 
     /// A store on an existing pool (the pool settings of this builder are not used).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore, PostgresError> {
         Ok(
-            PostgresStore::with_pool(pool, SchemaName::new(self.schema)?)
+            PostgresStore::with_pool(pool, SchemaName::new(self.schema)?, Writers::none())
                 .with_horizon_wait(self.horizon_wait),
         )
     }
@@ -247,10 +253,10 @@ impl PostgresStore {
 
     /// A store on an existing pool, in the schema `eventsource`.
     pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore::with_pool(pool, SchemaName::default_schema())
+        PostgresStore::with_pool(pool, SchemaName::default_schema(), Writers::none())
     }
 
-    fn with_pool(pool: PgPool, schema: SchemaName) -> Self {
+    fn with_pool(pool: PgPool, schema: SchemaName, writers: Writers) -> Self {
         PostgresStore {
             pool,
             shared: Arc::new(Shared {
@@ -260,6 +266,7 @@ impl PostgresStore {
                 fits: AtomicBool::new(false),
                 group: Mutex::new(GroupCommit::default()),
                 dense_reads: DenseReads::default(),
+                writers,
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             limits: Limits::default(),
@@ -297,7 +304,7 @@ impl PostgresStore {
 
     /// The same pool, in another schema.
     pub fn with_schema(self, name: impl Into<String>) -> Result<Self, PostgresError> {
-        Ok(PostgresStore::with_pool(self.pool, SchemaName::new(name)?)
+        Ok(PostgresStore::with_pool(self.pool, SchemaName::new(name)?, Writers::none())
             .with_horizon_wait(self.horizon_wait)
             .with_limits(self.limits))
     }
@@ -425,6 +432,11 @@ impl PostgresStore {
             .group
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connections this store keeps for its group commit's slots.
+    pub(crate) fn writers(&self) -> &Writers {
+        &self.shared.writers
     }
 
     /// The notifications of this store (sending and listening).

@@ -1,0 +1,229 @@
+//! Connections of the store's own for the group commit's transaction slots.
+//!
+//! sqlx 0.9's pool pings a connection when it hands it out (unless told not to) and again,
+//! unconditionally, when it is given back: two round trips around every one-statement append
+//! (BENCHMARKS.md, session 28: 315 µs per one-row INSERT through a default pool, 241 µs on a
+//! connection of its own). The group commit writes at most [`GROUPS_IN_FLIGHT`] transactions
+//! at once, each from a slot, so a store built by [`PostgresStoreBuilder`] keeps that many
+//! connections of its own for them, outside the pool and counted against its
+//! `max_connections`.
+//!
+//! What the pool's pings were for is done here differently:
+//! - a connection idle for [`PING_IDLE`] or longer is pinged before it is used (the rule of
+//!   HikariCP, whose default window is 500 ms too), and replaced if that fails;
+//! - a connection whose statement failed other than with an error from the server (the
+//!   connection was lost, a protocol error) is closed, and the append is written once more on
+//!   the pool. Appends are idempotent by event id: if the lost statement had committed, the
+//!   second attempt reports the batch as replayed;
+//! - a connection whose append was cancelled mid-statement is closed, never reused;
+//! - a connection older than [`MAX_LIFETIME`] (sqlx's default too) is replaced.
+//!
+//! [`PostgresStoreBuilder`]: crate::PostgresStoreBuilder
+//! [`GROUPS_IN_FLIGHT`]: crate::append::GROUPS_IN_FLIGHT
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgSeverity};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+/// A connection idle this long is pinged before it is used.
+const PING_IDLE: Duration = Duration::from_millis(500);
+/// A connection this old is closed and replaced (sqlx's default `max_lifetime`).
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// The connections of a store kept for its transaction slots.
+pub(crate) struct Writers {
+    /// How to open one; `None` when the store keeps none (it was given a pool).
+    options: Option<PgConnectOptions>,
+    /// The most open at once.
+    capacity: usize,
+    /// How long opening one may take before the slot uses the pool instead.
+    connect_timeout: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Connections not in use, the most recently used last.
+    idle: Vec<Idle>,
+    /// Connections open or being opened, in use or not.
+    open: usize,
+}
+
+struct Idle {
+    connection: PgConnection,
+    opened: Instant,
+    since: Instant,
+}
+
+/// A connection taken from [`Writers`] for one slot's statements. Given back with
+/// [`Writer::give_back`]; dropped otherwise (an append cancelled mid-statement), it is closed.
+pub(crate) struct Writer<'w> {
+    writers: &'w Writers,
+    connection: Option<PgConnection>,
+    opened: Instant,
+    /// A statement failed other than with an error from the server: the connection is closed
+    /// when the writer is given back, and no further statement is sent on it.
+    broken: bool,
+    /// Given back: counted among the idle connections, not by this writer any more.
+    returned: bool,
+}
+
+impl Writers {
+    /// No connections of the store's own: every statement goes through the pool.
+    pub(crate) fn none() -> Self {
+        Writers {
+            options: None,
+            capacity: 0,
+            connect_timeout: Duration::ZERO,
+            state: Mutex::default(),
+        }
+    }
+
+    /// At most `capacity` connections opened with `options`.
+    pub(crate) fn new(options: PgConnectOptions, capacity: usize, connect_timeout: Duration) -> Self {
+        Writers {
+            options: (capacity > 0).then_some(options),
+            capacity,
+            connect_timeout,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A connection for a slot's statements, or `None`: the store keeps none, the pool was
+    /// closed, all are in use, or a new one could not be opened (the pool then reports why).
+    pub(crate) async fn take(&self, pool: &PgPool) -> Option<Writer<'_>> {
+        let options = self.options.as_ref()?;
+        if pool.is_closed() {
+            // Closing the pool closes these too (when next asked for one).
+            let idle = {
+                let mut state = self.state();
+                let idle = std::mem::take(&mut state.idle);
+                state.open = state.open.saturating_sub(idle.len());
+                idle
+            };
+            for idle in idle {
+                let _ = idle.connection.close().await;
+            }
+            return None;
+        }
+        let idle = {
+            let mut state = self.state();
+            match state.idle.pop() {
+                Some(idle) => Some(idle),
+                None if state.open < self.capacity => {
+                    state.open += 1;
+                    None
+                }
+                None => return None,
+            }
+        };
+        // From here the count includes this connection: the writer gives it back or drops it
+        // (also if this function is cancelled).
+        let mut writer = Writer {
+            writers: self,
+            connection: None,
+            opened: Instant::now(),
+            broken: false,
+            returned: false,
+        };
+        if let Some(idle) = idle {
+            let now = Instant::now();
+            if now.duration_since(idle.opened) < MAX_LIFETIME {
+                let mut connection = idle.connection;
+                if now.duration_since(idle.since) < PING_IDLE || connection.ping().await.is_ok() {
+                    writer.connection = Some(connection);
+                    writer.opened = idle.opened;
+                    return Some(writer);
+                }
+            } else {
+                let _ = idle.connection.close().await;
+            }
+        }
+        match tokio::time::timeout(self.connect_timeout, options.connect()).await {
+            Ok(Ok(connection)) => {
+                writer.connection = Some(connection);
+                writer.opened = Instant::now();
+                Some(writer)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "opening an append connection failed; using the pool");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// The connection, unless a statement on it failed with the connection.
+    pub(crate) fn connection(&mut self) -> Option<&mut PgConnection> {
+        if self.broken {
+            return None;
+        }
+        self.connection.as_mut()
+    }
+
+    /// Notes the outcome of a statement sent on [`Self::connection`]: an error that did not
+    /// come from the server, or with which the server ended the session, leaves the
+    /// connection unusable.
+    pub(crate) fn observe<T>(&mut self, outcome: &Result<T, sqlx::Error>) {
+        if let Err(error) = outcome
+            && ends_connection(error)
+        {
+            self.broken = true;
+        }
+    }
+
+    /// Whether a statement failed with the connection (the caller writes again on the pool).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Ends the slot's use: a healthy connection goes back for the next slot, a broken one is
+    /// closed.
+    pub(crate) fn give_back(mut self) {
+        if self.broken {
+            return; // Drop closes it.
+        }
+        if let Some(connection) = self.connection.take() {
+            self.writers.state().idle.push(Idle {
+                connection,
+                opened: self.opened,
+                since: Instant::now(),
+            });
+            self.returned = true;
+        }
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if !self.returned {
+            let mut state = self.writers.state();
+            state.open = state.open.saturating_sub(1);
+        }
+        // A connection still held is dropped here: its socket is closed (the server ends the
+        // session; a statement cut off mid-way was either committed or not, as with any
+        // connection lost).
+    }
+}
+
+/// Whether the connection `error` came on is unusable: it did not come from the server (the
+/// connection was lost, a protocol error), or the server ended the session with it (`FATAL`,
+/// as when it shuts down: `57P01 terminating connection due to administrator command`; class
+/// `08`, connection exceptions).
+fn ends_connection(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return true;
+    };
+    let fatal = error
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+    fatal || error.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+}
