@@ -308,7 +308,12 @@ impl PostgresStore {
         }
         for request in alone {
             let outcome = self
-                .append_alone(&mut writer, &request.stream, request.expected, &request.batch)
+                .append_alone(
+                    &mut writer,
+                    &request.stream,
+                    request.expected,
+                    &request.batch,
+                )
                 .await;
             // After a lost connection the rest go on the pool (see `again_if_lost`).
             let outcome = match outcome {

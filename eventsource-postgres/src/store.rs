@@ -41,6 +41,17 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 /// stored, a deadlock, a lost connection), each of its appends is written alone. Larger
 /// batches, batches that repeat an id, and [`append_in`](Self::append_in) always go alone.
 ///
+/// **Connections for appends.** A store made by [`PostgresStoreBuilder::connect`] with
+/// `max_connections` of 4 or more keeps two of them for those two transactions, outside sqlx's
+/// pool: sqlx pings a pooled connection when it hands it out and again when it is given back,
+/// two round trips around a one-statement append. A kept connection idle for half a second
+/// is pinged before its next use; one that the server ended (a restart, an administrator's
+/// `pg_terminate_backend`) or whose append was cancelled mid-statement is closed, and an
+/// append that failed with its connection is written once more on the pool (appends are
+/// idempotent by event id: if the lost one committed, the second reports it as replayed).
+/// A store made from a pool ([`PostgresStore::from_pool`], [`PostgresStoreBuilder::build`])
+/// writes everything through that pool.
+///
 /// Global reads are gap-safe: they return only
 /// events of transactions older than the oldest one still running, in (transaction, position)
 /// order, so a reader resuming from a [`Checkpoint`](eventsource_core::Checkpoint) never skips
@@ -134,8 +145,10 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens (default 10; 0 counts as 1: a pool of none
-    /// waited out its acquire timeout on the first statement).
+    /// The most connections the store opens (default 10; 0 counts as 1: a pool of none
+    /// waited out its acquire timeout on the first statement). From 4 on, two of them are
+    /// kept for appends and the pool gets the rest (see "Connections for appends" on
+    /// [`PostgresStore`]); below 4, every statement goes through the pool.
     #[must_use]
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
@@ -221,7 +234,11 @@ impl PostgresStoreBuilder {
         }
         // The group commit's slots get connections of their own, out of `max_connections`,
         // when that leaves the pool at least 2.
-        let writers: u32 = if self.max_connections >= 4 { GROUPS_IN_FLIGHT as u32 } else { 0 };
+        let writers: u32 = if self.max_connections >= 4 {
+            GROUPS_IN_FLIGHT as u32
+        } else {
+            0
+        };
         let pool = pool
             .max_connections(self.max_connections - writers)
             .connect_with(options.clone())
@@ -302,11 +319,14 @@ impl PostgresStore {
         self
     }
 
-    /// The same pool, in another schema.
+    /// The same pool, in another schema. The new store keeps no connections for appends of
+    /// its own (that would go beyond `max_connections`): they go through the pool.
     pub fn with_schema(self, name: impl Into<String>) -> Result<Self, PostgresError> {
-        Ok(PostgresStore::with_pool(self.pool, SchemaName::new(name)?, Writers::none())
-            .with_horizon_wait(self.horizon_wait)
-            .with_limits(self.limits))
+        Ok(
+            PostgresStore::with_pool(self.pool, SchemaName::new(name)?, Writers::none())
+                .with_horizon_wait(self.horizon_wait)
+                .with_limits(self.limits),
+        )
     }
 
     /// Creates the schema and its tables if needed and applies the migrations it lacks; safe to
@@ -382,6 +402,17 @@ impl PostgresStore {
     /// `begin` is not cancel-safe on PostgreSQL.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Closes the store's connections, those of its pool and the ones it keeps for appends
+    /// (see [`PostgresStoreBuilder::max_connections`]), waiting for those in use to be given
+    /// back. Every clone of the store is closed; their statements fail from then on
+    /// ([`StoreError::Backend`], sqlx's `PoolClosed`).
+    ///
+    /// Dropping the last clone closes the connections too, without waiting.
+    pub async fn close(&self) {
+        self.shared.writers.close().await;
+        self.pool.close().await;
     }
 
     /// Begins a transaction on a connection of the pool, for writes of your own beside

@@ -49,6 +49,8 @@ struct State {
     idle: Vec<Idle>,
     /// Connections open or being opened, in use or not.
     open: usize,
+    /// The store was closed: no connection is opened or kept any more.
+    closed: bool,
 }
 
 struct Idle {
@@ -82,12 +84,31 @@ impl Writers {
     }
 
     /// At most `capacity` connections opened with `options`.
-    pub(crate) fn new(options: PgConnectOptions, capacity: usize, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        options: PgConnectOptions,
+        capacity: usize,
+        connect_timeout: Duration,
+    ) -> Self {
         Writers {
             options: (capacity > 0).then_some(options),
             capacity,
             connect_timeout,
             state: Mutex::default(),
+        }
+    }
+
+    /// Closes the idle connections, and those in use when they are given back; opens none
+    /// any more.
+    pub(crate) async fn close(&self) {
+        let idle = {
+            let mut state = self.state();
+            state.closed = true;
+            let idle = std::mem::take(&mut state.idle);
+            state.open = state.open.saturating_sub(idle.len());
+            idle
+        };
+        for idle in idle {
+            let _ = idle.connection.close().await;
         }
     }
 
@@ -101,19 +122,14 @@ impl Writers {
         let options = self.options.as_ref()?;
         if pool.is_closed() {
             // Closing the pool closes these too (when next asked for one).
-            let idle = {
-                let mut state = self.state();
-                let idle = std::mem::take(&mut state.idle);
-                state.open = state.open.saturating_sub(idle.len());
-                idle
-            };
-            for idle in idle {
-                let _ = idle.connection.close().await;
-            }
+            self.close().await;
             return None;
         }
         let idle = {
             let mut state = self.state();
+            if state.closed {
+                return None;
+            }
             match state.idle.pop() {
                 Some(idle) => Some(idle),
                 None if state.open < self.capacity => {
@@ -191,8 +207,13 @@ impl Writer<'_> {
         if self.broken {
             return; // Drop closes it.
         }
+        let mut state = self.writers.state();
+        if state.closed {
+            drop(state);
+            return; // Drop closes it.
+        }
         if let Some(connection) = self.connection.take() {
-            self.writers.state().idle.push(Idle {
+            state.idle.push(Idle {
                 connection,
                 opened: self.opened,
                 since: Instant::now(),
@@ -225,5 +246,8 @@ fn ends_connection(error: &sqlx::Error) -> bool {
     let fatal = error
         .try_downcast_ref::<PgDatabaseError>()
         .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic));
-    fatal || error.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+    fatal
+        || error
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
 }
