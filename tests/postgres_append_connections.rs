@@ -1,8 +1,8 @@
-//! The connections a store built by `PostgresStoreBuilder` keeps for its appends, outside
-//! sqlx's pool (no ping around each statement): ended by the server, cut off by a cancelled
-//! append, closed with the store. Whatever happens to them, an append either fails or is
-//! committed, the store never holds more sessions than `max_connections`, and none is left
-//! inside a transaction.
+//! The connections a store built by `PostgresStoreBuilder` keeps for its appends and stream
+//! loads, outside sqlx's pool (no ping around each statement): ended by the server, cut off
+//! by a cancelled append or read, closed with the store. Whatever happens to them, an append
+//! either fails or is committed, a read returns what is stored, the store never holds more
+//! sessions than `max_connections`, and none is left inside a transaction.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/postgres.rs"]
@@ -123,6 +123,11 @@ async fn appends_succeed_after_the_server_ends_the_stores_sessions() {
     for version in 1..=5 {
         let ended = terminate(&name).await;
         assert!(ended >= 1, "round {version}: the store had sessions to end");
+        if version % 2 == 0 {
+            // A read first: on a kept read connection, ended too.
+            let events = store.read_stream(&lone[0], Version(1), 100).await.unwrap();
+            assert_eq!(events.len() as u64, version);
+        }
         append_each(&store, &lone, version).await;
         append_each(&store, &many, version).await;
     }
@@ -153,13 +158,13 @@ async fn drop_after<F: Future>(future: F, pendings: usize) {
     .await;
 }
 
-/// Appends cancelled at every point (while a connection is taken, pinged or opened, while the
+/// Appends and reads cancelled at every point (while a connection is taken, pinged or opened, while the
 /// statement is on the wire, while it waits for its result) leave no connection in a
 /// transaction, no half-written batch, and never push the store past `max_connections`:
 /// a connection whose append was cut off is closed, not reused, and stops counting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_appends_leave_no_session_behind_and_stay_within_max_connections() {
-    let (store, name) = named_store(4).await;
+    let (store, name) = named_store(8).await;
     let mut most = 0;
     for round in 0..96u64 {
         let stream = StreamId::new("counter", format!("cut-{round}"));
@@ -175,6 +180,12 @@ async fn cancelled_appends_leave_no_session_behind_and_stay_within_max_connectio
         drop_after(
             store.append(&stream, ExpectedVersion::NoStream, batch),
             (round % 12 + 1) as usize,
+        )
+        .await;
+        // And a read of it, cut off as well.
+        drop_after(
+            store.read_stream(&stream, Version(1), 10),
+            (round % 5 + 1) as usize,
         )
         .await;
         if round % 8 == 7 {
@@ -203,7 +214,7 @@ async fn cancelled_appends_leave_no_session_behind_and_stay_within_max_connectio
     append_each(&store, &streams, 1).await;
     let (open, _) = sessions(&name).await;
     most = most.max(open);
-    assert!(most <= 4, "{most} sessions for max_connections 4");
+    assert!(most <= 8, "{most} sessions for max_connections 8");
 }
 
 /// `PostgresStore::close` closes every session of the store, the pool's and the ones kept for

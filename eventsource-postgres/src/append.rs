@@ -13,9 +13,9 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::error::{excerpt, store_error};
-use crate::sql::{PgQuery, expected_version};
+use crate::kept::KeptConnection;
+use crate::sql::{PgQuery, PgQueryOf, expected_version};
 use crate::store::PostgresStore;
-use crate::writer::Writer;
 
 /// At most this many appends share one transaction.
 const GROUP_MAX_REQUESTS: usize = 64;
@@ -166,7 +166,7 @@ impl PostgresStore {
     /// reported as replayed.
     async fn again_if_lost(
         &self,
-        writer: Option<Writer<'_>>,
+        writer: Option<KeptConnection<'_>>,
         outcome: Result<Appended, StoreError>,
         stream: &StreamId,
         expected: ExpectedVersion,
@@ -221,7 +221,7 @@ impl PostgresStore {
     /// The statements go on `writer`'s connection while it is healthy, else on the pool.
     async fn append_alone(
         &self,
-        writer: &mut Option<Writer<'_>>,
+        writer: &mut Option<KeptConnection<'_>>,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
@@ -317,7 +317,7 @@ impl PostgresStore {
                 .await;
             // After a lost connection the rest go on the pool (see `again_if_lost`).
             let outcome = match outcome {
-                Err(_) if writer.as_ref().is_some_and(Writer::is_broken) => {
+                Err(_) if writer.as_ref().is_some_and(KeptConnection::is_broken) => {
                     self.append_alone(&mut None, &request.stream, request.expected, &request.batch)
                         .await
                 }
@@ -335,7 +335,7 @@ impl PostgresStore {
     /// `Err` when the statement failed (nothing of it was written).
     async fn append_group(
         &self,
-        writer: &mut Option<Writer<'_>>,
+        writer: &mut Option<KeptConnection<'_>>,
         group: &[GroupRequest],
     ) -> Result<Vec<Option<Result<Appended, StoreError>>>, sqlx::Error> {
         let events: usize = group.iter().map(|r| r.batch.ids.len()).sum();
@@ -395,7 +395,7 @@ impl PostgresStore {
     /// `append()` function then sorts out.
     async fn append_fast(
         &self,
-        writer: &mut Option<Writer<'_>>,
+        writer: &mut Option<KeptConnection<'_>>,
         stream: &StreamId,
         expected: ExpectedVersion,
         batch: &Batch,
@@ -471,7 +471,7 @@ impl PostgresStore {
     /// `query`'s rows, on `writer`'s connection while it is healthy, else on the pool.
     async fn fetch_all_on(
         &self,
-        writer: &mut Option<Writer<'_>>,
+        writer: &mut Option<KeptConnection<'_>>,
         query: PgQueryOf<'_>,
     ) -> Result<Vec<PgRow>, sqlx::Error> {
         if let Some(writer) = writer.as_mut()
@@ -487,7 +487,7 @@ impl PostgresStore {
     /// `query`'s row, if any: see [`Self::fetch_all_on`].
     async fn fetch_optional_on(
         &self,
-        writer: &mut Option<Writer<'_>>,
+        writer: &mut Option<KeptConnection<'_>>,
         query: PgQueryOf<'_>,
     ) -> Result<Option<PgRow>, sqlx::Error> {
         if let Some(writer) = writer.as_mut()
@@ -503,7 +503,7 @@ impl PostgresStore {
     /// `query`'s one row: see [`Self::fetch_all_on`].
     async fn fetch_one_on(
         &self,
-        writer: &mut Option<Writer<'_>>,
+        writer: &mut Option<KeptConnection<'_>>,
         query: PgQueryOf<'_>,
     ) -> Result<PgRow, sqlx::Error> {
         if let Some(writer) = writer.as_mut()
@@ -516,9 +516,6 @@ impl PostgresStore {
         query.fetch_one(self.pool()).await
     }
 }
-
-/// A statement with arguments borrowed for `'b`.
-type PgQueryOf<'b> = sqlx::query::Query<'b, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// The outcome of a call of the `append()` function.
 fn decode_call(

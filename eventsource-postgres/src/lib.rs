@@ -124,13 +124,13 @@ mod checkpoint;
 mod deadline;
 mod decision;
 mod import;
+mod kept;
 mod keys;
 mod lease;
 mod read;
 mod retire;
 mod snapshot;
 mod verify;
-mod writer;
 
 pub use admin::{
     Counts, EXACT_COUNT_LIMIT, Migrated, PostgresAdmin, ProjectionCheckpoint, SchemaStatus,

@@ -30,13 +30,15 @@ impl PostgresStore {
             return Ok(None);
         }
         self.ensure_fits_store().await?;
-        let query = statement
-            .query()
-            .bind(stream.as_str())
-            .bind(bigint(from.0))
-            .bind(bigint(max_count));
-        let what = format!("reading stream `{stream}` from version {from}");
-        self.rows(query, what).await.map(Some)
+        let query = || {
+            statement
+                .query()
+                .bind(stream.as_str())
+                .bind(bigint(from.0))
+                .bind(bigint(max_count))
+        };
+        let what = || format!("reading stream `{stream}` from version {from}");
+        self.stream_rows(query, what).await.map(Some)
     }
 
     /// How far global reads lag behind the newest commits: the age of the oldest open

@@ -33,9 +33,11 @@ impl SnapshotStore for PostgresStore {
         if crate::read::unstorable(stream) {
             return Ok(None);
         }
-        let query = self.sql().load_snapshot.query().bind(stream.as_str());
-        let what = format!("loading the snapshot of stream `{stream}`");
-        let row = self.optional_row(query, what).await?;
-        row.map(|row| decode_snapshot(stream, &row)).transpose()
+        let query = || self.sql().load_snapshot.query().bind(stream.as_str());
+        let what = || format!("loading the snapshot of stream `{stream}`");
+        let rows = self.stream_rows(query, what).await?;
+        rows.first()
+            .map(|row| decode_snapshot(stream, row))
+            .transpose()
     }
 }

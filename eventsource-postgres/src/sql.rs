@@ -23,6 +23,9 @@ pub(crate) use lifecycle::{Lifecycle, STREAM_ARCHIVED};
 /// A query on one of a store's statements, its values still to bind.
 pub(crate) type PgQuery = sqlx::query::Query<'static, Postgres, PgArguments>;
 
+/// A statement with arguments borrowed for `'q`.
+pub(crate) type PgQueryOf<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
 /// The text of one statement, built once per store and shared by its clones.
 #[derive(Clone, Debug)]
 pub(crate) struct Statement(Arc<str>);

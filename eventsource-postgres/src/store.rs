@@ -13,12 +13,12 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
 use crate::append::{GROUPS_IN_FLIGHT, GroupCommit};
 use crate::clock::{self, TransactionClock};
 use crate::error::PostgresError;
+use crate::kept::KeptConnections;
 use crate::migrate;
 use crate::notify::Notifications;
 use crate::read::DenseReads;
 use crate::schema::SchemaName;
-use crate::sql::{PgQuery, Statements};
-use crate::writer::Writers;
+use crate::sql::{PgQuery, PgQueryOf, Statements};
 
 /// The default of [`PostgresStore::with_horizon_wait`].
 const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
@@ -41,16 +41,18 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 /// stored, a deadlock, a lost connection), each of its appends is written alone. Larger
 /// batches, batches that repeat an id, and [`append_in`](Self::append_in) always go alone.
 ///
-/// **Connections for appends.** A store made by [`PostgresStoreBuilder::connect`] with
-/// `max_connections` of 4 or more keeps two of them for those two transactions, outside sqlx's
-/// pool: sqlx pings a pooled connection when it hands it out and again when it is given back,
-/// two round trips around a one-statement append. A kept connection idle for half a second
-/// is pinged before its next use; one that the server ended (a restart, an administrator's
-/// `pg_terminate_backend`) or whose append was cancelled mid-statement is closed, and an
-/// append that failed with its connection is written once more on the pool (appends are
-/// idempotent by event id: if the lost one committed, the second reports it as replayed).
-/// A store made from a pool ([`PostgresStore::from_pool`], [`PostgresStoreBuilder::build`])
-/// writes everything through that pool.
+/// **Kept connections.** sqlx pings a pooled connection when it hands it out and again when
+/// it is given back: two round trips around a one-statement append or stream read. A store
+/// made by [`PostgresStoreBuilder::connect`] keeps some of its `max_connections` outside the
+/// pool for its hottest statements: from 4, two for those two transactions of appends; from
+/// 6, two more for loading streams (their events and snapshots), used when free. A kept
+/// connection idle for half a second is pinged before its next use; one that the server ended
+/// (a restart, an administrator's `pg_terminate_backend`) or whose statement was cancelled
+/// mid-way is closed, and a statement that failed with its connection is sent once more on
+/// the pool (reads change nothing; appends are idempotent by event id: if the lost one
+/// committed, the second reports it as replayed). A store made from a pool
+/// ([`PostgresStore::from_pool`], [`PostgresStoreBuilder::build`]) sends everything through
+/// that pool.
 ///
 /// Global reads are gap-safe: they return only
 /// events of transactions older than the oldest one still running, in (transaction, position)
@@ -84,8 +86,10 @@ struct Shared {
     group: Mutex<GroupCommit>,
     /// Filtered global reads that may go on in plain checkpoint order (`read.rs`).
     dense_reads: DenseReads,
-    /// Connections of the store's own for the group commit's slots (`writer.rs`).
-    writers: Writers,
+    /// Connections of the store's own for the group commit's slots (`kept.rs`).
+    writers: KeptConnections,
+    /// Connections of the store's own for loading a stream (`kept.rs`).
+    readers: KeptConnections,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -147,8 +151,9 @@ impl PostgresStoreBuilder {
 
     /// The most connections the store opens (default 10; 0 counts as 1: a pool of none
     /// waited out its acquire timeout on the first statement). From 4 on, two of them are
-    /// kept for appends and the pool gets the rest (see "Connections for appends" on
-    /// [`PostgresStore`]); below 4, every statement goes through the pool.
+    /// kept for appends, from 6 on two more for stream loads, and the pool gets the rest (see
+    /// "Kept connections" on [`PostgresStore`]); below 4, every statement goes through the
+    /// pool.
     #[must_use]
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
@@ -233,27 +238,33 @@ impl PostgresStoreBuilder {
                 });
         }
         // The group commit's slots get connections of their own, out of `max_connections`,
-        // when that leaves the pool at least 2.
+        // when that leaves the pool at least 2; stream loads get two more from 6 on.
         let writers: u32 = if self.max_connections >= 4 {
             GROUPS_IN_FLIGHT as u32
         } else {
             0
         };
+        let readers: u32 = if self.max_connections >= 6 { 2 } else { 0 };
         let pool = pool
-            .max_connections(self.max_connections - writers)
+            .max_connections(self.max_connections - writers - readers)
             .connect_with(options.clone())
             .await
             .map_err(|source| PostgresError::Connect { host, port, source })?;
-        let writers = Writers::new(options, writers as usize, self.acquire_timeout);
-        Ok(PostgresStore::with_pool(pool, schema, writers).with_horizon_wait(self.horizon_wait))
+        let kept = |n: u32| KeptConnections::new(options.clone(), n as usize, self.acquire_timeout);
+        let (writers, readers) = (kept(writers), kept(readers));
+        Ok(PostgresStore::with_pool(pool, schema, writers, readers)
+            .with_horizon_wait(self.horizon_wait))
     }
 
     /// A store on an existing pool (the pool settings of this builder are not used).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore, PostgresError> {
-        Ok(
-            PostgresStore::with_pool(pool, SchemaName::new(self.schema)?, Writers::none())
-                .with_horizon_wait(self.horizon_wait),
+        Ok(PostgresStore::with_pool(
+            pool,
+            SchemaName::new(self.schema)?,
+            KeptConnections::none(),
+            KeptConnections::none(),
         )
+        .with_horizon_wait(self.horizon_wait))
     }
 }
 
@@ -270,10 +281,20 @@ impl PostgresStore {
 
     /// A store on an existing pool, in the schema `eventsource`.
     pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore::with_pool(pool, SchemaName::default_schema(), Writers::none())
+        PostgresStore::with_pool(
+            pool,
+            SchemaName::default_schema(),
+            KeptConnections::none(),
+            KeptConnections::none(),
+        )
     }
 
-    fn with_pool(pool: PgPool, schema: SchemaName, writers: Writers) -> Self {
+    fn with_pool(
+        pool: PgPool,
+        schema: SchemaName,
+        writers: KeptConnections,
+        readers: KeptConnections,
+    ) -> Self {
         PostgresStore {
             pool,
             shared: Arc::new(Shared {
@@ -284,6 +305,7 @@ impl PostgresStore {
                 group: Mutex::new(GroupCommit::default()),
                 dense_reads: DenseReads::default(),
                 writers,
+                readers,
             }),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             limits: Limits::default(),
@@ -319,14 +341,17 @@ impl PostgresStore {
         self
     }
 
-    /// The same pool, in another schema. The new store keeps no connections for appends of
-    /// its own (that would go beyond `max_connections`): they go through the pool.
+    /// The same pool, in another schema. The new store keeps no connections of its own (that
+    /// would go beyond `max_connections`): everything goes through the pool.
     pub fn with_schema(self, name: impl Into<String>) -> Result<Self, PostgresError> {
-        Ok(
-            PostgresStore::with_pool(self.pool, SchemaName::new(name)?, Writers::none())
-                .with_horizon_wait(self.horizon_wait)
-                .with_limits(self.limits),
+        Ok(PostgresStore::with_pool(
+            self.pool,
+            SchemaName::new(name)?,
+            KeptConnections::none(),
+            KeptConnections::none(),
         )
+        .with_horizon_wait(self.horizon_wait)
+        .with_limits(self.limits))
     }
 
     /// Creates the schema and its tables if needed and applies the migrations it lacks; safe to
@@ -404,14 +429,15 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Closes the store's connections, those of its pool and the ones it keeps for appends
-    /// (see [`PostgresStoreBuilder::max_connections`]), waiting for those in use to be given
+    /// Closes the store's connections, those of its pool and the ones it keeps (see
+    /// [`PostgresStoreBuilder::max_connections`]), waiting for those in use to be given
     /// back. Every clone of the store is closed; their statements fail from then on
     /// ([`StoreError::Backend`], sqlx's `PoolClosed`).
     ///
     /// Dropping the last clone closes the connections too, without waiting.
     pub async fn close(&self) {
         self.shared.writers.close().await;
+        self.shared.readers.close().await;
         self.pool.close().await;
     }
 
@@ -466,7 +492,7 @@ impl PostgresStore {
     }
 
     /// The connections this store keeps for its group commit's slots.
-    pub(crate) fn writers(&self) -> &Writers {
+    pub(crate) fn writers(&self) -> &KeptConnections {
         &self.shared.writers
     }
 
@@ -494,6 +520,35 @@ impl PostgresStore {
         what: String,
     ) -> Result<Vec<PgRow>, StoreError> {
         query.fetch_all(&self.pool).await.map_err(self.failed(what))
+    }
+
+    /// The rows of a read of one stream (`query` makes its statement) on a connection kept
+    /// for such reads if one is free, else on the pool; `what` the store was doing if that
+    /// fails. A read whose kept connection was lost is sent again on the pool.
+    pub(crate) async fn stream_rows<'q>(
+        &self,
+        query: impl Fn() -> PgQueryOf<'q>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        if let Some(mut reader) = self.shared.readers.take(&self.pool).await
+            && let Some(conn) = reader.connection()
+        {
+            let rows = query().fetch_all(conn).await;
+            reader.observe(&rows);
+            let lost = reader.is_broken();
+            reader.give_back();
+            match rows {
+                Ok(rows) => return Ok(rows),
+                Err(error) if !lost => return Err(self.failed(what())(error)),
+                Err(error) => {
+                    tracing::debug!(%error, "a kept read connection was lost; reading on the pool");
+                }
+            }
+        }
+        query()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.failed(what()))
     }
 
     /// The row `query` returns, if any.

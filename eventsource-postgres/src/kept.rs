@@ -1,21 +1,24 @@
-//! Connections of the store's own for the group commit's transaction slots.
+//! Connections of the store's own, outside sqlx's pool, for its hottest statements.
 //!
 //! sqlx 0.9's pool pings a connection when it hands it out (unless told not to) and again,
 //! unconditionally, when it is given back: two round trips around every one-statement append
-//! (BENCHMARKS.md, session 28: 315 µs per one-row INSERT through a default pool, 241 µs on a
-//! connection of its own). The group commit writes at most [`GROUPS_IN_FLIGHT`] transactions
-//! at once, each from a slot, so a store built by [`PostgresStoreBuilder`] keeps that many
-//! connections of its own for them, outside the pool and counted against its
-//! `max_connections`.
+//! or read (BENCHMARKS.md, session 28: 315 µs per one-row INSERT through a default pool, 241
+//! µs on a connection of its own). A store built by [`PostgresStoreBuilder`] keeps a few
+//! connections of its own, counted against its `max_connections`:
+//! - **writers**, one per transaction slot of the group commit (it writes at most
+//!   [`GROUPS_IN_FLIGHT`] transactions at once), for appends;
+//! - **readers**, for the reads of one stream an aggregate is loaded with (its events and its
+//!   snapshot), taken when one is free; other reads wait for nothing and use the pool.
 //!
 //! What the pool's pings were for is done here differently:
 //! - a connection idle for [`PING_IDLE`] or longer is pinged before it is used (the rule of
 //!   HikariCP, whose default window is 500 ms too), and replaced if that fails;
 //! - a connection whose statement failed other than with an error from the server (the
-//!   connection was lost, a protocol error) is closed, and the append is written once more on
-//!   the pool. Appends are idempotent by event id: if the lost statement had committed, the
-//!   second attempt reports the batch as replayed;
-//! - a connection whose append was cancelled mid-statement is closed, never reused;
+//!   connection was lost, a protocol error) or with which the server ended the session is
+//!   closed, and the append or read is sent once more on the pool. Reads change nothing;
+//!   appends are idempotent by event id: if the lost statement had committed, the second
+//!   attempt reports the batch as replayed;
+//! - a connection whose statement was cancelled mid-way is closed, never reused;
 //! - a connection older than [`MAX_LIFETIME`] (sqlx's default too) is replaced.
 //!
 //! [`PostgresStoreBuilder`]: crate::PostgresStoreBuilder
@@ -29,16 +32,18 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 /// A connection idle this long is pinged before it is used.
 const PING_IDLE: Duration = Duration::from_millis(500);
+/// After opening a connection failed, none is opened for this long.
+const OPENING_PAUSE: Duration = Duration::from_secs(1);
 /// A connection this old is closed and replaced (sqlx's default `max_lifetime`).
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-/// The connections of a store kept for its transaction slots.
-pub(crate) struct Writers {
+/// Connections a store keeps for one use (appends or stream reads).
+pub(crate) struct KeptConnections {
     /// How to open one; `None` when the store keeps none (it was given a pool).
     options: Option<PgConnectOptions>,
     /// The most open at once.
     capacity: usize,
-    /// How long opening one may take before the slot uses the pool instead.
+    /// How long opening one may take before the pool is used instead.
     connect_timeout: Duration,
     state: Mutex<State>,
 }
@@ -51,6 +56,10 @@ struct State {
     open: usize,
     /// The store was closed: no connection is opened or kept any more.
     closed: bool,
+    /// Opening one failed: none is opened before then (the pool is used meanwhile, and
+    /// reports why it cannot connect), so that an unreachable server is not waited for twice
+    /// by every statement.
+    no_opening_until: Option<Instant>,
 }
 
 struct Idle {
@@ -59,23 +68,24 @@ struct Idle {
     since: Instant,
 }
 
-/// A connection taken from [`Writers`] for one slot's statements. Given back with
-/// [`Writer::give_back`]; dropped otherwise (an append cancelled mid-statement), it is closed.
-pub(crate) struct Writer<'w> {
-    writers: &'w Writers,
+/// A connection taken from [`KeptConnections`] for one append or read. Given back with
+/// [`KeptConnection::give_back`]; dropped otherwise (its statement cancelled mid-way), it is
+/// closed.
+pub(crate) struct KeptConnection<'w> {
+    kept: &'w KeptConnections,
     connection: Option<PgConnection>,
     opened: Instant,
     /// A statement failed other than with an error from the server: the connection is closed
-    /// when the writer is given back, and no further statement is sent on it.
+    /// when it is given back, and no further statement is sent on it.
     broken: bool,
-    /// Given back: counted among the idle connections, not by this writer any more.
+    /// Given back: counted among the idle connections, not by this one any more.
     returned: bool,
 }
 
-impl Writers {
+impl KeptConnections {
     /// No connections of the store's own: every statement goes through the pool.
     pub(crate) fn none() -> Self {
-        Writers {
+        KeptConnections {
             options: None,
             capacity: 0,
             connect_timeout: Duration::ZERO,
@@ -89,7 +99,7 @@ impl Writers {
         capacity: usize,
         connect_timeout: Duration,
     ) -> Self {
-        Writers {
+        KeptConnections {
             options: (capacity > 0).then_some(options),
             capacity,
             connect_timeout,
@@ -116,9 +126,9 @@ impl Writers {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A connection for a slot's statements, or `None`: the store keeps none, the pool was
+    /// A connection for an append or a read, or `None`: the store keeps none, the pool was
     /// closed, all are in use, or a new one could not be opened (the pool then reports why).
-    pub(crate) async fn take(&self, pool: &PgPool) -> Option<Writer<'_>> {
+    pub(crate) async fn take(&self, pool: &PgPool) -> Option<KeptConnection<'_>> {
         let options = self.options.as_ref()?;
         if pool.is_closed() {
             // Closing the pool closes these too (when next asked for one).
@@ -130,19 +140,22 @@ impl Writers {
             if state.closed {
                 return None;
             }
+            let opening_paused = state
+                .no_opening_until
+                .is_some_and(|until| Instant::now() < until);
             match state.idle.pop() {
                 Some(idle) => Some(idle),
-                None if state.open < self.capacity => {
+                None if state.open < self.capacity && !opening_paused => {
                     state.open += 1;
                     None
                 }
                 None => return None,
             }
         };
-        // From here the count includes this connection: the writer gives it back or drops it
+        // From here the count includes this connection: the taker gives it back or drops it
         // (also if this function is cancelled).
-        let mut writer = Writer {
-            writers: self,
+        let mut taken = KeptConnection {
+            kept: self,
             connection: None,
             opened: Instant::now(),
             broken: false,
@@ -153,9 +166,9 @@ impl Writers {
             if now.duration_since(idle.opened) < MAX_LIFETIME {
                 let mut connection = idle.connection;
                 if now.duration_since(idle.since) < PING_IDLE || connection.ping().await.is_ok() {
-                    writer.connection = Some(connection);
-                    writer.opened = idle.opened;
-                    return Some(writer);
+                    taken.connection = Some(connection);
+                    taken.opened = idle.opened;
+                    return Some(taken);
                 }
             } else {
                 let _ = idle.connection.close().await;
@@ -163,20 +176,22 @@ impl Writers {
         }
         match tokio::time::timeout(self.connect_timeout, options.connect()).await {
             Ok(Ok(connection)) => {
-                writer.connection = Some(connection);
-                writer.opened = Instant::now();
-                Some(writer)
+                taken.connection = Some(connection);
+                taken.opened = Instant::now();
+                Some(taken)
             }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "opening an append connection failed; using the pool");
+            failed => {
+                if let Ok(Err(error)) = failed {
+                    tracing::debug!(%error, "opening a kept connection failed; using the pool");
+                }
+                self.state().no_opening_until = Some(Instant::now() + OPENING_PAUSE);
                 None
             }
-            Err(_) => None,
         }
     }
 }
 
-impl Writer<'_> {
+impl KeptConnection<'_> {
     /// The connection, unless a statement on it failed with the connection.
     pub(crate) fn connection(&mut self) -> Option<&mut PgConnection> {
         if self.broken {
@@ -201,13 +216,13 @@ impl Writer<'_> {
         self.broken
     }
 
-    /// Ends the slot's use: a healthy connection goes back for the next slot, a broken one is
+    /// Ends the use: a healthy connection goes back for the next taker, a broken one is
     /// closed.
     pub(crate) fn give_back(mut self) {
         if self.broken {
             return; // Drop closes it.
         }
-        let mut state = self.writers.state();
+        let mut state = self.kept.state();
         if state.closed {
             drop(state);
             return; // Drop closes it.
@@ -223,10 +238,10 @@ impl Writer<'_> {
     }
 }
 
-impl Drop for Writer<'_> {
+impl Drop for KeptConnection<'_> {
     fn drop(&mut self) {
         if !self.returned {
-            let mut state = self.writers.state();
+            let mut state = self.kept.state();
             state.open = state.open.saturating_sub(1);
         }
         // A connection still held is dropped here: its socket is closed (the server ends the
