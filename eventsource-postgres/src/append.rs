@@ -113,7 +113,14 @@ impl PostgresStore {
         // New events would sort before restored ones in a store moved from another cluster.
         self.ensure_fits_store().await?;
         if batch.repeated_id().is_some() || batch.ids.len() > GROUP_MAX_EVENTS {
-            return self.append_alone(&mut None, stream, expected, &batch).await;
+            // Outside the slots: on a kept connection if one is free.
+            let mut writer = self.writers().take(self.pool()).await;
+            let outcome = self
+                .append_alone(&mut writer, stream, expected, &batch)
+                .await;
+            return self
+                .again_if_lost(writer, outcome, stream, expected, &batch)
+                .await;
         }
         // Take a free transaction slot and write at once, or wait in the queue for the next
         // shared transaction.
@@ -205,6 +212,11 @@ impl PostgresStore {
             Ok(runtime) => {
                 runtime.spawn(async move {
                     slot.store.write_group(group).await;
+                    // The group's callers were just woken: let them run before the slot is
+                    // released, so that those appending again queue for it together instead
+                    // of the first taking it alone (8 clients: 0.32 commits per append
+                    // instead of 0.48).
+                    tokio::task::yield_now().await;
                     drop(slot);
                 });
             }

@@ -320,7 +320,7 @@ async fn commits(url: &str) -> Result<(), BoxError> {
         }
         let elapsed = start.elapsed();
         drop(bench);
-        store.pool().close().await;
+        store.close().await;
         drop(store);
         raw.close().await;
         tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
