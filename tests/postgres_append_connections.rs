@@ -2,7 +2,8 @@
 //! loads, outside sqlx's pool (no ping around each statement): ended by the server, cut off
 //! by a cancelled append or read, closed with the store. Whatever happens to them, an append
 //! either fails or is committed, a read returns what is stored, the store never holds more
-//! sessions than `max_connections`, and none is left inside a transaction.
+//! sessions than its pool's `max_connections` and the 4 it keeps, and none is left inside a
+//! transaction.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/postgres.rs"]
@@ -23,12 +24,18 @@ use support::{database_url, unique_schema};
 /// A migrated store whose sessions carry an application name of their own, so that the test
 /// can find (and end) them.
 async fn named_store(max_connections: u32) -> (PostgresStore, String) {
+    named_store_keeping(max_connections, true).await
+}
+
+/// [`named_store`], keeping connections of its own or not.
+async fn named_store_keeping(max_connections: u32, keep: bool) -> (PostgresStore, String) {
     let name = format!("append-conn-{}", uuid::Uuid::now_v7().simple());
     let url = database_url();
     let separator = if url.contains('?') { '&' } else { '?' };
     let store = PostgresStore::builder()
         .schema(unique_schema())
         .max_connections(max_connections)
+        .keep_connections(keep)
         .acquire_timeout(Duration::from_secs(20))
         .connect(&format!("{url}{separator}application_name={name}"))
         .await
@@ -136,7 +143,7 @@ async fn appends_succeed_after_the_server_ends_the_stores_sessions() {
         assert_eq!(events.len(), 6, "{stream}: each acknowledged append once");
     }
     let (open, in_transaction) = sessions(&name).await;
-    assert!(open <= 6, "{open} sessions for max_connections 6");
+    assert!(open <= 6 + 4, "{open} sessions for max_connections 6");
     assert_eq!(in_transaction, 0);
 }
 
@@ -160,7 +167,8 @@ async fn drop_after<F: Future>(future: F, pendings: usize) {
 
 /// Appends and reads cancelled at every point (while a connection is taken, pinged or opened, while the
 /// statement is on the wire, while it waits for its result) leave no connection in a
-/// transaction, no half-written batch, and never push the store past `max_connections`:
+/// transaction, no half-written batch, and never push the store past `max_connections` and
+/// its 4 kept connections:
 /// a connection whose append was cut off is closed, not reused, and stops counting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_appends_leave_no_session_behind_and_stay_within_max_connections() {
@@ -214,7 +222,7 @@ async fn cancelled_appends_leave_no_session_behind_and_stay_within_max_connectio
     append_each(&store, &streams, 1).await;
     let (open, _) = sessions(&name).await;
     most = most.max(open);
-    assert!(most <= 8, "{most} sessions for max_connections 8");
+    assert!(most <= 8 + 4, "{most} sessions for max_connections 8");
 }
 
 /// `PostgresStore::close` closes every session of the store, the pool's and the ones kept for
@@ -245,4 +253,31 @@ async fn closing_the_store_ends_all_of_its_sessions() {
         .await;
     assert!(after.is_err(), "a closed store appends nothing: {after:?}");
     assert_eq!(sessions(&name).await.0, 0, "and opens no session for it");
+}
+
+/// With `keep_connections(false)`, or a pool of fewer than 4, the store opens no connection
+/// beside its pool: eight clients appending and loading at once stay within `max_connections`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_keeping_no_connections_stays_within_its_pool() {
+    for (max, keep) in [(4, false), (3, true)] {
+        let (store, name) = named_store_keeping(max, keep).await;
+        let streams: Vec<_> = (0..8)
+            .map(|i| StreamId::new("counter", format!("pooled-{i}")))
+            .collect();
+        let mut most = 0;
+        for version in 0..4 {
+            let loads = streams
+                .iter()
+                .map(|stream| store.read_stream(stream, Version(1), 10));
+            let (_, ()) = tokio::join!(futures_util::future::join_all(loads), async {
+                append_each(&store, &streams, version).await;
+            });
+            most = most.max(sessions(&name).await.0);
+        }
+        assert!(most >= 1);
+        assert!(
+            most <= i64::from(max),
+            "keep {keep}: {most} sessions for max_connections {max}"
+        );
+    }
 }

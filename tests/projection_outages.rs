@@ -54,6 +54,8 @@ struct Flaky {
     inner: MemoryStore,
     failures: Arc<AtomicU32>,
     permanent: bool,
+    /// Global reads asked for, failed or not.
+    reads: Arc<AtomicU32>,
 }
 
 impl Flaky {
@@ -98,6 +100,7 @@ impl EventStore for Flaky {
         max_count: usize,
         filter: &LogFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         match self.failure() {
             Some(error) => Err(error),
             None => self.inner.read_all(after, max_count, filter).await,
@@ -192,6 +195,7 @@ async fn flaky(failures: u32, permanent: bool) -> Flaky {
         inner: MemoryStore::new(),
         failures: Arc::new(AtomicU32::new(0)),
         permanent,
+        reads: Arc::new(AtomicU32::new(0)),
     };
     let ticks = (1..=10)
         .map(|n| NewEvent::new("clock.ticked", 1, json!({ "n": n })))
@@ -275,4 +279,31 @@ async fn a_permanent_failure_stops_the_runner_at_once() {
         "{error}"
     );
     assert!(error.to_string().contains("permission denied"), "{error}");
+}
+
+/// Zero waits are floored at 10 ms: a live runner told to poll every 0 s, idle, and one told to
+/// back off 0 s riding out an outage, do not query the store in a busy loop (the idle one
+/// read 271 times in 300 ms before the floor).
+#[tokio::test]
+async fn zero_poll_interval_and_backoffs_do_not_query_in_a_busy_loop() {
+    let zero = RunnerOptions {
+        poll_interval: Duration::ZERO,
+        backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+        ..options(None)
+    };
+    for (failures, what) in [(0, "idle and live"), (u32::MAX, "during an outage")] {
+        let store = flaky(failures, false).await;
+        let mut runner =
+            ProjectionRunner::new(Sum::default(), store.clone()).with_options(zero.clone());
+        let run = runner.run(tokio::time::sleep(Duration::from_millis(300)));
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the runner stops at shutdown")
+            .unwrap();
+        let reads = store.reads.load(Ordering::SeqCst);
+        // 300 ms at one or two reads per 10 ms, and the catch-up of 10 events in batches of 4.
+        assert!(reads <= 80, "{what}: {reads} global reads in 300 ms");
+        assert!(reads >= 3, "{what}: {reads} global reads: the runner ran");
+    }
 }

@@ -488,3 +488,21 @@ fn a_process_scenario_that_does_not_complete_fails() {
         })
         .then_completed();
 }
+
+/// A deadline runner told to look every 0 s looks every 10 ms: zero would claim in a busy loop.
+#[test]
+fn a_zero_deadline_poll_interval_is_floored_at_10_ms() {
+    let store = MemoryStore::new();
+    let zero = DeadlineRunner::new(expiry(Duration::ZERO), store.clone(), dispatcher(&store))
+        .poll_interval(Duration::ZERO);
+    assert!(
+        format!("{zero:?}").contains("poll_interval: 10ms"),
+        "{zero:?}"
+    );
+    let slow = DeadlineRunner::new(expiry(Duration::ZERO), store.clone(), dispatcher(&store))
+        .poll_interval(Duration::from_secs(5));
+    assert!(
+        format!("{slow:?}").contains("poll_interval: 5s"),
+        "{slow:?}"
+    );
+}

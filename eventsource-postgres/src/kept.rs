@@ -4,7 +4,8 @@
 //! unconditionally, when it is given back: two round trips around every one-statement append
 //! or read (BENCHMARKS.md, session 28: 315 µs per one-row INSERT through a default pool, 241
 //! µs on a connection of its own). A store built by [`PostgresStoreBuilder`] keeps a few
-//! connections of its own, counted against its `max_connections`:
+//! connections of its own beside its pool (not out of it: a smaller pool could starve a caller
+//! that holds pooled connections while it asks for another):
 //! - **writers**, one per transaction slot of the group commit (it writes at most
 //!   [`GROUPS_IN_FLIGHT`] transactions at once), for appends;
 //! - **readers**, for the reads of one stream an aggregate is loaded with (its events and its

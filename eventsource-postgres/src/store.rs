@@ -43,9 +43,11 @@ const DEFAULT_HORIZON_WAIT: Duration = Duration::from_secs(1);
 ///
 /// **Kept connections.** sqlx pings a pooled connection when it hands it out and again when
 /// it is given back: two round trips around a one-statement append or stream read. A store
-/// made by [`PostgresStoreBuilder::connect`] keeps some of its `max_connections` outside the
-/// pool for its hottest statements: from 4, two for those two transactions of appends; from
-/// 6, two more for loading streams (their events and snapshots), used when free. A kept
+/// made by [`PostgresStoreBuilder::connect`] (with `max_connections` of 4 or more, unless
+/// [`keep_connections(false)`](PostgresStoreBuilder::keep_connections)) keeps 4 connections
+/// of its own beside the pool for its hottest statements: two for those two transactions of
+/// appends, two for loading streams (their events and snapshots), each used when free and
+/// opened when first needed. A kept
 /// connection idle for half a second is pinged before its next use; one that the server ended
 /// (a restart, an administrator's `pg_terminate_backend`) or whose statement was cancelled
 /// mid-way is closed, and a statement that failed with its connection is sent once more on
@@ -123,6 +125,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     horizon_wait: Duration,
     ping_idle_after: Option<Duration>,
+    keep_connections: bool,
 }
 
 impl Default for PostgresStoreBuilder {
@@ -133,9 +136,13 @@ impl Default for PostgresStoreBuilder {
             acquire_timeout: Duration::from_secs(10),
             horizon_wait: DEFAULT_HORIZON_WAIT,
             ping_idle_after: None,
+            keep_connections: true,
         }
     }
 }
+
+/// Connections a store keeps for stream loads (`kept.rs`).
+const KEPT_READERS: usize = 2;
 
 /// The longest [`PostgresStoreBuilder::acquire_timeout`]: "wait for ever" in practice.
 const LONGEST_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -149,11 +156,10 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The most connections the store opens (default 10; 0 counts as 1: a pool of none
-    /// waited out its acquire timeout on the first statement). From 4 on, two of them are
-    /// kept for appends, from 6 on two more for stream loads, and the pool gets the rest (see
-    /// "Kept connections" on [`PostgresStore`]); below 4, every statement goes through the
-    /// pool.
+    /// The most connections the pool opens (default 10; 0 counts as 1: a pool of none
+    /// waited out its acquire timeout on the first statement). From 4 on, the store also
+    /// keeps up to 4 connections of its own beside the pool, for appends and stream loads (see
+    /// "Kept connections" on [`PostgresStore`] and [`Self::keep_connections`]).
     #[must_use]
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
@@ -197,6 +203,17 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Whether the store keeps connections of its own beside the pool (default `true`; only
+    /// with `max_connections` of 4 or more): two for appends, two for stream loads, opened
+    /// when first needed. They skip sqlx's two pings per statement, which took a quarter off
+    /// a one-event append (BENCHMARKS.md, session 29). `false` sends every statement through
+    /// the pool, for a server whose connection limit has no room for 4 more per store.
+    #[must_use]
+    pub fn keep_connections(mut self, keep: bool) -> Self {
+        self.keep_connections = keep;
+        self
+    }
+
     /// Opens a pool to `url` (`postgres://user:password@host:port/database`) and checks that a
     /// connection can be made. Does not migrate: call [`PostgresStore::migrate`].
     ///
@@ -237,20 +254,21 @@ impl PostgresStoreBuilder {
                     })
                 });
         }
-        // The group commit's slots get connections of their own, out of `max_connections`,
-        // when that leaves the pool at least 2; stream loads get two more from 6 on.
-        let writers: u32 = if self.max_connections >= 4 {
-            GROUPS_IN_FLIGHT as u32
+        // Beside the pool, not out of it: a smaller pool could starve a caller that holds
+        // connections of it while it asks for another (a projection runner holds its lease and
+        // its batch's transaction, and reads pages).
+        let keep = self.keep_connections && self.max_connections >= 4;
+        let (writers, readers) = if keep {
+            (GROUPS_IN_FLIGHT, KEPT_READERS)
         } else {
-            0
+            (0, 0)
         };
-        let readers: u32 = if self.max_connections >= 6 { 2 } else { 0 };
         let pool = pool
-            .max_connections(self.max_connections - writers - readers)
+            .max_connections(self.max_connections)
             .connect_with(options.clone())
             .await
             .map_err(|source| PostgresError::Connect { host, port, source })?;
-        let kept = |n: u32| KeptConnections::new(options.clone(), n as usize, self.acquire_timeout);
+        let kept = |n: usize| KeptConnections::new(options.clone(), n, self.acquire_timeout);
         let (writers, readers) = (kept(writers), kept(readers));
         Ok(PostgresStore::with_pool(pool, schema, writers, readers)
             .with_horizon_wait(self.horizon_wait))
@@ -341,8 +359,8 @@ impl PostgresStore {
         self
     }
 
-    /// The same pool, in another schema. The new store keeps no connections of its own (that
-    /// would go beyond `max_connections`): everything goes through the pool.
+    /// The same pool, in another schema. The new store keeps no connections of its own:
+    /// everything goes through the pool.
     pub fn with_schema(self, name: impl Into<String>) -> Result<Self, PostgresError> {
         Ok(PostgresStore::with_pool(
             self.pool,

@@ -23,9 +23,11 @@ pub struct RunnerOptions {
     pub max_retries: u32,
     /// Delay before the first retry; doubled for each further one, up to `max_backoff`
     /// (default 100 ms). Also the first delay after a transient store failure in
-    /// [`ProjectionRunner::run`].
+    /// [`ProjectionRunner::run`] (there at least 10 ms: a zero backoff would hammer a store
+    /// that is down).
     pub backoff: Duration,
-    /// Longest wait for new events when live, even without a wake-up (default 1 s).
+    /// Longest wait for new events when live, even without a wake-up (default 1 s; at least
+    /// 10 ms: zero would poll the store in a busy loop).
     pub poll_interval: Duration,
     /// How many transient store failures in a row (connection lost, server restarting, pool
     /// timeout...) [`ProjectionRunner::run`] rides out before it returns the error; `None`
@@ -38,6 +40,10 @@ pub struct RunnerOptions {
     /// default) or park it and go on (see [`FailurePolicy`]).
     pub failure_policy: FailurePolicy,
 }
+
+/// The shortest live poll, and the shortest wait before [`ProjectionRunner::run`] tries a
+/// store again after a transient failure or a lost lease.
+const SHORTEST_WAIT: Duration = Duration::from_millis(10);
 
 impl Default for RunnerOptions {
     fn default() -> Self {
@@ -357,7 +363,8 @@ where
                 Err(error) => error,
             };
             let wait = match self.recovery(&error, &mut failures) {
-                Recovery::RetryAfter(wait) => wait,
+                // A zero backoff would hammer a store that is down, or a lease held elsewhere.
+                Recovery::RetryAfter(wait) => wait.max(SHORTEST_WAIT),
                 Recovery::Stop => return Err(error),
             };
             tokio::select! {
@@ -446,7 +453,7 @@ where
                 checkpoint,
                 head,
                 &self.filter,
-                self.options.poll_interval,
+                self.options.poll_interval.max(SHORTEST_WAIT),
             );
             tokio::select! {
                 () = shutdown.as_mut() => return Ok(()),

@@ -183,10 +183,11 @@ where
         self
     }
 
-    /// How often [`run`](Self::run) looks for due deadlines (a deadline fires up to this late).
+    /// How often [`run`](Self::run) looks for due deadlines (a deadline fires up to this late;
+    /// default 1 s, at least 10 ms: zero would query the store in a busy loop).
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
+        self.poll_interval = interval.max(Duration::from_millis(10));
         self
     }
 
