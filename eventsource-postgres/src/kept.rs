@@ -252,12 +252,18 @@ impl Drop for KeptConnection<'_> {
 }
 
 /// Whether the connection `error` came on is unusable: it did not come from the server (the
-/// connection was lost, a protocol error), or the server ended the session with it (`FATAL`,
+/// connection was lost, a protocol error; not a missing row or an argument that did not
+/// encode), or the server ended the session with it (`FATAL`,
 /// as when it shuts down: `57P01 terminating connection due to administrator command`; class
 /// `08`, connection exceptions).
 fn ends_connection(error: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(error) = error else {
-        return true;
+    let error = match error {
+        sqlx::Error::Database(error) => error,
+        // After a complete exchange (no row where one was expected), or before any (an
+        // argument that did not encode): the connection is as good as before.
+        sqlx::Error::RowNotFound | sqlx::Error::Encode(_) => return false,
+        // Anything else may have left the exchange half-way: close, and open another.
+        _ => return true,
     };
     let fatal = error
         .try_downcast_ref::<PgDatabaseError>()
@@ -266,4 +272,23 @@ fn ends_connection(error: &sqlx::Error) -> bool {
         || error
             .code()
             .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_connection;
+
+    #[test]
+    fn a_lost_connection_ends_it_a_missing_row_does_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(ends_connection(&sqlx::Error::Io(reset)));
+        assert!(ends_connection(&sqlx::Error::Protocol(
+            "unexpected message".into()
+        )));
+        assert!(ends_connection(&sqlx::Error::WorkerCrashed));
+        assert!(!ends_connection(&sqlx::Error::RowNotFound));
+        assert!(!ends_connection(&sqlx::Error::Encode(
+            "not encodable".into()
+        )));
+    }
 }
