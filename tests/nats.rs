@@ -566,3 +566,66 @@ async fn an_event_larger_than_max_payload_stops_the_relay_at_once() {
     assert_eq!(message_count(&js, &stream).await, 2);
     assert_eq!(relay.status().await.unwrap().lag, 1);
 }
+
+/// A consumer whose stream does not exist gives up after `max_jetstream_failures` failed
+/// attempts, naming itself, what failed and how often; told to back off 0 s, it still waits
+/// between attempts (it retried in a busy loop before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_without_its_stream_gives_up_after_its_retries_waiting_between_them() {
+    let reader = fresh_pg_store().await;
+    let js = connect(&nats_url()).await;
+    let ledger = Ledger::new(&reader).await;
+    let prefix = SubjectPrefix::new(format!("t{}.missing", uuid::Uuid::now_v7().simple())).unwrap();
+    let mut source = JetStreamSource::new(ledger, reader, js, "NO_SUCH_STREAM", prefix.all())
+        .with_options(SourceOptions {
+            backoff: Duration::ZERO,
+            max_jetstream_failures: Some(4),
+            ..SourceOptions::default()
+        });
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(LIMIT, source.run(std::future::pending()))
+        .await
+        .expect("the consumer gives up")
+        .unwrap_err();
+    let waited = started.elapsed();
+    match &error {
+        SourceError::JetStream {
+            action, attempts, ..
+        } => {
+            assert_eq!(*action, "consumer setup");
+            assert_eq!(*attempts, 5);
+        }
+        other => panic!("{other}"),
+    }
+    let text = error.to_string();
+    assert!(text.contains("ledger"), "{text}");
+    // Four waits of at least 10, 20, 40 and 80 ms.
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+}
+
+/// A relay told to back off 0 s still waits between its attempts to publish to a stream that
+/// does not exist (it retried in a busy loop before), then gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_a_zero_backoff_still_waits_between_its_retries() {
+    let store = fresh_pg_store().await;
+    let js = connect(&nats_url()).await;
+    append(&store, 0, 1).await;
+    let prefix = SubjectPrefix::new(format!("t{}.missing", uuid::Uuid::now_v7().simple())).unwrap();
+    let mut relay = Relay::new(store.clone(), js, "relay", "NO_SUCH_STREAM", prefix).with_options(
+        RelayOptions {
+            backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            max_retries: Some(4),
+            ..relay_options()
+        },
+    );
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(LIMIT, relay.catch_up())
+        .await
+        .expect("the relay gives up")
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(error.to_string().contains("5 attempt(s)"), "{error}");
+    // Four waits of at least 10 ms.
+    assert!(waited >= Duration::from_millis(40), "{waited:?}");
+}

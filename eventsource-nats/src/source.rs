@@ -20,6 +20,9 @@ use crate::subject::escape_token;
 
 /// The longest wait between two retries, of a failing message or of JetStream.
 const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The shortest wait between JetStream reconnection attempts: a zero backoff would retry a
+/// server that is down in a busy loop.
+const SHORTEST_WAIT: Duration = Duration::from_millis(10);
 
 /// Metric names of the source (labelled `projection`).
 pub mod metric_names {
@@ -42,7 +45,7 @@ pub struct SourceOptions {
     /// Retries of a failing event before the source stops (default 3).
     pub max_retries: u32,
     /// Delay before the first retry; doubled per further one up to 5 s (default 100 ms), also
-    /// between JetStream reconnection attempts.
+    /// between JetStream reconnection attempts (there at least 10 ms).
     pub backoff: Duration,
     /// How long JetStream waits for an acknowledgement before it redelivers (default 30 s).
     pub ack_wait: Duration,
@@ -176,7 +179,7 @@ where
             .map_err(Self::store_error)?;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut failures = 0u32;
-        let mut delay = self.options.backoff;
+        let mut delay = self.options.backoff.max(SHORTEST_WAIT);
         let mut applied = 0u64;
         loop {
             let failure = match self.open().await {
@@ -196,7 +199,7 @@ where
                             drained = last.info().map(|info| info.pending == 0).unwrap_or(false);
                             applied += self.apply(&owned, batch).await?;
                             failures = 0;
-                            delay = self.options.backoff;
+                            delay = self.options.backoff.max(SHORTEST_WAIT);
                         }
                         if let Some(error) = error {
                             break ("pull", error);

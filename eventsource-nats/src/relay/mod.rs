@@ -39,10 +39,12 @@ pub struct RelayOptions {
     /// Events read, published and checkpointed per batch (default 500). The publishes of a
     /// batch are in flight together; the checkpoint moves once they are all acknowledged.
     pub batch_size: usize,
-    /// Longest wait for new events when live, even without a wake-up (default 1 s).
+    /// Longest wait for new events when live, even without a wake-up (default 1 s; at least
+    /// 10 ms: zero would read the store in a busy loop).
     pub poll_interval: Duration,
     /// Delay before retrying a failed publish; doubled per consecutive failure (default
-    /// 100 ms) up to [`max_backoff`](Self::max_backoff).
+    /// 100 ms; at least 10 ms: zero would publish in a busy loop to a server that is down) up
+    /// to [`max_backoff`](Self::max_backoff).
     pub backoff: Duration,
     /// Cap of the retry delay (default 5 s).
     pub max_backoff: Duration,
@@ -53,6 +55,9 @@ pub struct RelayOptions {
     /// the relay at once: retrying cannot help, raise `max_payload` on the server.
     pub max_retries: Option<u32>,
 }
+
+/// The shortest live poll and retry delay of a relay.
+const SHORTEST_WAIT: Duration = Duration::from_millis(10);
 
 impl Default for RelayOptions {
     fn default() -> Self {
@@ -216,7 +221,7 @@ impl<S: ProjectionStore> Relay<S> {
                 checkpoint,
                 head,
                 &self.filter,
-                self.options.poll_interval,
+                self.options.poll_interval.max(SHORTEST_WAIT),
             );
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
@@ -299,7 +304,7 @@ impl<S: ProjectionStore> Relay<S> {
 
         let mut done = 0;
         let mut failures = 0u32;
-        let mut delay = self.options.backoff;
+        let mut delay = self.options.backoff.max(SHORTEST_WAIT);
         while done < batch.len() {
             // Read the next batch while this one is acknowledged (it starts after this
             // batch's last event whatever happens to the publishes: a failure only repeats
@@ -342,7 +347,7 @@ impl<S: ProjectionStore> Relay<S> {
                 leased.checkpoint = Some(last.checkpoint);
                 done += attempt.acknowledged;
                 failures = 0;
-                delay = self.options.backoff;
+                delay = self.options.backoff.max(SHORTEST_WAIT);
                 self.record_lag(last, head);
             }
             if let Some(error) = attempt.failure {
@@ -372,7 +377,10 @@ impl<S: ProjectionStore> Relay<S> {
                     "publishing to JetStream failed, retrying in {delay:?}: {error}"
                 );
                 tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(self.options.max_backoff);
+                delay = delay
+                    .saturating_mul(2)
+                    .min(self.options.max_backoff)
+                    .max(SHORTEST_WAIT);
             }
         }
         if batch.is_empty() {
