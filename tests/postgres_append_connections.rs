@@ -281,3 +281,40 @@ async fn a_store_keeping_no_connections_stays_within_its_pool() {
         );
     }
 }
+
+/// A decision reads its boundary on a kept connection (its conditional append goes through the
+/// pool, as it may wait for the boundary's locks): after an administrator ended every session
+/// of the store, each next decision succeeds, and each is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_succeed_after_the_server_ends_the_stores_sessions() {
+    use eventsource::{DecisionStore, Query, QueryItem, StreamAppend, Tag};
+    let (store, name) = named_store(6).await;
+    let query = Query::new().item(QueryItem::tagged([Tag::new("course", "c1")]));
+    for round in 0..4usize {
+        if round > 0 {
+            assert!(
+                terminate(&name).await >= 1,
+                "round {round}: sessions to end"
+            );
+        }
+        let read = store.read_query(&query).await.unwrap();
+        assert_eq!(
+            read.events.len(),
+            round,
+            "round {round}: every decision so far"
+        );
+        let event = NewEvent::new(ADDED, 1, json!({ "amount": round }))
+            .with_tags([Tag::new("course", "c1")]);
+        let append = StreamAppend::new(
+            StreamId::new("student", format!("s{round}")),
+            ExpectedVersion::NoStream,
+            vec![event],
+        );
+        let written = store
+            .append_streams(vec![append], Some(read.condition(query.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(!written[0].replayed, "round {round}");
+    }
+    assert_eq!(store.read_query(&query).await.unwrap().events.len(), 4);
+}

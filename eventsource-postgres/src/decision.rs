@@ -289,6 +289,8 @@ impl PostgresStore {
         let Some(conn) = conn else {
             self.ensure_fits_store().await?;
             let mut repeats = 0;
+            // Not on a kept connection: the call may wait for its boundary's locks, and would
+            // hold one of the group commit's two connections meanwhile.
             loop {
                 match call.run(self, self.pool(), false).await {
                     Ok(rows) => {
@@ -384,14 +386,14 @@ impl DecisionStore for PostgresStore {
     async fn read_query(&self, query: &Query) -> Result<QueryRead, StoreError> {
         self.limits().check_query(query)?;
         self.ensure_fits_store().await?;
+        let items = Json(query_json(query));
+        // On a kept read connection if one is free, like a stream's load.
         let rows = self
-            .sql()
-            .read_query
-            .query()
-            .bind(Json(query_json(query)))
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| store_error("reading the events of a decision's query", e))?;
+            .stream_rows(
+                || self.sql().read_query.query().bind(items.clone()),
+                || "reading the events of a decision's query".to_owned(),
+            )
+            .await?;
         let anchor = StreamId::from_raw("");
         let Some(first) = rows.first() else {
             return Err(StoreError::backend(
