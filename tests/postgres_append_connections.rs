@@ -282,9 +282,9 @@ async fn a_store_keeping_no_connections_stays_within_its_pool() {
     }
 }
 
-/// A decision reads its boundary on a kept connection (its conditional append goes through the
-/// pool, as it may wait for the boundary's locks): after an administrator ended every session
-/// of the store, each next decision succeeds, and each is stored once.
+/// Decisions (the read of a boundary, the conditional append) go through the pool, beside the
+/// kept connections: after an administrator ended every session of the store, each next
+/// decision succeeds, and each is stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_succeed_after_the_server_ends_the_stores_sessions() {
     use eventsource::{DecisionStore, Query, QueryItem, StreamAppend, Tag};
