@@ -186,6 +186,8 @@ impl PostgresStoreBuilder {
 
     /// Hand out a pooled connection without sqlx's ping when it was given back less than
     /// `idle` ago (opt-in; by default, as in sqlx, every connection is pinged before use).
+    /// This is about the pool only: the connections the store keeps beside it (see
+    /// [`Self::keep_connections`]) follow their own rule, a ping after 500 ms idle.
     ///
     /// sqlx pings a connection when it hands it out and again, always, when it is given back:
     /// the first ping is a round trip before every statement. A connection given back less
