@@ -9,9 +9,6 @@
 #[path = "support/postgres.rs"]
 mod support;
 
-use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use eventsource::postgres::PostgresStore;
@@ -19,7 +16,7 @@ use eventsource::postgres::sqlx::{self, Connection, PgConnection};
 use eventsource::testing::fixture::ADDED;
 use eventsource::{EventStore, ExpectedVersion, NewEvent, StreamId, Version};
 use serde_json::json;
-use support::{database_url, unique_schema};
+use support::{database_url, drop_after, unique_schema};
 
 /// A migrated store whose sessions carry an application name of their own, so that the test
 /// can find (and end) them.
@@ -145,24 +142,6 @@ async fn appends_succeed_after_the_server_ends_the_stores_sessions() {
     let (open, in_transaction) = sessions(&name).await;
     assert!(open <= 6 + 4, "{open} sessions for max_connections 6");
     assert_eq!(in_transaction, 0);
-}
-
-/// Polls `future` until it has returned `Pending` `pendings` times, then drops it.
-async fn drop_after<F: Future>(future: F, pendings: usize) {
-    let mut future = pin!(future);
-    let mut seen = 0;
-    poll_fn(|cx| match future.as_mut().poll(cx) {
-        Poll::Ready(_) => Poll::Ready(()),
-        Poll::Pending => {
-            seen += 1;
-            if seen >= pendings {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        }
-    })
-    .await;
 }
 
 /// Appends and reads cancelled at every point (while a connection is taken, pinged or opened, while the

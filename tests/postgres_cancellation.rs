@@ -8,9 +8,7 @@
 #[path = "support/postgres.rs"]
 mod support;
 
-use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
+use std::future::Future;
 use std::time::Duration;
 
 use eventsource::postgres::PostgresStore;
@@ -18,7 +16,7 @@ use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection}
 use eventsource::testing::fixture::ADDED;
 use eventsource::{EventStore, ExpectedVersion, LogFilter, NewEvent, ProjectionStore, StreamId};
 use serde_json::json;
-use support::{database_url, fresh_pg_store_with_pool};
+use support::{database_url, drop_after, fresh_pg_store_with_pool};
 
 /// A migrated store whose pool has a single connection, so that every borrower after a
 /// cancelled `BEGIN` gets the connection it was sent on.
@@ -48,26 +46,6 @@ async fn acknowledged_and_committed(store: &PostgresStore, stream: &StreamId) ->
     .unwrap();
     other.close().await.unwrap();
     count
-}
-
-/// Polls `future` until it has returned `Pending` `pendings` times, then drops it: a caller
-/// that stops waiting after so many wake-ups (with an idle pooled connection: the pool's
-/// liveness ping, then the `BEGIN` round trip).
-async fn drop_after<F: Future>(future: F, pendings: usize) {
-    let mut future = pin!(future);
-    let mut seen = 0;
-    poll_fn(|cx| match future.as_mut().poll(cx) {
-        Poll::Ready(_) => Poll::Ready(()),
-        Poll::Pending => {
-            seen += 1;
-            if seen >= pendings {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        }
-    })
-    .await;
 }
 
 /// Cancels `begin` after 1 to 16 wake-ups, many times (some cancellations land while the

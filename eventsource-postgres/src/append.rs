@@ -502,14 +502,8 @@ impl PostgresStore {
         writer: &mut Option<KeptConnection<'_>>,
         query: PgQueryOf<'_>,
     ) -> Result<Option<PgRow>, sqlx::Error> {
-        if let Some(writer) = writer.as_mut()
-            && let Some(conn) = writer.connection()
-        {
-            let row = query.fetch_optional(conn).await;
-            writer.observe(&row);
-            return row;
-        }
-        query.fetch_optional(self.pool()).await
+        let rows = self.fetch_all_on(writer, query).await?;
+        Ok(rows.into_iter().next())
     }
 
     /// `query`'s one row: see [`Self::fetch_all_on`].
@@ -518,14 +512,8 @@ impl PostgresStore {
         writer: &mut Option<KeptConnection<'_>>,
         query: PgQueryOf<'_>,
     ) -> Result<PgRow, sqlx::Error> {
-        if let Some(writer) = writer.as_mut()
-            && let Some(conn) = writer.connection()
-        {
-            let row = query.fetch_one(conn).await;
-            writer.observe(&row);
-            return row;
-        }
-        query.fetch_one(self.pool()).await
+        let rows = self.fetch_all_on(writer, query).await?;
+        rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
     }
 }
 

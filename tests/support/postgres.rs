@@ -179,3 +179,23 @@ pub async fn transactions(store: &PostgresStore, s: &eventsource::StreamId) -> V
         .map(|e| e.checkpoint.transaction())
         .collect()
 }
+
+/// Polls `future` until it has returned `Pending` `pendings` times, then drops it: a caller
+/// that stops waiting after so many wake-ups (an aborted task, a timeout), at each await
+/// point in turn when called with 1, 2, 3...
+pub async fn drop_after<F: std::future::Future>(future: F, pendings: usize) {
+    let mut future = std::pin::pin!(future);
+    let mut seen = 0;
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+        std::task::Poll::Pending => {
+            seen += 1;
+            if seen >= pendings {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await;
+}
