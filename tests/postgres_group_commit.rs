@@ -14,7 +14,10 @@ use eventsource::postgres::sqlx::{self, AssertSqlSafe, Connection};
 use eventsource::testing::fixture::ADDED;
 use eventsource::{Appended, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId, Version};
 use serde_json::json;
-use support::{fresh_pg_store, lock_heads, transactions, wait_for_lock_waiters};
+use support::{
+    fresh_pg_store, fresh_pg_store_with_group_transactions, lock_heads, transactions,
+    wait_for_lock_waiters,
+};
 use uuid::Uuid;
 
 /// How long appends may take to reach a locked head (a hang detector).
@@ -342,7 +345,8 @@ async fn many_writers_store_every_acknowledged_event_once_and_nothing_else() {
 /// the queued appends are stored once, and the store goes on taking appends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_append_gives_its_transaction_slot_to_the_queue() {
-    let store = fresh_pg_store().await;
+    // Two slots, both held by blocked appends.
+    let store = fresh_pg_store_with_group_transactions(10, 2).await;
     let blocked = [stream("slot-a"), stream("slot-b")];
     for s in &blocked {
         store
@@ -479,4 +483,41 @@ async fn a_shared_transaction_keeps_each_events_tracing_ids() {
     .await
     .unwrap();
     assert_eq!(stored_ids, Some(Uuid::from_u128(100)));
+}
+
+/// The number of shared transactions in flight is clamped to 1..=16: a store set to 0 (which
+/// would queue every append for ever) or to `usize::MAX` takes 32 appends at once, each
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_group_commit_setting_takes_concurrent_appends() {
+    for transactions in [0, 1, 3, usize::MAX] {
+        let store = fresh_pg_store_with_group_transactions(10, transactions).await;
+        let appends = (0..32).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &stream(&format!("setting-{i}")),
+                        ExpectedVersion::NoStream,
+                        vec![added(i)],
+                    )
+                    .await
+            })
+        });
+        let outcomes = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(appends),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{transactions} in flight: the appends hang"));
+        for outcome in outcomes {
+            let appended = outcome.unwrap().unwrap();
+            assert_eq!(
+                appended.last_version,
+                Version(1),
+                "{transactions} in flight"
+            );
+        }
+        assert_eq!(store.head_position().await.unwrap().0, 32);
+    }
 }

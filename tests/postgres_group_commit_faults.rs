@@ -31,8 +31,8 @@ use eventsource::{
 };
 use serde_json::json;
 use support::{
-    cluster_env, database_url, fresh_pg_store, fresh_pg_store_with_pool, lock_heads,
-    restart_server, transactions, wait_for_lock_waiters,
+    cluster_env, database_url, fresh_pg_store, fresh_pg_store_with_group_transactions,
+    fresh_pg_store_with_pool, lock_heads, restart_server, transactions, wait_for_lock_waiters,
 };
 use tracing::field::{Field, Visit};
 use tracing_subscriber::Layer;
@@ -715,7 +715,7 @@ impl ChildLog {
     }
 }
 
-/// A writing process with 32 appenders queued on two transaction slots, killed with SIGKILL
+/// A writing process with 32 appenders queued on the transaction slot, killed with SIGKILL
 /// after 300 acknowledged appends, while its statements run. Its unanswered appends are
 /// stored wholly or not at all; everything it acknowledged is stored; and no lock of it
 /// outlives it: every stream it touched takes an append at once.
@@ -810,7 +810,7 @@ async fn a_writer_killed_mid_group_leaves_whole_batches_and_no_lock() {
         "the writer failed appends before the kill: {:?}",
         log.errors
     );
-    // More appends in flight than the two transaction slots can write alone: some were queued
+    // More appends in flight than the transaction slot can write alone: some were queued
     // or in a shared group.
     let unanswered = log.unanswered();
     assert!(
@@ -919,7 +919,8 @@ fn keyed_deposit(
 async fn idempotent_retries_through_shared_groups_execute_once_with_one_answer() {
     const ROUNDS: usize = 3;
     let _shared = CLUSTER.read().await;
-    let store = fresh_pg_store_with_pool(16).await;
+    // Two transaction slots, both held by the blocked appends.
+    let store = fresh_pg_store_with_group_transactions(16, 2).await;
     let blocked = [stream("blocked-a"), stream("blocked-b")];
     for s in &blocked {
         store

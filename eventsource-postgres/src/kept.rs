@@ -6,8 +6,8 @@
 //! µs on a connection of its own). A store built by [`PostgresStoreBuilder`] keeps a few
 //! connections of its own beside its pool (not out of it: a smaller pool could starve a caller
 //! that holds pooled connections while it asks for another):
-//! - **writers**, one per transaction slot of the group commit (it writes at most
-//!   [`GROUPS_IN_FLIGHT`] transactions at once), for appends;
+//! - **writers**, for appends: the group commit's transactions in flight, and batches too
+//!   large to share one, each taking one when it is free;
 //! - **readers**, for the reads of one stream an aggregate is loaded with (its events and its
 //!   snapshot), taken when one is free; other reads wait for nothing and use the pool.
 //!
@@ -23,7 +23,6 @@
 //! - a connection older than [`MAX_LIFETIME`] (sqlx's default too) is replaced.
 //!
 //! [`PostgresStoreBuilder`]: crate::PostgresStoreBuilder
-//! [`GROUPS_IN_FLIGHT`]: crate::append::GROUPS_IN_FLIGHT
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -37,6 +37,30 @@ pub async fn fresh_pg_store() -> PostgresStore {
     fresh_pg_store_with_pool(10).await
 }
 
+/// [`fresh_pg_store_with_pool`] whose group commit has up to `transactions` in flight (the
+/// default is one): for the tests that hold several transaction slots at once.
+///
+/// # Panics
+/// If the server cannot be reached or the migration fails.
+pub async fn fresh_pg_store_with_group_transactions(
+    max_connections: u32,
+    transactions: usize,
+) -> PostgresStore {
+    let store = PostgresStore::builder()
+        .schema(unique_schema())
+        .max_connections(max_connections)
+        .group_commit_transactions(transactions)
+        .acquire_timeout(Duration::from_secs(20))
+        .connect(&database_url())
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL tests need a reachable server: {e}"));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("cannot migrate the test schema: {e}"));
+    store
+}
+
 /// [`fresh_pg_store`] on a pool of at most `max_connections` connections.
 ///
 /// # Panics
