@@ -136,13 +136,7 @@ impl PostgresStore {
         self.ensure_fits_store().await?;
         if batch.repeated_id().is_some() || batch.ids.len() > GROUP_MAX_EVENTS {
             // Outside the slots: on a kept connection if one is free.
-            let mut writer = self.writers().take(self.pool()).await;
-            let outcome = self
-                .append_alone(&mut writer, stream, expected, &batch)
-                .await;
-            return self
-                .again_if_lost(writer, outcome, stream, expected, &batch)
-                .await;
+            return self.append_kept(stream, expected, &batch).await;
         }
         // Take a free transaction slot and write at once, or wait in the queue for the next
         // shared transaction.
@@ -168,13 +162,7 @@ impl PostgresStore {
                 let slot = Slot {
                     store: self.clone(),
                 };
-                let mut writer = self.writers().take(self.pool()).await;
-                let outcome = self
-                    .append_alone(&mut writer, stream, expected, &batch)
-                    .await;
-                let outcome = self
-                    .again_if_lost(writer, outcome, stream, expected, &batch)
-                    .await;
+                let outcome = self.append_kept(stream, expected, &batch).await;
                 drop(slot);
                 outcome
             }
@@ -188,7 +176,23 @@ impl PostgresStore {
         }
     }
 
-    /// Ends the use of a slot's `writer` after an append on it: if the append failed with the
+    /// An append alone, on a kept connection if one is free (else on the pool), written once
+    /// more on the pool if it failed with that connection.
+    async fn append_kept(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        batch: &Batch,
+    ) -> Result<Appended, StoreError> {
+        let mut writer = self.writers().take(self.pool()).await;
+        let outcome = self
+            .append_alone(&mut writer, stream, expected, batch)
+            .await;
+        self.again_if_lost(writer, outcome, stream, expected, batch)
+            .await
+    }
+
+    /// Ends the use of `writer` after an append on it: if the append failed with the
     /// connection (lost, a protocol error), the connection is closed and the append written
     /// once more on the pool, whose connections are checked before use. An append is
     /// idempotent by its event ids: one that committed before its connection was lost is

@@ -66,19 +66,8 @@ pub async fn fresh_pg_store_with_group_transactions(
 /// # Panics
 /// If the server cannot be reached or the migration fails.
 pub async fn fresh_pg_store_with_pool(max_connections: u32) -> PostgresStore {
-    let url = database_url();
-    let store = PostgresStore::builder()
-        .schema(unique_schema())
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(20))
-        .connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("the PostgreSQL tests need a reachable server: {e}"));
-    store
-        .migrate()
-        .await
-        .unwrap_or_else(|e| panic!("cannot migrate the test schema: {e}"));
-    store
+    // One shared transaction in flight: the store's default.
+    fresh_pg_store_with_group_transactions(max_connections, 1).await
 }
 
 /// A variable `scripts/test.sh` exports for the tests that restart its cluster.
